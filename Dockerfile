@@ -1,0 +1,24 @@
+# The inference service image. Build arguments keep it buildable both where a registry answers
+# (the defaults) and offline (scripts/images.sh passes the local base and a host-made wheelhouse).
+ARG BASE=python:3.11-slim
+FROM ${BASE}
+ARG PIP_ARGS=""
+ARG MODEL_VERSION=2
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
+COPY build/wheelhouse /wheelhouse
+COPY services/inference/requirements.txt /tmp/requirements.txt
+RUN python3 -m venv /opt/venv \
+ && pip install --no-cache-dir ${PIP_ARGS} -r /tmp/requirements.txt \
+ && rm -rf /wheelhouse /root/.cache \
+ && (getent passwd fleet >/dev/null || useradd --system --uid 10001 --no-create-home fleet)
+COPY build/models /models
+COPY services/inference/fleet_inference /app/fleet_inference
+WORKDIR /app
+ENV MODEL_PATH=/models/v${MODEL_VERSION} FLEET_PORT=8000
+USER fleet
+EXPOSE 8000
+# Healthy means ready (or degraded): Swarm's start-first update and rollback wait on it. The start
+# period covers model loading; the stack file tunes these values per deployment.
+HEALTHCHECK --interval=2s --timeout=2s --start-period=20s --retries=3 CMD ["python3", "-m", "fleet_inference.healthcheck"]
+STOPSIGNAL SIGTERM
+CMD ["python3", "-m", "fleet_inference"]

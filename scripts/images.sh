@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Build fleet's images: fleet/inference:1 and :2 (model versions), fleet/gateway:1, fleet/consul:1.8.7.
+# Where a registry answers, the official bases are used (python:3.11-slim, haproxy:2.6); otherwise the
+# local Debian base from scripts/base-image.sh, with Python wheels downloaded on the host.
+# Docker's layer cache makes a second run take seconds.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+py=${PYTHON:-.venv/bin/python}
+export DOCKER_BUILDKIT=0  # the classic builder: the engine here has no buildx
+log() { echo "[images] $*" >&2; }
+
+# 1. Models, reproducibly (skipped when the training script is unchanged).
+stamp=$(sha256sum services/inference/train.py services/inference/fleet_inference/modeldef.py | sha256sum | cut -c1-16)
+if [ "$(cat build/models/.stamp 2>/dev/null)" != "$stamp" ]; then
+  log "training model versions"
+  rm -rf build/models && "$py" services/inference/train.py --out build/models
+  echo "$stamp" >build/models/.stamp
+fi
+
+# 2. Bases: pull where a registry answers, else the local offline base.
+pulled() { timeout 120 docker pull -q "$1" >/dev/null 2>&1; }
+mkdir -p build/wheelhouse
+if pulled python:3.11-slim && pulled haproxy:2.6; then
+  py_base=python:3.11-slim; gw_base=haproxy:2.6; pip_args=""
+else
+  bash scripts/base-image.sh
+  py_base=${FLEET_LOCAL_BASE:-fleet/base:bookworm}; gw_base=$py_base
+  pip_args="--no-index --find-links /wheelhouse"
+  req_stamp=$(sha256sum services/inference/requirements.txt | cut -c1-16)
+  if [ "$(cat build/wheelhouse/.stamp 2>/dev/null)" != "$req_stamp" ]; then
+    log "downloading wheels for the image"
+    find build/wheelhouse -name '*.whl' -delete
+    "$py" -m pip download -q --only-binary=:all: -d build/wheelhouse -r services/inference/requirements.txt
+    echo "$req_stamp" >build/wheelhouse/.stamp
+  fi
+fi
+
+# 3. Images.
+for v in 1 2; do
+  log "fleet/inference:$v (base $py_base)"
+  docker build -q -t "fleet/inference:$v" --build-arg "BASE=$py_base" --build-arg "PIP_ARGS=$pip_args" \
+    --build-arg "MODEL_VERSION=$v" --label "fleet.model-version=$v" . >/dev/null
+done
+log "fleet/gateway:1 (base $gw_base)"
+docker build -q -t fleet/gateway:1 --build-arg "BASE=$gw_base" stacks/gateway >/dev/null
+if ! docker image inspect fleet/consul:1.8.7 >/dev/null 2>&1; then
+  if pulled hashicorp/consul:1.8.7; then
+    docker tag hashicorp/consul:1.8.7 fleet/consul:1.8.7
+  else
+    bash scripts/consul-binary.sh
+    ctx=$(mktemp -d); trap 'rm -rf "$ctx"' EXIT
+    cp stacks/consul/Dockerfile build/consul/consul "$ctx/"
+    log "fleet/consul:1.8.7 (base ${FLEET_LOCAL_BASE:-fleet/base:bookworm})"
+    docker build -q -t fleet/consul:1.8.7 --build-arg "BASE=${FLEET_LOCAL_BASE:-fleet/base:bookworm}" "$ctx" >/dev/null
+  fi
+fi
+log "done: $(docker images --format '{{.Repository}}:{{.Tag}}' 'fleet/*' | sort | tr '\n' ' ')"

@@ -1,0 +1,1 @@
+"""fleet's inference service: a FastAPI app serving a TorchScript model with meaningful health."""

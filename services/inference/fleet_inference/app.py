@@ -1,0 +1,118 @@
+"""The HTTP face of a replica: /health, /ready, /predict, /metrics, /info."""
+import time
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .batching import QueueFull
+from .config import Settings
+from .phases import Phase, liveness_status
+from .replica import Replica
+from .validation import InputError, parse_body, validate_inputs
+
+
+class MetricsMiddleware:
+    """Counts requests by route and status and times them (a pure ASGI middleware: no body buffering)."""
+
+    def __init__(self, app, replica: Replica):
+        self.app, self.replica = app, replica
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        route = scope["path"] if scope["path"] in ROUTES else "other"
+        status = {"code": 500}
+        started = time.perf_counter()
+        is_predict = route == "/predict"
+        if is_predict:
+            self.replica.in_flight += 1
+            self.replica.metrics.in_flight.inc()
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            m = self.replica.metrics
+            m.latency.labels(route).observe(time.perf_counter() - started)
+            m.requests.labels(route, str(status["code"])).inc()
+            if is_predict:
+                self.replica.in_flight -= 1
+                m.in_flight.dec()
+
+
+ROUTES = {"/health", "/ready", "/predict", "/metrics", "/info"}
+
+
+def create_app(settings: Settings) -> FastAPI:
+    replica = Replica(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await replica.start()
+        yield
+        await replica.stop()
+
+    app = FastAPI(title="fleet inference", lifespan=lifespan)
+    app.state.replica = replica
+    app.add_middleware(MetricsMiddleware, replica=replica)
+
+    def body(phase: Phase, reason: str, **extra) -> dict:
+        version = replica.manifest.version if replica.manifest else None
+        return {"phase": phase.value, "reason": reason, "version": version, **extra}
+
+    @app.get("/health")
+    async def health():
+        return JSONResponse(body(replica.phase, replica.reason), status_code=liveness_status(replica.phase))
+
+    @app.get("/ready")
+    async def ready():
+        r = replica.readiness()
+        return JSONResponse(body(r.phase, r.reason), status_code=r.status_code)
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        if replica.phase is not Phase.READY:
+            return JSONResponse(body(replica.phase, replica.reason, error="not ready"), status_code=503,
+                                headers={"Retry-After": "1"})
+        try:
+            declared = int(request.headers.get("content-length") or 0)
+            if declared > settings.max_body_bytes:
+                raise InputError(f"body is {declared} bytes, over the limit of {settings.max_body_bytes}: "
+                                 f"send fewer rows", 413)
+            payload = parse_body(await request.body(), settings.max_body_bytes)
+            rows = validate_inputs(payload, replica.manifest.features, settings.max_rows)
+        except InputError as e:
+            return JSONResponse({"error": str(e)}, status_code=e.status)
+        try:
+            probs = await replica.predict(rows)
+        except QueueFull as e:
+            return JSONResponse({"error": f"overloaded: {e}"}, status_code=503, headers={"Retry-After": "1"})
+        return {"version": replica.manifest.version, "classes": probs.argmax(dim=1).tolist(),
+                "probabilities": probs.tolist()}
+
+    @app.get("/metrics")
+    async def metrics():
+        replica.gpu_memory()
+        replica.metrics.queue_depth.set(replica.batcher.depth)
+        return Response(generate_latest(replica.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/info")
+    async def info():
+        m = replica.manifest
+        return {"phase": replica.phase.value, "model": m.name if m else None, "version": m.version if m else None,
+                "sha256": m.sha256 if m else None, "accuracy": m.accuracy if m else None,
+                "device": str(replica.device) if replica.device else None, "torch": torch.__version__,
+                "role": settings.role, "task_id": settings.task_id}
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        return JSONResponse({"error": f"internal error: {exc!r}"}, status_code=500)
+
+    return app

@@ -1,0 +1,68 @@
+"""The service's settings, read once from the environment (ecosystem names where one exists)."""
+import os
+from dataclasses import dataclass
+
+
+def _float(env: dict, key: str, default: float) -> float:
+    return float(env.get(key, default))
+
+
+def _int(env: dict, key: str, default: int) -> int:
+    return int(env.get(key, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_path: str = "/models/current"
+    device: str = "auto"  # auto | cpu | cuda
+    port: int = 8000
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 512
+    max_rows: int = 64
+    max_body_bytes: int = 256 * 1024
+    torch_threads: int = 0  # 0: torch's default
+    gpu_min_free_mb: int = 512
+    gpu_max_used_pct: float = 95.0
+    drain_seconds: float = 3.0
+    drain_timeout: float = 10.0
+    consul_addr: str = ""  # empty: do not register
+    consul_token: str = ""
+    service_name: str = "inference"
+    role: str = "stable"
+    task_id: str = ""
+    advertise_addr: str = ""
+    weight: int = 100
+    check_interval: str = "1s"
+    deregister_after: str = "1m"
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        device = env.get("FLEET_DEVICE", "auto")
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"FLEET_DEVICE={device!r}: use auto, cpu or cuda")
+        return cls(
+            model_path=env.get("MODEL_PATH", cls.model_path),
+            device=device,
+            port=_int(env, "FLEET_PORT", cls.port),
+            max_batch=_int(env, "FLEET_MAX_BATCH", cls.max_batch),
+            max_wait_ms=_float(env, "FLEET_MAX_WAIT_MS", cls.max_wait_ms),
+            max_queue=_int(env, "FLEET_MAX_QUEUE", cls.max_queue),
+            max_rows=_int(env, "FLEET_MAX_ROWS", cls.max_rows),
+            max_body_bytes=_int(env, "FLEET_MAX_BODY_BYTES", cls.max_body_bytes),
+            torch_threads=_int(env, "FLEET_TORCH_THREADS", cls.torch_threads),
+            gpu_min_free_mb=_int(env, "FLEET_GPU_MIN_FREE_MB", cls.gpu_min_free_mb),
+            gpu_max_used_pct=_float(env, "FLEET_GPU_MAX_USED_PCT", cls.gpu_max_used_pct),
+            drain_seconds=_float(env, "FLEET_DRAIN_SECONDS", cls.drain_seconds),
+            drain_timeout=_float(env, "FLEET_DRAIN_TIMEOUT", cls.drain_timeout),
+            consul_addr=env.get("CONSUL_HTTP_ADDR", ""),
+            consul_token=env.get("CONSUL_HTTP_TOKEN", ""),
+            service_name=env.get("FLEET_SERVICE_NAME", cls.service_name),
+            role=env.get("FLEET_ROLE", cls.role),
+            task_id=env.get("FLEET_TASK_ID", ""),
+            advertise_addr=env.get("FLEET_ADVERTISE_ADDR", ""),
+            weight=_int(env, "FLEET_WEIGHT", cls.weight),
+            check_interval=env.get("FLEET_CHECK_INTERVAL", cls.check_interval),
+            deregister_after=env.get("FLEET_DEREGISTER_AFTER", cls.deregister_after),
+        )

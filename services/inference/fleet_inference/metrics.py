@@ -1,0 +1,24 @@
+"""Prometheus metrics of one replica, in a registry of its own (one per app, so tests can build many)."""
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info
+
+from .phases import Phase
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("fleet_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
+        self.latency = Histogram("fleet_request_seconds", "HTTP request latency by route", ["route"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("fleet_batch_size", "rows per inference batch",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
+        self.inference = Histogram("fleet_inference_seconds", "time per inference batch",
+                                   buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("fleet_queue_depth", "rows waiting for a batch", registry=r)
+        self.in_flight = Gauge("fleet_in_flight_requests", "predict requests being served", registry=r)
+        self.phase = Enum("fleet_phase", "replica phase", states=[p.value for p in Phase], registry=r)
+        self.model = Info("fleet_model", "model served", registry=r)
+        self.gpu_free = Gauge("fleet_gpu_memory_free_bytes", "free GPU memory (CUDA only)", registry=r)
+        self.gpu_total = Gauge("fleet_gpu_memory_total_bytes", "total GPU memory (CUDA only)", registry=r)

@@ -1,0 +1,111 @@
+"""One replica's runtime: loads the model in the background, batches inference, drains on SIGTERM."""
+import asyncio
+import logging
+import time
+
+import torch
+
+from . import model_store, registration
+from .batching import DynamicBatcher
+from .config import Settings
+from .metrics import Metrics
+from .phases import GpuMemory, Limits, Phase, Readiness, readiness
+
+log = logging.getLogger("fleet_inference")
+
+
+class Replica:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.phase = Phase.LOADING
+        self.reason = f"loading {settings.model_path}"
+        self.device: torch.device | None = None
+        self.manifest: model_store.Manifest | None = None
+        self.module = None
+        self.in_flight = 0
+        self.limits = Limits(settings.max_queue, settings.gpu_min_free_mb << 20, settings.gpu_max_used_pct)
+        self.batcher = DynamicBatcher(self._infer, settings.max_batch, settings.max_wait_ms / 1000,
+                                      settings.max_queue, on_batch=self._observe_batch)
+        self._tasks: list[asyncio.Task] = []
+        self._set_phase(Phase.LOADING, self.reason)
+
+    # lifecycle -------------------------------------------------------------------------------
+    def _set_phase(self, phase: Phase, reason: str) -> None:
+        self.phase, self.reason = phase, reason
+        self.metrics.phase.state(phase.value)
+        log.info("phase %s: %s", phase.value, reason)
+
+    async def start(self) -> None:
+        if self.settings.torch_threads:
+            torch.set_num_threads(self.settings.torch_threads)
+        self.batcher.start()
+        self._tasks.append(asyncio.create_task(self._load()))
+
+    async def _load(self) -> None:
+        started = time.monotonic()
+        try:
+            self.device = model_store.select_device(self.settings.device)
+            self.module, self.manifest = await asyncio.to_thread(
+                model_store.load_artifact, self.settings.model_path, self.device)
+            self._set_phase(Phase.WARMING, f"first inference of model {self.manifest.version}")
+            await asyncio.to_thread(model_store.warm_up, self.module, self.manifest, self.device)
+        except model_store.ArtifactError as e:
+            self._set_phase(Phase.FAILED, str(e))
+            return
+        m = self.manifest
+        self.metrics.model.info({"name": m.name, "version": m.version, "sha256": m.sha256,
+                                 "device": str(self.device), "torch": torch.__version__})
+        if self.phase is Phase.WARMING:  # not draining meanwhile
+            self._set_phase(Phase.READY, f"model {m.name} v{m.version} on {self.device}, "
+                                         f"loaded in {time.monotonic() - started:.1f} s")
+        if self.settings.consul_addr:
+            self._tasks.append(asyncio.create_task(self._register()))
+
+    async def _register(self) -> None:
+        try:
+            await asyncio.to_thread(registration.register, self.settings, self.manifest)
+        except Exception as e:
+            log.error("Consul registration gave up: %s", e)
+
+    async def drain(self) -> None:
+        """Readiness turns 503 first, in-flight work finishes, then the replica leaves Consul."""
+        if self.phase is Phase.DRAINING:
+            return
+        self._set_phase(Phase.DRAINING, "stopping: finishing in-flight requests")
+        await asyncio.sleep(self.settings.drain_seconds)  # Consul's check and the gateway notice
+        deadline = time.monotonic() + self.settings.drain_timeout
+        while (self.in_flight or self.batcher.depth) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.settings.consul_addr:
+            await asyncio.to_thread(registration.deregister, self.settings)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self.batcher.stop()
+
+    # readiness -------------------------------------------------------------------------------
+    def gpu_memory(self) -> GpuMemory | None:
+        if self.device is None or self.device.type != "cuda":
+            return None
+        free, total = torch.cuda.mem_get_info(self.device)
+        self.metrics.gpu_free.set(free)
+        self.metrics.gpu_total.set(total)
+        return GpuMemory(free, total)
+
+    def readiness(self) -> Readiness:
+        return readiness(self.phase, self.reason, self.batcher.depth, self.gpu_memory(), self.limits)
+
+    # inference -------------------------------------------------------------------------------
+    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.module(batch.to(self.device)).cpu()
+
+    def _observe_batch(self, size: int, seconds: float) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.inference.observe(seconds)
+
+    async def predict(self, rows: list[list[float]]) -> torch.Tensor:
+        self.metrics.queue_depth.set(self.batcher.depth)
+        return await self.batcher.submit(torch.tensor(rows, dtype=torch.float32))

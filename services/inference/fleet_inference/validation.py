@@ -1,0 +1,47 @@
+"""Validation of /predict bodies: pure, with messages that name the problem and the fix."""
+import json
+import math
+
+
+class InputError(ValueError):
+    """A bad request body; status is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+def parse_body(body: bytes, max_bytes: int) -> object:
+    if len(body) > max_bytes:
+        raise InputError(f"body is {len(body)} bytes, over the limit of {max_bytes}: send fewer rows", 413)
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"body is not valid JSON ({e}); send {{\"inputs\": [[...], ...]}}", 400) from None
+
+
+def validate_inputs(payload: object, features: int, max_rows: int) -> list[list[float]]:
+    """Return the rows of a predict request, or raise InputError naming what is wrong."""
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise InputError('expected a JSON object {"inputs": [[...], ...]}')
+    extra = sorted(set(payload) - {"inputs"})
+    if extra:
+        raise InputError(f"unknown field(s) {extra}: only 'inputs' is accepted")
+    rows = payload["inputs"]
+    if not isinstance(rows, list) or not rows:
+        raise InputError("'inputs' must be a non-empty list of rows")
+    if len(rows) > max_rows:
+        raise InputError(f"'inputs' has {len(rows)} rows, over the limit of {max_rows}: split the request", 413)
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, list):
+            raise InputError(f"inputs[{i}] must be a list of {features} numbers")
+        if len(row) != features:
+            raise InputError(f"inputs[{i}] has {len(row)} values; the model takes {features}")
+        for j, v in enumerate(row):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise InputError(f"inputs[{i}][{j}] is {type(v).__name__}, not a number")
+            if not math.isfinite(v):
+                raise InputError(f"inputs[{i}][{j}] is {v}: only finite numbers are accepted")
+        out.append([float(v) for v in row])
+    return out
