@@ -14,7 +14,7 @@ RUN python3 -m venv /opt/venv \
 COPY build/models /models
 COPY services/inference/fleet_inference /app/fleet_inference
 WORKDIR /app
-ENV MODEL_PATH=/models/v${MODEL_VERSION} FLEET_PORT=8000
+ENV MODEL_PATH=/models/v${MODEL_VERSION} FLEET_PORT=8000 PYTHONPATH=/app
 USER fleet
 EXPOSE 8000
 # Healthy means ready (or degraded): Swarm's start-first update and rollback wait on it. The start

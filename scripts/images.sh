@@ -9,6 +9,7 @@ cd "$root"
 py=${PYTHON:-.venv/bin/python}
 export DOCKER_BUILDKIT=0  # the classic builder: the engine here has no buildx
 log() { echo "[images] $*" >&2; }
+build() { local out; out=$(docker build -q "$@" 2>&1) || { echo "$out" >&2; return 1; }; }
 
 # 1. Models, reproducibly (skipped when the training script is unchanged).
 stamp=$(sha256sum services/inference/train.py services/inference/fleet_inference/modeldef.py | sha256sum | cut -c1-16)
@@ -39,11 +40,11 @@ fi
 # 3. Images.
 for v in 1 2; do
   log "fleet/inference:$v (base $py_base)"
-  docker build -q -t "fleet/inference:$v" --build-arg "BASE=$py_base" --build-arg "PIP_ARGS=$pip_args" \
-    --build-arg "MODEL_VERSION=$v" --label "fleet.model-version=$v" . >/dev/null
+  build -t "fleet/inference:$v" --build-arg "BASE=$py_base" --build-arg "PIP_ARGS=$pip_args" \
+    --build-arg "MODEL_VERSION=$v" --label "fleet.model-version=$v" .
 done
 log "fleet/gateway:1 (base $gw_base)"
-docker build -q -t fleet/gateway:1 --build-arg "BASE=$gw_base" stacks/gateway >/dev/null
+build -t fleet/gateway:1 --build-arg "BASE=$gw_base" stacks/gateway
 if ! docker image inspect fleet/consul:1.8.7 >/dev/null 2>&1; then
   if pulled hashicorp/consul:1.8.7; then
     docker tag hashicorp/consul:1.8.7 fleet/consul:1.8.7
@@ -52,7 +53,7 @@ if ! docker image inspect fleet/consul:1.8.7 >/dev/null 2>&1; then
     ctx=$(mktemp -d); trap 'rm -rf "$ctx"' EXIT
     cp stacks/consul/Dockerfile build/consul/consul "$ctx/"
     log "fleet/consul:1.8.7 (base ${FLEET_LOCAL_BASE:-fleet/base:bookworm})"
-    docker build -q -t fleet/consul:1.8.7 --build-arg "BASE=${FLEET_LOCAL_BASE:-fleet/base:bookworm}" "$ctx" >/dev/null
+    build -t fleet/consul:1.8.7 --build-arg "BASE=${FLEET_LOCAL_BASE:-fleet/base:bookworm}" "$ctx"
   fi
 fi
 log "done: $(docker images --format '{{.Repository}}:{{.Tag}}' 'fleet/*' | sort | tr '\n' ' ')"

@@ -78,7 +78,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/predict")
     async def predict(request: Request):
-        if replica.phase is not Phase.READY:
+        # A draining replica still serves what reaches it while Consul and the gateway take it out.
+        if replica.module is None or replica.phase not in (Phase.READY, Phase.DRAINING):
             return JSONResponse(body(replica.phase, replica.reason, error="not ready"), status_code=503,
                                 headers={"Retry-After": "1"})
         try:

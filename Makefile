@@ -1,0 +1,25 @@
+# fleet: `make demo` deploys the stack and sends one prediction; `make test` runs every test.
+# Both install what is missing first (Python env, Docker engine + Swarm, Consul, images).
+PY := .venv/bin/python
+
+.PHONY: setup demo test unit bench clean
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	bash scripts/demo.sh
+
+test: setup
+	bash scripts/test-images.sh
+	$(PY) -m pytest -v -p no:cacheprovider tests
+
+unit:
+	$(PY) -m pytest -q tests/unit
+
+bench: setup
+	$(PY) bench/service_bench.py
+
+clean:
+	-docker stack rm fleet fleettest 2>/dev/null
+	rm -rf build .venv

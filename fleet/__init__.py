@@ -1,0 +1,1 @@
+"""fleet: the controller that deploys the inference stack to Docker Swarm and rolls out versions safely."""

@@ -1,0 +1,48 @@
+"""Consul through py-consul: the instances of a service and their checks."""
+import os
+from urllib.parse import urlparse
+
+import consul
+import requests
+
+from ..model import Instance
+
+STATUS_ORDER = {"passing": 0, "warning": 1, "critical": 2}
+
+
+class ConsulUnavailable(RuntimeError):
+    """Consul's HTTP API does not answer."""
+
+
+def client(addr: str | None = None, token: str | None = None) -> consul.Consul:
+    """A client for CONSUL_HTTP_ADDR (flags override), with CONSUL_HTTP_TOKEN and CONSUL_CACERT."""
+    addr = addr or os.environ.get("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500")
+    url = urlparse(addr if "://" in addr else f"http://{addr}")
+    return consul.Consul(host=url.hostname, port=url.port or 8500, scheme=url.scheme,
+                         token=token or os.environ.get("CONSUL_HTTP_TOKEN") or None,
+                         verify=os.environ.get("CONSUL_CACERT") or True)
+
+
+class Catalog:
+    def __init__(self, c: consul.Consul):
+        self.consul = c
+
+    def instances(self, service: str) -> list[Instance]:
+        try:
+            _, entries = self.consul.health.service(service)
+        except (requests.RequestException, consul.ConsulException) as e:
+            raise ConsulUnavailable(f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
+        return [_instance(e) for e in entries]
+
+
+def _instance(entry: dict) -> Instance:
+    svc = entry["Service"]
+    checks = entry.get("Checks", [])
+    worst = max(checks, key=lambda c: (STATUS_ORDER.get(c["Status"], 2), bool(c.get("ServiceID"))), default=None)
+    meta = svc.get("Meta") or {}
+    return Instance(
+        id=svc["ID"], name=svc["Service"], address=svc.get("Address", ""), port=svc.get("Port", 0),
+        version=meta.get("version", ""), role=meta.get("role", ""), task_id=meta.get("task_id", ""),
+        status=worst["Status"] if worst else "passing", output=(worst or {}).get("Output", "").strip(),
+        weights=svc.get("Weights") or {},
+    )

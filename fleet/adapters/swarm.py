@@ -1,0 +1,70 @@
+"""Docker Swarm through docker-py: services of a stack, their tasks and their containers' health."""
+import docker
+from docker.errors import APIError, DockerException, NotFound
+
+from ..model import Task
+
+STACK_LABEL = "com.docker.stack.namespace"
+
+
+class EngineUnavailable(RuntimeError):
+    """The Docker engine does not answer or is not a Swarm manager."""
+
+
+class Swarm:
+    def __init__(self, client: docker.DockerClient | None = None):
+        try:
+            self.client = client or docker.from_env(timeout=30)
+        except DockerException as e:
+            raise EngineUnavailable(f"cannot reach the Docker engine ({e}); start it or set DOCKER_HOST") from None
+
+    def check(self) -> None:
+        try:
+            info = self.client.info()
+        except (DockerException, OSError) as e:
+            raise EngineUnavailable(f"the Docker engine does not answer ({e}); start it or set DOCKER_HOST") from None
+        swarm = info.get("Swarm", {})
+        if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+            raise EngineUnavailable("the Docker engine is not a Swarm manager: run "
+                                    "`docker swarm init --advertise-addr 127.0.0.1` or point DOCKER_HOST at a manager")
+
+    def stack_services(self, stack: str) -> list:
+        return self.client.services.list(filters={"label": f"{STACK_LABEL}={stack}"})
+
+    def service(self, name: str):
+        try:
+            return self.client.services.get(name)
+        except NotFound:
+            return None
+
+    def tasks(self, service_name: str, desired_state: str | None = "running") -> list[Task]:
+        filters = {"service": service_name}
+        if desired_state:
+            filters["desired-state"] = desired_state
+        nodes = {n.id: n.attrs["Description"]["Hostname"] for n in self.client.nodes.list()}
+        return [self._task(t, service_name, nodes) for t in self.client.api.tasks(filters=filters)]
+
+    def _task(self, t: dict, service_name: str, nodes: dict) -> Task:
+        status = t.get("Status", {})
+        cstatus = status.get("ContainerStatus", {})
+        container_id = cstatus.get("ContainerID", "")
+        health, output = self.container_health(container_id) if container_id else (None, "")
+        return Task(
+            id=t["ID"], service=service_name, slot=t.get("Slot"), node=nodes.get(t.get("NodeID"), t.get("NodeID", "")),
+            image=t["Spec"]["ContainerSpec"]["Image"].split("@")[0], state=status.get("State", ""),
+            desired_state=t.get("DesiredState", ""), message=status.get("Message", ""), error=status.get("Err", ""),
+            container_id=container_id, exit_code=cstatus.get("ExitCode"), health=health, health_output=output,
+            spec_version=t.get("Version", {}).get("Index"),
+        )
+
+    def container_health(self, container_id: str) -> tuple[str | None, str]:
+        """The container's health status and the output of its last health check."""
+        try:
+            state = self.client.api.inspect_container(container_id)["State"]
+        except (NotFound, APIError):
+            return None, ""
+        health = state.get("Health")
+        if not health:
+            return None, ""
+        log = health.get("Log") or []
+        return health.get("Status"), (log[-1].get("Output", "").strip() if log else "")

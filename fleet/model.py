@@ -1,0 +1,36 @@
+"""What fleet knows about a stack, as frozen values: tasks, replicas in Consul, service summaries."""
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Task:
+    """One Swarm task and its container, as `docker stack ps` and `docker inspect` report them."""
+    id: str
+    service: str
+    slot: int | None
+    node: str
+    image: str
+    state: str  # Swarm's task state: new, pending, ..., running, failed, shutdown, rejected
+    desired_state: str
+    message: str = ""
+    error: str = ""
+    container_id: str = ""
+    exit_code: int | None = None
+    health: str | None = None  # starting | healthy | unhealthy | None without a healthcheck
+    health_output: str = ""
+    spec_version: int | None = None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One service instance in Consul's catalog with its aggregated check status."""
+    id: str
+    name: str
+    address: str
+    port: int
+    version: str
+    role: str
+    task_id: str
+    status: str  # passing | warning | critical
+    output: str = ""
+    weights: dict = field(default_factory=dict)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Deploy the stack (name FLEET_STACK, default fleet), wait until it is healthy, send one prediction
+# through the gateway and print where everything listens.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+stack=${FLEET_STACK:-fleet}
+gw=${FLEET_GATEWAY_PORT:-8080}
+cport=${FLEET_CONSUL_PORT:-8500}
+docker stack deploy -c docker-stack.yml "$stack" >/dev/null
+.venv/bin/python scripts/wait_stack.py "$stack" --consul "http://127.0.0.1:$cport" --timeout 300
+echo
+echo "prediction through the gateway:"
+curl -fsS -X POST "http://127.0.0.1:$gw/predict" -H 'content-type: application/json' \
+  -d '{"inputs": [[0.5, -1.2, 0.3, 2.0, -0.7, 0.1, 1.5, -0.4]]}'
+echo
+cat <<EOT
+
+stack $stack is up:
+  gateway      http://127.0.0.1:$gw/predict   (POST {"inputs": [[8 numbers], ...]})
+  consul UI    http://127.0.0.1:$cport/ui
+  tasks        docker stack ps $stack
+  instances    curl -s http://127.0.0.1:$cport/v1/health/service/inference
+  remove       docker stack rm $stack
+EOT

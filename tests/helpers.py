@@ -1,0 +1,67 @@
+"""Test helpers: waiting on a condition with a deadline, and a bounded load loop."""
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+
+SAMPLE = [[0.5, -1.2, 0.3, 2.0, -0.7, 0.1, 1.5, -0.4], [1.0, 1.0, -0.2, 0.1, 0.0, 0.0, 0.0, 0.0]]
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.5):
+    """Call condition() until it returns something truthy; fail naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = condition()
+        except Exception as e:  # a transient error is a value to report, not a reason to stop waiting
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+@dataclass
+class LoadLoop:
+    """POST /predict in a loop on one thread, bounded in count and time; counts outcomes."""
+    url: str
+    max_requests: int = 5000
+    max_seconds: float = 120.0
+    statuses: Counter = field(default_factory=Counter)
+    failures: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        deadline = time.monotonic() + self.max_seconds
+        with httpx.Client(timeout=10) as client:
+            for _ in range(self.max_requests):
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    return
+                try:
+                    r = client.post(self.url, json={"inputs": SAMPLE})
+                    self.statuses[r.status_code] += 1
+                    if r.status_code != 200:
+                        self.failures.append(f"{r.status_code}: {r.text[:200]}")
+                except httpx.HTTPError as e:
+                    self.statuses["error"] += 1
+                    self.failures.append(repr(e))
+                time.sleep(0.01)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    @property
+    def total(self) -> int:
+        return sum(self.statuses.values())

@@ -1,0 +1,131 @@
+"""Fixtures on the real engine, Consul and images. A missing engine is a failure, never a skip.
+
+Everything the tests create carries a label (the stack namespace `fleettest*`, or `fleet.test=1` on
+plain containers) and is removed at the start too, so a killed earlier run leaves nothing in the way.
+"""
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+
+from fleet.adapters.consul import Catalog, client as consul_client
+from fleet.adapters.swarm import Swarm
+from tests.helpers import SAMPLE, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK = os.environ.get("FLEET_TEST_STACK", "fleettest")
+CONSUL_PORT, GATEWAY_PORT = 18500, 18080
+
+
+@dataclass
+class TestStack:
+    name: str
+    swarm: Swarm
+    consul_port: int
+    gateway_port: int
+
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def catalog(self) -> Catalog:
+        return Catalog(consul_client(f"http://127.0.0.1:{self.consul_port}"))
+
+    def service(self, name: str) -> str:
+        return f"{self.name}_{name}"
+
+    def env(self) -> dict:
+        return {**os.environ, "FLEET_CONSUL_PORT": str(self.consul_port), "FLEET_GATEWAY_PORT": str(self.gateway_port)}
+
+
+@pytest.fixture(scope="session")
+def swarm() -> Swarm:
+    s = Swarm()
+    s.check()  # raises: the real tests must run
+    return s
+
+
+def remove_stack(swarm: Swarm, name: str) -> None:
+    if swarm.stack_services(name):
+        subprocess.run(["docker", "stack", "rm", name], check=True, capture_output=True)
+    client = swarm.client
+    label = f"com.docker.stack.namespace={name}"
+    wait_until(lambda: not client.services.list(filters={"label": label})
+               and not client.containers.list(all=True, filters={"label": label})
+               and not client.networks.list(filters={"label": label}), 90, f"stack {name} to be gone")
+
+
+def remove_test_containers(client: docker.DockerClient) -> None:
+    for c in client.containers.list(all=True, filters={"label": "fleet.test=1"}):
+        c.remove(force=True)
+
+
+def deploy(stack: TestStack) -> None:
+    subprocess.run(["docker", "stack", "deploy", "-c", str(ROOT / "docker-stack.yml"), stack.name],
+                   check=True, capture_output=True, env=stack.env())
+
+
+def converged(stack: TestStack, replicas: int = 2, version: str = "2"):
+    """All tasks of every service running and healthy, and `replicas` passing instances in Consul."""
+    for svc in stack.swarm.stack_services(stack.name):
+        want = svc.attrs["Spec"]["Mode"].get("Replicated", {}).get("Replicas", 1)
+        tasks = [t for t in stack.swarm.tasks(svc.name) if t.state == "running" and t.health in (None, "healthy")]
+        if len(tasks) != want:
+            return False
+    instances = stack.catalog.instances("inference")
+    passing = [i for i in instances if i.status == "passing" and i.version == version]
+    return len(passing) == replicas == len(instances) and passing
+
+
+@pytest.fixture(scope="session")
+def stack(swarm):
+    s = TestStack(STACK, swarm, CONSUL_PORT, GATEWAY_PORT)
+    remove_test_containers(swarm.client)
+    remove_stack(swarm, s.name)
+    deploy(s)
+    wait_until(lambda: converged(s), 180, f"stack {s.name} to converge")
+    wait_until(lambda: httpx.post(f"{s.gateway}/predict", json={"inputs": SAMPLE}, timeout=5).status_code == 200,
+               60, "the gateway to answer /predict")
+    yield s
+    remove_stack(swarm, s.name)
+
+
+@dataclass
+class Replica:
+    container: docker.models.containers.Container
+    url: str
+
+    def health(self) -> str | None:
+        self.container.reload()
+        return (self.container.attrs["State"].get("Health") or {}).get("Status")
+
+
+@pytest.fixture
+def run_replica(swarm):
+    """Start the service image as a plain container on 127.0.0.1 (random port); removed after the test."""
+    started = []
+
+    def start(image: str, **kwargs) -> Replica:
+        c = swarm.client.containers.run(image, detach=True, labels={"fleet.test": "1"},
+                                        ports={"8000/tcp": ("127.0.0.1", None)}, **kwargs)
+        started.append(c)
+        port = wait_until(lambda: (c.reload() or c.ports.get("8000/tcp") or [{}])[0].get("HostPort"), 30,
+                          "a published port")
+        return Replica(c, f"http://127.0.0.1:{port}")
+
+    yield start
+    for c in started:
+        c.remove(force=True)
+
+
+def seconds(s: float) -> int:
+    return int(s * 1_000_000_000)
+
+
+__all__ = ["TestStack", "Replica", "deploy", "converged", "seconds", "time"]

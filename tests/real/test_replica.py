@@ -1,0 +1,80 @@
+"""One replica of the real image, run as a plain container on 127.0.0.1: phases, health, validation."""
+import signal
+
+import httpx
+
+from tests.helpers import SAMPLE, wait_until
+from tests.real.conftest import seconds
+
+HEALTHCHECK = ["CMD", "python3", "-m", "fleet_inference.healthcheck"]
+
+
+def get(url: str) -> tuple[int, dict]:
+    r = httpx.get(url, timeout=5)
+    return r.status_code, r.json()
+
+
+def test_loading_is_not_ready_and_the_container_is_starting(run_replica):
+    replica = run_replica("fleet/inference-test:slow", environment={"FLEET_TEST_LOAD_SECONDS": "10"})
+    status, body = wait_until(lambda: get(f"{replica.url}/ready"), 30, "/ready to answer")
+    assert status == 503 and body["phase"] in ("loading", "warming"), body
+    assert body["reason"]
+    assert replica.health() == "starting"
+    assert get(f"{replica.url}/health")[0] == 200  # alive while loading
+    r = httpx.post(f"{replica.url}/predict", json={"inputs": SAMPLE}, timeout=5)
+    assert r.status_code == 503 and r.json()["phase"] in ("loading", "warming")
+    wait_until(lambda: get(f"{replica.url}/ready")[0] == 200, 60, "the replica to become ready")
+    wait_until(lambda: replica.health() == "healthy", 30, "the container to turn healthy")
+
+
+def test_corrupt_artifact_fails_never_ready_and_turns_unhealthy(run_replica):
+    replica = run_replica("fleet/inference-test:corrupt", healthcheck={
+        "test": HEALTHCHECK, "interval": seconds(1), "timeout": seconds(2), "retries": 2, "start_period": seconds(2)})
+    status, body = wait_until(lambda: (lambda s, b: (s, b) if b["phase"] == "failed" else None)(
+        *get(f"{replica.url}/ready")), 30, "phase failed")
+    assert status == 503 and "corrupt" in body["reason"] and "sha256" in body["reason"]
+    assert get(f"{replica.url}/health")[0] == 500
+    wait_until(lambda: replica.health() == "unhealthy", 30, "the container to turn unhealthy")
+    assert get(f"{replica.url}/ready")[1]["phase"] == "failed"  # never ready
+
+
+BAD_BODIES = [
+    ("wrong shape", b'{"inputs": [[1, 2, 3]]}', 422),
+    ("non-finite", b'{"inputs": [[NaN, 0, 0, 0, 0, 0, 0, 0]]}', 422),
+    ("infinite", b'{"inputs": [[Infinity, 0, 0, 0, 0, 0, 0, 0]]}', 422),
+    ("wrong type", b'{"inputs": [["a", 0, 0, 0, 0, 0, 0, 0]]}', 422),
+    ("not a list", b'{"inputs": "abc"}', 422),
+    ("too many rows", b'{"inputs": [' + b",".join([b"[0,0,0,0,0,0,0,0]"] * 65) + b"]}", 413),
+    ("oversized body", b'{"inputs": [[0,0,0,0,0,0,0,0]], "pad": "' + b"x" * 300_000 + b'"}', 413),
+    ("malformed JSON", b'{"inputs": [[0,0', 400),
+    ("empty body", b"", 400),
+]
+
+
+def test_every_bad_input_gets_its_4xx_and_the_replica_stays_ready(run_replica):
+    replica = run_replica("fleet/inference:2")
+    wait_until(lambda: get(f"{replica.url}/ready")[0] == 200, 60, "ready")
+    for name, body, status in BAD_BODIES:
+        r = httpx.post(f"{replica.url}/predict", content=body, headers={"content-type": "application/json"}, timeout=10)
+        assert r.status_code == status, (name, r.status_code, r.text)
+        assert r.json()["error"], name
+    assert get(f"{replica.url}/ready")[0] == 200
+    assert httpx.post(f"{replica.url}/predict", json={"inputs": SAMPLE}, timeout=5).status_code == 200
+    metrics = httpx.get(f"{replica.url}/metrics", timeout=5).text
+    assert 'fleet_requests_total{route="/predict",status="422"} 5.0' in metrics
+    assert 'status="500"' not in metrics
+    info = httpx.get(f"{replica.url}/info", timeout=5).json()
+    assert info["version"] == "2" and info["device"] == "cpu" and len(info["sha256"]) == 64
+
+
+def test_sigterm_drains_first_then_exits(run_replica):
+    replica = run_replica("fleet/inference:2", stop_signal="SIGTERM")
+    wait_until(lambda: get(f"{replica.url}/ready")[0] == 200, 60, "ready")
+    replica.container.kill(signal=signal.SIGTERM)
+    status, body = wait_until(lambda: (lambda s, b: (s, b) if b["phase"] == "draining" else None)(
+        *get(f"{replica.url}/ready")), 5, "phase draining")
+    assert status == 503
+    # still serving in-flight work while Consul and the gateway notice
+    assert httpx.post(f"{replica.url}/predict", json={"inputs": SAMPLE}, timeout=5).status_code == 200
+    result = replica.container.wait(timeout=30)
+    assert result["StatusCode"] == 0

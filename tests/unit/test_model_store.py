@@ -1,0 +1,60 @@
+"""The artifact loader against real TorchScript files written by the real training code."""
+import json
+
+import pytest
+import torch
+
+from fleet_inference import model_store
+from fleet_inference.modeldef import Classifier
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "services" / "inference"))
+from train import write_artifact  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def artifact(tmp_path):
+    torch.manual_seed(0)
+    write_artifact(Classifier(), tmp_path, version=7, acc=0.5, steps=0)
+    return tmp_path
+
+
+def test_good_artifact_loads_and_warms(artifact):
+    module, manifest = model_store.load_artifact(str(artifact), CPU)
+    assert manifest.version == "7" and manifest.features == 8
+    model_store.warm_up(module, manifest, CPU)
+
+
+def test_flipped_byte_is_corrupt(artifact):
+    p = artifact / "model.pt"
+    b = bytearray(p.read_bytes())
+    b[100] ^= 0xFF
+    p.write_bytes(bytes(b))
+    with pytest.raises(model_store.ArtifactError, match="corrupt"):
+        model_store.load_artifact(str(artifact), CPU)
+
+
+def test_missing_manifest_names_the_fix(tmp_path):
+    with pytest.raises(model_store.ArtifactError, match="no manifest"):
+        model_store.load_artifact(str(tmp_path), CPU)
+
+
+def test_shape_mismatch_is_caught_at_warm_up(artifact):
+    m = json.loads((artifact / "manifest.json").read_text())
+    m["input_shape"] = [5]
+    (artifact / "manifest.json").write_text(json.dumps(m))
+    module, manifest = model_store.load_artifact(str(artifact), CPU)
+    with pytest.raises(model_store.ArtifactError, match="rejects input"):
+        model_store.warm_up(module, manifest, CPU)
+
+
+def test_cuda_requested_without_gpu_is_an_error():
+    if torch.cuda.is_available():
+        assert model_store.select_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(model_store.ArtifactError, match="no CUDA"):
+            model_store.select_device("cuda")
