@@ -7,7 +7,7 @@ cd "$root"
 stack=${FLEET_STACK:-fleet}
 gw=${FLEET_GATEWAY_PORT:-8080}
 cport=${FLEET_CONSUL_PORT:-8500}
-docker stack deploy -c docker-stack.yml "$stack" >/dev/null
+docker stack deploy --resolve-image never -c docker-stack.yml "$stack" >/dev/null
 .venv/bin/python scripts/wait_stack.py "$stack" --consul "http://127.0.0.1:$cport" --timeout 300
 echo
 echo "prediction through the gateway:"

@@ -67,7 +67,7 @@ def remove_test_containers(client: docker.DockerClient) -> None:
 
 
 def deploy(stack: TestStack) -> None:
-    subprocess.run(["docker", "stack", "deploy", "-c", str(ROOT / "docker-stack.yml"), stack.name],
+    subprocess.run(["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(ROOT / "docker-stack.yml"), stack.name],
                    check=True, capture_output=True, env=stack.env())
 
 

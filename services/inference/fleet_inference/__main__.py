@@ -2,6 +2,7 @@
 import asyncio
 import logging
 import signal
+import sys
 
 import uvicorn
 
@@ -30,6 +31,9 @@ class DrainingServer(uvicorn.Server):
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Hand the GIL back to the event loop sooner when the inference thread holds it, so /health and
+    # /ready keep answering fast while /predict saturates the CPU.
+    sys.setswitchinterval(0.001)
     settings = Settings.from_env()
     app = create_app(settings)
     config = uvicorn.Config(app, host="0.0.0.0", port=settings.port, access_log=False, log_level="info",

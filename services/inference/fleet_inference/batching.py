@@ -1,4 +1,5 @@
-"""Dynamic batching: requests wait at most max_wait for company, then run together in a worker thread.
+"""Dynamic batching: requests queued while the worker is busy run together as one batch, in a worker
+thread; a batch of several requests waits at most max_wait for more company. A lone request runs at once.
 
 Inference never runs on the event loop, so /health and /ready answer fast while /predict saturates
 the CPU. With max_batch=1 every request runs alone (the unbatched baseline the benchmark compares).
@@ -54,6 +55,8 @@ class DynamicBatcher:
             try:
                 item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
+                if len(items) == 1:
+                    break  # nobody else is waiting: waiting for company would only add latency
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break

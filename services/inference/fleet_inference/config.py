@@ -17,11 +17,11 @@ class Settings:
     device: str = "auto"  # auto | cpu | cuda
     port: int = 8000
     max_batch: int = 32
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 2.0
     max_queue: int = 512
     max_rows: int = 64
     max_body_bytes: int = 256 * 1024
-    torch_threads: int = 0  # 0: torch's default
+    torch_threads: int = max(1, (os.cpu_count() or 2) - 1)  # leave a core to the event loop
     gpu_min_free_mb: int = 512
     gpu_max_used_pct: float = 95.0
     drain_seconds: float = 3.0

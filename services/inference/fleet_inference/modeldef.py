@@ -9,7 +9,7 @@ from torch import nn
 
 FEATURES = 8
 CLASSES = 4
-HIDDEN = 1024
+HIDDEN = 2048
 
 
 def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,8 +37,7 @@ class Replica:
         log.info("phase %s: %s", phase.value, reason)
 
     async def start(self) -> None:
-        if self.settings.torch_threads:
-            torch.set_num_threads(self.settings.torch_threads)
+        torch.set_num_threads(self.settings.torch_threads)
         self.batcher.start()
         self._tasks.append(asyncio.create_task(self._load()))
 
