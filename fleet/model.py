@@ -19,6 +19,7 @@ class Task:
     health: str | None = None  # starting | healthy | unhealthy | None without a healthcheck
     health_output: str = ""
     spec_version: int | None = None
+    created_at: float | None = None  # epoch seconds
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,11 @@
 """Docker Swarm through docker-py: services of a stack, their tasks and their containers' health."""
-import docker
-from docker.errors import APIError, DockerException, NotFound
+import subprocess
+from datetime import datetime
 
+import docker
+from docker.errors import APIError, DockerException, NotFound, ImageNotFound
+
+from ..convergence import ServiceView
 from ..model import Task
 
 STACK_LABEL = "com.docker.stack.namespace"
@@ -54,7 +58,7 @@ class Swarm:
             image=t["Spec"]["ContainerSpec"]["Image"].split("@")[0], state=status.get("State", ""),
             desired_state=t.get("DesiredState", ""), message=status.get("Message", ""), error=status.get("Err", ""),
             container_id=container_id, exit_code=cstatus.get("ExitCode"), health=health, health_output=output,
-            spec_version=t.get("Version", {}).get("Index"),
+            spec_version=t.get("Version", {}).get("Index"), created_at=_epoch(t.get("CreatedAt")),
         )
 
     def container_health(self, container_id: str) -> tuple[str | None, str]:
@@ -68,3 +72,57 @@ class Swarm:
             return None, ""
         log = health.get("Log") or []
         return health.get("Status"), (log[-1].get("Output", "").strip() if log else "")
+
+    def view(self, service) -> ServiceView:
+        """What convergence needs to know of a service's spec and update status."""
+        spec = service.attrs["Spec"]
+        container = spec["TaskTemplate"]["ContainerSpec"]
+        env = dict(e.split("=", 1) for e in container.get("Env", []) if "=" in e)
+        health = container.get("Healthcheck") or {}
+        image = container["Image"].split("@")[0]
+        update = service.attrs.get("UpdateStatus") or {}
+        return ServiceView(
+            name=service.name, image=image, replicas=spec["Mode"].get("Replicated", {}).get("Replicas", 1),
+            has_healthcheck=bool(health.get("Test")) and health["Test"] != ["NONE"],
+            consul_name=env.get("FLEET_SERVICE_NAME", "inference") if "CONSUL_HTTP_ADDR" in env else None,
+            version=self.image_label(image, "fleet.model-version"),
+            update_state=update.get("State"), update_message=update.get("Message", ""))
+
+    def image_label(self, image: str, label: str) -> str | None:
+        try:
+            return (self.client.images.get(image).labels or {}).get(label)
+        except (ImageNotFound, APIError):
+            return None
+
+    def logs(self, container_id: str, lines: int = 5) -> str:
+        try:
+            return self.client.api.logs(container_id, tail=lines).decode(errors="replace").strip()
+        except (NotFound, APIError):
+            return ""
+
+    def spec_versions(self, stack: str) -> dict[str, int]:
+        return {s.name: s.attrs["Version"]["Index"] for s in self.stack_services(stack)}
+
+    @staticmethod
+    def stack_deploy(files: list[str], stack: str) -> None:
+        """`docker stack deploy`, the docker CLI's own compose conversion (not rewritten here)."""
+        cmd = ["docker", "stack", "deploy", "--prune"] + [a for f in files for a in ("-c", f)] + [stack]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr.strip() or proc.stdout.strip())
+
+    @staticmethod
+    def rollback(service_name: str) -> None:
+        subprocess.run(["docker", "service", "rollback", "--detach", service_name], capture_output=True, text=True)
+
+    def remove(self, service_name: str) -> None:
+        svc = self.service(service_name)
+        if svc:
+            svc.remove()
+
+
+def _epoch(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head + "+00:00").timestamp() + (float("0." + frac[:6]) if frac else 0.0)

@@ -1,0 +1,96 @@
+"""Has a service converged, is it still on its way, or has it failed, and why? A pure judgement.
+
+`assess` reads one service's observed state (its spec summary, its tasks, its Consul instances) and
+the clock value it is given; it never calls Docker, Consul or the clock itself.
+"""
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .model import Instance, Task
+
+MISSING_IMAGE = ("no such image", "pull access denied", "manifest unknown", "not found: manifest",
+                 "repository does not exist", "invalid reference format")
+FAILED_STATES = {"failed", "rejected"}
+
+
+class State(str, Enum):
+    CONVERGED = "converged"
+    PROGRESSING = "progressing"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    name: str
+    image: str
+    replicas: int
+    has_healthcheck: bool
+    consul_name: str | None = None  # set when the service's replicas register in Consul
+    version: str | None = None  # the version Consul should report (the image's fleet.model-version label)
+    update_state: str | None = None
+    update_message: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: State
+    reason: str
+    running: int = 0
+    desired: int = 0
+    passing: int | None = None
+    details: list[str] = field(default_factory=list)
+
+
+def _ready(t: Task, svc: ServiceView) -> bool:
+    return (t.state == "running" and t.desired_state == "running" and t.image == svc.image
+            and (not svc.has_healthcheck or t.health == "healthy"))
+
+
+def assess(svc: ServiceView, tasks: list[Task], instances: list[Instance] | None, now: float,
+           pending_grace: float = 20.0, crash_threshold: int = 2) -> Verdict:
+    """Judge one service from the tasks created since the deploy began (and its Consul instances)."""
+    desired = svc.replicas
+    ready = [t for t in tasks if _ready(t, svc)]
+    n = len(ready)
+    rolled_back = svc.update_state in ("rollback_started", "rollback_completed", "rollback_paused", "paused")
+    for t in tasks:
+        text = f"{t.error} {t.message}".lower()
+        if any(m in text for m in MISSING_IMAGE):
+            return Verdict(State.FAILED, f"image {t.image} cannot be found: {t.error or t.message}. Build or push "
+                                         f"it, or fix the tag", n, desired)
+    unhealthy = [t for t in tasks if t.health == "unhealthy" or "unhealthy" in t.error.lower()]
+    if unhealthy:
+        t = unhealthy[-1]
+        return Verdict(State.FAILED, f"replica {t.id[:12]} turned unhealthy; last health check said: "
+                                     f"{t.health_output or t.error or '(no output)'}", n, desired)
+    crashed = [t for t in tasks if t.state in FAILED_STATES and t.exit_code not in (None, 0)]
+    if len(crashed) >= crash_threshold or (crashed and rolled_back):
+        t = crashed[-1]
+        return Verdict(State.FAILED, f"tasks crash-loop: {len(crashed)} exited, last with exit code {t.exit_code} "
+                                     f"({t.error or t.message})", n, desired, details=[t.container_id])
+    if rolled_back:
+        what = "paused the update" if svc.update_state == "paused" else "rolled the update back"
+        return Verdict(State.FAILED, f"Swarm {what} ({svc.update_state}): {svc.update_message}", n, desired)
+    stuck = [t for t in tasks if t.state == "pending" and t.desired_state == "running" and t.created_at is not None
+             and now - t.created_at > pending_grace]
+    if stuck:
+        t = stuck[0]
+        return Verdict(State.FAILED, f"tasks stay pending for {now - t.created_at:.0f}s: Swarm says "
+                                     f"\"{t.error or t.message}\". Free resources, relax the constraints or "
+                                     f"reservations, or add a node that meets them", n, desired)
+    if n < desired:
+        states = sorted({f"{t.state}/{t.health}" if t.health else t.state for t in tasks if t.desired_state == "running"})
+        return Verdict(State.PROGRESSING, f"{n}/{desired} tasks running{' and healthy' if svc.has_healthcheck else ''}"
+                                          f" ({', '.join(states) or 'none scheduled yet'})", n, desired)
+    if svc.consul_name is None:
+        return Verdict(State.CONVERGED, f"{n}/{desired} tasks running", n, desired)
+    ids = {t.id for t in ready}
+    mine = [i for i in instances or [] if i.task_id in ids]
+    passing = [i for i in mine if i.status == "passing" and (svc.version is None or i.version == svc.version)]
+    if len(passing) == desired:
+        return Verdict(State.CONVERGED, f"{n}/{desired} tasks healthy, {desired} passing in Consul", n, desired, desired)
+    waiting = [f"{i.id}: {i.status}{' v' + i.version if i.version else ''} ({i.output[:120]})" for i in mine
+               if i not in passing]
+    return Verdict(State.PROGRESSING, f"{n}/{desired} tasks healthy; Consul: {len(passing)}/{desired} passing"
+                                      f"{' with version ' + svc.version if svc.version else ''}"
+                                      f"{'; ' + '; '.join(waiting) if waiting else ''}", n, desired, len(passing))

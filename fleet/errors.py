@@ -1,0 +1,20 @@
+"""The errors fleet reports, each with the exit code of the contract (see README)."""
+
+
+class FleetError(Exception):
+    exit_code = 1
+
+
+class OperationFailed(FleetError):
+    """The operation failed; fleet restored the previous state. Exit 1."""
+    exit_code = 1
+
+
+class BadInput(FleetError):
+    """Bad input; nothing changed. Exit 2."""
+    exit_code = 2
+
+
+class Unreachable(FleetError):
+    """Docker or Consul unreachable; nothing changed. Exit 3."""
+    exit_code = 3

@@ -1,0 +1,115 @@
+"""The stack file: loading it as `docker stack deploy` will see it, and linting it. Linting is pure.
+
+Loading goes through `docker stack config` (the docker CLI's own compose conversion: variables,
+merges and defaults exactly as deploy applies them); lint then reads the resulting document.
+"""
+import subprocess
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import yaml
+
+from . import durations
+from .errors import BadInput
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    service: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity.value}: {self.service}: {self.key}: {self.message}"
+
+
+def load(files: list[Path], env: dict | None = None) -> dict:
+    """The merged, interpolated stack document. BadInput when a file is missing or invalid."""
+    for f in files:
+        if not f.is_file():
+            raise BadInput(f"stack file {f} not found: pass an existing compose file with -c")
+    cmd = ["docker", "stack", "config"] + [a for f in files for a in ("-c", str(f))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise BadInput(f"{', '.join(map(str, files))} is not a valid stack file: {proc.stderr.strip()}")
+    try:
+        doc = yaml.safe_load(proc.stdout)
+    except yaml.YAMLError as e:
+        raise BadInput(f"docker stack config printed YAML fleet cannot read: {e}") from None
+    if not isinstance(doc, dict) or not doc.get("services"):
+        raise BadInput(f"{', '.join(map(str, files))} defines no services")
+    return doc
+
+
+def _seconds(value, default: float) -> float:
+    return default if value is None else durations.parse(value)
+
+
+def lint(doc: dict, routing_mesh: bool = True) -> list[Finding]:
+    """Findings for a stack document, errors first. Pure: reads only `doc`.
+
+    routing_mesh: whether the engine can route ingress-mode ports (it needs IPVS in the kernel).
+    """
+    found: list[Finding] = []
+    for name, svc in sorted((doc.get("services") or {}).items()):
+        add = lambda sev, key, msg: found.append(Finding(sev, name, key, msg))  # noqa: E731
+        deploy = svc.get("deploy") or {}
+        update = deploy.get("update_config") or {}
+        replicas = deploy.get("replicas", 1) if deploy.get("mode", "replicated") == "replicated" else None
+        image = str(svc.get("image", ""))
+        ref = image.split("@")[0].rsplit("/", 1)[-1]
+        if not image:
+            add(Severity.ERROR, "image", "no image: name the image and a tag")
+        elif "@" not in image and (":" not in ref or ref.endswith(":latest")):
+            add(Severity.WARNING, "image", f"{image!r} floats ('latest' or untagged): pin a version tag "
+                                           "so a rollback returns to the same bits")
+        hc = svc.get("healthcheck")
+        if not hc or hc.get("disable"):
+            add(Severity.WARNING, "healthcheck", "no healthcheck: Swarm cannot tell a started task from a "
+                                                 "working one, so updates are not gated on readiness")
+        if update.get("failure_action", "pause") != "rollback":
+            add(Severity.WARNING, "deploy.update_config.failure_action",
+                f"is {update.get('failure_action', 'pause')!r}: set 'rollback' so Swarm reverts a failed update")
+        if hc and not hc.get("disable"):
+            try:
+                window = (_seconds(hc.get("start_period"), 0) + _seconds(hc.get("interval"), 30)
+                          * int(hc.get("retries", 3)))
+                monitor = _seconds(update.get("monitor"), 5)
+            except ValueError as e:
+                add(Severity.ERROR, "healthcheck", str(e))
+            else:
+                if monitor <= window:
+                    add(Severity.ERROR, "deploy.update_config.monitor",
+                        f"{monitor:g}s is not longer than start_period + interval x retries ({window:g}s): Swarm "
+                        f"would stop watching before a slow replica turns unhealthy and never roll back "
+                        f"(moby#37972); set monitor above {window:g}s")
+        if svc.get("stop_grace_period") is not None or (svc.get("environment") or {}).get("FLEET_DRAIN_SECONDS"):
+            env = svc.get("environment") or {}
+            need = float(env.get("FLEET_DRAIN_SECONDS", 0) or 0) + float(env.get("FLEET_DRAIN_TIMEOUT", 10) or 0)
+            try:
+                grace = _seconds(svc.get("stop_grace_period"), 10)
+            except ValueError as e:
+                add(Severity.ERROR, "stop_grace_period", str(e))
+            else:
+                if "FLEET_DRAIN_SECONDS" in env and grace < need:
+                    add(Severity.ERROR, "stop_grace_period",
+                        f"{grace:g}s is shorter than the drain needs (FLEET_DRAIN_SECONDS + FLEET_DRAIN_TIMEOUT = "
+                        f"{need:g}s): Swarm would kill replicas mid-request; raise it above {need:g}s")
+        host_ports = any(isinstance(p, dict) and p.get("mode") == "host" for p in svc.get("ports") or [])
+        # A host-mode port cannot be held by two tasks on one node, so start-first is not an option there.
+        if update.get("order", "stop-first") == "stop-first" and replicas == 1 and not host_ports:
+            add(Severity.WARNING, "deploy.update_config.order",
+                "stop-first with one replica stops the only task before its successor runs (downtime): "
+                "use order: start-first or more replicas")
+        for port in svc.get("ports") or []:
+            if isinstance(port, dict) and port.get("mode", "ingress") == "ingress" and not routing_mesh:
+                add(Severity.ERROR, "ports", f"port {port.get('published')} is in ingress mode but this engine has "
+                                             "no routing mesh (no IPVS): publish it with mode: host")
+    return sorted(found, key=lambda f: (f.severity != Severity.ERROR, f.service, f.key))

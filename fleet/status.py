@@ -1,0 +1,49 @@
+"""`fleet status`: one view merging Swarm's services and tasks, Docker health and Consul's checks."""
+from dataclasses import asdict
+
+from .adapters.consul import Catalog, ConsulUnavailable
+from .adapters.swarm import Swarm
+
+LIVE_STATES = {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running"}
+
+
+def status(swarm: Swarm, catalog: Catalog, stack: str) -> dict:
+    """The documented JSON shape (README, "fleet status --json")."""
+    services, consul_error = [], None
+    instances_by_name: dict[str, list] = {}
+    for svc in sorted(swarm.stack_services(stack), key=lambda s: s.name):
+        view = swarm.view(svc)
+        labels = svc.attrs["Spec"].get("Labels") or {}
+        instances = []
+        if view.consul_name:
+            if view.consul_name not in instances_by_name:
+                try:
+                    instances_by_name[view.consul_name] = catalog.instances(view.consul_name)
+                except ConsulUnavailable as e:
+                    consul_error, instances_by_name[view.consul_name] = str(e), []
+            instances = instances_by_name[view.consul_name]
+        by_task = {i.task_id: i for i in instances}
+        tasks = [t for t in swarm.tasks(svc.name, desired_state=None)
+                 if t.desired_state == "running" or t.state in LIVE_STATES]
+        tasks.sort(key=lambda t: (t.slot or 0, -(t.created_at or 0)))
+        services.append({
+            "name": svc.name,
+            "image": view.image,
+            "version": view.version,
+            "role": labels.get("fleet.role", "stable" if view.consul_name else None),
+            "replicas": {"running": sum(t.state == "running" for t in tasks if t.desired_state == "running"),
+                         "desired": view.replicas},
+            "update": {"state": view.update_state, "message": view.update_message},
+            "tasks": [{
+                "id": t.id, "name": f"{svc.name}.{t.slot}" if t.slot else svc.name, "node": t.node,
+                "image": t.image, "state": t.state, "desired_state": t.desired_state,
+                "error": t.error, "health": t.health,
+                "consul": ({"id": by_task[t.id].id, "status": by_task[t.id].status, "version": by_task[t.id].version,
+                            "output": by_task[t.id].output} if t.id in by_task else None),
+            } for t in tasks],
+        })
+    return {"stack": stack, "services": services, "consul_error": consul_error}
+
+
+def as_dict(obj) -> dict:
+    return asdict(obj)

@@ -1,0 +1,74 @@
+import copy
+
+import pytest
+
+from fleet.stackfile import Severity, lint
+
+GOOD = {
+    "image": "fleet/inference:2",
+    "environment": {"FLEET_DRAIN_SECONDS": "3"},
+    "healthcheck": {"test": ["CMD", "true"], "interval": "2s", "timeout": "2s", "retries": 3, "start_period": "20s"},
+    "stop_grace_period": "20s",
+    "deploy": {"replicas": 2, "update_config": {"order": "start-first", "failure_action": "rollback", "monitor": "30s"}},
+}
+
+
+def doc_with(**changes):
+    svc = copy.deepcopy(GOOD)
+    for path, value in changes.items():
+        node = svc
+        keys = path.split("__")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        if value is None:
+            node.pop(keys[-1], None)
+        else:
+            node[keys[-1]] = value
+    return {"services": {"inference": svc}}
+
+
+CASES = [
+    ("good-stack-is-clean", {}, set()),
+    ("monitor-shorter-than-health-window", {"deploy__update_config__monitor": "10s"},
+     {(Severity.ERROR, "deploy.update_config.monitor")}),
+    ("monitor-equal-to-window-is-too-short", {"deploy__update_config__monitor": "26s"},
+     {(Severity.ERROR, "deploy.update_config.monitor")}),
+    ("no-healthcheck", {"healthcheck": None}, {(Severity.WARNING, "healthcheck")}),
+    ("failure-action-pause", {"deploy__update_config__failure_action": "pause"},
+     {(Severity.WARNING, "deploy.update_config.failure_action")}),
+    ("failure-action-missing", {"deploy__update_config__failure_action": None},
+     {(Severity.WARNING, "deploy.update_config.failure_action")}),
+    ("latest-tag", {"image": "fleet/inference:latest"}, {(Severity.WARNING, "image")}),
+    ("untagged", {"image": "fleet/inference"}, {(Severity.WARNING, "image")}),
+    ("registry-port-is-not-a-tag", {"image": "registry.local:5000/inference"}, {(Severity.WARNING, "image")}),
+    ("digest-pinned-is-fine", {"image": "fleet/inference@sha256:" + "a" * 64}, set()),
+    ("grace-shorter-than-drain", {"stop_grace_period": "5s"}, {(Severity.ERROR, "stop_grace_period")}),
+    ("stop-first-one-replica", {"deploy__replicas": 1, "deploy__update_config__order": "stop-first"},
+     {(Severity.WARNING, "deploy.update_config.order")}),
+    ("stop-first-default-one-replica", {"deploy__replicas": 1, "deploy__update_config__order": None},
+     {(Severity.WARNING, "deploy.update_config.order")}),
+    ("stop-first-two-replicas-is-fine", {"deploy__update_config__order": "stop-first"}, set()),
+    ("bad-duration", {"healthcheck__interval": "soon"}, {(Severity.ERROR, "healthcheck")}),
+]
+
+
+@pytest.mark.parametrize("changes,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_lint_truth_table(changes, expected):
+    assert {(f.severity, f.key) for f in lint(doc_with(**changes))} == expected
+
+
+def test_ingress_port_is_an_error_only_without_routing_mesh():
+    doc = doc_with(ports=[{"target": 8000, "published": 8080, "mode": "ingress"}])
+    assert {(f.severity, f.key) for f in lint(doc, routing_mesh=False)} == {(Severity.ERROR, "ports")}
+    assert lint(doc, routing_mesh=True) == []
+
+
+def test_host_port_single_replica_stop_first_is_not_flagged():
+    doc = doc_with(deploy__replicas=1, deploy__update_config__order="stop-first",
+                   ports=[{"target": 8080, "published": 8080, "mode": "host"}])
+    assert lint(doc) == []
+
+
+def test_messages_name_the_fix():
+    (f,) = lint(doc_with(deploy__update_config__monitor="10s"))
+    assert "26s" in f.message and "moby#37972" in f.message and f.service == "inference"
