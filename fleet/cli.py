@@ -19,8 +19,8 @@ from .errors import BadInput, FleetError, Unreachable
 from .status import status as read_status
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 STACK = typer.Option("fleet", "--stack", help="stack name")
 JSON = typer.Option(False, "--json", help="one JSON document on stdout, nothing else there")

@@ -58,12 +58,15 @@ def assess(svc: ServiceView, tasks: list[Task], instances: list[Instance] | None
         if any(m in text for m in MISSING_IMAGE):
             return Verdict(State.FAILED, f"image {t.image} cannot be found: {t.error or t.message}. Build or push "
                                          f"it, or fix the tag", n, desired)
-    unhealthy = [t for t in tasks if t.health == "unhealthy" or "unhealthy" in t.error.lower()]
+    # Swarm kills an unhealthy task ("... unhealthy container"); a container that crashed also ends
+    # with health "unhealthy", but that is a crash, told apart by its error.
+    unhealthy = [t for t in tasks if "unhealthy" in t.error.lower()
+                 or (t.health == "unhealthy" and t.state in ("starting", "running"))]
     if unhealthy:
         t = unhealthy[-1]
         return Verdict(State.FAILED, f"replica {t.id[:12]} turned unhealthy; last health check said: "
                                      f"{t.health_output or t.error or '(no output)'}", n, desired)
-    crashed = [t for t in tasks if t.state in FAILED_STATES and t.exit_code not in (None, 0)]
+    crashed = [t for t in tasks if t.state in FAILED_STATES and t.exit_code not in (None, 0) and t not in unhealthy]
     if len(crashed) >= crash_threshold or (crashed and rolled_back):
         t = crashed[-1]
         return Verdict(State.FAILED, f"tasks crash-loop: {len(crashed)} exited, last with exit code {t.exit_code} "

@@ -125,7 +125,10 @@ def diagnosis(swarm: Swarm, failed: dict[str, Verdict]) -> str:
 
 def restore(swarm: Swarm, stack: str, before: dict[str, int]) -> None:
     """Put back what this deploy changed: changed services roll back to their previous spec (unless
-    Swarm already did), services it created are removed."""
+    Swarm already did), services it created are removed; a stack that did not exist is removed whole."""
+    if not before:
+        swarm.stack_remove(stack)
+        return
     for svc in swarm.stack_services(stack):
         if svc.name not in before:
             swarm.remove(svc.name)

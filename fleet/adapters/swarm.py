@@ -112,6 +112,10 @@ class Swarm:
             raise RuntimeError(proc.stderr.strip() or proc.stdout.strip())
 
     @staticmethod
+    def stack_remove(stack: str) -> None:
+        subprocess.run(["docker", "stack", "rm", stack], capture_output=True, text=True)
+
+    @staticmethod
     def rollback(service_name: str) -> None:
         subprocess.run(["docker", "service", "rollback", "--detach", service_name], capture_output=True, text=True)
 

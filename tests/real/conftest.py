@@ -23,7 +23,7 @@ CONSUL_PORT, GATEWAY_PORT = 18500, 18080
 
 
 @dataclass
-class TestStack:
+class StackUnderTest:
     name: str
     swarm: Swarm
     consul_port: int
@@ -52,10 +52,10 @@ def swarm() -> Swarm:
 
 
 def remove_stack(swarm: Swarm, name: str) -> None:
-    if swarm.stack_services(name):
-        subprocess.run(["docker", "stack", "rm", name], check=True, capture_output=True)
     client = swarm.client
     label = f"com.docker.stack.namespace={name}"
+    if swarm.stack_services(name) or client.networks.list(filters={"label": label}):
+        subprocess.run(["docker", "stack", "rm", name], check=True, capture_output=True)
     wait_until(lambda: not client.services.list(filters={"label": label})
                and not client.containers.list(all=True, filters={"label": label})
                and not client.networks.list(filters={"label": label}), 90, f"stack {name} to be gone")
@@ -66,12 +66,12 @@ def remove_test_containers(client: docker.DockerClient) -> None:
         c.remove(force=True)
 
 
-def deploy(stack: TestStack) -> None:
+def deploy(stack: StackUnderTest) -> None:
     subprocess.run(["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(ROOT / "docker-stack.yml"), stack.name],
                    check=True, capture_output=True, env=stack.env())
 
 
-def converged(stack: TestStack, replicas: int = 2, version: str = "2"):
+def converged(stack: StackUnderTest, replicas: int = 2, version: str = "2"):
     """All tasks of every service running and healthy, and `replicas` passing instances in Consul."""
     for svc in stack.swarm.stack_services(stack.name):
         want = svc.attrs["Spec"]["Mode"].get("Replicated", {}).get("Replicas", 1)
@@ -85,7 +85,7 @@ def converged(stack: TestStack, replicas: int = 2, version: str = "2"):
 
 @pytest.fixture(scope="session")
 def stack(swarm):
-    s = TestStack(STACK, swarm, CONSUL_PORT, GATEWAY_PORT)
+    s = StackUnderTest(STACK, swarm, CONSUL_PORT, GATEWAY_PORT)
     remove_test_containers(swarm.client)
     remove_stack(swarm, s.name)
     deploy(s)
@@ -128,4 +128,4 @@ def seconds(s: float) -> int:
     return int(s * 1_000_000_000)
 
 
-__all__ = ["TestStack", "Replica", "deploy", "converged", "seconds", "time"]
+__all__ = ["StackUnderTest", "Replica", "deploy", "converged", "seconds", "time"]

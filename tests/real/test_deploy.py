@@ -1,0 +1,132 @@
+"""`fleet deploy`, `fleet status` and `fleet lint` as a user runs them, on the real Swarm and Consul."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import wait_until
+from tests.real.conftest import ROOT, StackUnderTest, converged, remove_stack
+
+NAME = "fleettest-deploy"
+
+
+@pytest.fixture(scope="module")
+def dstack(swarm):
+    s = StackUnderTest(NAME, swarm, 28500, 28080)
+    remove_stack(swarm, NAME)
+    yield s
+    remove_stack(swarm, NAME)
+
+
+def fleet(stack: StackUnderTest, *args: str, env: dict | None = None, timeout: float = 300):
+    env = {**stack.env(), "CONSUL_HTTP_ADDR": f"http://127.0.0.1:{stack.consul_port}", **(env or {})}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "fleet.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=timeout)
+    proc.seconds = time.monotonic() - started
+    return proc
+
+
+def running_ids(stack: StackUnderTest) -> set[str]:
+    return {t.id for svc in stack.swarm.stack_services(stack.name) for t in stack.swarm.tasks(svc.name)}
+
+
+def specs(stack: StackUnderTest) -> dict:
+    return stack.swarm.spec_versions(stack.name)
+
+
+def restored(stack: StackUnderTest) -> bool:
+    svc = stack.swarm.service(stack.service("inference"))
+    image = svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
+    return image == "fleet/inference:2" and converged(stack)
+
+
+def test_deploy_waits_until_converged_and_exits_0(dstack):
+    p = fleet(dstack, "deploy", "--stack", NAME, "--json", "--timeout", "5m")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["ok"] and set(doc["services"]) == {f"{NAME}_consul", f"{NAME}_gateway", f"{NAME}_inference"}
+    assert all(s["state"] == "converged" for s in doc["services"].values())
+    assert converged(dstack)  # true right after fleet returns, not eventually
+    print(f"fleet deploy converged in {p.seconds:.1f}s")
+
+
+def test_unchanged_redeploy_creates_no_task(dstack):
+    before = running_ids(dstack)
+    p = fleet(dstack, "deploy", "--stack", NAME, "--json")
+    assert p.returncode == 0, p.stderr
+    assert running_ids(dstack) == before
+    assert p.seconds < 30, p.seconds
+    print(f"unchanged redeploy returned in {p.seconds:.1f}s")
+
+
+def test_status_json_agrees_with_docker_stack_ps_and_consul(dstack):
+    p = fleet(dstack, "status", "--stack", NAME, "--json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    ps = subprocess.run(["docker", "stack", "ps", NAME, "--no-trunc", "--filter", "desired-state=running",
+                         "--format", "{{.ID}}"], capture_output=True, text=True, check=True).stdout.split()
+    shown = {t["id"] for s in doc["services"] for t in s["tasks"] if t["desired_state"] == "running"}
+    assert shown == set(ps)
+    inference = next(s for s in doc["services"] if s["name"] == f"{NAME}_inference")
+    assert inference["version"] == "2" and inference["role"] == "stable"
+    assert inference["replicas"] == {"running": 2, "desired": 2}
+    consul = {i.task_id: i for i in dstack.catalog.instances("inference")}
+    for t in inference["tasks"]:
+        assert t["health"] == "healthy"
+        assert t["consul"]["status"] == consul[t["id"]].status == "passing"
+        assert t["consul"]["version"] == "2"
+
+
+BAD = [
+    ("missing file", ["deploy", "-c", "nope.yml"], {}, 2, "not found"),
+    ("invalid YAML", ["deploy", "-c", "tests/data/invalid.yml"], {}, 2, "not a valid stack file"),
+    ("unknown service in --image", ["deploy", "--image", "nosuch=fleet/inference:1"], {}, 2, "nosuch"),
+    ("malformed --image", ["deploy", "--image", "fleet/inference:1"], {}, 2, "SERVICE=IMAGE"),
+    ("bad --timeout", ["deploy", "--timeout", "soon"], {}, 2, "not a duration"),
+    ("lint error", ["deploy", "-c", "docker-stack.yml", "-c", "tests/data/short-monitor.yml"], {}, 2, "monitor"),
+    ("unreachable Docker", ["deploy"], {"DOCKER_HOST": "tcp://127.0.0.1:1"}, 3, "Docker engine"),
+    ("unreachable Consul", ["deploy"], {"CONSUL_HTTP_ADDR": "http://127.0.0.1:1"}, 3, "Consul"),
+    ("status of unreachable Docker", ["status"], {"DOCKER_HOST": "tcp://127.0.0.1:1"}, 3, "Docker engine"),
+]
+
+
+@pytest.mark.parametrize("args,env,code,message", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_exits_with_its_code_and_changes_nothing(dstack, args, env, code, message):
+    before = specs(dstack)
+    p = fleet(dstack, *args, "--stack", NAME, env=env, timeout=60)
+    assert p.returncode == code, (p.stdout, p.stderr)
+    assert message in p.stderr
+    assert specs(dstack) == before
+
+
+def failing_deploy(dstack, image: str, timeout: str):
+    if not dstack.swarm.service(dstack.service("inference")):  # run alone (-k): deploy the good version first
+        assert fleet(dstack, "deploy", "--stack", NAME).returncode == 0
+    p = fleet(dstack, "deploy", "--stack", NAME, "--image", f"inference={image}", "--timeout", timeout)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    wait_until(lambda: restored(dstack), 180, "the previous version to be restored")
+    return p
+
+
+def test_missing_image_exits_1_naming_the_image_and_restores(dstack):
+    p = failing_deploy(dstack, "fleet/inference:does-not-exist", "2m")
+    assert "fleet/inference:does-not-exist" in p.stderr and "cannot be found" in p.stderr
+    assert p.seconds < 120
+    print(f"missing image diagnosed in {p.seconds:.1f}s")
+
+
+def test_crash_loop_exits_1_naming_the_exit_code_and_logs(dstack):
+    p = failing_deploy(dstack, "fleet/inference-test:crash", "2m")
+    assert "exit code 3" in p.stderr, p.stderr
+    assert "cannot start" in p.stderr  # the last log lines
+    print(f"crash loop diagnosed in {p.seconds:.1f}s")
+
+
+def test_model_slower_than_start_period_exits_1_naming_the_health_output(dstack):
+    p = failing_deploy(dstack, "fleet/inference-test:slow", "3m")
+    assert "unhealthy" in p.stderr and '"phase":"loading"' in p.stderr, p.stderr
+    print(f"slow model diagnosed in {p.seconds:.1f}s")
