@@ -18,7 +18,9 @@ unit:
 	$(PY) -m pytest -q tests/unit
 
 bench: setup
+	bash scripts/test-images.sh
 	$(PY) bench/service_bench.py
+	$(PY) bench/deploy_bench.py
 
 clean:
 	-docker stack rm fleet fleettest 2>/dev/null

@@ -117,6 +117,7 @@ def health_under_load(url: str, seconds: float) -> dict:
 
 def ensure_wrk() -> None:
     if shutil.which("wrk") is None:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
 
 

@@ -39,30 +39,27 @@ def test_concurrent_requests_share_a_batch_and_get_their_own_rows():
     assert threading.get_ident() not in rec.threads  # inference never on the event loop's thread
 
 
-def test_max_batch_one_runs_each_request_alone():
+def sizes_for(max_batch: int, requests: list[torch.Tensor]) -> list[int]:
+    """Submit all requests at once to a batcher over a Recorder; the batch sizes it ran."""
     rec = Recorder()
 
     async def main():
-        b = DynamicBatcher(rec, max_batch=1, max_wait_s=0.05, max_queue=100)
+        b = DynamicBatcher(rec, max_batch=max_batch, max_wait_s=0.05, max_queue=100)
         b.start()
-        await asyncio.gather(*(b.submit(torch.ones(1, 2)) for _ in range(5)))
+        await asyncio.gather(*(b.submit(r) for r in requests))
         await b.stop()
 
     run(main())
-    assert rec.sizes == [1] * 5
+    return rec.sizes
+
+
+def test_max_batch_one_runs_each_request_alone():
+    assert sizes_for(1, [torch.ones(1, 2)] * 5) == [1] * 5
 
 
 def test_batch_does_not_exceed_max_batch_rows():
-    rec = Recorder()
-
-    async def main():
-        b = DynamicBatcher(rec, max_batch=4, max_wait_s=0.05, max_queue=100)
-        b.start()
-        await asyncio.gather(*(b.submit(torch.ones(2, 2)) for _ in range(6)))
-        await b.stop()
-
-    run(main())
-    assert all(s <= 4 for s in rec.sizes) and sum(rec.sizes) == 12
+    sizes = sizes_for(4, [torch.ones(2, 2)] * 6)
+    assert all(s <= 4 for s in sizes) and sum(sizes) == 12
 
 
 def test_queue_bound_rejects():
