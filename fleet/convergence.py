@@ -27,8 +27,9 @@ class ServiceView:
     has_healthcheck: bool
     consul_name: str | None = None  # set when the service's replicas register in Consul
     version: str | None = None  # the version Consul should report (the image's fleet.model-version label)
-    update_state: str | None = None
+    update_state: str | None = None  # Swarm's UpdateStatus of an update started by this deploy, else None
     update_message: str = ""
+    update_started_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,10 @@ def assess(svc: ServiceView, tasks: list[Task], instances: list[Instance] | None
         return Verdict(State.FAILED, f"tasks stay pending for {now - t.created_at:.0f}s: Swarm says "
                                      f"\"{t.error or t.message}\". Free resources, relax the constraints or "
                                      f"reservations, or add a node that meets them", n, desired)
+    if svc.update_state == "updating":
+        return Verdict(State.PROGRESSING, f"{n}/{desired} tasks ready; Swarm's update is still in progress "
+                                          f"(its monitor window can still roll it back): {svc.update_message}",
+                       n, desired)
     if n < desired:
         states = sorted({f"{t.state}/{t.health}" if t.health else t.state for t in tasks if t.desired_state == "running"})
         return Verdict(State.PROGRESSING, f"{n}/{desired} tasks running{' and healthy' if svc.has_healthcheck else ''}"

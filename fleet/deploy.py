@@ -5,7 +5,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -100,6 +100,8 @@ def observe(swarm: Swarm, catalog: Catalog, stack: str, since: float) -> dict[st
     verdicts = {}
     for svc in swarm.stack_services(stack):
         view = swarm.view(svc)
+        if (view.update_started_at or 0) < since:  # an earlier update's outcome is not this deploy's
+            view = replace(view, update_state=None, update_message="")
         tasks = [t for t in swarm.tasks(svc.name, desired_state=None)
                  if t.desired_state == "running" or (t.created_at or 0) >= since]
         instances = None

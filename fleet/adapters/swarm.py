@@ -86,7 +86,8 @@ class Swarm:
             has_healthcheck=bool(health.get("Test")) and health["Test"] != ["NONE"],
             consul_name=env.get("FLEET_SERVICE_NAME", "inference") if "CONSUL_HTTP_ADDR" in env else None,
             version=self.image_label(image, "fleet.model-version"),
-            update_state=update.get("State"), update_message=update.get("Message", ""))
+            update_state=update.get("State"), update_message=update.get("Message", ""),
+            update_started_at=_epoch(update.get("StartedAt")))
 
     def image_label(self, image: str, label: str) -> str | None:
         try:

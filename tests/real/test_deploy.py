@@ -130,3 +130,16 @@ def test_model_slower_than_start_period_exits_1_naming_the_health_output(dstack)
     p = failing_deploy(dstack, "fleet/inference-test:slow", "3m")
     assert "unhealthy" in p.stderr and '"phase":"loading"' in p.stderr, p.stderr
     print(f"slow model diagnosed in {p.seconds:.1f}s")
+
+
+def test_update_to_another_version_waits_for_swarm_and_consul_then_back(dstack):
+    p = fleet(dstack, "deploy", "--stack", NAME, "--image", "inference=fleet/inference:1", "--json")
+    assert p.returncode == 0, p.stderr
+    svc = dstack.swarm.service(dstack.service("inference"))
+    assert svc.attrs["UpdateStatus"]["State"] == "completed"  # fleet waited out Swarm's monitor window
+    instances = dstack.catalog.instances("inference")
+    assert {(i.version, i.status) for i in instances} == {("1", "passing")} and len(instances) == 2
+    print(f"update to v1 converged in {p.seconds:.1f}s")
+    p = fleet(dstack, "deploy", "--stack", NAME, "--json")  # after earlier rollbacks too, the file's version
+    assert p.returncode == 0, p.stderr
+    assert {i.version for i in dstack.catalog.instances("inference")} == {"2"}
