@@ -1,6 +1,4 @@
 """`fleet status`: one view merging Swarm's services and tasks, Docker health and Consul's checks."""
-from dataclasses import asdict
-
 from .adapters.consul import Catalog, ConsulUnavailable
 from .adapters.swarm import Swarm
 
@@ -44,6 +42,3 @@ def status(swarm: Swarm, catalog: Catalog, stack: str) -> dict:
         })
     return {"stack": stack, "services": services, "consul_error": consul_error}
 
-
-def as_dict(obj) -> dict:
-    return asdict(obj)

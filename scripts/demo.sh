@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# Deploy the stack (name FLEET_STACK, default fleet), wait until it is healthy, send one prediction
-# through the gateway and print where everything listens.
+# Deploy the stack with `fleet deploy` (name FLEET_STACK, default fleet; it waits until the stack is
+# healthy), send one prediction through the gateway and print where everything listens.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 stack=${FLEET_STACK:-fleet}
 gw=${FLEET_GATEWAY_PORT:-8080}
 cport=${FLEET_CONSUL_PORT:-8500}
-docker stack deploy --resolve-image never -c docker-stack.yml "$stack" >/dev/null
-.venv/bin/python scripts/wait_stack.py "$stack" --consul "http://127.0.0.1:$cport" --timeout 300
+CONSUL_HTTP_ADDR="http://127.0.0.1:$cport" .venv/bin/fleet deploy --stack "$stack" --timeout 5m
 echo
 echo "prediction through the gateway:"
 curl -fsS -X POST "http://127.0.0.1:$gw/predict" -H 'content-type: application/json' \
