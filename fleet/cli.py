@@ -10,12 +10,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from . import durations, stackfile
+from . import controller, durations, stackfile
+from .analysis import Thresholds
 from .adapters.consul import Catalog, client as consul_client
 from .adapters.swarm import EngineUnavailable, Swarm
 from .convergence import State
 from .deploy import deploy as run_deploy, parse_images, routing_mesh_available
-from .errors import BadInput, FleetError, Unreachable
+from .errors import BadInput, FleetError, OperationFailed, Unreachable
+from .rollout import Phase, Plan, Rollout, parse_steps
 from .status import status as read_status
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -25,12 +27,16 @@ err = Console(stderr=True, soft_wrap=True)
 STACK = typer.Option("fleet", "--stack", help="stack name")
 JSON = typer.Option(False, "--json", help="one JSON document on stdout, nothing else there")
 CONSUL = typer.Option(None, "--consul", envvar="CONSUL_HTTP_ADDR", help="Consul HTTP address")
+SERVICE = typer.Option("inference", "--service", help="the stack's service to roll out")
 FILES = typer.Option([Path("docker-stack.yml")], "-c", "--compose-file", help="stack file(s), merged in order")
 
 
 def fail(e: FleetError, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"ok": False, "exit_code": e.exit_code, "error": str(e)}))
+        doc = {"ok": False, "exit_code": e.exit_code, "error": str(e)}
+        if isinstance(e.result, controller.Result):
+            doc.update(result_doc(e.result))
+        print(json.dumps(doc))
     err.print(f"[bold red]fleet:[/] {e}", markup=True, highlight=False)
     raise typer.Exit(e.exit_code)
 
@@ -145,6 +151,131 @@ def render(doc: dict) -> None:
     out.print(table)
     if doc["consul_error"]:
         err.print(f"[yellow]consul: {doc['consul_error']}[/]")
+
+
+# rollouts ------------------------------------------------------------------------------------------
+def result_doc(r: "controller.Result") -> dict:
+    return {"revision": r.revision, "outcome": r.phase.value, "reason": r.reason, "image": r.image,
+            "seconds": round(r.seconds, 2), "timeline": r.timeline}
+
+
+def report(r: "controller.Result", as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"ok": True, **result_doc(r)}))
+    else:
+        err.print(f"[green]revision {r.revision} ({r.image}): {r.phase.value}[/] {r.reason}", highlight=False)
+
+
+def show_progress(as_json: bool):
+    def progress(r: Rollout) -> None:
+        if not as_json:
+            colour = "red" if r.failure else "green" if r.phase is Phase.PROMOTED else "yellow"
+            err.print(f"[{colour}]{r.phase.value}[/] canary share {r.share}%"
+                      + (f": {r.reason}" if r.reason else "") + (f" ({r.judgement.reason})" if r.judgement else ""),
+                      highlight=False)
+    return progress
+
+
+def _duration(flag: str, text: str) -> float:
+    try:
+        return durations.parse(text)
+    except ValueError as e:
+        raise BadInput(f"{flag}: {e}") from None
+
+
+@app.command()
+def rollout(canary: bool = typer.Option(False, "--canary", help="run the new image as a canary (the only mode)"),
+            image: str = typer.Option(None, "--image", help="the new image, e.g. fleet/inference:3"),
+            stack: str = STACK, service: str = SERVICE,
+            steps: str = typer.Option("10,25,50", "--steps", help="canary traffic shares in percent, rising"),
+            step_duration: str = typer.Option("30s", "--step-duration", help="time at each step"),
+            canary_replicas: int = typer.Option(1, "--canary-replicas", help="replicas of the canary service"),
+            max_error_rate: float = typer.Option(0.01, "--max-error-rate", help="canary 5xx share allowed"),
+            max_latency_ratio: float = typer.Option(1.5, "--max-latency-ratio",
+                                                    help="canary mean latency over the stable's, at most"),
+            progress_deadline: str = typer.Option("5m", "--progress-deadline",
+                                                  help="time for the canary to become ready, and for evidence"),
+            no_auto_promote: bool = typer.Option(False, "--no-auto-promote", help="wait for `fleet promote`"),
+            resume: bool = typer.Option(False, "--resume", help="finish or revert an orphaned rollout"),
+            consul: str = CONSUL, as_json: bool = JSON):
+    """Roll out a new image as a canary: stepped traffic, judged on evidence, promoted or rolled back."""
+    try:
+        if resume:
+            report(controller.resume(controller.connect(stack, service, consul), on_progress=show_progress(as_json)),
+                   as_json)
+            return
+        if not canary or not image:
+            raise BadInput("write `fleet rollout --canary --image IMAGE` (or `fleet rollout --resume`)")
+        try:
+            parsed_steps = parse_steps(steps)
+        except ValueError as e:
+            raise BadInput(f"--steps: {e}") from None
+        if canary_replicas < 1:
+            raise BadInput("--canary-replicas must be at least 1")
+        if not 0 <= max_error_rate <= 1:
+            raise BadInput(f"--max-error-rate {max_error_rate}: give a fraction within 0..1, e.g. 0.01")
+        if max_latency_ratio <= 0:
+            raise BadInput(f"--max-latency-ratio {max_latency_ratio}: give a ratio above 0, e.g. 1.5")
+        plan = Plan(steps=parsed_steps, step_duration=_duration("--step-duration", step_duration),
+                    progress_deadline=_duration("--progress-deadline", progress_deadline),
+                    auto_promote=not no_auto_promote, canary_replicas=canary_replicas,
+                    thresholds=Thresholds(max_error_rate=max_error_rate, max_latency_ratio=max_latency_ratio))
+        target = controller.connect(stack, service, consul)
+        report(controller.rollout(target, image, plan, on_progress=show_progress(as_json)), as_json)
+    except FleetError as e:
+        fail(e, as_json)
+
+
+@app.command()
+def promote(stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
+    """Promote the canary now (skipping any steps left), and wait for the outcome."""
+    try:
+        report(controller.request(controller.connect(stack, service, consul), "promote"), as_json)
+    except FleetError as e:
+        fail(e, as_json)
+
+
+@app.command()
+def abort(stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
+    """Abort the rollout in progress: canary share 0, canary removed, stable as it was."""
+    try:
+        t = controller.connect(stack, service, consul)
+        try:
+            result = controller.request(t, "abort")
+        except OperationFailed as e:  # the rollout ended reverted: what abort asked for
+            if e.result is None:
+                raise
+            result = e.result
+        report(result, as_json)
+    except FleetError as e:
+        fail(e, as_json)
+
+
+@app.command()
+def rollback(to: int = typer.Option(None, "--to", help="revision number from `fleet history`"),
+             stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
+    """Return the service to a past revision (default: the one before the current)."""
+    try:
+        report(controller.rollback(controller.connect(stack, service, consul), to), as_json)
+    except FleetError as e:
+        fail(e, as_json)
+
+
+@app.command()
+def history(stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
+    """Past revisions of the service and how their rollouts ended."""
+    try:
+        records = controller.history(controller.connect(stack, service, consul))
+    except FleetError as e:
+        fail(e, as_json)
+    if as_json:
+        print(json.dumps({"ok": True, "revisions": records}))
+        return
+    table = Table("revision", "image", "outcome", "ended", "reason", title=f"{stack}_{service}")
+    for h in records:
+        ended = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["ended_at"])) if h.get("ended_at") else ""
+        table.add_row(f"{h['revision']}{' *' if h['current'] else ''}", h["image"], h["outcome"], ended, h["reason"])
+    out.print(table)
 
 
 if __name__ == "__main__":

@@ -96,9 +96,12 @@ def deploy(files: list[Path], stack: str, images: dict[str, str], timeout: float
         time.sleep(poll)
 
 
-def observe(swarm: Swarm, catalog: Catalog, stack: str, since: float) -> dict[str, Verdict]:
+def observe(swarm: Swarm, catalog: Catalog, stack: str, since: float,
+            only: set[str] | None = None) -> dict[str, Verdict]:
     verdicts = {}
     for svc in swarm.stack_services(stack):
+        if only is not None and svc.name not in only:
+            continue
         view = swarm.view(svc)
         if (view.update_started_at or 0) < since:  # an earlier update's outcome is not this deploy's
             view = replace(view, update_state=None, update_message="")

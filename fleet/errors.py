@@ -4,6 +4,10 @@
 class FleetError(Exception):
     exit_code = 1
 
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result  # what the operation got to, for --json
+
 
 class OperationFailed(FleetError):
     """The operation failed; fleet restored the previous state. Exit 1."""

@@ -34,6 +34,22 @@ class Catalog:
             raise ConsulUnavailable(f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
         return [_instance(e) for e in entries]
 
+    def watch(self, service: str, stopped, wait: str = "5s"):
+        """Blocking queries on the service's health: yields its instances each time they change."""
+        index = None
+        while not stopped.is_set():
+            try:
+                new_index, entries = self.consul.health.service(service, index=index, wait=wait)
+            except (requests.RequestException, consul.ConsulException) as e:
+                raise ConsulUnavailable(f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
+            if new_index != index:
+                yield [_instance(e) for e in entries]
+            index = new_index
+
+    def maintenance(self, service_id: str, reason: str) -> None:
+        """Take one instance out of DNS at once (its agent marks it critical)."""
+        self.consul.agent.service.maintenance(service_id, "true", reason)
+
 
 def _instance(entry: dict) -> Instance:
     svc = entry["Service"]

@@ -1,4 +1,5 @@
 """Docker Swarm through docker-py: services of a stack, their tasks and their containers' health."""
+import copy
 import subprocess
 from datetime import datetime
 
@@ -119,6 +120,39 @@ class Swarm:
     @staticmethod
     def rollback(service_name: str) -> None:
         subprocess.run(["docker", "service", "rollback", "--detach", service_name], capture_output=True, text=True)
+
+    def create_canary(self, stable, name: str, image: str, replicas: int) -> None:
+        """A second service from the stable one's live spec: same stack namespace, networks, health check
+        and update policy; the new image, `replicas` replicas, role canary (label and FLEET_ROLE)."""
+        spec = copy.deepcopy(stable.attrs["Spec"])
+        template = spec["TaskTemplate"]
+        container = template["ContainerSpec"]
+        container["Image"] = image
+        container["Env"] = [e for e in container.get("Env", []) if not e.startswith("FLEET_ROLE=")] + ["FLEET_ROLE=canary"]
+        container.setdefault("Labels", {})["fleet.role"] = "canary"
+        short = name.split("_", 1)[-1]
+        for net in template.get("Networks", []):
+            net["Aliases"] = [short]
+        labels = {**(spec.get("Labels") or {}), "fleet.role": "canary", "fleet.canary-of": stable.name,
+                  "com.docker.stack.image": image}
+        template.pop("ForceUpdate", None)
+        self.client.api.create_service(
+            template, name=name, labels=labels, mode={"Replicated": {"Replicas": replicas}},
+            update_config=spec.get("UpdateConfig"), rollback_config=spec.get("RollbackConfig"),
+            endpoint_spec=spec.get("EndpointSpec"))
+
+    @staticmethod
+    def update_image(service_name: str, image: str) -> None:
+        """Swarm's own rolling update to `image` (the service's update_config: start-first, rollback)."""
+        proc = subprocess.run(["docker", "service", "update", "--detach", "--no-resolve-image", "--image", image,
+                               service_name], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr.strip() or proc.stdout.strip())
+
+    def container_events(self, service_name: str, since: float):
+        """Docker's event stream for the service's containers (die, oom, health_status), until closed."""
+        return self.client.events(decode=True, since=int(since), filters={
+            "type": "container", "label": f"com.docker.swarm.service.name={service_name}"})
 
     def remove(self, service_name: str) -> None:
         svc = self.service(service_name)

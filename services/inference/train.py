@@ -20,6 +20,7 @@ from fleet_inference.modeldef import CLASSES, FEATURES, Classifier, make_data  #
 SNAPSHOTS = {1: 25, 2: 300}  # version -> optimiser steps trained
 BATCH = 128
 TRAIN_SEED, HOLDOUT_SEED = 1, 2
+GOLDEN = 512  # held-out rows shipped as the golden set
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -27,7 +28,8 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(dim=1) == y).float().mean())
 
 
-def write_artifact(model: torch.nn.Module, out: Path, version: int, acc: float, steps: int) -> None:
+def write_artifact(model: torch.nn.Module, out: Path, version: int, acc: float, steps: int,
+                   golden: tuple[torch.Tensor, torch.Tensor]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
     scripted = torch.jit.script(model)
@@ -44,8 +46,12 @@ def write_artifact(model: torch.nn.Module, out: Path, version: int, acc: float, 
         "accuracy": round(acc, 4),
         "holdout": {"seed": HOLDOUT_SEED, "size": 4000},
         "train_steps": steps,
+        # The golden set: held-out rows shipped with the artifact; fleet's canary check sends them to
+        # /predict and expects this accuracy (float32 values written exactly, so it is reproduced).
+        "golden": {"file": "golden.json", "size": len(golden[1]), "accuracy": round(accuracy(model, *golden), 4)},
         "torch": torch.__version__,
     }
+    (out / "golden.json").write_text(json.dumps({"inputs": golden[0].tolist(), "labels": golden[1].tolist()}))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     model.train()
 
@@ -75,7 +81,7 @@ def main() -> None:
             for version, steps in SNAPSHOTS.items():
                 if steps == step:
                     acc = accuracy(model, xh, yh)
-                    write_artifact(model, args.out / f"v{version}", version, acc, steps)
+                    write_artifact(model, args.out / f"v{version}", version, acc, steps, (xh[:GOLDEN], yh[:GOLDEN]))
                     print(f"v{version}: {steps} steps, held-out accuracy {acc:.4f}", flush=True)
             if step >= max(SNAPSHOTS.values()):
                 break

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fleet_inference import model_store
-from fleet_inference.modeldef import Classifier
+from fleet_inference.modeldef import Classifier, make_data
 
 import sys
 from pathlib import Path
@@ -19,7 +19,7 @@ CPU = torch.device("cpu")
 @pytest.fixture
 def artifact(tmp_path):
     torch.manual_seed(0)
-    write_artifact(Classifier(), tmp_path, version=7, acc=0.5, steps=0)
+    write_artifact(Classifier(), tmp_path, version=7, acc=0.5, steps=0, golden=make_data(16, 3))
     return tmp_path
 
 
@@ -58,3 +58,10 @@ def test_cuda_requested_without_gpu_is_an_error():
     else:
         with pytest.raises(model_store.ArtifactError, match="no CUDA"):
             model_store.select_device("cuda")
+
+
+def test_artifact_ships_a_golden_set_the_manifest_describes(artifact):
+    manifest = model_store.Manifest.read(artifact)
+    golden = json.loads((artifact / manifest.golden["file"]).read_text())
+    assert len(golden["inputs"]) == len(golden["labels"]) == manifest.golden["size"] == 16
+    assert 0.0 <= manifest.golden["accuracy"] <= 1.0

@@ -1,10 +1,11 @@
 """The HTTP face of a replica: /health, /ready, /predict, /metrics, /info."""
 import time
+from pathlib import Path
 from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .batching import QueueFull
@@ -47,7 +48,7 @@ class MetricsMiddleware:
                 m.in_flight.dec()
 
 
-ROUTES = {"/health", "/ready", "/predict", "/metrics", "/info"}
+ROUTES = {"/health", "/ready", "/predict", "/metrics", "/info", "/golden"}
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -110,8 +111,18 @@ def create_app(settings: Settings) -> FastAPI:
         m = replica.manifest
         return {"phase": replica.phase.value, "model": m.name if m else None, "version": m.version if m else None,
                 "sha256": m.sha256 if m else None, "accuracy": m.accuracy if m else None,
+                "golden": m.golden if m else None,
                 "device": str(replica.device) if replica.device else None, "torch": torch.__version__,
                 "role": settings.role, "task_id": settings.task_id}
+
+    @app.get("/golden")
+    async def golden():
+        """The golden set shipped with the model (inputs and labels), for fleet's canary check."""
+        m = replica.manifest
+        if m is None or not m.golden:
+            return JSONResponse({"error": "no golden set: the model is not loaded or its artifact has none"},
+                                status_code=404)
+        return FileResponse(Path(settings.model_path) / m.golden["file"], media_type="application/json")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):

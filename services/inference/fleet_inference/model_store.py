@@ -20,6 +20,7 @@ class Manifest:
     features: int
     num_classes: int
     accuracy: float
+    golden: dict | None = None  # {"file", "size", "accuracy"}: the golden set shipped with the artifact
 
     @classmethod
     def read(cls, directory: Path) -> "Manifest":
@@ -30,7 +31,7 @@ class Manifest:
             m = json.loads(path.read_text())
             return cls(name=m["name"], version=str(m["version"]), sha256=m["sha256"], file=m.get("file", "model.pt"),
                        features=int(m["input_shape"][-1]), num_classes=int(m["num_classes"]),
-                       accuracy=float(m["accuracy"]))
+                       accuracy=float(m["accuracy"]), golden=m.get("golden"))
         except (ValueError, KeyError, IndexError, TypeError) as e:
             raise ArtifactError(f"manifest {path} is malformed: {e!r}") from None
 

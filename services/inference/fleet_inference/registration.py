@@ -1,7 +1,12 @@
 """Self-registration in Consul (the seed pattern): each replica registers through the agent at
-CONSUL_HTTP_ADDR with its version, and deregisters when it drains. Retries are bounded and logged."""
+CONSUL_HTTP_ADDR with its version, and deregisters when it drains. Retries are bounded and logged.
+
+Traffic weights: fleet writes a weight per role to Consul KV (`fleet/traffic/<service>/<role>`); each
+replica follows its key with a blocking query and re-registers with the new weight, which the gateway
+reads from Consul's DNS SRV records. Without a key, FLEET_WEIGHT applies."""
 import logging
 import socket
+import threading
 from urllib.parse import urlparse
 
 import consul
@@ -27,7 +32,22 @@ def service_id(settings: Settings) -> str:
     return f"{settings.service_name}-{settings.task_id or socket.gethostname()}"
 
 
-def service_definition(settings: Settings, manifest: Manifest, address: str) -> dict:
+MAX_WEIGHT = 255  # Consul weight 255 x 256 is the highest the gateway maps below its own 256
+
+
+def weight_key(settings: Settings) -> str:
+    return f"fleet/traffic/{settings.service_name}/{settings.role}"
+
+
+def parse_weight(raw: bytes | None, default: int) -> int:
+    """The weight a KV value asks for, clamped to 1..255; the default when absent or unreadable. Pure."""
+    try:
+        return min(MAX_WEIGHT, max(1, int(raw))) if raw is not None else default
+    except ValueError:
+        return default
+
+
+def service_definition(settings: Settings, manifest: Manifest, address: str, weight: int | None = None) -> dict:
     """The agent registration for this replica. Pure."""
     return {
         "name": settings.service_name,
@@ -38,7 +58,7 @@ def service_definition(settings: Settings, manifest: Manifest, address: str) -> 
         "meta": {"version": manifest.version, "model": manifest.name, "model_sha256": manifest.sha256,
                  "role": settings.role, "task_id": settings.task_id},
         # The gateway maps SRV weight w to w/256+1, so weights shift traffic in multiples of 256.
-        "weights": {"Passing": max(1, settings.weight) * 256, "Warning": 256},
+        "weights": {"Passing": max(1, settings.weight if weight is None else weight) * 256, "Warning": 256},
         "check": {"http": f"http://{address}:{settings.port}/ready", "interval": settings.check_interval,
                   "timeout": "2s", "DeregisterCriticalServiceAfter": settings.deregister_after},
     }
@@ -60,11 +80,33 @@ _retry = tenacity.retry(
 
 
 @_retry
-def register(settings: Settings, manifest: Manifest) -> str:
-    definition = service_definition(settings, manifest, advertise_address(settings))
-    _client(settings).agent.service.register(**definition)
-    log.info("registered %s at %s:%s in Consul", definition["service_id"], definition["address"], settings.port)
-    return definition["service_id"]
+def register(settings: Settings, manifest: Manifest) -> tuple[str, int]:
+    """Register with the weight fleet asks for now; returns the KV index to follow from."""
+    c = _client(settings)
+    index, item = c.kv.get(weight_key(settings))
+    weight = parse_weight(item["Value"] if item else None, settings.weight)
+    definition = service_definition(settings, manifest, advertise_address(settings), weight)
+    c.agent.service.register(**definition)
+    log.info("registered %s at %s:%s in Consul, weight %d", definition["service_id"], definition["address"],
+             settings.port, weight)
+    return weight, index
+
+
+def follow_weight(settings: Settings, manifest: Manifest, weight: int, index: int, stop: threading.Event) -> None:
+    """Re-register whenever fleet changes this role's weight, until `stop` is set (the replica drains)."""
+    c, address = _client(settings), advertise_address(settings)
+    while not stop.is_set():
+        try:
+            index, item = c.kv.get(weight_key(settings), index=index, wait="10s")
+        except Exception as e:  # Consul restarting: keep the registered weight, ask again shortly
+            log.warning("cannot watch %s: %s", weight_key(settings), e)
+            stop.wait(1.0)
+            continue
+        wanted = parse_weight(item["Value"] if item else None, settings.weight)
+        if wanted != weight and not stop.is_set():
+            c.agent.service.register(**service_definition(settings, manifest, address, wanted))
+            log.info("weight %d -> %d (%s)", weight, wanted, weight_key(settings))
+            weight = wanted
 
 
 def deregister(settings: Settings) -> None:

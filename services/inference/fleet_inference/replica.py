@@ -1,6 +1,7 @@
 """One replica's runtime: loads the model in the background, batches inference, drains on SIGTERM."""
 import asyncio
 import logging
+import threading
 import time
 
 import torch
@@ -28,6 +29,7 @@ class Replica:
         self.batcher = DynamicBatcher(self._infer, settings.max_batch, settings.max_wait_ms / 1000,
                                       settings.max_queue, on_batch=self._observe_batch)
         self._tasks: list[asyncio.Task] = []
+        self._unregistering = threading.Event()
         self._set_phase(Phase.LOADING, self.reason)
 
     # lifecycle -------------------------------------------------------------------------------
@@ -63,9 +65,12 @@ class Replica:
 
     async def _register(self) -> None:
         try:
-            await asyncio.to_thread(registration.register, self.settings, self.manifest)
+            weight, index = await asyncio.to_thread(registration.register, self.settings, self.manifest)
         except Exception as e:
             log.error("Consul registration gave up: %s", e)
+            return
+        threading.Thread(target=registration.follow_weight, name="consul-weight", daemon=True,
+                         args=(self.settings, self.manifest, weight, index, self._unregistering)).start()
 
     async def drain(self) -> None:
         """Readiness turns 503 first, in-flight work finishes, then the replica leaves Consul."""
@@ -77,6 +82,7 @@ class Replica:
         while (self.in_flight or self.batcher.depth) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self.settings.consul_addr:
+            self._unregistering.set()  # no re-registration after this
             await asyncio.to_thread(registration.deregister, self.settings)
 
     async def stop(self) -> None:

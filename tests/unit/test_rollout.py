@@ -1,0 +1,169 @@
+"""Truth tables for the pure rollout core: state + event + injected clock -> state + actions."""
+from dataclasses import replace
+
+import pytest
+
+from fleet.analysis import Outcome, Stats, Thresholds, judge
+from fleet.events import (ConsulView, ContainerEvent, ControlRequested, GoldenChecked, MetricsSample,
+                          PromotionObserved, SourceFailed, Tick)
+from fleet.model import Instance
+from fleet.rollout import (CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable, Reason, RevertStable, Rollout,
+                           SetShare, parse_steps, resumed, start, step)
+from fleet.traffic import share_of, weights_for
+
+T0 = 1_000.0
+PLAN = Plan(steps=(10, 50), step_duration=30, progress_deadline=60, canary_replicas=1, version="2")
+GOOD = MetricsSample(Stats(100, 0, 1.0), Stats(900, 0, 9.0))
+
+
+def canary(status="passing", version="2", output=""):
+    return Instance(id="inference-c1", name="inference", address="10.0.0.9", port=8000, version=version,
+                    role="canary", task_id="c1", status=status, output=output)
+
+
+def stepping(step_index=0, since=T0, judged_at=None, judgement=None) -> Rollout:
+    r = replace(start(T0), phase=Phase.STEPPING, ready=True, step=step_index, share=PLAN.steps[step_index],
+                phase_since=since)
+    return replace(r, judged_at=judged_at, judgement=judgement)
+
+
+def passed_at(at):
+    return judge(GOOD.canary, GOOD.stable, PLAN.thresholds), at
+
+
+CASES = [
+    # (id, rollout, event, now, phase after, actions (types), reason contains)
+    ("starting-ready-in-consul-runs-golden", start(T0), ConsulView((canary(),)), T0 + 5, Phase.VERIFYING,
+     [CheckGolden], ""),
+    ("starting-old-version-is-not-ready", start(T0), ConsulView((canary(version="1"),)), T0 + 5, Phase.STARTING, [], ""),
+    ("starting-critical-is-not-ready-yet", start(T0), ConsulView((canary("critical"),)), T0 + 5, Phase.STARTING, [], ""),
+    ("starting-past-deadline-fails", start(T0), Tick(), T0 + 61, Phase.ROLLED_BACK, [CutCanary, Finish],
+     "progress deadline"),
+    ("starting-within-deadline-waits", start(T0), Tick(), T0 + 59, Phase.STARTING, [], ""),
+    ("task-died-fails-at-once", start(T0), ContainerEvent("die", "abc", "exit code 3"), T0 + 1, Phase.ROLLED_BACK,
+     [CutCanary, Finish], "exit code 3"),
+    ("oom-fails", stepping(), ContainerEvent("oom", "abc"), T0 + 1, Phase.ROLLED_BACK, [CutCanary, Finish], "oom"),
+    ("unhealthy-fails", start(T0), ContainerEvent("unhealthy", "abc", '{"phase":"failed"}'), T0 + 1,
+     Phase.ROLLED_BACK, [CutCanary, Finish], "phase"),
+    ("healthy-event-changes-nothing", start(T0), ContainerEvent("healthy", "abc"), T0 + 1, Phase.STARTING, [], ""),
+    ("golden-pass-starts-first-step", replace(start(T0), phase=Phase.VERIFYING, ready=True), GoldenChecked(True, "ok"),
+     T0 + 6, Phase.STEPPING, [SetShare], ""),
+    ("golden-fail-rolls-back", replace(start(T0), phase=Phase.VERIFYING, ready=True),
+     GoldenChecked(False, "accuracy 0.25"), T0 + 6, Phase.ROLLED_BACK, [CutCanary, Finish], "accuracy 0.25"),
+    ("consul-critical-after-ready-fails", stepping(), ConsulView((canary("critical", output="503 draining"),)), T0 + 2,
+     Phase.ROLLED_BACK, [CutCanary, Finish], "critical"),
+    ("canary-gone-from-consul-fails", stepping(), ConsulView(()), T0 + 2, Phase.ROLLED_BACK, [CutCanary, Finish],
+     "0/1"),
+    ("bad-error-rate-fails-mid-step", stepping(), MetricsSample(Stats(100, 30, 1.0), Stats(900, 0, 9.0)), T0 + 3,
+     Phase.ROLLED_BACK, [CutCanary, Finish], "error rate 30.0%"),
+    ("slow-canary-fails", stepping(), MetricsSample(Stats(100, 0, 5.0), Stats(900, 0, 9.0)), T0 + 3,
+     Phase.ROLLED_BACK, [CutCanary, Finish], "latency"),
+    ("few-requests-is-unknown-not-fail", stepping(), MetricsSample(Stats(5, 5, 0.1), Stats(900, 0, 9.0)), T0 + 3,
+     Phase.STEPPING, [], ""),
+    ("step-end-with-fresh-pass-advances", stepping(judgement=passed_at(T0 + 29)[0], judged_at=T0 + 29), Tick(), T0 + 30,
+     Phase.STEPPING, [SetShare], ""),
+    ("step-end-without-evidence-waits", stepping(), Tick(), T0 + 31, Phase.STEPPING, [], ""),
+    ("stale-pass-is-no-evidence", stepping(judgement=passed_at(T0)[0], judged_at=T0 + 10), Tick(), T0 + 31,
+     Phase.STEPPING, [], ""),
+    ("no-evidence-past-deadline-fails", stepping(), Tick(), T0 + 30 + 61, Phase.ROLLED_BACK, [CutCanary, Finish],
+     "no passing evidence"),
+    ("unknown-evidence-never-promotes", stepping(1, judgement=judge(Stats(3, 0, 0), None, Thresholds()),
+                                                 judged_at=T0 + 29), Tick(), T0 + 30, Phase.STEPPING, [], ""),
+    ("last-step-passed-promotes", stepping(1, judgement=passed_at(T0)[0], judged_at=T0 + 29), Tick(), T0 + 30,
+     Phase.PROMOTING, [PromoteStable], ""),
+    ("source-failure-is-not-success", stepping(), SourceFailed("consul", "refused"), T0 + 3, Phase.STEPPING, [], ""),
+    ("abort-reverts", stepping(), ControlRequested("abort"), T0 + 3, Phase.ABORTED, [CutCanary, Finish], "aborted"),
+    ("promote-request-skips-steps", stepping(), ControlRequested("promote"), T0 + 3, Phase.PROMOTING, [PromoteStable],
+     ""),
+    ("promotion-converged", replace(stepping(), phase=Phase.PROMOTING), PromotionObserved("converged", "ok"), T0 + 40,
+     Phase.PROMOTED, [CutCanary, Finish], ""),
+    ("promotion-failed-reverts-stable", replace(stepping(), phase=Phase.PROMOTING),
+     PromotionObserved("failed", "task exited 3"), T0 + 40, Phase.ROLLED_BACK, [RevertStable, CutCanary, Finish],
+     "task exited 3"),
+    ("canary-death-during-promotion-is-ignored", replace(stepping(), phase=Phase.PROMOTING),
+     ContainerEvent("die", "abc"), T0 + 40, Phase.PROMOTING, [], ""),
+    ("abort-during-promotion-reverts-stable", replace(stepping(), phase=Phase.PROMOTING), ControlRequested("abort"),
+     T0 + 40, Phase.ABORTED, [RevertStable, CutCanary, Finish], ""),
+    ("terminal-ignores-everything", replace(stepping(), phase=Phase.ROLLED_BACK), ContainerEvent("die", "abc"), T0 + 9,
+     Phase.ROLLED_BACK, [], ""),
+]
+
+
+@pytest.mark.parametrize("r,event,now,phase,actions,reason", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_step(r, event, now, phase, actions, reason):
+    new, done = step(r, event, now, PLAN)
+    assert new.phase is phase
+    assert [type(a) for a in done] == actions
+    assert reason in new.reason
+    if phase in (Phase.ROLLED_BACK, Phase.ABORTED):
+        assert new.share == 0 and new.failure is not None or not done
+
+
+def test_no_auto_promote_pauses_then_promotes_on_request():
+    plan = replace(PLAN, auto_promote=False)
+    r, actions = step(stepping(1, judgement=passed_at(T0)[0], judged_at=T0 + 29), Tick(), T0 + 30, plan)
+    assert r.phase is Phase.PAUSED and actions == []
+    r, actions = step(r, ControlRequested("promote"), T0 + 99, plan)
+    assert r.phase is Phase.PROMOTING and actions == [PromoteStable()]
+
+
+def test_steps_follow_the_plan_through_to_promotion():
+    r, shares = start(T0), []
+    r, _ = step(r, ConsulView((canary(),)), T0 + 1, PLAN)
+    r, acts = step(r, GoldenChecked(True, "ok"), T0 + 2, PLAN)
+    shares += [a.percent for a in acts]
+    now = T0 + 2
+    while r.phase is Phase.STEPPING:
+        now += 5
+        r, acts = step(r, GOOD, now, PLAN)
+        r, acts = step(r, Tick(), now, PLAN)
+        shares += [a.percent for a in acts if isinstance(a, SetShare)]
+    assert shares == [10, 50] and r.phase is Phase.PROMOTING
+
+
+@pytest.mark.parametrize("phase,after,actions", [
+    (Phase.STEPPING, Phase.ABORTED, [CutCanary, Finish]),
+    (Phase.STARTING, Phase.ABORTED, [CutCanary, Finish]),
+    (Phase.PROMOTING, Phase.PROMOTING, [PromoteStable]),
+])
+def test_resumed_finishes_a_promotion_and_reverts_anything_else(phase, after, actions):
+    r, done = resumed(replace(stepping(), phase=phase), T0 + 500)
+    assert r.phase is after and [type(a) for a in done] == actions
+    if after is Phase.ABORTED:
+        assert r.failure is Reason.CONTROLLER_LOST
+
+
+def test_state_round_trips_through_json_dict():
+    r = stepping(judgement=passed_at(T0)[0], judged_at=T0 + 1)
+    assert Rollout.from_dict(r.to_dict()) == r
+
+
+@pytest.mark.parametrize("text,ok", [("10,25,50", (10, 25, 50)), ("100", (100,)), ("0,10", None), ("10,10", None),
+                                     ("50,25", None), ("10,101", None), ("ten", None), ("", None)])
+def test_parse_steps(text, ok):
+    if ok:
+        assert parse_steps(text) == ok
+    else:
+        with pytest.raises(ValueError):
+            parse_steps(text)
+
+
+@pytest.mark.parametrize("share,canaries,stables", [(10, 1, 2), (25, 1, 2), (50, 1, 2), (75, 1, 2), (90, 1, 2),
+                                                    (5, 1, 3), (50, 2, 2), (33, 1, 1)])
+def test_weights_give_the_share_within_a_point(share, canaries, stables):
+    stable, canary_w = weights_for(share, canaries, stables)
+    assert 1 <= stable <= 255 and 1 <= canary_w <= 255
+    assert abs(share_of(canary_w, stable, canaries, stables) - share) < 1.0
+
+
+@pytest.mark.parametrize("canary_stats,stable_stats,outcome", [
+    (None, Stats(100, 0, 1), Outcome.UNKNOWN),
+    (Stats(10, 0, 0.1), Stats(100, 0, 1), Outcome.UNKNOWN),
+    (Stats(100, 2, 1.0), Stats(100, 0, 1), Outcome.FAIL),
+    (Stats(100, 0, 1.0), None, Outcome.UNKNOWN),
+    (Stats(100, 0, 1.0), Stats(100, 0, 1.0), Outcome.PASS),
+    (Stats(100, 0, 0.2), Stats(100, 0, 0.1), Outcome.PASS),  # 2 ms vs 1 ms: both under the 5 ms floor
+    (Stats(100, 0, 2.0), Stats(100, 0, 1.0), Outcome.FAIL),
+])
+def test_judge(canary_stats, stable_stats, outcome):
+    assert judge(canary_stats, stable_stats, Thresholds()).outcome is outcome
