@@ -341,8 +341,9 @@ class Run:
         self.doc["timeline"].append({"at": time.time(), "event": what, "detail": detail})
 
     def save(self, r: Rollout, event: Event | None = None) -> None:
+        before = self.doc.get("rollout") or {}
         self.doc["rollout"] = r.to_dict()
-        if event is not None and not isinstance(event, Tick):
+        if event is not None and (before.get("phase"), before.get("share")) != (r.phase.value, r.share):
             self.note("phase", f"{r.phase.value} at {r.share}% after {type(event).__name__}: {r.reason}"
                       if r.reason else f"{r.phase.value} at {r.share}%")
         self.t.store.save(self.doc)

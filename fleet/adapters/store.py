@@ -16,7 +16,7 @@ import requests
 
 from .consul import ConsulUnavailable
 
-SESSION_TTL = "10s"
+SESSION_TTL = 10  # seconds; Consul may take up to twice this to let a dead holder's lock go
 
 
 class Store:

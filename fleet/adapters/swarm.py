@@ -47,7 +47,11 @@ class Swarm:
         if desired_state:
             filters["desired-state"] = desired_state
         nodes = {n.id: n.attrs["Description"]["Hostname"] for n in self.client.nodes.list()}
-        return [self._task(t, service_name, nodes) for t in self.client.api.tasks(filters=filters)]
+        try:
+            tasks = self.client.api.tasks(filters=filters)
+        except NotFound:  # the service is gone
+            return []
+        return [self._task(t, service_name, nodes) for t in tasks]
 
     def _task(self, t: dict, service_name: str, nodes: dict) -> Task:
         status = t.get("Status", {})
