@@ -33,6 +33,7 @@ class LoadLoop:
     max_seconds: float = 120.0
     statuses: Counter = field(default_factory=Counter)
     failures: list = field(default_factory=list)
+    served: list = field(default_factory=list)  # (time, status, model version or None) per response
 
     def __post_init__(self):
         self._stop = threading.Event()
@@ -47,6 +48,8 @@ class LoadLoop:
                 try:
                     r = client.post(self.url, json={"inputs": SAMPLE})
                     self.statuses[r.status_code] += 1
+                    version = r.json().get("version") if r.status_code == 200 else None
+                    self.served.append((time.time(), r.status_code, version))
                     if r.status_code != 200:
                         self.failures.append(f"{r.status_code}: {r.text[:200]}")
                 except httpx.HTTPError as e:
@@ -61,6 +64,11 @@ class LoadLoop:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(timeout=30)
+
+    def share(self, version: str, start: float, end: float) -> float:
+        """Percent of the successful responses between start and end that came from `version`."""
+        window = [v for t, status, v in self.served if start <= t <= end and status == 200]
+        return 100.0 * sum(v == version for v in window) / len(window) if window else float("nan")
 
     @property
     def total(self) -> int:

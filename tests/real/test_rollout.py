@@ -1,0 +1,140 @@
+"""`fleet rollout --canary` and its companions on the real Swarm, Consul, gateway and images, with a
+bounded load loop through the gateway. Stable runs fleet/inference:1; canaries are :2 or test images."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.helpers import LoadLoop, wait_until
+from tests.real.conftest import ROOT, StackUnderTest, converged, remove_stack
+from tests.real.test_deploy import fleet
+
+NAME = "fleettest-rollout"
+STABLE, GOOD = "fleet/inference:1", "fleet/inference:2"
+
+
+@pytest.fixture(scope="module")
+def rstack(swarm):
+    s = StackUnderTest(NAME, swarm, 19500, 19080)
+    remove_stack(swarm, NAME)
+    p = fleet(s, "deploy", "--stack", NAME, env={"FLEET_IMAGE": STABLE})
+    assert p.returncode == 0, p.stderr
+    yield s
+    remove_stack(swarm, NAME)
+
+
+def stable_spec(s: StackUnderTest) -> tuple[str, int]:
+    svc = s.swarm.service(s.service("inference"))
+    return svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0], svc.attrs["Version"]["Index"]
+
+
+def canary_gone(s: StackUnderTest) -> bool:
+    return (s.swarm.service(s.service("inference-canary")) is None
+            and not any(i.role == "canary" for i in s.catalog.instances("inference")))
+
+
+def rollout(s: StackUnderTest, image: str, *args: str, timeout: float = 400):
+    p = fleet(s, "rollout", "--canary", "--image", image, "--stack", NAME, "--json", *args, timeout=timeout)
+    return p, json.loads(p.stdout) if p.stdout.strip() else {}
+
+
+@pytest.mark.parametrize("args,problem", [
+    (["--service", "nope"], "no service 'nope'"),
+    (["--image", "fleet/inference:404"], "does not exist"),
+    (["--steps", "50,25"], "steps must rise"),
+    (["--steps", "0,50"], "within 1..100"),
+    (["--step-duration", "soon"], "not a duration"),
+    (["--progress-deadline", "5 minutes"], "not a duration"),
+])
+def test_bad_input_exits_2_and_changes_nothing(rstack, args, problem):
+    before = stable_spec(rstack)
+    argv = ["rollout", "--canary", "--image", GOOD, "--stack", NAME, "--json"]
+    p = fleet(rstack, *argv, *args)
+    assert p.returncode == 2, p.stderr
+    assert problem in json.loads(p.stdout)["error"]
+    assert stable_spec(rstack) == before and canary_gone(rstack)
+
+
+def test_concurrent_rollout_refused_and_killed_rollout_resumed(rstack):
+    before = stable_spec(rstack)
+    env = {**rstack.env(), "CONSUL_HTTP_ADDR": f"http://127.0.0.1:{rstack.consul_port}"}
+    first = subprocess.Popen([sys.executable, "-m", "fleet.cli", "rollout", "--canary", "--image", GOOD, "--stack",
+                              NAME, "--steps", "10", "--step-duration", "10m"], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        store = f"http://127.0.0.1:{rstack.consul_port}/v1/kv/fleet/rollouts/{NAME}/inference/state?raw"
+        wait_until(lambda: httpx.get(store).status_code == 200 and
+                   httpx.get(store).json()["rollout"]["phase"] == "stepping", 120, "the first rollout to step")
+        p, doc = rollout(rstack, GOOD, timeout=60)
+        assert p.returncode == 2, p.stderr
+        assert f"pid {first.pid}" in doc["error"]
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    assert rstack.swarm.service(rstack.service("inference-canary")) is not None  # orphaned, still there
+    p = fleet(rstack, "rollout", "--resume", "--stack", NAME, "--json", timeout=120)
+    assert p.returncode == 1, p.stderr  # reverted: the watch was lost, so nothing is promoted
+    doc = json.loads(p.stdout)
+    assert doc["outcome"] == "aborted" and "controller stopped" in doc["reason"]
+    assert stable_spec(rstack) == before and canary_gone(rstack)
+
+
+@pytest.mark.parametrize("image,reason", [
+    ("fleet/inference-test:crash", "exit code 3"),
+    ("fleet/inference-test:corrupt", "unhealthy"),
+])
+def test_bad_canary_rolled_back_with_no_failed_requests(rstack, image, reason):
+    before = stable_spec(rstack)
+    with LoadLoop(f"{rstack.gateway}/predict", max_requests=20_000, max_seconds=240) as load:
+        p, doc = rollout(rstack, image, "--progress-deadline", "90s")
+    assert p.returncode == 1, p.stderr
+    assert doc["outcome"] == "rolled_back" and reason in doc["reason"], doc
+    assert stable_spec(rstack) == before, "the stable service must be left exactly as it was"
+    assert canary_gone(rstack)
+    assert load.total > 10 and load.failures == [], load.failures[:5]
+
+
+def test_canary_answering_5xx_rolled_back_on_its_metrics(rstack):
+    before = stable_spec(rstack)
+    with LoadLoop(f"{rstack.gateway}/predict", max_requests=20_000, max_seconds=240) as load:
+        p, doc = rollout(rstack, "fleet/inference-test:flaky", "--steps", "50", "--step-duration", "60s")
+    assert p.returncode == 1, p.stderr
+    assert doc["outcome"] == "rolled_back" and "error rate" in doc["reason"], doc
+    assert stable_spec(rstack) == before and canary_gone(rstack)
+    cut = next(e["at"] for e in doc["timeline"] if e["event"] == "cut")
+    late = [t for t, status, _ in load.served if status == 500 and t > cut + 1.0]
+    print(f"\n5xx canary: {len(load.failures)} of {load.total} client requests failed before the decision; "
+          f"{len(late)} more than 1 s after the cut")
+    assert late == [], "no request may reach the canary 1 s after it was cut"
+
+
+def test_good_canary_promoted_with_measured_split_then_rollback_to_any_revision(rstack):
+    steps = (25, 50)
+    with LoadLoop(f"{rstack.gateway}/predict", max_requests=30_000, max_seconds=300) as load:
+        p, doc = rollout(rstack, GOOD, "--steps", ",".join(map(str, steps)), "--step-duration", "15s")
+    assert p.returncode == 0, p.stderr
+    assert doc["outcome"] == "promoted"
+    assert stable_spec(rstack)[0] == GOOD and canary_gone(rstack)
+    assert wait_until(lambda: converged(rstack, version="2"), 60, "Consul to show only version 2")
+    assert load.failures == [], load.failures[:5]
+    shares = [e for e in doc["timeline"] if e["event"] == "share"]
+    ends = [e["at"] for e in shares[1:]] + [next(e["at"] for e in doc["timeline"] if e["event"] == "promote")]
+    for step, start, end in zip(steps, [e["at"] for e in shares], ends):
+        measured = load.share("2", start + 2.0, end)  # the gateway resolves within a second
+        print(f"\nstep {step}%: measured {measured:.1f}% of responses from the canary")
+        assert abs(measured - step) <= 5, f"step {step}%: measured {measured:.1f}%"
+
+    history = json.loads(fleet(rstack, "history", "--stack", NAME, "--json").stdout)["revisions"]
+    first = history[0]
+    assert first["image"] == STABLE and history[-1]["image"] == GOOD and history[-1]["current"]
+    p = fleet(rstack, "rollback", "--to", str(first["revision"]), "--stack", NAME, "--json")
+    assert p.returncode == 0, p.stderr
+    assert stable_spec(rstack)[0] == STABLE
+    version = stable_spec(rstack)[1]
+    p = fleet(rstack, "rollback", "--to", str(first["revision"]), "--stack", NAME, "--json")
+    assert p.returncode == 0 and "nothing to do" in json.loads(p.stdout)["reason"]
+    assert stable_spec(rstack)[1] == version, "rolling back to the running revision is a no-op"
