@@ -121,7 +121,8 @@ def rollout(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout], 
                         "reason": "", "started_at": now, "ended_at": None})
         t.store.save(doc)
         try:
-            t.swarm.create_canary(stable, t.canary_name, image, plan.canary_replicas)
+            doc["canary_id"] = t.swarm.create_canary(stable, t.canary_name, image, plan.canary_replicas)
+            t.store.save(doc)
         except APIError as e:
             _finish(t, doc, Rollout.from_dict(doc["rollout"]), Phase.ROLLED_BACK, f"cannot create the canary: {e}")
             raise OperationFailed(f"cannot create the canary service: {e.explanation or e}") from None
@@ -230,12 +231,16 @@ class Run:
 
     # sources ------------------------------------------------------------------------------------
     def _docker_events(self, since: float):
-        self.docker_events = self.t.swarm.container_events(self.t.canary_name, since)
+        self.docker_events = self.t.swarm.container_events(self.doc.get("canary_id", "none"), since)
         for e in self.docker_events:
             action, cid = e.get("Action", ""), e.get("Actor", {}).get("ID", "")
             attrs = e.get("Actor", {}).get("Attributes", {})
             if action == "die":
-                yield ContainerEvent("die", cid, f"exit code {attrs.get('exitCode')}")
+                health = self.t.swarm.container_health(cid)[1]
+                last_log = (self.t.swarm.logs(cid, lines=1) or "").strip()
+                yield ContainerEvent("die", cid, f"exit code {attrs.get('exitCode')}"
+                                     + (f"; last health check: {health[:200]}" if health else "")
+                                     + (f"; last log line: {last_log[:200]}" if last_log else ""))
             elif action == "oom":
                 yield ContainerEvent("oom", cid, "out of memory")
             elif action.startswith("health_status"):
@@ -355,7 +360,7 @@ def _finish(t: Target, doc: dict, r: Rollout, phase: Phase, reason: str) -> None
     consul_name = t.consul_name
     t.swarm.remove(doc["canary"])
     while time.monotonic() < deadline and (
-            t.swarm.tasks(doc["canary"]) or any(i.role == "canary" for i in t.catalog.instances(consul_name))):
+            t.swarm.containers_left(doc["canary"]) or any(i.role == "canary" for i in t.catalog.instances(consul_name))):
         time.sleep(0.5)
     for role in ("stable", "canary"):
         set_weight(t.catalog.consul, consul_name, role, None)

@@ -125,7 +125,7 @@ class Swarm:
     def rollback(service_name: str) -> None:
         subprocess.run(["docker", "service", "rollback", "--detach", service_name], capture_output=True, text=True)
 
-    def create_canary(self, stable, name: str, image: str, replicas: int) -> None:
+    def create_canary(self, stable, name: str, image: str, replicas: int) -> str:
         """A second service from the stable one's live spec: same stack namespace, networks, health check
         and update policy; the new image, `replicas` replicas, role canary (label and FLEET_ROLE)."""
         spec = copy.deepcopy(stable.attrs["Spec"])
@@ -140,10 +140,10 @@ class Swarm:
         labels = {**(spec.get("Labels") or {}), "fleet.role": "canary", "fleet.canary-of": stable.name,
                   "com.docker.stack.image": image}
         template.pop("ForceUpdate", None)
-        self.client.api.create_service(
+        return self.client.api.create_service(
             template, name=name, labels=labels, mode={"Replicated": {"Replicas": replicas}},
             update_config=spec.get("UpdateConfig"), rollback_config=spec.get("RollbackConfig"),
-            endpoint_spec=spec.get("EndpointSpec"))
+            endpoint_spec=spec.get("EndpointSpec"))["ID"]
 
     @staticmethod
     def update_image(service_name: str, image: str) -> None:
@@ -153,10 +153,14 @@ class Swarm:
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr.strip() or proc.stdout.strip())
 
-    def container_events(self, service_name: str, since: float):
-        """Docker's event stream for the service's containers (die, oom, health_status), until closed."""
+    def container_events(self, service_id: str, since: float):
+        """Docker's event stream for the service's containers (die, oom, health_status), until closed.
+        By service ID: an earlier service of the same name may still be stopping its containers."""
         return self.client.events(decode=True, since=int(since), filters={
-            "type": "container", "label": f"com.docker.swarm.service.name={service_name}"})
+            "type": "container", "label": f"com.docker.swarm.service.id={service_id}"})
+
+    def containers_left(self, service_name: str) -> bool:
+        return bool(self.client.containers.list(filters={"label": f"com.docker.swarm.service.name={service_name}"}))
 
     def remove(self, service_name: str) -> None:
         svc = self.service(service_name)

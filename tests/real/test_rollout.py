@@ -85,7 +85,7 @@ def test_concurrent_rollout_refused_and_killed_rollout_resumed(rstack):
 
 @pytest.mark.parametrize("image,reason", [
     ("fleet/inference-test:crash", "exit code 3"),
-    ("fleet/inference-test:corrupt", "unhealthy"),
+    ("fleet/inference-test:corrupt", "failed"),  # the phase its health check reports
 ])
 def test_bad_canary_rolled_back_with_no_failed_requests(rstack, image, reason):
     before = stable_spec(rstack)
