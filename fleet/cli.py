@@ -149,6 +149,10 @@ def render(doc: dict) -> None:
             table.add_row(f"  {t['name']} {t['id'][:12]}", t["image"], "", "", f"{t['state']}/{t['desired_state']}",
                           t["health"] or "", f"{c['status']}: {c['output'][:40]}" if c else "")
     out.print(table)
+    for r in doc["rollouts"]:
+        note = " [red]orphaned: its fleet process is gone; run `fleet rollout --resume`[/]" if r["orphaned"] else ""
+        out.print(f"rollout of {r['service']} to {r['image']} (revision {r['revision']}): {r['phase']}, canary share "
+                  f"{r['share']}%{note}")
     if doc["consul_error"]:
         err.print(f"[yellow]consul: {doc['consul_error']}[/]")
 

@@ -186,7 +186,10 @@ def _drive(t: Target, doc: dict, r: Rollout, plan: Plan, actions: list[Action],
             run.execute(a, r, plan)
         while r.phase not in TERMINAL:
             event = stream.next(TICK)
-            new, actions = step(r, event, time.time(), plan)
+            received = time.time()
+            new, actions = step(r, event, received, plan)
+            if new.failure and not r.failure:  # the first failing signal, for the reaction time
+                run.note("signal", f"{type(event).__name__}: {new.reason}", at=received)
             for a in actions:
                 run.execute(a, new, plan)
             if new != r:
@@ -342,8 +345,8 @@ class Run:
         set_weight(t.catalog.consul, self.consul_name, "canary", 1)
         t.swarm.remove(t.canary_name)
 
-    def note(self, what: str, detail: str) -> None:
-        self.doc["timeline"].append({"at": time.time(), "event": what, "detail": detail})
+    def note(self, what: str, detail: str, at: float | None = None) -> None:
+        self.doc["timeline"].append({"at": at or time.time(), "event": what, "detail": detail})
 
     def save(self, r: Rollout, event: Event | None = None) -> None:
         before = self.doc.get("rollout") or {}

@@ -1,5 +1,6 @@
 """`fleet status`: one view merging Swarm's services and tasks, Docker health and Consul's checks."""
 from .adapters.consul import Catalog, ConsulUnavailable
+from .adapters.store import Store
 from .adapters.swarm import Swarm
 
 LIVE_STATES = {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running"}
@@ -40,5 +41,20 @@ def status(swarm: Swarm, catalog: Catalog, stack: str) -> dict:
                             "output": by_task[t.id].output} if t.id in by_task else None),
             } for t in tasks],
         })
-    return {"stack": stack, "services": services, "consul_error": consul_error}
+    return {"stack": stack, "services": services, "consul_error": consul_error,
+            "rollouts": [] if consul_error else rollouts(catalog, stack)}
+
+
+def rollouts(catalog: Catalog, stack: str) -> list[dict]:
+    """Rollouts in progress, from Consul KV; `orphaned` when no fleet process holds the lock (the
+    controller died): `fleet rollout --resume` finishes or reverts them."""
+    found = []
+    for svc in sorted({s["Key"].split("/")[3] for s in catalog.consul.kv.get(f"fleet/rollouts/{stack}/", recurse=True)[1] or []}):
+        store = Store(catalog.consul, stack, svc)
+        doc = store.load()
+        if doc:
+            r = doc["rollout"]
+            found.append({"service": svc, "revision": doc["revision"], "image": doc["image"], "phase": r["phase"],
+                          "share": r["share"], "reason": r["reason"], "orphaned": store.holder() is None})
+    return found
 

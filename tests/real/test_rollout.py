@@ -76,6 +76,9 @@ def test_concurrent_rollout_refused_and_killed_rollout_resumed(rstack):
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     assert rstack.swarm.service(rstack.service("inference-canary")) is not None  # orphaned, still there
+    orphan = wait_until(lambda: [r for r in json.loads(fleet(rstack, "status", "--stack", NAME, "--json").stdout)
+                                 ["rollouts"] if r["orphaned"]], 60, "fleet status to report the orphaned rollout")
+    assert orphan[0]["image"] == GOOD and orphan[0]["phase"] == "stepping"
     p = fleet(rstack, "rollout", "--resume", "--stack", NAME, "--json", timeout=120)
     assert p.returncode == 1, p.stderr  # reverted: the watch was lost, so nothing is promoted
     doc = json.loads(p.stdout)
