@@ -21,6 +21,7 @@ bench: setup
 	bash scripts/test-images.sh
 	$(PY) bench/service_bench.py
 	$(PY) bench/deploy_bench.py
+	$(PY) bench/rollout_bench.py
 
 clean:
 	-docker stack rm fleet fleettest 2>/dev/null
