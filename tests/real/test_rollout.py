@@ -141,3 +141,49 @@ def test_good_canary_promoted_with_measured_split_then_rollback_to_any_revision(
     p = fleet(rstack, "rollback", "--to", str(first["revision"]), "--stack", NAME, "--json")
     assert p.returncode == 0 and "nothing to do" in json.loads(p.stdout)["reason"]
     assert stable_spec(rstack)[1] == version, "rolling back to the running revision is a no-op"
+
+
+def background_rollout(s: StackUnderTest, *args: str) -> subprocess.Popen:
+    env = {**s.env(), "CONSUL_HTTP_ADDR": f"http://127.0.0.1:{s.consul_port}"}
+    return subprocess.Popen([sys.executable, "-m", "fleet.cli", "rollout", "--canary", "--image", GOOD, "--stack",
+                             NAME, "--json", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+
+
+def phase(s: StackUnderTest) -> str | None:
+    r = httpx.get(f"http://127.0.0.1:{s.consul_port}/v1/kv/fleet/rollouts/{NAME}/inference/state?raw")
+    return r.json()["rollout"]["phase"] if r.status_code == 200 else None
+
+
+def test_abort_from_another_shell_reverts_the_running_rollout(rstack):
+    before = stable_spec(rstack)
+    running = background_rollout(rstack, "--steps", "10", "--step-duration", "10m")
+    try:
+        wait_until(lambda: phase(rstack) == "stepping", 120, "the rollout to step")
+        p = fleet(rstack, "abort", "--stack", NAME, "--json", timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["outcome"] == "aborted"
+        out, _ = running.communicate(timeout=120)
+        assert running.returncode == 1 and json.loads(out)["outcome"] == "aborted"
+    finally:
+        running.kill()
+    assert stable_spec(rstack) == before and canary_gone(rstack)
+
+
+def test_no_auto_promote_waits_for_fleet_promote(rstack):
+    running = background_rollout(rstack, "--steps", "20", "--step-duration", "5s", "--no-auto-promote")
+    try:
+        with LoadLoop(f"{rstack.gateway}/predict", max_requests=30_000, max_seconds=300) as load:
+            wait_until(lambda: phase(rstack) == "paused", 180, "the rollout to pause after its last step")
+            assert stable_spec(rstack)[0] == STABLE  # nothing promoted without the word
+            p = fleet(rstack, "promote", "--stack", NAME, "--json", timeout=300)
+            assert p.returncode == 0, p.stderr
+            assert json.loads(p.stdout)["outcome"] == "promoted"
+        out, _ = running.communicate(timeout=120)
+        assert running.returncode == 0 and json.loads(out)["outcome"] == "promoted"
+    finally:
+        running.kill()
+    assert stable_spec(rstack)[0] == GOOD and canary_gone(rstack)
+    assert load.failures == [], load.failures[:5]
+    assert fleet(rstack, "rollback", "--stack", NAME, "--json").returncode == 0
+    assert stable_spec(rstack)[0] == STABLE
