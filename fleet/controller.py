@@ -22,7 +22,7 @@ from .analysis import Stats, Thresholds
 from .convergence import State
 from .errors import BadInput, OperationFailed, Unreachable
 from .events import (ConsulView, ContainerEvent, ControlRequested, Event, EventStream, GoldenChecked,
-                     MetricsSample, PromotionObserved, Tick)
+                     MetricsSample, PromotionObserved)
 from .rollout import (TERMINAL, Action, CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable, RevertStable,
                       Rollout, SetShare, resumed, start, step)
 from .traffic import weights_for
@@ -180,7 +180,7 @@ def _drive(t: Target, doc: dict, r: Rollout, plan: Plan, actions: list[Action],
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: stream.put(ControlRequested("abort")))
     try:
-        run.start_sources(plan)
+        run.start_sources()
         run.save(r)
         for a in actions:
             run.execute(a, r, plan)
@@ -219,7 +219,7 @@ class Run:
         self.baseline: dict[str, Stats] | None = None  # per container, set when traffic starts
         self.docker_events = None
 
-    def start_sources(self, plan: Plan) -> None:
+    def start_sources(self) -> None:
         s, t = self.stream, self.t
         since = time.time() - 1
         s.follow("docker", lambda: self._docker_events(since))
@@ -264,46 +264,47 @@ class Run:
         while not self.stream.stopped.wait(SCRAPE_EVERY):
             if self.baseline is None:
                 continue
-            yield MetricsSample(*(self._stats(name) for name in (self.t.canary_name, self.t.stable_name)))
+            addresses = replicas.gwbridge_addresses(self.t.swarm.client)
+            yield MetricsSample(*(self._stats(name, addresses) for name in (self.t.canary_name, self.t.stable_name)))
 
-    def _stats(self, service_name: str, baseline: dict[str, Stats] | None = None) -> Stats | None:
+    def _replicas(self, service_name: str, addresses: dict[str, str]) -> list[tuple[str, str | None]]:
+        """(container ID, docker_gwbridge address or None) of each of the service's running tasks."""
+        return [(task.container_id, addresses.get(task.container_id)) for task in self.t.swarm.tasks(service_name)]
+
+    def _stats(self, service_name: str, addresses: dict[str, str],
+               baseline: dict[str, Stats] | None = None) -> Stats | None:
         """The role's /predict counters since traffic started, or None when no replica answered.
         With `baseline`, each container's counters now are recorded in it instead."""
-        addresses = replicas.gwbridge_addresses(self.t.swarm.client)
         total, seen = Stats(), False
-        for task in self.t.swarm.tasks(service_name):
-            address = addresses.get(task.container_id)
+        for container, address in self._replicas(service_name, addresses):
             stats = replicas.scrape(self.http, address) if address else None
             if stats is None:
                 continue
             if baseline is not None:
-                baseline[task.container_id] = stats
+                baseline[container] = stats
             else:
-                total, seen = total + (stats - self.baseline.get(task.container_id, Stats())), True
+                total, seen = total + (stats - self.baseline.get(container, Stats())), True
         return total if seen else None
 
-    def _golden(self) -> None:
+    def _golden(self):
         addresses = replicas.gwbridge_addresses(self.t.swarm.client)
-        containers = [task.container_id for task in self.t.swarm.tasks(self.t.canary_name)]
-        results = [replicas.golden_check(addresses[c]) if c in addresses
-                   else (False, f"container {c[:12]} is not reachable from this node") for c in containers]
+        results = [replicas.golden_check(address) if address
+                   else (False, f"container {container[:12]} is not reachable from this node")
+                   for container, address in self._replicas(self.t.canary_name, addresses)]
         passed = bool(results) and all(ok for ok, _ in results)
-        self.stream.put(GoldenChecked(passed, "; ".join(d for _, d in results) or "no canary replica running"))
+        yield GoldenChecked(passed, "; ".join(d for _, d in results) or "no canary replica running")
 
-    def _watch_promotion(self, since: float) -> None:
-        t = self.t
-        while not self.stream.stopped.wait(1.0):
-            verdict = deploy_use_case.observe(t.swarm, t.catalog, t.stack, since, only={t.stable_name}).get(t.stable_name)
-            if verdict is not None:
-                self.stream.put(PromotionObserved(verdict.state.value, verdict.reason))
-                if verdict.state is not State.PROGRESSING:
-                    return
+    def _promotion(self, since: float):
+        for verdict in _stable_verdicts(self.t, since, self.stream.stopped):
+            yield PromotionObserved(verdict.state.value, verdict.reason)
+            if verdict.state is not State.PROGRESSING:
+                return
 
     # actions ------------------------------------------------------------------------------------
     def execute(self, a: Action, r: Rollout, plan: Plan) -> None:
         t = self.t
         if isinstance(a, CheckGolden):
-            threading.Thread(target=self._golden, daemon=True).start()
+            self.stream.follow("golden", self._golden)
         elif isinstance(a, SetShare):
             stables = t.stable().attrs["Spec"]["Mode"]["Replicated"]["Replicas"]
             stable_w, canary_w = weights_for(a.percent, plan.canary_replicas, stables)
@@ -311,8 +312,9 @@ class Run:
             set_weight(t.catalog.consul, self.consul_name, "canary", canary_w)
             if self.baseline is None:
                 baseline: dict[str, Stats] = {}
+                addresses = replicas.gwbridge_addresses(t.swarm.client)
                 for name in (t.canary_name, t.stable_name):
-                    self._stats(name, baseline)
+                    self._stats(name, addresses, baseline)
                 self.baseline = baseline
             self.note("share", f"{a.percent}% (weights stable {stable_w}, canary {canary_w})")
         elif isinstance(a, CutCanary):
@@ -322,7 +324,7 @@ class Run:
                 t.swarm.update_image(t.stable_name, self.doc["image"])
             self.note("promote", f"updating {t.stable_name} to {self.doc['image']}")
             since = self.doc.setdefault("promotion_started", time.time() - 1)
-            threading.Thread(target=self._watch_promotion, args=(since,), daemon=True).start()
+            self.stream.follow("promotion", lambda: self._promotion(since))
         elif isinstance(a, RevertStable):
             state = (t.stable().attrs.get("UpdateStatus") or {}).get("State", "")
             if _image(t.stable()) == self.doc["image"] and not state.startswith("rollback"):
@@ -332,8 +334,8 @@ class Run:
             self.note("finish", a.phase.value)
 
     def cut_canary(self, reason: str) -> None:
-        """Share 0 first (Consul maintenance takes the canary out of DNS, so out of the gateway), then
-        remove the canary service, then put the traffic weights back."""
+        """Share 0 first (Consul maintenance takes the canary out of DNS, so out of the gateway), then the
+        canary's weight to the least (for instances another agent holds) and the service removed."""
         t = self.t
         for i in t.catalog.instances(self.consul_name):
             if i.role == "canary":
@@ -410,14 +412,12 @@ def rollback(t: Target, to: int | None, timeout: float = 600.0) -> Result:
                           f"({target['image']}): nothing to do", target["image"], 0.0)
         t.swarm.update_image(t.stable_name, target["image"])
         deadline = time.monotonic() + timeout
-        while True:
-            v = deploy_use_case.observe(t.swarm, t.catalog, t.stack, started - 1, only={t.stable_name})[t.stable_name]
+        for v in _stable_verdicts(t, started - 1, threading.Event()):
             if v.state is State.CONVERGED:
                 break
             if v.state is State.FAILED or time.monotonic() > deadline:
                 raise OperationFailed(f"rollback to revision {target['revision']} failed: {v.reason}; Swarm's "
                                       "failure_action restores the previous spec")
-            time.sleep(1.0)
         revision = records[-1]["revision"] + 1
         reason = f"rollback to revision {target['revision']}"
         t.store.record({"revision": revision, "image": target["image"], "outcome": "deployed", "reason": reason,
@@ -428,6 +428,16 @@ def rollback(t: Target, to: int | None, timeout: float = 600.0) -> Result:
 
 
 # helpers ------------------------------------------------------------------------------------------
+def _stable_verdicts(t: Target, since: float, stopped: threading.Event, every: float = 1.0):
+    """The stable service's convergence since `since` (fleet deploy's judgement), once every second."""
+    while True:
+        verdict = deploy_use_case.observe(t.swarm, t.catalog, t.stack, since, only={t.stable_name}).get(t.stable_name)
+        if verdict is not None:
+            yield verdict
+        if stopped.wait(every):
+            return
+
+
 def _lock(t: Target, command: str, wait: float = 0.0) -> None:
     deadline = time.monotonic() + wait
     while (holder := t.store.acquire(command)) is not None:

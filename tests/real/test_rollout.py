@@ -59,16 +59,23 @@ def test_bad_input_exits_2_and_changes_nothing(rstack, args, problem):
     assert stable_spec(rstack) == before and canary_gone(rstack)
 
 
+def background_rollout(s: StackUnderTest, *args: str) -> subprocess.Popen:
+    env = {**s.env(), "CONSUL_HTTP_ADDR": f"http://127.0.0.1:{s.consul_port}"}
+    return subprocess.Popen([sys.executable, "-m", "fleet.cli", "rollout", "--canary", "--image", GOOD, "--stack",
+                             NAME, "--json", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+
+
+def phase(s: StackUnderTest) -> str | None:
+    r = httpx.get(f"http://127.0.0.1:{s.consul_port}/v1/kv/fleet/rollouts/{NAME}/inference/state?raw")
+    return r.json()["rollout"]["phase"] if r.status_code == 200 else None
+
+
 def test_concurrent_rollout_refused_and_killed_rollout_resumed(rstack):
     before = stable_spec(rstack)
-    env = {**rstack.env(), "CONSUL_HTTP_ADDR": f"http://127.0.0.1:{rstack.consul_port}"}
-    first = subprocess.Popen([sys.executable, "-m", "fleet.cli", "rollout", "--canary", "--image", GOOD, "--stack",
-                              NAME, "--steps", "10", "--step-duration", "10m"], cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = background_rollout(rstack, "--steps", "10", "--step-duration", "10m")
     try:
-        store = f"http://127.0.0.1:{rstack.consul_port}/v1/kv/fleet/rollouts/{NAME}/inference/state?raw"
-        wait_until(lambda: httpx.get(store).status_code == 200 and
-                   httpx.get(store).json()["rollout"]["phase"] == "stepping", 120, "the first rollout to step")
+        wait_until(lambda: phase(rstack) == "stepping", 120, "the first rollout to step")
         p, doc = rollout(rstack, GOOD, timeout=60)
         assert p.returncode == 2, p.stderr
         assert f"pid {first.pid}" in doc["error"]
@@ -141,18 +148,6 @@ def test_good_canary_promoted_with_measured_split_then_rollback_to_any_revision(
     p = fleet(rstack, "rollback", "--to", str(first["revision"]), "--stack", NAME, "--json")
     assert p.returncode == 0 and "nothing to do" in json.loads(p.stdout)["reason"]
     assert stable_spec(rstack)[1] == version, "rolling back to the running revision is a no-op"
-
-
-def background_rollout(s: StackUnderTest, *args: str) -> subprocess.Popen:
-    env = {**s.env(), "CONSUL_HTTP_ADDR": f"http://127.0.0.1:{s.consul_port}"}
-    return subprocess.Popen([sys.executable, "-m", "fleet.cli", "rollout", "--canary", "--image", GOOD, "--stack",
-                             NAME, "--json", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-
-
-def phase(s: StackUnderTest) -> str | None:
-    r = httpx.get(f"http://127.0.0.1:{s.consul_port}/v1/kv/fleet/rollouts/{NAME}/inference/state?raw")
-    return r.json()["rollout"]["phase"] if r.status_code == 200 else None
 
 
 def test_abort_from_another_shell_reverts_the_running_rollout(rstack):
