@@ -125,6 +125,8 @@ def status(stack: str = STACK, consul: str = CONSUL, as_json: bool = JSON,
             doc = read_status(swarm, catalog, stack)
             if not doc["services"]:
                 raise BadInput(f"no stack named {stack!r}: deploy it with `fleet deploy --stack {stack}`")
+            if doc["consul_error"] and not watch:  # Swarm's view is still shown, but the answer is partial
+                doc.update(ok=False, exit_code=Unreachable.exit_code, error=doc["consul_error"])
             if as_json:
                 print(json.dumps(doc))
             else:
@@ -136,6 +138,8 @@ def status(stack: str = STACK, consul: str = CONSUL, as_json: bool = JSON,
         fail(e, as_json)
     except KeyboardInterrupt:
         sys.exit(0)
+    if doc.get("exit_code"):
+        raise typer.Exit(doc["exit_code"])
 
 
 def render(doc: dict) -> None:
@@ -200,6 +204,8 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
             progress_deadline: str = typer.Option("5m", "--progress-deadline",
                                                   help="time for the canary to become ready, and for evidence"),
             no_auto_promote: bool = typer.Option(False, "--no-auto-promote", help="wait for `fleet promote`"),
+            pause_timeout: str = typer.Option("1h", "--pause-timeout",
+                                              help="with --no-auto-promote: roll back if nobody promotes by then"),
             resume: bool = typer.Option(False, "--resume", help="finish or revert an orphaned rollout"),
             consul: str = CONSUL, as_json: bool = JSON):
     """Roll out a new image as a canary: stepped traffic, judged on evidence, promoted or rolled back."""
@@ -223,6 +229,7 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
         plan = Plan(steps=parsed_steps, step_duration=_duration("--step-duration", step_duration),
                     progress_deadline=_duration("--progress-deadline", progress_deadline),
                     auto_promote=not no_auto_promote, canary_replicas=canary_replicas,
+                    pause_timeout=_duration("--pause-timeout", pause_timeout),
                     thresholds=Thresholds(max_error_rate=max_error_rate, max_latency_ratio=max_latency_ratio))
         target = controller.connect(stack, service, consul)
         report(controller.rollout(target, image, plan, on_progress=show_progress(as_json)), as_json)

@@ -10,25 +10,25 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
-import httpx
-from docker.errors import APIError, ImageNotFound
+import requests
+import tenacity
+from docker.errors import APIError, DockerException, ImageNotFound
 
-from . import deploy as deploy_use_case
-from .adapters import replicas
 from .adapters.consul import Catalog, ConsulUnavailable, client as consul_client
-from .adapters.store import Store, set_weight
+from .adapters.store import LockLost, Store
 from .adapters.swarm import EngineUnavailable, Swarm
-from .analysis import Stats, Thresholds
+from .analysis import Thresholds
+from .cluster import SwarmCluster, image_of as _image
 from .convergence import State
-from .errors import BadInput, OperationFailed, Unreachable
-from .events import (ConsulView, ContainerEvent, ControlRequested, Event, EventStream, GoldenChecked,
-                     MetricsSample, PromotionObserved)
-from .rollout import (TERMINAL, Action, CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable, RevertStable,
-                      Rollout, SetShare, resumed, start, step)
-from .traffic import weights_for
+from .errors import BadInput, FleetError, OperationFailed, Unreachable
+from .events import ControlRequested, Event, EventStream
+from .executor import Executor, run_loop
+from .rollout import Action, Phase, Plan, Rollout, resumed, start, step
+from .sources import Evidence, stable_verdicts
 
 TICK = 0.25  # seconds between clock ticks when no evidence arrives
-SCRAPE_EVERY = 1.0
+SAVE_PATIENCE = 30.0  # seconds a state write waits out a Consul restart before the rollout stops
+RESUME_LOCK_WAIT = 60.0  # a dead holder's lock lapses within 2 x TTL, then its lock-delay
 
 
 @dataclass
@@ -55,6 +55,9 @@ class Target:
     def consul_name(self) -> str:
         env = self.stable().attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env", [])
         return dict(e.split("=", 1) for e in env if "=" in e).get("FLEET_SERVICE_NAME", self.service)
+
+    def cluster(self) -> SwarmCluster:
+        return SwarmCluster(self.swarm, self.catalog, self.stable_name, self.canary_name, self.consul_name)
 
 
 def connect(stack: str, service: str, consul_addr: str | None) -> Target:
@@ -117,14 +120,16 @@ def rollout(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout], 
         doc = {"revision": revision, "image": image, "previous_image": current, "canary": t.canary_name,
                "stable_spec_version": stable.attrs["Version"]["Index"], "plan": _plan_doc(plan),
                "rollout": start(now).to_dict(), "timeline": []}
+        t.store.save(doc)  # the intent first: a controller killed from now on leaves a rollout to resume
         t.store.record({"revision": revision, "image": image, "previous_image": current, "outcome": "in_progress",
                         "reason": "", "started_at": now, "ended_at": None})
-        t.store.save(doc)
         try:
             doc["canary_id"] = t.swarm.create_canary(stable, t.canary_name, image, plan.canary_replicas)
             t.store.save(doc)
         except APIError as e:
-            _finish(t, doc, Rollout.from_dict(doc["rollout"]), Phase.ROLLED_BACK, f"cannot create the canary: {e}")
+            r = replace(Rollout.from_dict(doc["rollout"]), phase=Phase.ROLLED_BACK,
+                        reason=f"cannot create the canary: {e.explanation or e}")
+            Executor(t.cluster(), t.store, doc).finish(r, _bounded(30))
             raise OperationFailed(f"cannot create the canary service: {e.explanation or e}") from None
         return _drive(t, doc, Rollout.from_dict(doc["rollout"]), plan, [], on_progress)
     finally:
@@ -132,20 +137,18 @@ def rollout(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout], 
 
 
 def resume(t: Target, first: Event | None = None, on_progress: Callable[[Rollout], None] = lambda r: None,
-           lock_wait: float = 30.0) -> Result:
-    """Take over an orphaned rollout (its controller's lock has lapsed) and bring it to a safe end.
-    With `first` (a promote or abort request) that request decides; otherwise see `rollout.resumed`."""
+           lock_wait: float = RESUME_LOCK_WAIT) -> Result:
+    """Take over an orphaned rollout (its controller's lock has lapsed) and bring it to a safe end,
+    decided from what Swarm shows now. With `first` (a promote or abort request) that request decides
+    too: abort reverts; promote judges the canary afresh and promotes only on fresh passing evidence."""
     _lock(t, "rollout --resume", wait=lock_wait)
     try:
         doc = t.store.load()
         if not doc:
             raise BadInput(f"no unfinished rollout of {t.stable_name} to resume")
         plan = _plan_from(doc["plan"])
-        r, now = Rollout.from_dict(doc["rollout"]), time.time()
-        if first is not None:
-            r, actions = step(r, first, now, plan)
-        else:
-            r, actions = resumed(r, now)
+        x = Executor(t.cluster(), t.store, doc)
+        r, actions = actions_on_resume(x, Rollout.from_dict(doc["rollout"]), first)
         return _drive(t, doc, r, plan, actions, on_progress)
     finally:
         t.store.release()
@@ -157,7 +160,7 @@ def request(t: Target, action: str, timeout: float = 600.0) -> Result:
     if not doc:
         raise BadInput(f"no rollout of {t.stable_name} in progress; `fleet history` lists past ones")
     if t.store.holder() is None:
-        return resume(t, ControlRequested(action), lock_wait=0)
+        return resume(t, ControlRequested(action))
     t.store.request(action)
     deadline = time.monotonic() + timeout
     index = None
@@ -173,35 +176,33 @@ def request(t: Target, action: str, timeout: float = 600.0) -> Result:
 # the loop -----------------------------------------------------------------------------------------
 def _drive(t: Target, doc: dict, r: Rollout, plan: Plan, actions: list[Action],
            on_progress: Callable[[Rollout], None]) -> Result:
+    """Run the rollout to its end. Any error ends in the safe path (see `_abandon`); a lost lock ends it
+    without touching anything (another fleet owns the rollout now)."""
     stream = EventStream()
-    run = Run(t, doc, stream)
+    evidence = Evidence(t, doc, stream)
+    x = Executor(t.cluster(), _PatientLedger(t.store), doc, evidence)
     previous = {}
-    if threading.current_thread() is threading.main_thread():  # Ctrl-C or SIGTERM: abort, safely
-        for sig in (signal.SIGINT, signal.SIGTERM):
+    if threading.current_thread() is threading.main_thread():  # Ctrl-C, SIGTERM, SIGHUP: abort, safely
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, lambda *_: stream.put(ControlRequested("abort")))
     try:
-        run.start_sources()
-        run.save(r)
-        for a in actions:
-            run.execute(a, r, plan)
-        while r.phase not in TERMINAL:
-            event = stream.next(TICK)
-            received = time.time()
-            new, actions = step(r, event, received, plan)
-            if new.failure and not r.failure:  # the first failing signal, for the reaction time
-                run.note("signal", f"{type(event).__name__}: {new.reason}", at=received)
-            for a in actions:
-                run.execute(a, new, plan)
-            if new != r:
-                run.save(new, event)
-                on_progress(new)
-            r = new
+        evidence.start()
+        r = run_loop(x, r, plan, actions, lambda: stream.next(TICK), on_progress=on_progress, check=t.store.check)
+        stream.stop()
+        x.finish(r, _bounded(60))
+    except LockLost as e:
+        raise OperationFailed(f"{e}; `fleet status` shows who holds the rollout now") from None
+    except (ConsulUnavailable, EngineUnavailable) as e:
+        _abandon(t, x, Rollout.from_dict(doc["rollout"]), e)
+    except FleetError:
+        raise
+    except Exception as e:
+        _abandon(t, x, Rollout.from_dict(doc["rollout"]), e)
     finally:
         stream.stop()
-        run.close()
+        evidence.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    _finish(t, doc, r, r.phase, r.reason)
     result = Result(doc["revision"], r.phase, r.reason, doc["image"], time.time() - r.started_at, doc["timeline"])
     if r.phase is not Phase.PROMOTED:
         raise OperationFailed(f"rollout of {doc['image']} {r.phase.value.replace('_', ' ')}: {r.reason}",
@@ -209,170 +210,74 @@ def _drive(t: Target, doc: dict, r: Rollout, plan: Plan, actions: list[Action],
     return result
 
 
-class Run:
-    """One controller run: its evidence sources and the executor of the pure core's actions."""
-
-    def __init__(self, t: Target, doc: dict, stream: EventStream):
-        self.t, self.doc, self.stream = t, doc, stream
-        self.consul_name = t.consul_name
-        self.http = httpx.Client()
-        self.baseline: dict[str, Stats] | None = None  # per container, set when traffic starts
-        self.docker_events = None
-
-    def start_sources(self) -> None:
-        s, t = self.stream, self.t
-        since = time.time() - 1
-        s.follow("docker", lambda: self._docker_events(since))
-        s.follow("consul", lambda: (ConsulView(tuple(i)) for i in t.catalog.watch(self.consul_name, s.stopped)))
-        s.follow("control", self._control)
-        s.follow("metrics", self._metrics)
-
-    def close(self) -> None:
-        if self.docker_events is not None:
-            self.docker_events.close()
-        self.http.close()
-
-    # sources ------------------------------------------------------------------------------------
-    def _docker_events(self, since: float):
-        self.docker_events = self.t.swarm.container_events(self.doc.get("canary_id", "none"), since)
-        for e in self.docker_events:
-            action, cid = e.get("Action", ""), e.get("Actor", {}).get("ID", "")
-            attrs = e.get("Actor", {}).get("Attributes", {})
-            if action == "die":
-                health = self.t.swarm.container_health(cid)[1]
-                last_log = (self.t.swarm.logs(cid, lines=1) or "").strip()
-                yield ContainerEvent("die", cid, f"exit code {attrs.get('exitCode')}"
-                                     + (f"; last health check: {health[:200]}" if health else "")
-                                     + (f"; last log line: {last_log[:200]}" if last_log else ""))
-            elif action == "oom":
-                yield ContainerEvent("oom", cid, "out of memory")
-            elif action.startswith("health_status"):
-                status = action.partition(":")[2].strip()
-                detail = self.t.swarm.container_health(cid)[1] if status == "unhealthy" else ""
-                yield ContainerEvent(status, cid, detail)
-
-    def _control(self):
-        index, action = self.t.store.control(None, wait="1s")
-        if action in ("promote", "abort"):
-            yield ControlRequested(action)
-        while not self.stream.stopped.is_set():
-            index, action = self.t.store.control(index, wait="5s")
-            if action in ("promote", "abort"):
-                yield ControlRequested(action)
-
-    def _metrics(self):
-        while not self.stream.stopped.wait(SCRAPE_EVERY):
-            if self.baseline is None:
-                continue
-            addresses = replicas.gwbridge_addresses(self.t.swarm.client)
-            yield MetricsSample(*(self._stats(name, addresses) for name in (self.t.canary_name, self.t.stable_name)))
-
-    def _replicas(self, service_name: str, addresses: dict[str, str]) -> list[tuple[str, str | None]]:
-        """(container ID, docker_gwbridge address or None) of each of the service's running tasks."""
-        return [(task.container_id, addresses.get(task.container_id)) for task in self.t.swarm.tasks(service_name)]
-
-    def _stats(self, service_name: str, addresses: dict[str, str],
-               baseline: dict[str, Stats] | None = None) -> Stats | None:
-        """The role's /predict counters since traffic started, or None when no replica answered.
-        With `baseline`, each container's counters now are recorded in it instead."""
-        total, seen = Stats(), False
-        for container, address in self._replicas(service_name, addresses):
-            stats = replicas.scrape(self.http, address) if address else None
-            if stats is None:
-                continue
-            if baseline is not None:
-                baseline[container] = stats
-            else:
-                total, seen = total + (stats - self.baseline.get(container, Stats())), True
-        return total if seen else None
-
-    def _golden(self):
-        addresses = replicas.gwbridge_addresses(self.t.swarm.client)
-        results = [replicas.golden_check(address) if address
-                   else (False, f"container {container[:12]} is not reachable from this node")
-                   for container, address in self._replicas(self.t.canary_name, addresses)]
-        passed = bool(results) and all(ok for ok, _ in results)
-        yield GoldenChecked(passed, "; ".join(d for _, d in results) or "no canary replica running")
-
-    def _promotion(self, since: float):
-        for verdict in _stable_verdicts(self.t, since, self.stream.stopped):
-            yield PromotionObserved(verdict.state.value, verdict.reason)
-            if verdict.state is not State.PROGRESSING:
-                return
-
-    # actions ------------------------------------------------------------------------------------
-    def execute(self, a: Action, r: Rollout, plan: Plan) -> None:
-        t = self.t
-        if isinstance(a, CheckGolden):
-            self.stream.follow("golden", self._golden)
-        elif isinstance(a, SetShare):
-            stables = t.stable().attrs["Spec"]["Mode"]["Replicated"]["Replicas"]
-            stable_w, canary_w = weights_for(a.percent, plan.canary_replicas, stables)
-            set_weight(t.catalog.consul, self.consul_name, "stable", stable_w)
-            set_weight(t.catalog.consul, self.consul_name, "canary", canary_w)
-            if self.baseline is None:
-                baseline: dict[str, Stats] = {}
-                addresses = replicas.gwbridge_addresses(t.swarm.client)
-                for name in (t.canary_name, t.stable_name):
-                    self._stats(name, addresses, baseline)
-                self.baseline = baseline
-            self.note("share", f"{a.percent}% (weights stable {stable_w}, canary {canary_w})")
-        elif isinstance(a, CutCanary):
-            self.cut_canary(a.reason)
-        elif isinstance(a, PromoteStable):
-            if _image(t.stable()) != self.doc["image"]:
-                t.swarm.update_image(t.stable_name, self.doc["image"])
-            self.note("promote", f"updating {t.stable_name} to {self.doc['image']}")
-            since = self.doc.setdefault("promotion_started", time.time() - 1)
-            self.stream.follow("promotion", lambda: self._promotion(since))
-        elif isinstance(a, RevertStable):
-            state = (t.stable().attrs.get("UpdateStatus") or {}).get("State", "")
-            if _image(t.stable()) == self.doc["image"] and not state.startswith("rollback"):
-                t.swarm.rollback(t.stable_name)
-            self.note("revert", f"{t.stable_name} rolled back to its previous spec")
-        elif isinstance(a, Finish):
-            self.note("finish", a.phase.value)
-
-    def cut_canary(self, reason: str) -> None:
-        """Share 0 first (Consul maintenance takes the canary out of DNS, so out of the gateway), then the
-        canary's weight to the least (for instances another agent holds) and the service removed."""
-        t = self.t
-        for i in t.catalog.instances(self.consul_name):
-            if i.role == "canary":
-                try:
-                    t.catalog.maintenance(i.id, f"fleet: {reason}"[:200])
-                except Exception:  # registered through another agent: the service's removal drains it
-                    pass
-        self.note("cut", reason)
-        set_weight(t.catalog.consul, self.consul_name, "canary", 1)
-        t.swarm.remove(t.canary_name)
-
-    def note(self, what: str, detail: str, at: float | None = None) -> None:
-        self.doc["timeline"].append({"at": at or time.time(), "event": what, "detail": detail})
-
-    def save(self, r: Rollout, event: Event | None = None) -> None:
-        before = self.doc.get("rollout") or {}
-        self.doc["rollout"] = r.to_dict()
-        if event is not None and (before.get("phase"), before.get("share")) != (r.phase.value, r.share):
-            self.note("phase", f"{r.phase.value} at {r.share}% after {type(event).__name__}: {r.reason}"
-                      if r.reason else f"{r.phase.value} at {r.share}%")
-        self.t.store.save(self.doc)
+def actions_on_resume(x: Executor, r: Rollout, first: Event | None = None) -> tuple[Rollout, list[Action]]:
+    """Decide an orphan's fate from what Swarm shows now (level-triggered), and a request if any."""
+    now = time.time()
+    if isinstance(first, ControlRequested) and first.action == "abort":
+        return step(r, first, now, Plan())
+    return resumed(r, now, x.observe_stable(),
+                   promote=isinstance(first, ControlRequested) and first.action == "promote")
 
 
-def _finish(t: Target, doc: dict, r: Rollout, phase: Phase, reason: str) -> None:
-    """Wait (bounded) for the canary to be gone, put traffic weights back, record the outcome."""
-    deadline = time.monotonic() + 60
-    consul_name = t.consul_name
-    t.swarm.remove(doc["canary"])
-    while time.monotonic() < deadline and (
-            t.swarm.containers_left(doc["canary"]) or any(i.role == "canary" for i in t.catalog.instances(consul_name))):
+def _abandon(t: Target, x: Executor, r: Rollout, error: Exception) -> None:
+    """The safe path after an adapter error: share 0, canary removed, stable untouched, outcome recorded,
+    each step attempted even when an earlier one failed; whatever is left is named. A promotion under
+    way is left to Swarm (its failure_action is the net) and to `fleet rollout --resume`."""
+    unreachable = isinstance(error, (ConsulUnavailable, EngineUnavailable, requests.RequestException,
+                                     DockerException, OSError))
+    why = f"{type(error).__name__}: {error}"
+    left = []
+    if r.phase is Phase.PROMOTING:
+        left.append("the stable service's update (Swarm finishes or rolls it back); run `fleet rollout --resume`")
+    else:
+        r = replace(r, phase=Phase.ROLLED_BACK, share=0, reason=f"stopped on an error: {why}"[:500],
+                    failure=r.failure)
+        for what, act in (("canary traffic", lambda: x.cluster.take_canary_out(why)),
+                          ("canary service", x.cluster.remove_canary),
+                          ("traffic weights", lambda: x.cluster.set_weights(None, None)),
+                          ("rollout state", lambda: x.finish(r, _bounded(30)))):
+            try:
+                act()
+            except Exception as e:
+                left.append(f"{what} ({type(e).__name__}: {e})")
+    detail = f"the rollout stopped on an error ({why})" + (
+        f"; left in place: {'; '.join(left)}" if left else "; canary removed, traffic and stable as before")
+    raise (Unreachable if unreachable else OperationFailed)(detail)
+
+
+def _bounded(seconds: float) -> Callable[[], bool]:
+    deadline = time.monotonic() + seconds
+
+    def wait() -> bool:
         time.sleep(0.5)
-    for role in ("stable", "canary"):
-        set_weight(t.catalog.consul, consul_name, role, None)
-    record = next((h for h in t.store.history() if h["revision"] == doc["revision"]), {})
-    t.store.record({**record, "revision": doc["revision"], "image": doc["image"], "outcome": phase.value,
-                    "reason": reason, "ended_at": time.time()})
-    t.store.clear()
+        return time.monotonic() < deadline
+    return wait
+
+
+class _PatientLedger:
+    """The Store, riding out a short Consul outage (a restart): a write is retried for up to
+    SAVE_PATIENCE seconds before the error ends the rollout in the safe path. A lost lock is final."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._retry = tenacity.Retrying(retry=tenacity.retry_if_exception_type(ConsulUnavailable),
+                                        wait=tenacity.wait_exponential(multiplier=0.25, max=2),
+                                        stop=tenacity.stop_after_delay(SAVE_PATIENCE), reraise=True)
+
+    def load(self):
+        return self._retry(self.store.load)
+
+    def save(self, doc):
+        self._retry(self.store.save, doc)
+
+    def record(self, doc):
+        self._retry(self.store.record, doc)
+
+    def history(self):
+        return self._retry(self.store.history)
+
+    def clear(self):
+        self._retry(self.store.clear)
 
 
 # rollback and history -----------------------------------------------------------------------------
@@ -412,7 +317,7 @@ def rollback(t: Target, to: int | None, timeout: float = 600.0) -> Result:
                           f"({target['image']}): nothing to do", target["image"], 0.0)
         t.swarm.update_image(t.stable_name, target["image"])
         deadline = time.monotonic() + timeout
-        for v in _stable_verdicts(t, started - 1, threading.Event()):
+        for v in stable_verdicts(t, started - 1, threading.Event()):
             if v.state is State.CONVERGED:
                 break
             if v.state is State.FAILED or time.monotonic() > deadline:
@@ -428,16 +333,6 @@ def rollback(t: Target, to: int | None, timeout: float = 600.0) -> Result:
 
 
 # helpers ------------------------------------------------------------------------------------------
-def _stable_verdicts(t: Target, since: float, stopped: threading.Event, every: float = 1.0):
-    """The stable service's convergence since `since` (fleet deploy's judgement), once every second."""
-    while True:
-        verdict = deploy_use_case.observe(t.swarm, t.catalog, t.stack, since, only={t.stable_name}).get(t.stable_name)
-        if verdict is not None:
-            yield verdict
-        if stopped.wait(every):
-            return
-
-
 def _lock(t: Target, command: str, wait: float = 0.0) -> None:
     deadline = time.monotonic() + wait
     while (holder := t.store.acquire(command)) is not None:

@@ -64,8 +64,14 @@ class SourceFailed:
     detail: str
 
 
+@dataclass(frozen=True)
+class SourceUp:
+    """An evidence source is connected (again): after a SourceFailed, its evidence flows once more."""
+    source: str
+
+
 Event = Tick | ContainerEvent | ConsulView | MetricsSample | GoldenChecked | ControlRequested | \
-    PromotionObserved | SourceFailed
+    PromotionObserved | SourceFailed | SourceUp
 
 
 @dataclass
@@ -83,17 +89,38 @@ class EventStream:
         except queue.Empty:
             return Tick()
 
-    def follow(self, name: str, source: Callable[[], Iterable[Event]]) -> None:
-        """Run `source` in a daemon thread, putting each event it yields, until the stream stops."""
+    def follow(self, name: str, source: Callable[[], Iterable[Event]], restart: bool = False,
+               backoff: float = 0.5, max_backoff: float = 5.0) -> None:
+        """Run `source` in a daemon thread, putting each event it yields, until the stream stops.
+        A source that raises is reported (SourceFailed: missing evidence, never a pass); with `restart`
+        it is supervised: started again after a backoff that doubles up to `max_backoff` (an ended
+        source, like Docker's event stream when dockerd restarts, too), and SourceUp is put before its
+        first event after a failure."""
         def run():
-            try:
-                for event in source():
-                    if self.stopped.is_set():
+            wait, failed = backoff, False
+            while not self.stopped.is_set():
+                try:
+                    for event in source():
+                        if self.stopped.is_set():
+                            return
+                        if failed:
+                            self.put(SourceUp(name))
+                            failed, wait = False, backoff
+                        self.put(event)
+                    if not restart or self.stopped.is_set():
                         return
-                    self.put(event)
-            except Exception as e:  # reported as evidence: a silent source must not look healthy
-                if not self.stopped.is_set():
-                    self.put(SourceFailed(name, str(e)))
+                    detail = "the source ended"
+                except Exception as e:  # reported as evidence: a silent source must not look healthy
+                    detail = str(e) or type(e).__name__
+                if self.stopped.is_set():
+                    return
+                if not failed:
+                    self.put(SourceFailed(name, detail))
+                    failed = True
+                if not restart:
+                    return
+                self.stopped.wait(wait)
+                wait = min(max_backoff, wait * 2)
         threading.Thread(target=run, name=f"events-{name}", daemon=True).start()
 
     def stop(self) -> None:

@@ -7,13 +7,19 @@ clock. The controller (fleet/controller.py) feeds it events and carries out the 
        --last step passed--> promoting (auto) | paused (--no-auto-promote, waits for `fleet promote`)
        --stable converged--> promoted
     Any failing signal before promotion: the canary's share goes to 0, it is removed -> rolled_back.
+
+Missing evidence is never a pass: while a source is down (SourceFailed until SourceUp) no step
+advances and no promotion starts; when it is back, the step's clock starts again, so a step passes
+only after a whole step duration of complete evidence; a source down past the progress deadline fails
+the canary. PAUSED ends after `pause_timeout`. The controller saves each new state before it carries
+out the actions, and a rollout found orphaned is resumed from what Swarm shows (`resumed`).
 """
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
 from .analysis import Judgement, Outcome, Thresholds, judge
 from .events import (ContainerEvent, ConsulView, ControlRequested, Event, GoldenChecked, MetricsSample,
-                     PromotionObserved, SourceFailed, Tick)
+                     PromotionObserved, SourceFailed, SourceUp, Tick)
 
 
 class Phase(str, Enum):
@@ -39,6 +45,7 @@ class Reason(str, Enum):
     GOLDEN = "golden"
     DEADLINE = "progress_deadline"
     NO_EVIDENCE = "no_evidence"
+    PAUSE_TIMEOUT = "pause_timeout"
     ABORTED = "aborted"
     PROMOTION_FAILED = "promotion_failed"
     CONTROLLER_LOST = "controller_lost"
@@ -54,6 +61,7 @@ class Plan:
     version: str = ""  # the canary's model version, as its replicas report it in Consul
     thresholds: Thresholds = field(default_factory=Thresholds)
     evidence_max_age: float = 5.0  # metrics older than this are stale: no evidence
+    pause_timeout: float = 3600.0  # PAUSED waits this long for `fleet promote`, then rolls back
 
 
 # Actions: what the controller is to do, in order.
@@ -104,10 +112,14 @@ class Rollout:
     reason: str = ""
     failure: Reason | None = None
     last_seen: str = ""  # the latest word on a canary not yet ready, for the deadline's message
+    missing: tuple[str, ...] = ()  # evidence sources down now
+    missing_since: float | None = None
+    promote_requested: bool = False  # promote on the first fresh, complete, passing evidence
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["phase"], d["failure"] = self.phase.value, self.failure.value if self.failure else None
+        d["missing"] = list(self.missing)
         d["judgement"] = {"outcome": self.judgement.outcome.value, "reason": self.judgement.reason} \
             if self.judgement else None
         return d
@@ -116,6 +128,7 @@ class Rollout:
     def from_dict(cls, d: dict) -> "Rollout":
         j = d.get("judgement")
         return cls(**{**d, "phase": Phase(d["phase"]), "failure": Reason(d["failure"]) if d.get("failure") else None,
+                      "missing": tuple(d.get("missing") or ()),
                       "judgement": Judgement(Outcome(j["outcome"]), j["reason"]) if j else None})
 
 
@@ -127,6 +140,10 @@ def step(r: Rollout, event: Event, now: float, plan: Plan) -> tuple[Rollout, lis
     """Pure: the rollout after `event` at time `now`, and the actions that carry it out."""
     if r.phase in TERMINAL:
         return r, []
+    if isinstance(event, SourceFailed):
+        return _source_failed(r, event, now), []
+    if isinstance(event, SourceUp):
+        return _source_up(r, event, now), []
     if isinstance(event, ControlRequested):
         return _control(r, event.action, now)
     if r.phase is Phase.PROMOTING:
@@ -151,9 +168,10 @@ def step(r: Rollout, event: Event, now: float, plan: Plan) -> tuple[Rollout, lis
         j = judge(event.canary, event.stable, plan.thresholds)
         if j.outcome is Outcome.FAIL:
             return fail(r, now, Reason.METRICS, j.reason)
-        return replace(r, judgement=j, judged_at=now), []
-    if isinstance(event, SourceFailed):
-        return replace(r, last_seen=f"{event.source}: {event.detail}"), []
+        r = replace(r, judgement=j, judged_at=now)
+        if r.promote_requested and j.outcome is Outcome.PASS and not r.missing:
+            return _promote(r, now, "promoted on request, on fresh evidence")
+        return r, []
     if isinstance(event, Tick):
         return _tick(r, now, plan)
     return r, []
@@ -166,15 +184,56 @@ def fail(r: Rollout, now: float, reason: Reason, detail: str, phase: Phase = Pha
             actions + [CutCanary(detail), Finish(phase)])
 
 
-def resumed(r: Rollout, now: float) -> tuple[Rollout, list[Action]]:
-    """A rollout whose controller died: a promotion under way is finished, anything else reverted,
-    since the evidence of the time nobody watched is lost."""
+@dataclass(frozen=True)
+class StableObserved:
+    """What Swarm shows of the stable service when an orphaned rollout is resumed."""
+    on_new_image: bool  # its spec already names the rollout's image (the promotion was issued)
+    rolled_back: bool  # Swarm rolled an update back since the promotion began
+
+
+def resumed(r: Rollout, now: float, stable: StableObserved, promote: bool = False) -> tuple[Rollout, list[Action]]:
+    """A rollout whose controller died, decided from what Swarm shows now (level-triggered), not from the
+    saved phase alone: a promotion Swarm rolled back is a failed promotion; one issued or intended is
+    finished; anything else is reverted, since the evidence of the time nobody watched is lost. With
+    `promote` (`fleet promote` on an orphan) a rollout in its steps is judged again from scratch and
+    promoted only on fresh passing evidence."""
     if r.phase in TERMINAL:
         return r, []
-    if r.phase is Phase.PROMOTING:
-        return replace(r, phase_since=now), [PromoteStable()]
+    if stable.rolled_back and (r.phase is Phase.PROMOTING or stable.on_new_image):
+        return fail(replace(r, phase=Phase.PROMOTING), now, Reason.PROMOTION_FAILED,
+                    "Swarm rolled the stable service's update back while no controller watched")
+    if r.phase is Phase.PROMOTING or stable.on_new_image:
+        return replace(r, phase=Phase.PROMOTING, phase_since=now, reason=r.reason or "promotion resumed"), \
+            [PromoteStable()]
+    if promote and r.phase in (Phase.STEPPING, Phase.PAUSED):
+        return (replace(r, phase=Phase.STEPPING, phase_since=now, judgement=None, judged_at=None, missing=(),
+                        missing_since=None, promote_requested=True,
+                        reason="promote requested on an orphaned rollout: judging fresh evidence first"),
+                [SetShare(r.share)])
     return fail(r, now, Reason.CONTROLLER_LOST, f"the controller stopped while {r.phase.value}; "
                                                 "reverted on resume", phase=Phase.ABORTED)
+
+
+def _source_failed(r: Rollout, event: SourceFailed, now: float) -> Rollout:
+    missing = r.missing if event.source in r.missing else r.missing + (event.source,)
+    return replace(r, missing=missing, missing_since=r.missing_since or now,
+                   last_seen=f"{event.source}: {event.detail}"[:300])
+
+
+def _source_up(r: Rollout, event: SourceUp, now: float) -> Rollout:
+    if event.source not in r.missing:
+        return r
+    missing = tuple(m for m in r.missing if m != event.source)
+    r = replace(r, missing=missing, missing_since=r.missing_since if missing else None)
+    if r.phase in (Phase.STEPPING, Phase.PAUSED) and not missing:  # the gap's evidence is lost: judge anew
+        r = replace(r, phase_since=now if r.phase is Phase.STEPPING else r.phase_since, judgement=None,
+                    judged_at=None)
+    return r
+
+
+def _promote(r: Rollout, now: float, reason: str) -> tuple[Rollout, list[Action]]:
+    return replace(r, phase=Phase.PROMOTING, phase_since=now, reason=reason, promote_requested=False), \
+        [PromoteStable()]
 
 
 def _control(r: Rollout, action: str, now: float) -> tuple[Rollout, list[Action]]:
@@ -182,7 +241,10 @@ def _control(r: Rollout, action: str, now: float) -> tuple[Rollout, list[Action]
         return fail(r, now, Reason.ABORTED, "aborted on request", phase=Phase.ABORTED,
                     revert_stable=r.phase is Phase.PROMOTING)
     if action == "promote" and r.phase in (Phase.STEPPING, Phase.PAUSED):
-        return replace(r, phase=Phase.PROMOTING, phase_since=now, reason="promoted on request"), [PromoteStable()]
+        if r.missing:  # never on a gap in the evidence: promote once it is whole and passing again
+            return replace(r, promote_requested=True, reason="promote requested; waiting for complete "
+                                                             f"evidence ({', '.join(r.missing)} down)"), []
+        return _promote(r, now, "promoted on request")
     return r, []
 
 
@@ -215,14 +277,20 @@ def _tick(r: Rollout, now: float, plan: Plan) -> tuple[Rollout, list[Action]]:
             return fail(r, now, Reason.DEADLINE, f"the canary was not ready within the progress deadline "
                                                  f"({plan.progress_deadline:g}s): {r.last_seen or 'no word from it'}")
         return r, []
-    if r.phase is not Phase.STEPPING or now - r.phase_since < plan.step_duration:
+    if r.missing and r.missing_since is not None and now - r.missing_since > plan.progress_deadline:
+        return fail(r, now, Reason.NO_EVIDENCE, f"evidence missing past the progress deadline "
+                                                f"({plan.progress_deadline:g}s): {r.last_seen}")
+    if r.phase is Phase.PAUSED and now - r.phase_since > plan.pause_timeout:
+        return fail(r, now, Reason.PAUSE_TIMEOUT, f"nobody promoted the paused canary within the pause timeout "
+                                                  f"({plan.pause_timeout:g}s)")
+    if r.phase is not Phase.STEPPING or now - r.phase_since < plan.step_duration or r.missing:
         return r, []
     fresh = r.judged_at is not None and now - r.judged_at <= plan.evidence_max_age
     if fresh and r.judgement.outcome is Outcome.PASS:
         if r.step + 1 < len(plan.steps):
             return _to_step(r, r.step + 1, now, plan)
-        if plan.auto_promote:
-            return replace(r, phase=Phase.PROMOTING, phase_since=now, reason="all steps passed"), [PromoteStable()]
+        if plan.auto_promote or r.promote_requested:
+            return _promote(r, now, "all steps passed")
         return replace(r, phase=Phase.PAUSED, phase_since=now, reason="all steps passed; waiting for fleet promote"), []
     if now - r.phase_since > plan.step_duration + plan.progress_deadline:
         why = r.judgement.reason if r.judgement and fresh else "metrics are stale or missing"

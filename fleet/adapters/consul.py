@@ -5,22 +5,27 @@ from urllib.parse import urlparse
 import consul
 import requests
 
+from ..errors import Unreachable
 from ..model import Instance
 
 STATUS_ORDER = {"passing": 0, "warning": 1, "critical": 2}
 
 
-class ConsulUnavailable(RuntimeError):
-    """Consul's HTTP API does not answer."""
+class ConsulUnavailable(Unreachable):
+    """Consul's HTTP API does not answer (exit 3)."""
+
+
+TIMEOUT = 5.0  # seconds for any Consul call to connect and answer (a blocking query adds its wait)
 
 
 def client(addr: str | None = None, token: str | None = None) -> consul.Consul:
-    """A client for CONSUL_HTTP_ADDR (flags override), with CONSUL_HTTP_TOKEN and CONSUL_CACERT."""
+    """A client for CONSUL_HTTP_ADDR (flags override), with CONSUL_HTTP_TOKEN and CONSUL_CACERT; every
+    call times out (TIMEOUT, plus the wait of a blocking query)."""
     addr = addr or os.environ.get("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500")
     url = urlparse(addr if "://" in addr else f"http://{addr}")
     return consul.Consul(host=url.hostname, port=url.port or 8500, scheme=url.scheme,
                          token=token or os.environ.get("CONSUL_HTTP_TOKEN") or None,
-                         verify=os.environ.get("CONSUL_CACERT") or True)
+                         verify=os.environ.get("CONSUL_CACERT") or True, connections_timeout=TIMEOUT)
 
 
 class Catalog:
@@ -48,7 +53,10 @@ class Catalog:
 
     def maintenance(self, service_id: str, reason: str) -> None:
         """Take one instance out of DNS at once (its agent marks it critical)."""
-        self.consul.agent.service.maintenance(service_id, "true", reason)
+        try:
+            self.consul.agent.service.maintenance(service_id, "true", reason)
+        except requests.RequestException as e:
+            raise ConsulUnavailable(f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
 
 
 def _instance(entry: dict) -> Instance:

@@ -4,6 +4,11 @@ Keys, under fleet/rollouts/<stack>/<service>/: `lock` (held through a Consul ses
 thread; it lapses when the holder dies), `state` (the rollout in progress, JSON), `control` (promote or
 abort, written by other fleet processes), `history/<revision>` (one JSON record per revision).
 Traffic weights live in fleet/traffic/<consul service>/<role>, which the replicas follow.
+
+The lock is fenced: its session has a lock-delay (a lapsed holder's lock cannot be taken at once), a
+renewal that Consul refuses marks the lock lost, and the state is written with `acquire` on the
+holder's session, which Consul refuses once that session is gone: a controller that was paused or cut
+off past its TTL cannot write over the one that took over, and stops (LockLost) before acting.
 """
 import json
 import os
@@ -17,32 +22,46 @@ import requests
 from .consul import ConsulUnavailable
 
 SESSION_TTL = 10  # seconds; Consul may take up to twice this to let a dead holder's lock go
+LOCK_DELAY = 10  # seconds after a holder's session ends before anyone may take the lock
+
+
+class LockLost(RuntimeError):
+    """This process no longer holds the rollout lock: another fleet may act now, so this one must not."""
 
 
 class Store:
     def __init__(self, c: consul.Consul, stack: str, service: str):
         self.consul, self.prefix = c, f"fleet/rollouts/{stack}/{service}"
         self.session: str | None = None
+        self.lost = threading.Event()
         self._renewing = threading.Event()
 
-    def _get(self, key: str, **kw):
+    def _call(self, fn, *args, **kw):
         try:
-            return self.consul.kv.get(f"{self.prefix}/{key}", **kw)
+            return fn(*args, **kw)
         except (requests.RequestException, consul.ConsulException) as e:
             raise ConsulUnavailable(f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
+
+    def _get(self, key: str, **kw):
+        return self._call(self.consul.kv.get, f"{self.prefix}/{key}", **kw)
+
+    def _put(self, key: str, value: str, **kw):
+        return self._call(self.consul.kv.put, f"{self.prefix}/{key}", value, **kw)
 
     # lock -----------------------------------------------------------------------------------
     def acquire(self, command: str) -> dict | None:
         """Take the lock; None when taken, else the holder found there (who has it, since when)."""
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "command": command, "since": time.time()}
-        self.session = self.consul.session.create(name=f"fleet {self.prefix}", ttl=SESSION_TTL,
-                                                  behavior="release", lock_delay=0)
-        if self.consul.kv.put(f"{self.prefix}/lock", json.dumps(holder), acquire=self.session):
+        self.session = self._call(self.consul.session.create, name=f"fleet {self.prefix}", ttl=SESSION_TTL,
+                                  behavior="release", lock_delay=LOCK_DELAY)
+        if self._put("lock", json.dumps(holder), acquire=self.session):
+            self.lost.clear()
+            self._renewing.clear()
             threading.Thread(target=self._renew, name="consul-session", daemon=True).start()
             return None
-        self.consul.session.destroy(self.session)
+        self._call(self.consul.session.destroy, self.session)
         self.session = None
-        return self.holder() or {"host": "?", "pid": "?", "command": "?"}
+        return self.holder() or {"host": "?", "pid": "?", "command": "? (the lock is in its lock-delay)"}
 
     def holder(self) -> dict | None:
         _, item = self._get("lock")
@@ -51,11 +70,24 @@ class Store:
         return json.loads(item["Value"])
 
     def _renew(self) -> None:
+        """Renew every 3 s. Consul saying the session is gone means the lock is lost; an unreachable
+        Consul is tried again (the session outlives a short outage: TTL, and Consul restarts its timers)."""
         while not self._renewing.wait(3.0):
             try:
-                self.consul.session.renew(self.session)
+                if self.consul.session.renew(self.session) is None:
+                    self.lost.set()
+                    return
+            except consul.NotFound:
+                self.lost.set()
+                return
             except Exception:
-                pass  # the next renewal tries again; a lapsed lock only lets `--resume` in
+                pass
+
+    def check(self) -> None:
+        """Raise LockLost when this process no longer holds the lock: call before acting."""
+        if self.session is None or self.lost.is_set():
+            raise LockLost("this fleet lost the rollout lock (its Consul session ended: paused or cut off past "
+                           f"its {SESSION_TTL}s TTL); another fleet may act now, so this one changed nothing more")
 
     def release(self) -> None:
         self._renewing.set()
@@ -63,6 +95,8 @@ class Store:
             try:
                 self.consul.kv.put(f"{self.prefix}/lock", "", release=self.session)
                 self.consul.session.destroy(self.session)
+            except Exception:  # Consul away: the session's TTL lets the lock go
+                pass
             finally:
                 self.session = None
 
@@ -72,14 +106,19 @@ class Store:
         return json.loads(item["Value"]) if item and item.get("Value") else None
 
     def save(self, doc: dict) -> None:
-        self.consul.kv.put(f"{self.prefix}/state", json.dumps(doc))
+        """Write the state, fenced: only while this process's session holds the lock."""
+        self.check()
+        if not self._put("state", json.dumps(doc), acquire=self.session):
+            self.lost.set()
+            self.check()
 
     def clear(self) -> None:
-        self.consul.kv.delete(f"{self.prefix}/state")
-        self.consul.kv.delete(f"{self.prefix}/control")
+        self.check()
+        self._call(self.consul.kv.delete, f"{self.prefix}/state")
+        self._call(self.consul.kv.delete, f"{self.prefix}/control")
 
     def request(self, action: str) -> None:
-        self.consul.kv.put(f"{self.prefix}/control", action)
+        self._put("control", action)
 
     def control(self, index: int | None = None, wait: str = "5s") -> tuple[int, str | None]:
         """Blocking query on the control key: returns when it changes (or after `wait`)."""
@@ -92,13 +131,17 @@ class Store:
         return sorted((json.loads(i["Value"]) for i in items or []), key=lambda r: r["revision"])
 
     def record(self, doc: dict) -> None:
-        self.consul.kv.put(f"{self.prefix}/history/{doc['revision']:06d}", json.dumps(doc))
+        self.check()
+        self._put(f"history/{doc['revision']:06d}", json.dumps(doc))
 
 
 def set_weight(c: consul.Consul, consul_service: str, role: str, weight: int | None) -> None:
     """The weight the replicas of a role register with; None puts back their own default."""
     key = f"fleet/traffic/{consul_service}/{role}"
-    if weight is None:
-        c.kv.delete(key)
-    else:
-        c.kv.put(key, str(weight))
+    try:
+        if weight is None:
+            c.kv.delete(key)
+        else:
+            c.kv.put(key, str(weight))
+    except (requests.RequestException, consul.ConsulException) as e:
+        raise ConsulUnavailable(f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None

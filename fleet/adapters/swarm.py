@@ -7,19 +7,22 @@ import docker
 from docker.errors import APIError, DockerException, NotFound, ImageNotFound
 
 from ..convergence import ServiceView
+from ..errors import Unreachable
 from ..model import Task
 
 STACK_LABEL = "com.docker.stack.namespace"
+TIMEOUT = 30  # seconds for an Engine API call (the event stream has none: it waits for events)
+CLI_TIMEOUT = 120  # seconds for a docker CLI command
 
 
-class EngineUnavailable(RuntimeError):
-    """The Docker engine does not answer or is not a Swarm manager."""
+class EngineUnavailable(Unreachable):
+    """The Docker engine does not answer or is not a Swarm manager (exit 3)."""
 
 
 class Swarm:
     def __init__(self, client: docker.DockerClient | None = None):
         try:
-            self.client = client or docker.from_env(timeout=30)
+            self.client = client or docker.from_env(timeout=TIMEOUT)
         except DockerException as e:
             raise EngineUnavailable(f"cannot reach the Docker engine ({e}); start it or set DOCKER_HOST") from None
 
@@ -113,17 +116,18 @@ class Swarm:
     def stack_deploy(files: list[str], stack: str) -> None:
         """`docker stack deploy`, the docker CLI's own compose conversion (not rewritten here)."""
         cmd = ["docker", "stack", "deploy", "--prune"] + [a for f in files for a in ("-c", f)] + [stack]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CLI_TIMEOUT)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr.strip() or proc.stdout.strip())
 
     @staticmethod
     def stack_remove(stack: str) -> None:
-        subprocess.run(["docker", "stack", "rm", stack], capture_output=True, text=True)
+        subprocess.run(["docker", "stack", "rm", stack], capture_output=True, text=True, timeout=CLI_TIMEOUT)
 
     @staticmethod
     def rollback(service_name: str) -> None:
-        subprocess.run(["docker", "service", "rollback", "--detach", service_name], capture_output=True, text=True)
+        subprocess.run(["docker", "service", "rollback", "--detach", service_name], capture_output=True, text=True,
+                       timeout=CLI_TIMEOUT)
 
     def create_canary(self, stable, name: str, image: str, replicas: int) -> str:
         """A second service from the stable one's live spec: same stack namespace, networks, health check
@@ -149,7 +153,7 @@ class Swarm:
     def update_image(service_name: str, image: str) -> None:
         """Swarm's own rolling update to `image` (the service's update_config: start-first, rollback)."""
         proc = subprocess.run(["docker", "service", "update", "--detach", "--no-resolve-image", "--image", image,
-                               service_name], capture_output=True, text=True)
+                               service_name], capture_output=True, text=True, timeout=CLI_TIMEOUT)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr.strip() or proc.stdout.strip())
 

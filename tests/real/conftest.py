@@ -59,6 +59,8 @@ def remove_stack(swarm: Swarm, name: str) -> None:
     wait_until(lambda: not client.services.list(filters={"label": label})
                and not client.containers.list(all=True, filters={"label": label})
                and not client.networks.list(filters={"label": label}), 90, f"stack {name} to be gone")
+    for volume in client.volumes.list(filters={"label": label}):  # Consul's data: a new stack starts empty
+        volume.remove(force=True)
 
 
 def remove_test_containers(client: docker.DockerClient) -> None:

@@ -5,10 +5,10 @@ import pytest
 
 from fleet.analysis import Outcome, Stats, Thresholds, judge
 from fleet.events import (ConsulView, ContainerEvent, ControlRequested, GoldenChecked, MetricsSample,
-                          PromotionObserved, SourceFailed, Tick)
+                          PromotionObserved, SourceFailed, SourceUp, Tick)
 from fleet.model import Instance
 from fleet.rollout import (CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable, Reason, RevertStable, Rollout,
-                           SetShare, parse_steps, resumed, start, step)
+                           SetShare, StableObserved, parse_steps, resumed, start, step)
 from fleet.traffic import share_of, weights_for
 
 T0 = 1_000.0
@@ -72,6 +72,18 @@ CASES = [
     ("last-step-passed-promotes", stepping(1, judgement=passed_at(T0)[0], judged_at=T0 + 29), Tick(), T0 + 30,
      Phase.PROMOTING, [PromoteStable], ""),
     ("source-failure-is-not-success", stepping(), SourceFailed("consul", "refused"), T0 + 3, Phase.STEPPING, [], ""),
+    ("missing-source-holds-the-step", replace(stepping(judgement=passed_at(T0)[0], judged_at=T0 + 29),
+                                              missing=("docker",), missing_since=T0 + 20), Tick(), T0 + 30,
+     Phase.STEPPING, [], ""),
+    ("missing-source-past-deadline-fails", replace(stepping(), missing=("consul",), missing_since=T0 + 1,
+                                                   last_seen="consul: refused"), Tick(), T0 + 62,
+     Phase.ROLLED_BACK, [CutCanary, Finish], "evidence missing"),
+    ("missing-source-defers-a-promote-request", replace(stepping(), missing=("docker",), missing_since=T0 + 1),
+     ControlRequested("promote"), T0 + 3, Phase.STEPPING, [], "waiting for complete evidence"),
+    ("paused-past-its-timeout-rolls-back", replace(stepping(1), phase=Phase.PAUSED), Tick(), T0 + 3601,
+     Phase.ROLLED_BACK, [CutCanary, Finish], "pause timeout"),
+    ("paused-within-its-timeout-waits", replace(stepping(1), phase=Phase.PAUSED), Tick(), T0 + 3599,
+     Phase.PAUSED, [], ""),
     ("abort-reverts", stepping(), ControlRequested("abort"), T0 + 3, Phase.ABORTED, [CutCanary, Finish], "aborted"),
     ("promote-request-skips-steps", stepping(), ControlRequested("promote"), T0 + 3, Phase.PROMOTING, [PromoteStable],
      ""),
@@ -121,16 +133,49 @@ def test_steps_follow_the_plan_through_to_promotion():
     assert shares == [10, 50] and r.phase is Phase.PROMOTING
 
 
-@pytest.mark.parametrize("phase,after,actions", [
-    (Phase.STEPPING, Phase.ABORTED, [CutCanary, Finish]),
-    (Phase.STARTING, Phase.ABORTED, [CutCanary, Finish]),
-    (Phase.PROMOTING, Phase.PROMOTING, [PromoteStable]),
-])
-def test_resumed_finishes_a_promotion_and_reverts_anything_else(phase, after, actions):
-    r, done = resumed(replace(stepping(), phase=phase), T0 + 500)
+NOT_ISSUED, ISSUED, ROLLED_BACK = (StableObserved(False, False), StableObserved(True, False),
+                                   StableObserved(False, True))
+
+
+@pytest.mark.parametrize("phase,stable,promote,after,actions,failure", [
+    (Phase.STEPPING, NOT_ISSUED, False, Phase.ABORTED, [CutCanary, Finish], Reason.CONTROLLER_LOST),
+    (Phase.STARTING, NOT_ISSUED, False, Phase.ABORTED, [CutCanary, Finish], Reason.CONTROLLER_LOST),
+    (Phase.PROMOTING, NOT_ISSUED, False, Phase.PROMOTING, [PromoteStable], None),  # intent saved, update not sent
+    (Phase.PROMOTING, ISSUED, False, Phase.PROMOTING, [PromoteStable], None),
+    (Phase.STEPPING, ISSUED, False, Phase.PROMOTING, [PromoteStable], None),  # Swarm shows the promotion began
+    (Phase.PROMOTING, ROLLED_BACK, False, Phase.ROLLED_BACK, [CutCanary, Finish], Reason.PROMOTION_FAILED),
+    (Phase.STEPPING, NOT_ISSUED, True, Phase.STEPPING, [SetShare], None),  # orphan promote: fresh evidence first
+    (Phase.STARTING, NOT_ISSUED, True, Phase.ABORTED, [CutCanary, Finish], Reason.CONTROLLER_LOST),
+], ids=["stepping-reverted", "starting-reverted", "promoting-not-issued-is-issued", "promoting-issued-is-watched",
+        "stepping-but-swarm-promoting-is-watched", "promotion-swarm-rolled-back-is-failed",
+        "orphan-promote-judges-afresh", "orphan-promote-before-steps-reverts"])
+def test_resumed_decides_from_what_swarm_shows(phase, stable, promote, after, actions, failure):
+    r, done = resumed(replace(stepping(), phase=phase), T0 + 500, stable, promote)
     assert r.phase is after and [type(a) for a in done] == actions
-    if after is Phase.ABORTED:
-        assert r.failure is Reason.CONTROLLER_LOST
+    assert r.failure is failure
+
+
+def test_orphan_promote_waits_for_fresh_passing_evidence():
+    r, _ = resumed(replace(stepping(), judgement=passed_at(T0)[0], judged_at=T0 + 10), T0 + 500, NOT_ISSUED,
+                   promote=True)
+    assert r.judgement is None and r.promote_requested
+    r, acts = step(r, Tick(), T0 + 501, PLAN)
+    assert r.phase is Phase.STEPPING and acts == []  # the old judgement does not count
+    r, acts = step(r, GOOD, T0 + 502, PLAN)
+    assert r.phase is Phase.PROMOTING and acts == [PromoteStable()]
+
+
+def test_a_source_back_restarts_the_step_clock():
+    r = stepping(judgement=passed_at(T0)[0], judged_at=T0 + 25)
+    r, _ = step(r, SourceFailed("docker", "stream ended"), T0 + 26, PLAN)
+    r, _ = step(r, SourceUp("docker"), T0 + 28, PLAN)
+    assert r.missing == () and r.phase_since == T0 + 28 and r.judgement is None
+    r, acts = step(r, GOOD, T0 + 40, PLAN)
+    r, acts = step(r, Tick(), T0 + 41, PLAN)
+    assert acts == []  # not a whole step of complete evidence yet
+    r, acts = step(r, GOOD, T0 + 58, PLAN)
+    r, acts = step(r, Tick(), T0 + 58.5, PLAN)
+    assert [type(a) for a in acts] == [SetShare]
 
 
 def test_state_round_trips_through_json_dict():

@@ -1,5 +1,6 @@
 """Self-registration in Consul (the seed pattern): each replica registers through the agent at
-CONSUL_HTTP_ADDR with its version, and deregisters when it drains. Retries are bounded and logged.
+CONSUL_HTTP_ADDR with its version, keeps that registration true while it runs (anti-entropy: Consul
+may restart or lose it), and deregisters when it drains. Retries back off (bounded) and are logged.
 
 Traffic weights: fleet writes a weight per role to Consul KV (`fleet/traffic/<service>/<role>`); each
 replica follows its key with a blocking query and re-registers with the new weight, which the gateway
@@ -67,51 +68,82 @@ def service_definition(settings: Settings, manifest: Manifest, address: str, wei
 def _client(settings: Settings) -> consul.Consul:
     url = urlparse(settings.consul_addr if "://" in settings.consul_addr else f"http://{settings.consul_addr}")
     return consul.Consul(host=url.hostname, port=url.port or 8500, scheme=url.scheme,
-                         token=settings.consul_token or None)
+                         token=settings.consul_token or None, connections_timeout=5)
 
 
-_retry = tenacity.retry(
-    retry=tenacity.retry_if_not_exception_type((TypeError, ValueError)),  # a bug is not retried
-    stop=tenacity.stop_after_delay(120),
-    wait=tenacity.wait_exponential(multiplier=0.2, max=5),
-    before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
-    reraise=True,
-)
+def maintenance_check_id(sid: str) -> str:
+    return f"_service_maintenance:{sid}"
 
 
-@_retry
-def register(settings: Settings, manifest: Manifest) -> tuple[str, int]:
-    """Register with the weight fleet asks for now; returns the KV index to follow from."""
-    c = _client(settings)
-    index, item = c.kv.get(weight_key(settings))
-    weight = parse_weight(item["Value"] if item else None, settings.weight)
-    definition = service_definition(settings, manifest, advertise_address(settings), weight)
-    c.agent.service.register(**definition)
-    log.info("registered %s at %s:%s in Consul, weight %d", definition["service_id"], definition["address"],
-             settings.port, weight)
-    return weight, index
+class Registration:
+    """Keeps this replica's registration true in Consul (anti-entropy), until `close()`.
 
+    Every `every` seconds, or at once when fleet changes this role's weight in KV (a blocking query),
+    it compares what the agent holds with what should be there: a registration Consul lost (a restart
+    without data, a new agent) is made again with the current weight, and maintenance mode that fleet
+    had set (its canary cut) is set again with it. Errors are retried with tenacity's bounded backoff,
+    logged, and never end the loop; only `close()` does, after which nothing is registered again."""
 
-def follow_weight(settings: Settings, manifest: Manifest, weight: int, index: int, stop: threading.Event) -> None:
-    """Re-register whenever fleet changes this role's weight, until `stop` is set (the replica drains)."""
-    c, address = _client(settings), advertise_address(settings)
-    while not stop.is_set():
+    def __init__(self, settings: Settings, manifest: Manifest, every: float = 2.0):
+        self.settings, self.manifest, self.every = settings, manifest, every
+        self.sid = service_id(settings)
+        self.weight: int | None = None  # what the agent was last given
+        self.maintenance: str | None = None  # the reason, while the agent holds us in maintenance
+        self.registrations = 0
+        self._closed = threading.Event()
+        self._lock = threading.Lock()  # a registration never overtakes close()
+
+    def run(self) -> None:
+        c, index = _client(self.settings), None
+        retrying = tenacity.Retrying(
+            wait=tenacity.wait_exponential(multiplier=0.2, max=5), sleep=self._closed.wait,
+            retry=tenacity.retry_if_exception(  # a bug is not retried, and nothing is after close()
+                lambda e: not isinstance(e, (TypeError, ValueError)) and not self._closed.is_set()),
+            before_sleep=tenacity.before_sleep_log(log, logging.WARNING), reraise=True)
         try:
-            index, item = c.kv.get(weight_key(settings), index=index, wait="10s")
-        except Exception as e:  # Consul restarting: keep the registered weight, ask again shortly
-            log.warning("cannot watch %s: %s", weight_key(settings), e)
-            stop.wait(1.0)
-            continue
-        wanted = parse_weight(item["Value"] if item else None, settings.weight)
-        if wanted != weight and not stop.is_set():
-            c.agent.service.register(**service_definition(settings, manifest, address, wanted))
-            log.info("weight %d -> %d (%s)", weight, wanted, weight_key(settings))
-            weight = wanted
+            while not self._closed.is_set():
+                for attempt in retrying:
+                    with attempt:
+                        index = self.reconcile(c, index)
+        except Exception as e:
+            if not self._closed.is_set():
+                log.error("keeping the Consul registration stopped: %r", e)
+                raise
 
+    def reconcile(self, c: consul.Consul, index: int | None) -> int | None:
+        """One round: wait for a weight change (at most `every`), then make the agent's view true."""
+        new_index, item = c.kv.get(weight_key(self.settings), index=index, wait=f"{self.every:g}s")
+        wanted = parse_weight(item["Value"] if item else None, self.settings.weight)
+        with self._lock:
+            if self._closed.is_set():
+                return new_index
+            registered = self.sid in c.agent.services()
+            if registered:
+                check = c.agent.checks().get(maintenance_check_id(self.sid))
+                self.maintenance = (check or {}).get("Notes") or ("maintenance" if check else None)
+            if not registered or wanted != self.weight:
+                c.agent.service.register(**service_definition(
+                    self.settings, self.manifest, advertise_address(self.settings), wanted))
+                if self.maintenance:  # fleet had taken us out: stay out
+                    c.agent.service.maintenance(self.sid, "true", self.maintenance)
+                if not registered and self.registrations:
+                    log.warning("Consul had lost %s: registered again (weight %d%s)", self.sid, wanted,
+                                ", in maintenance" if self.maintenance else "")
+                elif not registered:
+                    log.info("registered %s in Consul, weight %d", self.sid, wanted)
+                else:
+                    log.info("weight %s -> %d (%s)", self.weight, wanted, weight_key(self.settings))
+                self.registrations += 1
+                self.weight = wanted
+        # Consul's index can go backwards (a restart without data): then start over.
+        return None if index is not None and new_index < index else new_index
 
-def deregister(settings: Settings) -> None:
-    try:
-        _client(settings).agent.service.deregister(service_id(settings))
-        log.info("deregistered %s from Consul", service_id(settings))
-    except Exception as e:  # Consul's check and DeregisterCriticalServiceAfter remain the safety net
-        log.warning("could not deregister %s: %s", service_id(settings), e)
+    def close(self) -> None:
+        """Stop keeping the registration and deregister (the replica drains)."""
+        with self._lock:
+            self._closed.set()
+        try:
+            _client(self.settings).agent.service.deregister(self.sid)
+            log.info("deregistered %s from Consul", self.sid)
+        except Exception as e:  # Consul's check and DeregisterCriticalServiceAfter remain the safety net
+            log.warning("could not deregister %s: %s", self.sid, e)

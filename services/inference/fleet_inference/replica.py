@@ -29,7 +29,7 @@ class Replica:
         self.batcher = DynamicBatcher(self._infer, settings.max_batch, settings.max_wait_ms / 1000,
                                       settings.max_queue, on_batch=self._observe_batch)
         self._tasks: list[asyncio.Task] = []
-        self._unregistering = threading.Event()
+        self.registration: registration.Registration | None = None
         self._set_phase(Phase.LOADING, self.reason)
 
     # lifecycle -------------------------------------------------------------------------------
@@ -64,13 +64,8 @@ class Replica:
             self._tasks.append(asyncio.create_task(self._register()))
 
     async def _register(self) -> None:
-        try:
-            weight, index = await asyncio.to_thread(registration.register, self.settings, self.manifest)
-        except Exception as e:
-            log.error("Consul registration gave up: %s", e)
-            return
-        threading.Thread(target=registration.follow_weight, name="consul-weight", daemon=True,
-                         args=(self.settings, self.manifest, weight, index, self._unregistering)).start()
+        self.registration = registration.Registration(self.settings, self.manifest)
+        threading.Thread(target=self.registration.run, name="consul-registration", daemon=True).start()
 
     async def drain(self) -> None:
         """Readiness turns 503 first, in-flight work finishes, then the replica leaves Consul."""
@@ -81,9 +76,8 @@ class Replica:
         deadline = time.monotonic() + self.settings.drain_timeout
         while (self.in_flight or self.batcher.depth) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if self.settings.consul_addr:
-            self._unregistering.set()  # no re-registration after this
-            await asyncio.to_thread(registration.deregister, self.settings)
+        if self.registration is not None:
+            await asyncio.to_thread(self.registration.close)  # no re-registration after this
 
     async def stop(self) -> None:
         for t in self._tasks:

@@ -1,0 +1,64 @@
+"""The rollout's `Cluster` (fleet/executor.py) on the real Swarm and Consul: the stack's stable
+service, its canary service, and the traffic weights and maintenance mode that steer the gateway."""
+import consul
+
+from .adapters.consul import Catalog
+from .adapters.store import set_weight
+from .adapters.swarm import Swarm, _epoch
+
+
+class SwarmCluster:
+    def __init__(self, swarm: Swarm, catalog: Catalog, stable_name: str, canary_name: str, consul_name: str):
+        self.swarm, self.catalog = swarm, catalog
+        self.stable_name, self.canary_name, self.consul_name = stable_name, canary_name, consul_name
+
+    def _stable(self):
+        svc = self.swarm.service(self.stable_name)
+        if svc is None:
+            raise RuntimeError(f"the stable service {self.stable_name} is gone (removed by hand or by "
+                               "`fleet deploy --prune`?)")
+        return svc
+
+    def stable_image(self) -> str:
+        return image_of(self._stable())
+
+    def stable_replicas(self) -> int:
+        return self._stable().attrs["Spec"]["Mode"]["Replicated"]["Replicas"]
+
+    def stable_rolled_back_since(self, since: float) -> bool:
+        update = self._stable().attrs.get("UpdateStatus") or {}
+        return update.get("State", "").startswith("rollback") and (_epoch(update.get("StartedAt")) or 0) >= since
+
+    def create_canary(self, image: str, replicas: int) -> str:
+        return self.swarm.create_canary(self._stable(), self.canary_name, image, replicas)
+
+    def set_weights(self, stable: int | None, canary: int | None) -> None:
+        set_weight(self.catalog.consul, self.consul_name, "stable", stable)
+        set_weight(self.catalog.consul, self.consul_name, "canary", canary)
+
+    def take_canary_out(self, reason: str) -> None:
+        for i in self.catalog.instances(self.consul_name):
+            if i.role == "canary":
+                try:
+                    self.catalog.maintenance(i.id, f"fleet: {reason}"[:200])
+                except consul.ConsulException:  # held by another agent: the service's removal drains it
+                    pass
+
+    def remove_canary(self) -> None:
+        self.swarm.remove(self.canary_name)
+
+    def canary_gone(self) -> bool:
+        return not self.swarm.containers_left(self.canary_name) and not any(
+            i.role == "canary" for i in self.catalog.instances(self.consul_name))
+
+    def update_stable(self, image: str) -> None:
+        self.swarm.update_image(self.stable_name, image)
+
+    def revert_stable(self) -> None:
+        state = (self._stable().attrs.get("UpdateStatus") or {}).get("State", "")
+        if not state.startswith("rollback"):
+            self.swarm.rollback(self.stable_name)
+
+
+def image_of(service) -> str:
+    return service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]

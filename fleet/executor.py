@@ -1,0 +1,172 @@
+"""The executor: carries out the pure core's actions, intent first, through narrow interfaces.
+
+The rollout's side effects go through two Protocols named by intent: `Cluster` (what is done to Swarm
+and to Consul's traffic) and `Ledger` (where the rollout's intent and outcome are written, fenced by the
+lock). fleet/cluster.py implements them on Docker and Consul; the unit tests implement them with fakes
+that apply each write to in-memory state, and kill the controller between any two of them.
+
+`run_loop` is the controller's loop with the clock and the evidence injected: for each event it asks
+`rollout.step`, saves the new state (the intent) and only then acts, so a controller killed at any
+instant leaves a state from which `rollout.resumed` reaches a safe end.
+"""
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from .events import Event
+from .rollout import (TERMINAL, Action, CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable, RevertStable,
+                      Rollout, SetShare, StableObserved, step)
+from .traffic import weights_for
+
+
+class Cluster(Protocol):
+    """What a rollout does to Swarm and to Consul's traffic, named by intent. Idempotent each."""
+
+    def stable_image(self) -> str: ...
+
+    def stable_replicas(self) -> int: ...
+
+    def stable_rolled_back_since(self, since: float) -> bool: ...
+
+    def create_canary(self, image: str, replicas: int) -> str: ...
+
+    def set_weights(self, stable: int | None, canary: int | None) -> None: ...
+
+    def take_canary_out(self, reason: str) -> None:
+        """Share 0 at once: the canary's Consul instances into maintenance (out of DNS, so the gateway)."""
+
+    def remove_canary(self) -> None: ...
+
+    def canary_gone(self) -> bool: ...
+
+    def update_stable(self, image: str) -> None:
+        """Swarm's own rolling update of the stable service (its update_config, failure_action rollback)."""
+
+    def revert_stable(self) -> None:
+        """Swarm's rollback of the stable service to its previous spec."""
+
+
+class Ledger(Protocol):
+    """The rollout's state, control and history; writes are refused once the lock is lost."""
+
+    def load(self) -> dict | None: ...
+
+    def save(self, doc: dict) -> None: ...
+
+    def record(self, doc: dict) -> None: ...
+
+    def history(self) -> list[dict]: ...
+
+    def clear(self) -> None: ...
+
+
+class Hooks(Protocol):
+    """Evidence sources the actions start (golden check, metrics window, promotion watch)."""
+
+    def golden(self) -> None: ...
+
+    def traffic_started(self) -> None: ...
+
+    def promotion(self, since: float) -> None: ...
+
+
+class NoHooks:
+    def golden(self) -> None:
+        pass
+
+    def traffic_started(self) -> None:
+        pass
+
+    def promotion(self, since: float) -> None:
+        pass
+
+
+class Executor:
+    def __init__(self, cluster: Cluster, ledger: Ledger, doc: dict, hooks: Hooks = NoHooks(),
+                 clock: Callable[[], float] = time.time):
+        self.cluster, self.ledger, self.doc, self.hooks, self.clock = cluster, ledger, doc, hooks, clock
+
+    def intend(self, r: Rollout, actions: list[Action], event: Event | None = None) -> None:
+        """Save the state that intends `actions` before any of them runs (fenced: raises LockLost)."""
+        if any(isinstance(a, PromoteStable) for a in actions):
+            self.doc.setdefault("promotion_started", self.clock() - 1)
+        before = self.doc.get("rollout") or {}
+        self.doc["rollout"] = r.to_dict()
+        if event is not None and (before.get("phase"), before.get("share")) != (r.phase.value, r.share):
+            self.note("phase", f"{r.phase.value} at {r.share}% after {type(event).__name__}: {r.reason}"
+                      if r.reason else f"{r.phase.value} at {r.share}%")
+        self.ledger.save(self.doc)
+
+    def execute(self, a: Action, plan: Plan) -> None:
+        c = self.cluster
+        if isinstance(a, CheckGolden):
+            self.hooks.golden()
+        elif isinstance(a, SetShare):
+            stable_w, canary_w = weights_for(a.percent, plan.canary_replicas, c.stable_replicas())
+            c.set_weights(stable_w, canary_w)
+            self.hooks.traffic_started()
+            self.note("share", f"{a.percent}% (weights stable {stable_w}, canary {canary_w})")
+        elif isinstance(a, CutCanary):
+            c.take_canary_out(a.reason)
+            self.note("cut", a.reason)
+            c.set_weights(None, 1)
+            c.remove_canary()
+        elif isinstance(a, PromoteStable):
+            if c.stable_image() != self.doc["image"]:
+                c.update_stable(self.doc["image"])
+            self.note("promote", f"updating the stable service to {self.doc['image']}")
+            self.hooks.promotion(self.doc["promotion_started"])
+        elif isinstance(a, RevertStable):
+            if c.stable_image() == self.doc["image"]:
+                c.revert_stable()
+            self.note("revert", "the stable service rolled back to its previous spec")
+        elif isinstance(a, Finish):
+            self.note("finish", a.phase.value)
+
+    def observe_stable(self) -> StableObserved:
+        since = self.doc.get("promotion_started")
+        return StableObserved(on_new_image=self.cluster.stable_image() == self.doc["image"],
+                              rolled_back=since is not None and self.cluster.stable_rolled_back_since(since))
+
+    def finish(self, r: Rollout, wait: Callable[[], bool] = lambda: True) -> None:
+        """The end of every rollout: canary gone, weights put back, outcome recorded, state cleared.
+        `wait` is called until the canary is gone (the real one bounds it; fakes are gone at once)."""
+        self.cluster.remove_canary()
+        while not self.cluster.canary_gone() and wait():
+            pass
+        self.cluster.set_weights(None, None)
+        record = next((h for h in self.ledger.history() if h["revision"] == self.doc["revision"]), {})
+        self.ledger.record({**record, "revision": self.doc["revision"], "image": self.doc["image"],
+                            "outcome": r.phase.value, "reason": r.reason, "ended_at": self.clock()})
+        self.ledger.clear()
+
+    def note(self, what: str, detail: str, at: float | None = None) -> None:
+        self.doc["timeline"].append({"at": at or self.clock(), "event": what, "detail": detail})
+
+
+def run_loop(x: Executor, r: Rollout, plan: Plan, actions: list[Action], next_event: Callable[[], Event],
+             clock: Callable[[], float] = time.time, on_progress: Callable[[Rollout], None] = lambda r: None,
+             check: Callable[[], None] = lambda: None) -> Rollout:
+    """Drive the rollout to a terminal phase: each new state is saved before its actions run.
+    `check` runs before every action (the lock's fence); whatever it or an action raises escapes."""
+    x.intend(r, actions)
+    for a in actions:
+        check()
+        x.execute(a, plan)
+    while r.phase not in TERMINAL:
+        event = next_event()
+        received = clock()
+        new, actions = step(r, event, received, plan)
+        if new.failure and not r.failure:  # the first failing signal, for the reaction time
+            x.note("signal", f"{type(event).__name__}: {new.reason}", at=received)
+        if new != r or actions:
+            x.intend(new, actions, event)
+            on_progress(new)
+        for a in actions:
+            check()
+            x.execute(a, plan)
+        r = new
+    return r
+
+
+__all__ = ["Cluster", "Ledger", "Hooks", "Executor", "run_loop", "Phase"]

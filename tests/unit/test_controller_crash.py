@@ -1,0 +1,230 @@
+"""The controller killed between any two of its actions, then resumed: over fakes that apply every write
+to in-memory state (Swarm's stable and canary services, Consul's weights and maintenance, the ledger),
+so the test sees consequences, not call counts. Whatever the instant of the kill, the resumed rollout
+ends safely and the history says what really happened:
+- the stable service runs the new image  <=> the outcome recorded is `promoted`;
+- otherwise the stable service is exactly as it was (never updated, or rolled back by Swarm);
+- no canary service, no canary in maintenance left registered, no weights left, no state left.
+"""
+from dataclasses import dataclass, field
+
+import pytest
+
+from fleet.analysis import Stats
+from fleet.events import ConsulView, GoldenChecked, MetricsSample, PromotionObserved, Tick
+from fleet.executor import Executor, run_loop
+from fleet.model import Instance
+from fleet.rollout import TERMINAL, Phase, Plan, Rollout, resumed, start
+
+OLD, NEW = "fleet/inference:1", "fleet/inference:2"
+PLAN = Plan(steps=(10, 50), step_duration=10, progress_deadline=60, canary_replicas=1, version="2")
+
+
+class Killed(BaseException):
+    """The controller process dies here (BaseException: nothing in the controller may catch it)."""
+
+
+@dataclass
+class World:
+    """Swarm and Consul as the fakes leave them; `budget` side effects before the kill (None: never)."""
+    stable_image: str = OLD
+    stable_updates: int = 0
+    rolled_back: bool = False
+    canary: bool = False
+    weights: dict = field(default_factory=dict)
+    maintenance: bool = False
+    state: dict | None = None
+    history: dict = field(default_factory=dict)
+    budget: int | None = None
+    swarm_fails_promotion: bool = False
+
+    def act(self) -> None:
+        if self.budget is not None:
+            if self.budget == 0:
+                raise Killed()
+            self.budget -= 1
+
+
+class FakeCluster:
+    def __init__(self, w: World):
+        self.w = w
+
+    def stable_image(self):
+        return self.w.stable_image
+
+    def stable_replicas(self):
+        return 2
+
+    def stable_rolled_back_since(self, since):
+        return self.w.rolled_back
+
+    def create_canary(self, image, replicas):
+        self.w.act()
+        self.w.canary = True
+        return "canary-id"
+
+    def set_weights(self, stable, canary):
+        self.w.act()
+        for role, weight in (("stable", stable), ("canary", canary)):
+            if weight is None:
+                self.w.weights.pop(role, None)
+            else:
+                self.w.weights[role] = weight
+
+    def take_canary_out(self, reason):
+        self.w.act()
+        self.w.maintenance = self.w.canary
+
+    def remove_canary(self):
+        self.w.act()
+        self.w.canary = self.w.maintenance = False
+
+    def canary_gone(self):
+        return not self.w.canary
+
+    def update_stable(self, image):
+        self.w.act()
+        self.w.stable_updates += 1
+        if self.w.swarm_fails_promotion:  # Swarm's failure_action: rollback, by itself
+            self.w.rolled_back = True
+        else:
+            self.w.stable_image = image
+
+    def revert_stable(self):
+        self.w.act()
+        self.w.stable_image = OLD
+
+
+class FakeLedger:
+    def __init__(self, w: World):
+        self.w = w
+
+    def load(self):
+        return self.w.state
+
+    def save(self, doc):
+        self.w.act()
+        self.w.state = {**doc, "timeline": list(doc["timeline"])}
+
+    def record(self, doc):
+        self.w.act()
+        self.w.history[doc["revision"]] = dict(doc)
+
+    def history(self):
+        return [self.w.history[k] for k in sorted(self.w.history)]
+
+    def clear(self):
+        self.w.act()
+        self.w.state = None
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_000.0
+
+    def __call__(self):
+        return self.now
+
+
+def evidence(w: World, clock: Clock):
+    """What the sources would report, given the world as it is now: the canary ready and passing in
+    Consul, golden passing, good metrics, and the stable update's outcome once it was issued."""
+    def next_event(r_holder=[None]):
+        clock.now += 1.0
+        canary = Instance("inference-c", "inference", "10.0.0.9", 8000, "2", "canary", "c",
+                          "critical" if w.maintenance else "passing")
+        cycle = int(clock.now) % 4
+        if w.stable_image == NEW and w.stable_updates:
+            return PromotionObserved("converged", "2/2 healthy")
+        if w.rolled_back:
+            return PromotionObserved("failed", "Swarm rolled the update back")
+        if cycle == 0:
+            return ConsulView((canary,) if w.canary else ())
+        if cycle == 1:
+            return GoldenChecked(True, "accuracy 0.92")
+        if cycle == 2:
+            return MetricsSample(Stats(100 * int(clock.now), 0, int(clock.now)),
+                                 Stats(900 * int(clock.now), 0, 9 * int(clock.now)))
+        return Tick()
+    return next_event
+
+
+def begin(w: World, clock: Clock) -> tuple[Executor, Rollout]:
+    """What `controller.rollout` does before its loop: record, save the intent, create the canary."""
+    ledger = FakeLedger(w)
+    doc = {"revision": 2, "image": NEW, "previous_image": OLD, "timeline": [], "rollout": start(clock()).to_dict()}
+    ledger.save(doc)  # the intent first, then the history's in-progress record
+    ledger.record({"revision": 2, "image": NEW, "outcome": "in_progress"})
+    doc["canary_id"] = FakeCluster(w).create_canary(NEW, 1)
+    ledger.save(doc)
+    return Executor(FakeCluster(w), ledger, doc, clock=clock), Rollout.from_dict(doc["rollout"])
+
+
+def drive(x: Executor, r: Rollout, actions, w: World, clock: Clock) -> Rollout:
+    r = run_loop(x, r, PLAN, actions, evidence(w, clock), clock=clock)
+    x.finish(r)
+    return r
+
+
+def resume(w: World, clock: Clock) -> Rollout | None:
+    """What `fleet rollout --resume` does: decide from the saved state and what Swarm shows now."""
+    if w.state is None:
+        return None
+    doc = {**w.state, "timeline": list(w.state["timeline"])}
+    x = Executor(FakeCluster(w), FakeLedger(w), doc, clock=clock)
+    clock.now += 60  # the dead holder's lock lapses
+    r, actions = resumed(Rollout.from_dict(doc["rollout"]), clock(), x.observe_stable())
+    return drive(x, r, actions, w, clock)
+
+
+def _count(world) -> int:
+    w, clock = World(budget=10_000, **world), Clock()
+    x, r = begin(w, clock)
+    drive(x, r, [], w, clock)
+    return 10_000 - w.budget
+
+
+def assert_safe(w: World, outcome: str | None):
+    assert w.state is None, "no rollout state may be left behind"
+    assert not w.canary and not w.maintenance and w.weights == {}
+    record = w.history[2]
+    if w.stable_image == NEW:
+        assert record["outcome"] == "promoted", record
+    else:
+        assert record["outcome"] in ("aborted", "rolled_back"), record
+        assert w.stable_image == OLD
+    if outcome is not None:
+        assert record["outcome"] == outcome
+
+
+def test_an_uninterrupted_rollout_promotes():
+    w, clock = World(), Clock()
+    x, r = begin(w, clock)
+    r = drive(x, r, [], w, clock)
+    assert r.phase is Phase.PROMOTED and w.stable_image == NEW and w.stable_updates == 1
+    assert_safe(w, "promoted")
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["swarm-completes", "swarm-rolls-back"])
+def test_killed_between_any_two_actions_then_resumed_ends_safely(fails):
+    total = _count({"swarm_fails_promotion": fails})
+    assert total > 10  # creates, saves, weights, cut, promotion, finish: every one a place to die
+    for kill_at in range(total):
+        w, clock = World(budget=kill_at, swarm_fails_promotion=fails), Clock()
+        try:
+            x, r = begin(w, clock)
+            drive(x, r, [], w, clock)
+        except Killed:
+            pass
+        else:
+            pytest.fail(f"the kill at action {kill_at} did not happen")
+        w.budget = None
+        r = resume(w, clock)
+        if r is not None:
+            assert r.phase in TERMINAL
+        if w.state is None and 2 not in w.history:
+            assert w.stable_image == OLD and not w.canary  # killed before anything was written
+            continue
+        expected = "rolled_back" if fails and w.stable_updates else None
+        assert_safe(w, expected)
+        assert w.stable_updates <= 1 or fails, f"killed at action {kill_at}: the stable was updated twice"
