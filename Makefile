@@ -22,6 +22,7 @@ bench: setup
 	$(PY) bench/service_bench.py
 	$(PY) bench/deploy_bench.py
 	$(PY) bench/rollout_bench.py
+	$(PY) bench/consul_restart_bench.py
 
 clean:
 	-docker stack rm fleet fleettest 2>/dev/null

@@ -1,8 +1,10 @@
 """The rollout use cases: `fleet rollout --canary` (and `--resume`), promote, abort, rollback, history.
 
-The loop here merges the evidence (fleet/events.py), asks the pure `rollout.step` what to do and
-carries out its actions through the adapters. State is saved in Consul KV after every change, under a
-per-service lock, so a killed controller's rollout can be found and finished or reverted.
+The evidence comes from fleet/sources.py, the decisions from the pure `rollout.step`, and the executor
+(fleet/executor.py) saves each decision's state before carrying out its actions through the intent-named
+`Cluster` (fleet/cluster.py). Everything lives in Consul KV under a fenced per-service lock, so a killed
+controller's rollout can be found and brought to a safe end, and a paused one cannot act after another
+took over. Adapter errors end in the safe path (`_abandon`).
 """
 import signal
 import threading

@@ -24,14 +24,16 @@ class Restart:
 
 
 class RestartStack:
-    def __init__(self, name: str, consul_port: int, gateway_port: int):
+    def __init__(self, name: str, consul_port: int, gateway_port: int, image: str = "fleet/inference:2"):
         self.stack = StackUnderTest(name, Swarm(), consul_port, gateway_port)
+        self.image = image
 
     def __enter__(self) -> "RestartStack":
         s = self.stack
         remove_stack(s.swarm, s.name)
-        deploy(s)
-        wait_until(lambda: converged(s), 180, f"stack {s.name} to converge")
+        deploy(s, {"FLEET_IMAGE": self.image})
+        version = s.swarm.image_label(self.image, "fleet.model-version")
+        wait_until(lambda: converged(s, version=version), 180, f"stack {s.name} to converge")
         wait_until(lambda: httpx.post(f"{s.gateway}/predict", json={"inputs": SAMPLE}, timeout=5).status_code == 200,
                    60, "the gateway to answer /predict")
         return self

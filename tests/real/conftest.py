@@ -68,9 +68,9 @@ def remove_test_containers(client: docker.DockerClient) -> None:
         c.remove(force=True)
 
 
-def deploy(stack: StackUnderTest) -> None:
+def deploy(stack: StackUnderTest, env: dict | None = None) -> None:
     subprocess.run(["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(ROOT / "docker-stack.yml"), stack.name],
-                   check=True, capture_output=True, env=stack.env())
+                   check=True, capture_output=True, env={**stack.env(), **(env or {})})
 
 
 def converged(stack: StackUnderTest, replicas: int = 2, version: str = "2"):

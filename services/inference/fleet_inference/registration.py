@@ -120,7 +120,10 @@ class Registration:
             registered = self.sid in c.agent.services()
             if registered:
                 check = c.agent.checks().get(maintenance_check_id(self.sid))
-                self.maintenance = (check or {}).get("Notes") or ("maintenance" if check else None)
+                seen = (check or {}).get("Notes") or ("maintenance" if check else None)
+                if seen != self.maintenance:
+                    log.info("maintenance %s: %s", "on" if seen else "off", seen or self.maintenance)
+                self.maintenance = seen
             if not registered or wanted != self.weight:
                 c.agent.service.register(**service_definition(
                     self.settings, self.manifest, advertise_address(self.settings), wanted))
