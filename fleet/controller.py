@@ -346,10 +346,6 @@ def _lock(t: Target, command: str, wait: float = 0.0) -> None:
         time.sleep(1.0)
 
 
-def _image(service) -> str:
-    return service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
-
-
 def _plan_doc(plan: Plan) -> dict:
     return {**asdict(plan), "steps": list(plan.steps)}
 

@@ -1,6 +1,5 @@
 """`fleet deploy`, `fleet status` and `fleet lint` as a user runs them, on the real Swarm and Consul."""
 import json
-import os
 import subprocess
 import sys
 import time
