@@ -195,11 +195,11 @@ def _drive(t: Target, doc: dict, r: Rollout, plan: Plan, actions: list[Action],
     except LockLost as e:
         raise OperationFailed(f"{e}; `fleet status` shows who holds the rollout now") from None
     except (ConsulUnavailable, EngineUnavailable) as e:
-        _abandon(t, x, Rollout.from_dict(doc["rollout"]), e)
+        _abandon(x, Rollout.from_dict(doc["rollout"]), e)
     except FleetError:
         raise
     except Exception as e:
-        _abandon(t, x, Rollout.from_dict(doc["rollout"]), e)
+        _abandon(x, Rollout.from_dict(doc["rollout"]), e)
     finally:
         stream.stop()
         evidence.close()
@@ -221,7 +221,7 @@ def actions_on_resume(x: Executor, r: Rollout, first: Event | None = None) -> tu
                    promote=isinstance(first, ControlRequested) and first.action == "promote")
 
 
-def _abandon(t: Target, x: Executor, r: Rollout, error: Exception) -> None:
+def _abandon(x: Executor, r: Rollout, error: Exception) -> None:
     """The safe path after an adapter error: share 0, canary removed, stable untouched, outcome recorded,
     each step attempted even when an earlier one failed; whatever is left is named. A promotion under
     way is left to Swarm (its failure_action is the net) and to `fleet rollout --resume`."""

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from fleet.adapters.consul import ConsulUnavailable
 from fleet.analysis import Stats
+from fleet.controller import _abandon
+from fleet.errors import Unreachable
 from fleet.events import ConsulView, GoldenChecked, MetricsSample, PromotionObserved, Tick
 from fleet.executor import Executor, run_loop
 from fleet.model import Instance
@@ -228,3 +231,29 @@ def test_killed_between_any_two_actions_then_resumed_ends_safely(fails):
         expected = "rolled_back" if fails and w.stable_updates else None
         assert_safe(w, expected)
         assert w.stable_updates <= 1 or fails, f"killed at action {kill_at}: the stable was updated twice"
+
+
+class ConsulDownCluster(FakeCluster):
+    """Consul stops answering once traffic shifted: weights and maintenance raise, Swarm still works."""
+
+    def set_weights(self, stable, canary):
+        if self.w.weights:
+            raise ConsulUnavailable("Consul does not answer (connection refused)")
+        super().set_weights(stable, canary)
+
+    def take_canary_out(self, reason):
+        raise ConsulUnavailable("Consul does not answer (connection refused)")
+
+
+def test_an_adapter_error_mid_rollout_ends_in_the_safe_path_and_names_what_is_left():
+    w, clock = World(), Clock()
+    x, r = begin(w, clock)
+    x.cluster = ConsulDownCluster(w)
+    with pytest.raises(ConsulUnavailable) as raised:
+        run_loop(x, r, PLAN, [], evidence(w, clock), clock=clock)
+    with pytest.raises(Unreachable) as ended:
+        _abandon(x, Rollout.from_dict(x.doc["rollout"]), raised.value)
+    message = str(ended.value)
+    assert ended.value.exit_code == 3
+    assert not w.canary and w.stable_image == OLD and w.stable_updates == 0  # canary removed, stable untouched
+    assert "canary traffic" in message and "traffic weights" in message  # what could not be undone is named
