@@ -4,7 +4,7 @@ import consul
 
 from .adapters.consul import Catalog
 from .adapters.store import set_weight
-from .adapters.swarm import Swarm, _epoch
+from .adapters.swarm import Swarm
 
 
 class SwarmCluster:
@@ -26,8 +26,8 @@ class SwarmCluster:
         return self._stable().attrs["Spec"]["Mode"]["Replicated"]["Replicas"]
 
     def stable_rolled_back_since(self, since: float) -> bool:
-        update = self._stable().attrs.get("UpdateStatus") or {}
-        return update.get("State", "").startswith("rollback") and (_epoch(update.get("StartedAt")) or 0) >= since
+        view = self.swarm.view(self._stable())
+        return (view.update_state or "").startswith("rollback") and (view.update_started_at or 0) >= since
 
     def create_canary(self, image: str, replicas: int) -> str:
         return self.swarm.create_canary(self._stable(), self.canary_name, image, replicas)
@@ -55,8 +55,7 @@ class SwarmCluster:
         self.swarm.update_image(self.stable_name, image)
 
     def revert_stable(self) -> None:
-        state = (self._stable().attrs.get("UpdateStatus") or {}).get("State", "")
-        if not state.startswith("rollback"):
+        if not (self.swarm.view(self._stable()).update_state or "").startswith("rollback"):
             self.swarm.rollback(self.stable_name)
 
 

@@ -16,6 +16,15 @@ class ConsulUnavailable(Unreachable):
 
 
 TIMEOUT = 5.0  # seconds for any Consul call to connect and answer (a blocking query adds its wait)
+UNANSWERED = (requests.RequestException, consul.ConsulException)
+
+
+def call(fn, *args, unanswered: tuple = UNANSWERED, **kw):
+    """`fn(*args, **kw)`, with Consul not answering (the `unanswered` errors) as ConsulUnavailable (exit 3)."""
+    try:
+        return fn(*args, **kw)
+    except unanswered as e:
+        raise ConsulUnavailable(f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
 
 
 def client(addr: str | None = None, token: str | None = None) -> consul.Consul:
@@ -33,30 +42,22 @@ class Catalog:
         self.consul = c
 
     def instances(self, service: str) -> list[Instance]:
-        try:
-            _, entries = self.consul.health.service(service)
-        except (requests.RequestException, consul.ConsulException) as e:
-            raise ConsulUnavailable(f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
+        _, entries = call(self.consul.health.service, service)
         return [_instance(e) for e in entries]
 
     def watch(self, service: str, stopped, wait: str = "5s"):
         """Blocking queries on the service's health: yields its instances each time they change."""
         index = None
         while not stopped.is_set():
-            try:
-                new_index, entries = self.consul.health.service(service, index=index, wait=wait)
-            except (requests.RequestException, consul.ConsulException) as e:
-                raise ConsulUnavailable(f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
+            new_index, entries = call(self.consul.health.service, service, index=index, wait=wait)
             if new_index != index:
                 yield [_instance(e) for e in entries]
             index = new_index
 
     def maintenance(self, service_id: str, reason: str) -> None:
-        """Take one instance out of DNS at once (its agent marks it critical)."""
-        try:
-            self.consul.agent.service.maintenance(service_id, "true", reason)
-        except requests.RequestException as e:
-            raise ConsulUnavailable(f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
+        """Take one instance out of DNS at once (its agent marks it critical). Consul's own refusal (an
+        instance another agent holds) stays a ConsulException for the caller to judge."""
+        call(self.consul.agent.service.maintenance, service_id, "true", reason, unanswered=(requests.RequestException,))
 
 
 def _instance(entry: dict) -> Instance:

@@ -17,9 +17,8 @@ import threading
 import time
 
 import consul
-import requests
 
-from .consul import ConsulUnavailable
+from .consul import call
 
 SESSION_TTL = 10  # seconds; Consul may take up to twice this to let a dead holder's lock go
 LOCK_DELAY = 10  # seconds after a holder's session ends before anyone may take the lock
@@ -36,30 +35,24 @@ class Store:
         self.lost = threading.Event()
         self._renewing = threading.Event()
 
-    def _call(self, fn, *args, **kw):
-        try:
-            return fn(*args, **kw)
-        except (requests.RequestException, consul.ConsulException) as e:
-            raise ConsulUnavailable(f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
-
     def _get(self, key: str, **kw):
-        return self._call(self.consul.kv.get, f"{self.prefix}/{key}", **kw)
+        return call(self.consul.kv.get, f"{self.prefix}/{key}", **kw)
 
     def _put(self, key: str, value: str, **kw):
-        return self._call(self.consul.kv.put, f"{self.prefix}/{key}", value, **kw)
+        return call(self.consul.kv.put, f"{self.prefix}/{key}", value, **kw)
 
     # lock -----------------------------------------------------------------------------------
     def acquire(self, command: str) -> dict | None:
         """Take the lock; None when taken, else the holder found there (who has it, since when)."""
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "command": command, "since": time.time()}
-        self.session = self._call(self.consul.session.create, name=f"fleet {self.prefix}", ttl=SESSION_TTL,
+        self.session = call(self.consul.session.create, name=f"fleet {self.prefix}", ttl=SESSION_TTL,
                                   behavior="release", lock_delay=LOCK_DELAY)
         if self._put("lock", json.dumps(holder), acquire=self.session):
             self.lost.clear()
             self._renewing.clear()
             threading.Thread(target=self._renew, name="consul-session", daemon=True).start()
             return None
-        self._call(self.consul.session.destroy, self.session)
+        call(self.consul.session.destroy, self.session)
         self.session = None
         return self.holder() or {"host": "?", "pid": "?", "command": "? (the lock is in its lock-delay)"}
 
@@ -74,9 +67,7 @@ class Store:
         Consul is tried again (the session outlives a short outage: TTL, and Consul restarts its timers)."""
         while not self._renewing.wait(3.0):
             try:
-                if self.consul.session.renew(self.session) is None:
-                    self.lost.set()
-                    return
+                self.consul.session.renew(self.session)
             except consul.NotFound:
                 self.lost.set()
                 return
@@ -114,8 +105,8 @@ class Store:
 
     def clear(self) -> None:
         self.check()
-        self._call(self.consul.kv.delete, f"{self.prefix}/state")
-        self._call(self.consul.kv.delete, f"{self.prefix}/control")
+        call(self.consul.kv.delete, f"{self.prefix}/state")
+        call(self.consul.kv.delete, f"{self.prefix}/control")
 
     def request(self, action: str) -> None:
         self._put("control", action)
@@ -138,10 +129,7 @@ class Store:
 def set_weight(c: consul.Consul, consul_service: str, role: str, weight: int | None) -> None:
     """The weight the replicas of a role register with; None puts back their own default."""
     key = f"fleet/traffic/{consul_service}/{role}"
-    try:
-        if weight is None:
-            c.kv.delete(key)
-        else:
-            c.kv.put(key, str(weight))
-    except (requests.RequestException, consul.ConsulException) as e:
-        raise ConsulUnavailable(f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
+    if weight is None:
+        call(c.kv.delete, key)
+    else:
+        call(c.kv.put, key, str(weight))

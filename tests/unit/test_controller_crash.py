@@ -132,7 +132,7 @@ class Clock:
 def evidence(w: World, clock: Clock):
     """What the sources would report, given the world as it is now: the canary ready and passing in
     Consul, golden passing, good metrics, and the stable update's outcome once it was issued."""
-    def next_event(r_holder=[None]):
+    def next_event():
         clock.now += 1.0
         canary = Instance("inference-c", "inference", "10.0.0.9", 8000, "2", "canary", "c",
                           "critical" if w.maintenance else "passing")
