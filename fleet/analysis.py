@@ -1,7 +1,8 @@
 """Is the canary as good as the stable replicas, judged on their metrics? A pure judgement.
 
-`judge` compares the canary's request counters (since it got traffic) with the stable replicas' over
-the same time. Too few requests, or no baseline, is UNKNOWN, never PASS: no promotion on unknown.
+`judge` compares the canary's request counters over a recent window with the stable replicas' over the
+same window: error rate against a limit, latency at p50 and p99 against the stable's. Too few requests,
+or no baseline, is UNKNOWN, never PASS: no promotion on unknown.
 """
 from dataclasses import dataclass
 from enum import Enum
@@ -15,10 +16,12 @@ class Outcome(str, Enum):
 
 @dataclass(frozen=True)
 class Stats:
-    """/predict requests served, how many answered 5xx, and their summed latency in seconds."""
+    """/predict requests served, how many answered 5xx, their summed latency in seconds, and the latency
+    histogram as (upper bound, cumulative count) pairs, Prometheus's `le` buckets (+Inf last)."""
     requests: int = 0
     errors: int = 0
     latency_sum: float = 0.0
+    buckets: tuple[tuple[float, float], ...] = ()
 
     @property
     def error_rate(self) -> float:
@@ -28,11 +31,33 @@ class Stats:
     def mean_latency(self) -> float:
         return self.latency_sum / self.requests if self.requests else 0.0
 
+    def quantile(self, q: float) -> float:
+        """The latency below which `q` of the requests fell, interpolated in its bucket (as Prometheus's
+        histogram_quantile); the mean when there is no histogram."""
+        if not self.buckets or not self.buckets[-1][1]:
+            return self.mean_latency
+        rank, lower, below = q * self.buckets[-1][1], 0.0, 0.0
+        for bound, count in self.buckets:
+            if count >= rank:
+                if bound == float("inf"):
+                    return lower  # in the open bucket: its lower bound, as Prometheus does
+                return lower + (bound - lower) * ((rank - below) / (count - below) if count > below else 1.0)
+            lower, below = bound, count
+        return lower
+
+    def _combine(self, other: "Stats", sign: int) -> "Stats":
+        if self.buckets and other.buckets and [b for b, _ in self.buckets] == [b for b, _ in other.buckets]:
+            buckets = tuple((b, c + sign * o) for (b, c), (_, o) in zip(self.buckets, other.buckets))
+        else:
+            buckets = self.buckets or (tuple((b, sign * c) for b, c in other.buckets))
+        return Stats(self.requests + sign * other.requests, self.errors + sign * other.errors,
+                     self.latency_sum + sign * other.latency_sum, buckets)
+
     def __add__(self, other: "Stats") -> "Stats":
-        return Stats(self.requests + other.requests, self.errors + other.errors, self.latency_sum + other.latency_sum)
+        return self._combine(other, 1)
 
     def __sub__(self, other: "Stats") -> "Stats":
-        return Stats(self.requests - other.requests, self.errors - other.errors, self.latency_sum - other.latency_sum)
+        return self._combine(other, -1)
 
 
 @dataclass(frozen=True)
@@ -40,7 +65,8 @@ class Thresholds:
     max_error_rate: float = 0.01
     max_latency_ratio: float = 1.5
     min_requests: int = 20  # fewer canary (or stable) requests than this is no evidence
-    latency_floor: float = 0.005  # seconds: below this, latencies count as equal (timer noise)
+    latency_floor: float = 0.005  # seconds: below this, median latencies count as equal (timer noise)
+    tail_floor: float = 0.05  # seconds: below this, p99 latencies count as equal (scheduling noise)
 
 
 @dataclass(frozen=True)
@@ -49,8 +75,9 @@ class Judgement:
     reason: str
 
 
-def judge(canary: Stats | None, stable: Stats | None, t: Thresholds) -> Judgement:
-    """Pure: the canary's error rate against the threshold, its mean latency against the stable's."""
+def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: int = 0) -> Judgement:
+    """Pure: the canary's error rate against the threshold, its mean latency against the stable's.
+    `synthetic`: how many of the canary's requests fleet sent itself (thin traffic), for the report."""
     if canary is None:
         return Judgement(Outcome.UNKNOWN, "no metrics from the canary")
     if canary.requests < t.min_requests:
@@ -61,9 +88,32 @@ def judge(canary: Stats | None, stable: Stats | None, t: Thresholds) -> Judgemen
     if stable is None or stable.requests < t.min_requests:
         return Judgement(Outcome.UNKNOWN, f"no latency baseline: {stable.requests if stable else 0} stable requests "
                                           f"(need {t.min_requests})")
-    ratio = max(canary.mean_latency, t.latency_floor) / max(stable.mean_latency, t.latency_floor)
-    if ratio > t.max_latency_ratio:
-        return Judgement(Outcome.FAIL, f"canary latency {canary.mean_latency * 1000:.1f} ms is {ratio:.2f}x the "
-                                       f"stable's {stable.mean_latency * 1000:.1f} ms (limit {t.max_latency_ratio}x)")
-    return Judgement(Outcome.PASS, f"error rate {canary.error_rate:.1%} over {canary.requests} requests, "
-                                   f"latency {ratio:.2f}x stable")
+    ratios = []
+    for name, q, floor in (("p50", 0.5, t.latency_floor), ("p99", 0.99, t.tail_floor)):
+        c, s = canary.quantile(q), stable.quantile(q)
+        ratio = max(c, floor) / max(s, floor)
+        if ratio > t.max_latency_ratio:
+            return Judgement(Outcome.FAIL, f"canary {name} latency {c * 1000:.1f} ms is {ratio:.2f}x the stable's "
+                                           f"{s * 1000:.1f} ms (limit {t.max_latency_ratio}x)")
+        ratios.append(f"{name} {ratio:.2f}x")
+    made = f" ({min(synthetic, canary.requests)} synthetic)" if synthetic else ""
+    return Judgement(Outcome.PASS, f"error rate {canary.error_rate:.1%} over {canary.requests} requests{made}, "
+                                   f"latency {', '.join(ratios)} stable")
+
+
+GOLDEN_TOLERANCE = 0.01  # accuracy points the canary may fall below the stable's (--golden-tolerance)
+MANIFEST_TOLERANCE = 0.01  # and below its own manifest's figure on its shipped golden set
+
+
+def judge_golden(canary: float, stable: float, manifest: float | None, tolerance: float = GOLDEN_TOLERANCE,
+                 rows: int = 0, source: str = "") -> Judgement:
+    """Pure: the golden gate. The canary fails when its accuracy on the golden set is below the stable's
+    by more than `tolerance`, and always when below its own manifest's figure (when it has one)."""
+    figures = (f"canary accuracy {canary:.4f}, stable {stable:.4f} on {rows} golden rows ({source})"
+               + (f"; manifest says {manifest:.4f}" if manifest is not None else ""))
+    if canary < stable - tolerance:
+        return Judgement(Outcome.FAIL, f"{figures}: the canary is worse than the stable by "
+                                       f"{stable - canary:.4f} (tolerance {tolerance:g})")
+    if manifest is not None and canary < manifest - MANIFEST_TOLERANCE:
+        return Judgement(Outcome.FAIL, f"{figures}: below its own manifest by {manifest - canary:.4f}")
+    return Judgement(Outcome.PASS, figures)

@@ -206,12 +206,20 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
             no_auto_promote: bool = typer.Option(False, "--no-auto-promote", help="wait for `fleet promote`"),
             pause_timeout: str = typer.Option("1h", "--pause-timeout",
                                               help="with --no-auto-promote: roll back if nobody promotes by then"),
+            golden: Path = typer.Option(None, "--golden", help="golden set for the gate (JSON with inputs and "
+                                        "labels); default: the one shipped with the canary's model"),
+            golden_tolerance: float = typer.Option(0.01, "--golden-tolerance",
+                                                   help="accuracy the canary may fall below the stable's"),
+            gateway: str = typer.Option("", "--gateway", help="the gateway's URL (default: found from the stack)"),
+            prometheus: str = typer.Option("", "--prometheus",
+                                           help="Prometheus's URL (default: found from the stack)"),
             resume: bool = typer.Option(False, "--resume", help="finish or revert an orphaned rollout"),
             consul: str = CONSUL, as_json: bool = JSON):
     """Roll out a new image as a canary: stepped traffic, judged on evidence, promoted or rolled back."""
     try:
         if resume:
-            report(controller.resume(controller.connect(stack, service, consul), on_progress=show_progress(as_json)),
+            report(controller.resume(controller.connect(stack, service, consul, gateway, prometheus),
+                                     on_progress=show_progress(as_json)),
                    as_json)
             return
         if not canary or not image:
@@ -224,14 +232,17 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
             raise BadInput("--canary-replicas must be at least 1")
         if not 0 <= max_error_rate <= 1:
             raise BadInput(f"--max-error-rate {max_error_rate}: give a fraction within 0..1, e.g. 0.01")
+        if not 0 <= golden_tolerance <= 1:
+            raise BadInput(f"--golden-tolerance {golden_tolerance}: give accuracy points within 0..1, e.g. 0.01")
         if max_latency_ratio <= 0:
             raise BadInput(f"--max-latency-ratio {max_latency_ratio}: give a ratio above 0, e.g. 1.5")
         plan = Plan(steps=parsed_steps, step_duration=_duration("--step-duration", step_duration),
                     progress_deadline=_duration("--progress-deadline", progress_deadline),
                     auto_promote=not no_auto_promote, canary_replicas=canary_replicas,
                     pause_timeout=_duration("--pause-timeout", pause_timeout),
+                    golden=str(golden.resolve()) if golden else "", golden_tolerance=golden_tolerance,
                     thresholds=Thresholds(max_error_rate=max_error_rate, max_latency_ratio=max_latency_ratio))
-        target = controller.connect(stack, service, consul)
+        target = controller.connect(stack, service, consul, gateway, prometheus)
         report(controller.rollout(target, image, plan, on_progress=show_progress(as_json)), as_json)
     except FleetError as e:
         fail(e, as_json)

@@ -8,6 +8,7 @@ took over. Adapter errors end in the safe path (`_abandon`).
 """
 import signal
 import threading
+from pathlib import Path
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -41,6 +42,8 @@ class Target:
     swarm: Swarm
     catalog: Catalog
     store: Store
+    gateway: str = ""  # the gateway's URL; found from the stack's gateway service when empty
+    prometheus: str = ""  # Prometheus's URL; found from the stack's prometheus service when empty
 
     @property
     def stable_name(self) -> str:
@@ -58,11 +61,25 @@ class Target:
         env = self.stable().attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env", [])
         return dict(e.split("=", 1) for e in env if "=" in e).get("FLEET_SERVICE_NAME", self.service)
 
+    def gateway_url(self) -> str:
+        return self.gateway or self._published("gateway", 8080, "--gateway")
+
+    def prometheus_url(self) -> str:
+        return self.prometheus or self._published("prometheus", 9090, "--prometheus")
+
+    def _published(self, service: str, port: int, flag: str) -> str:
+        url = self.swarm.published_url(f"{self.stack}_{service}", port)
+        if url is None:
+            raise BadInput(f"stack {self.stack!r} has no {service} service publishing port {port} (fleet's canary "
+                           f"evidence needs it: deploy the stack from docker-stack.yml), or give {flag} URL")
+        return url
+
     def cluster(self) -> SwarmCluster:
         return SwarmCluster(self.swarm, self.catalog, self.stable_name, self.canary_name, self.consul_name)
 
 
-def connect(stack: str, service: str, consul_addr: str | None) -> Target:
+def connect(stack: str, service: str, consul_addr: str | None, gateway_url: str = "",
+            prometheus_url: str = "") -> Target:
     """Reach Docker and Consul (exit 3 if not) and find the service (exit 2 if unknown)."""
     try:
         swarm = Swarm()
@@ -75,7 +92,7 @@ def connect(stack: str, service: str, consul_addr: str | None) -> Target:
         catalog.instances("consul")
     except ConsulUnavailable as e:
         raise Unreachable(f"{e}; nothing was changed") from None
-    target = Target(stack, service, swarm, catalog, Store(c, stack, service))
+    target = Target(stack, service, swarm, catalog, Store(c, stack, service), gateway_url, prometheus_url)
     if target.stable() is None:
         names = sorted(s.name.removeprefix(f"{stack}_") for s in swarm.stack_services(stack))
         raise BadInput(f"no service {service!r} in stack {stack!r} (services: {names or 'none, no such stack'}); "
@@ -104,6 +121,9 @@ def rollout(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout], 
     if image == current:
         raise BadInput(f"{t.stable_name} already runs {image}: nothing to roll out")
     plan = replace(plan, version=labels.get("fleet.model-version", ""))
+    t.gateway_url(), t.prometheus_url()  # the evidence comes through them: fail before changing anything
+    if plan.golden and not Path(plan.golden).is_file():
+        raise BadInput(f"--golden {plan.golden}: no such file; give a JSON file with inputs and labels")
     _lock(t, "rollout --canary --image " + image)
     try:
         if t.store.load():
@@ -122,6 +142,7 @@ def rollout(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout], 
         doc = {"revision": revision, "image": image, "previous_image": current, "canary": t.canary_name,
                "stable_spec_version": stable.attrs["Version"]["Index"], "plan": _plan_doc(plan),
                "rollout": start(now).to_dict(), "timeline": []}
+        t.cluster().set_weights(None, 0)  # no share for the canary until its gate passes, whatever a key said
         t.store.save(doc)  # the intent first: a controller killed from now on leaves a rollout to resume
         t.store.record({"revision": revision, "image": image, "previous_image": current, "outcome": "in_progress",
                         "reason": "", "started_at": now, "ended_at": None})
@@ -181,7 +202,7 @@ def _drive(t: Target, doc: dict, r: Rollout, plan: Plan, actions: list[Action],
     """Run the rollout to its end. Any error ends in the safe path (see `_abandon`); a lost lock ends it
     without touching anything (another fleet owns the rollout now)."""
     stream = EventStream()
-    evidence = Evidence(t, doc, stream)
+    evidence = Evidence(t, doc, stream, plan)
     x = Executor(t.cluster(), _PatientLedger(t.store), doc, evidence)
     previous = {}
     if threading.current_thread() is threading.main_thread():  # Ctrl-C, SIGTERM, SIGHUP: abort, safely

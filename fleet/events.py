@@ -36,6 +36,7 @@ class MetricsSample:
     """/predict counters since traffic started, summed per role; None where no replica answered."""
     canary: Stats | None
     stable: Stats | None
+    synthetic: int = 0  # of the canary's requests, how many fleet sent (thin traffic)
 
 
 @dataclass(frozen=True)

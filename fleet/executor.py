@@ -109,7 +109,7 @@ class Executor:
         elif isinstance(a, CutCanary):
             c.take_canary_out(a.reason)
             self.note("cut", a.reason)
-            c.set_weights(None, 1)
+            c.set_weights(None, 0)
             c.remove_canary()
         elif isinstance(a, PromoteStable):
             if c.stable_image() != self.doc["image"]:

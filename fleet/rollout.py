@@ -62,6 +62,8 @@ class Plan:
     thresholds: Thresholds = field(default_factory=Thresholds)
     evidence_max_age: float = 5.0  # metrics older than this are stale: no evidence
     pause_timeout: float = 3600.0  # PAUSED waits this long for `fleet promote`, then rolls back
+    golden: str = ""  # a golden set (JSON: inputs, labels); empty: the one shipped with the canary's model
+    golden_tolerance: float = 0.01  # accuracy the canary may fall below the stable's on the golden set
 
 
 # Actions: what the controller is to do, in order.
@@ -160,12 +162,12 @@ def step(r: Rollout, event: Event, now: float, plan: Plan) -> tuple[Rollout, lis
         if r.phase is not Phase.VERIFYING:
             return r, []
         if not event.passed:
-            return fail(r, now, Reason.GOLDEN, f"golden check failed: {event.detail}")
-        return _to_step(r, 0, now, plan)
+            return fail(r, now, Reason.GOLDEN, f"golden gate failed: {event.detail}")
+        return _to_step(replace(r, reason=f"golden gate passed: {event.detail}"), 0, now, plan)
     if isinstance(event, MetricsSample):
         if r.phase not in (Phase.STEPPING, Phase.PAUSED):
             return r, []
-        j = judge(event.canary, event.stable, plan.thresholds)
+        j = judge(event.canary, event.stable, plan.thresholds, event.synthetic)
         if j.outcome is Outcome.FAIL:
             return fail(r, now, Reason.METRICS, j.reason)
         r = replace(r, judgement=j, judged_at=now)
@@ -287,10 +289,11 @@ def _tick(r: Rollout, now: float, plan: Plan) -> tuple[Rollout, list[Action]]:
         return r, []
     fresh = r.judged_at is not None and now - r.judged_at <= plan.evidence_max_age
     if fresh and r.judgement.outcome is Outcome.PASS:
+        passed = f"{r.share}% passed: {r.judgement.reason}"
         if r.step + 1 < len(plan.steps):
-            return _to_step(r, r.step + 1, now, plan)
+            return _to_step(replace(r, reason=passed), r.step + 1, now, plan)
         if plan.auto_promote or r.promote_requested:
-            return _promote(r, now, "all steps passed")
+            return _promote(r, now, f"all steps passed ({passed})")
         return replace(r, phase=Phase.PAUSED, phase_since=now, reason="all steps passed; waiting for fleet promote"), []
     if now - r.phase_since > plan.step_duration + plan.progress_deadline:
         why = r.judgement.reason if r.judgement and fresh else "metrics are stale or missing"

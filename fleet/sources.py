@@ -1,33 +1,42 @@
 """The evidence sources of one controller run, merged into one EventStream (fleet/events.py).
 
 Docker's container events for the canary, Consul's health of the service (blocking queries), the
-control key (`fleet promote`/`fleet abort`), and each replica's /metrics are supervised: a source that
-fails or ends (dockerd restarting, Consul restarting) is reported as SourceFailed (missing evidence)
-and started again with backoff; Docker's events are replayed from the last one seen, so a die during
-the gap is not lost. The golden check and the promotion watch are started by the executor's actions
-(this class is its `Hooks`).
+control key (`fleet promote`/`fleet abort`), the metrics window from Prometheus and the synthetic load
+are supervised: a source that fails or ends (dockerd or Consul or Prometheus restarting) is reported
+as SourceFailed (missing evidence) and started again with backoff; Docker's events are replayed from
+the last one seen, so a die during the gap is not lost. The golden gate, the synthetic load (when traffic is thin) and the promotion watch
+are started by the executor's actions (this class is its `Hooks`). The golden gate and the synthetic
+load go through the gateway's role routes (fleet/adapters/gateway.py).
 """
+import math
 import threading
 import time
 
-import httpx
-
 from . import deploy as deploy_use_case
-from .adapters import replicas
-from .analysis import Stats
+from .adapters.gateway import Gateway, GatewayError, ReplicaError
+from .adapters.prometheus import Prometheus, ProviderError, role_window
+from .analysis import Outcome, judge_golden
 from .convergence import State
 from .events import (ConsulView, ContainerEvent, ControlRequested, EventStream, GoldenChecked, MetricsSample,
                      PromotionObserved, SourceUp)
 
 SCRAPE_EVERY = 1.0
+GOLDEN_WAIT = 30.0  # seconds the golden gate waits for the canary's and the stable's routes to answer
+WINDOW = 30.0  # seconds of evidence judged (or the step duration, when shorter)
+SYNTHETIC_ROWS = 8  # golden rows per synthetic request
+SYNTHETIC_MAX_RPS = 20  # synthetic requests a second, per route, at most
+SYNTHETIC_MAX = 20_000  # synthetic requests per route in one rollout, at most
 
 
 class Evidence:
-    def __init__(self, t, doc: dict, stream: EventStream):
-        self.t, self.doc, self.stream = t, doc, stream
+    def __init__(self, t, doc: dict, stream: EventStream, plan):
+        self.t, self.doc, self.stream, self.plan = t, doc, stream, plan
+        self._gateway: Gateway | None = None
+        self.last_sample: MetricsSample | None = None
+        self.synthetic_sent = 0  # synthetic requests sent through each route
         self.consul_name = t.consul_name
-        self.http = httpx.Client()
-        self.baseline: dict[str, Stats] | None = None  # per container, set when traffic starts
+        self.traffic = False  # the canary has had a share: its metrics are judged
+        self.synthetic_log: list[tuple[float, int]] = []  # (monotonic time, synthetic_sent) over the window
         self.docker_events = None
         self.last_docker_event: float | None = None
 
@@ -43,19 +52,17 @@ class Evidence:
     def close(self) -> None:
         if self.docker_events is not None:
             self.docker_events.close()
-        self.http.close()
+        if self._gateway is not None:
+            self._gateway.close()
 
     # hooks the executor calls ---------------------------------------------------------------------
     def golden(self) -> None:
         self.stream.follow("golden", self._golden)
 
     def traffic_started(self) -> None:
-        if self.baseline is None:
-            baseline: dict[str, Stats] = {}
-            addresses = replicas.gwbridge_addresses(self.t.swarm.client)
-            for name in (self.t.canary_name, self.t.stable_name):
-                self._stats(name, addresses, baseline)
-            self.baseline = baseline
+        if not self.traffic:
+            self.traffic = True
+            self.stream.follow("synthetic", self._synthetic, restart=True)
 
     def promotion(self, since: float) -> None:
         self.stream.follow("promotion", lambda: self._promotion(since), restart=True)
@@ -93,38 +100,86 @@ class Evidence:
                 yield ControlRequested(action)
 
     def _metrics(self):
-        while not self.stream.stopped.wait(SCRAPE_EVERY):
-            if self.baseline is None:
-                continue
-            addresses = replicas.gwbridge_addresses(self.t.swarm.client)
-            yield MetricsSample(*(self._stats(name, addresses) for name in (self.t.canary_name, self.t.stable_name)))
-
-    def _replicas(self, service_name: str, addresses: dict[str, str]) -> list[tuple[str, str | None]]:
-        """(container ID, docker_gwbridge address or None) of each of the service's running tasks."""
-        return [(task.container_id, addresses.get(task.container_id)) for task in self.t.swarm.tasks(service_name)]
-
-    def _stats(self, service_name: str, addresses: dict[str, str],
-               baseline: dict[str, Stats] | None = None) -> Stats | None:
-        """The role's /predict counters since traffic started, or None when no replica answered.
-        With `baseline`, each container's counters now are recorded in it instead."""
-        total, seen = Stats(), False
-        for container, address in self._replicas(service_name, addresses):
-            stats = replicas.scrape(self.http, address) if address else None
-            if stats is None:
-                continue
-            if baseline is not None:
-                baseline[container] = stats
-            else:
-                total, seen = total + (stats - self.baseline.get(container, Stats())), True
-        return total if seen else None
+        """Each second, both roles' /predict window from Prometheus (fleet/adapters/prometheus.py). A
+        Prometheus that does not answer ends this source (SourceFailed: missing evidence) until it does."""
+        prom = Prometheus(self.t.prometheus_url())
+        try:
+            yield SourceUp("metrics")
+            while not self.stream.stopped.wait(SCRAPE_EVERY):
+                if not self.traffic:
+                    continue
+                window = min(WINDOW, self.plan.step_duration)
+                canary, stable = (role_window(prom, name, role, window, len(self.t.swarm.tasks(name)),
+                                              self.plan.evidence_max_age)
+                                  for name, role in ((self.t.canary_name, "canary"), (self.t.stable_name, "stable")))
+                now = time.monotonic()
+                self.synthetic_log = [(at, n) for at, n in self.synthetic_log if at >= now - window]
+                sent = self.synthetic_sent - (self.synthetic_log[0][1] if self.synthetic_log else self.synthetic_sent)
+                self.synthetic_log.append((now, self.synthetic_sent))
+                self.last_sample = MetricsSample(canary, stable, synthetic=sent)
+                yield self.last_sample
+        except ProviderError as e:
+            raise RuntimeError(str(e)) from None
+        finally:
+            prom.close()
 
     def _golden(self):
-        addresses = replicas.gwbridge_addresses(self.t.swarm.client)
-        results = [replicas.golden_check(address) if address
-                   else (False, f"container {container[:12]} is not reachable from this node")
-                   for container, address in self._replicas(self.t.canary_name, addresses)]
-        passed = bool(results) and all(ok for ok, _ in results)
-        yield GoldenChecked(passed, "; ".join(d for _, d in results) or "no canary replica running")
+        """The golden gate: the golden set through the canary's route and the stable's, at the gateway
+        (where the canary has no share yet). A replica answering an error fails the canary; a route
+        not answering is retried until GOLDEN_WAIT, then the gate fails for want of evidence."""
+        plan, deadline, why = self.plan, time.monotonic() + GOLDEN_WAIT, ""
+        while not self.stream.stopped.is_set():
+            try:
+                gw = self.gateway()
+                canary_info = gw.info("canary")
+                if canary_info is None or str(canary_info.get("version")) != plan.version or gw.info("stable") is None:
+                    raise GatewayError(f"the canary route answers {canary_info and canary_info.get('version')!r}, "
+                                       f"waiting for version {plan.version!r} and a stable replica")
+                golden = gw.golden_set(plan.golden or None)
+                canary, stable = gw.accuracy("canary", golden), gw.accuracy("stable", golden)
+                j = judge_golden(canary, stable, golden.manifest_accuracy, plan.golden_tolerance,
+                                 len(golden.labels), golden.source)
+                yield GoldenChecked(j.outcome is Outcome.PASS, j.reason)
+                return
+            except ReplicaError as e:
+                if "canary route" in str(e):
+                    yield GoldenChecked(False, str(e))
+                    return
+                why = str(e)
+            except GatewayError as e:
+                why = str(e)
+            if time.monotonic() > deadline:
+                yield GoldenChecked(False, f"the golden gate could not run within {GOLDEN_WAIT:g}s: {why}")
+                return
+            self.stream.stopped.wait(0.5)
+
+    def gateway(self) -> Gateway:
+        if self._gateway is None:
+            self._gateway = Gateway(self.t.gateway_url())
+        return self._gateway
+
+    def _synthetic(self):
+        """Evidence when traffic is thin: while the canary's window holds fewer requests than three times
+        the judgement's minimum (organic and synthetic together), send golden inputs through the canary's and
+        the stable's routes, SYNTHETIC_ROWS rows a request, at most SYNTHETIC_MAX_RPS a second a route,
+        and at most SYNTHETIC_MAX in all. Each sample says how many of the window's were synthetic."""
+        window = min(WINDOW, self.plan.step_duration)
+        need = 3 * self.plan.thresholds.min_requests / window  # requests a second
+        golden = None
+        yield SourceUp("synthetic")
+        while not self.stream.stopped.wait(1.0) and self.synthetic_sent < SYNTHETIC_MAX:
+            sample = self.last_sample
+            if sample is None or sample.canary is None or sample.canary.requests >= need * window:
+                continue
+            try:
+                golden = golden or self.gateway().golden_set(self.plan.golden or None)
+                for _ in range(min(math.ceil(need - sample.canary.requests / window), SYNTHETIC_MAX_RPS)):
+                    i = (self.synthetic_sent * SYNTHETIC_ROWS) % max(1, len(golden.inputs) - SYNTHETIC_ROWS)
+                    for role in ("canary", "stable"):
+                        self.gateway().predict(role, golden.inputs[i:i + SYNTHETIC_ROWS])
+                    self.synthetic_sent += 1
+            except GatewayError:
+                continue  # shows as too few requests in the judgement: no evidence, never a pass
 
     def _promotion(self, since: float):
         for verdict in stable_verdicts(self.t, since, self.stream.stopped):

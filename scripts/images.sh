@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build fleet's images: fleet/inference:1 and :2 (model versions), fleet/gateway:1, fleet/consul:1.8.7.
+# Build fleet's images: fleet/inference:1 and :2 (model versions), fleet/gateway:1, fleet/consul:1.8.7,
+# fleet/prometheus:2.42.
 # Where a registry answers, the official bases are used (python:3.11-slim, haproxy:2.6); otherwise the
 # local Debian base from scripts/base-image.sh, with Python wheels downloaded on the host.
 # Docker's layer cache makes a second run take seconds.
@@ -56,4 +57,12 @@ if ! docker image inspect fleet/consul:1.8.7 >/dev/null 2>&1; then
     build -t fleet/consul:1.8.7 --build-arg "BASE=${FLEET_LOCAL_BASE:-fleet/base:bookworm}" "$ctx"
   fi
 fi
+# Prometheus: Debian 12's build on the local base (its entrypoint writes the stack's scrape config).
+bash scripts/prometheus-binary.sh
+bash scripts/base-image.sh
+prom_ctx=$(mktemp -d)
+cp stacks/prometheus/* build/prometheus/prometheus "$prom_ctx/"
+log "fleet/prometheus:2.42 (base ${FLEET_LOCAL_BASE:-fleet/base:bookworm})"
+build -t fleet/prometheus:2.42 --build-arg "BASE=${FLEET_LOCAL_BASE:-fleet/base:bookworm}" "$prom_ctx"
+rm -rf "$prom_ctx"
 log "done: $(docker images --format '{{.Repository}}:{{.Tag}}' 'fleet/*' | sort | tr '\n' ' ')"

@@ -45,6 +45,21 @@ class Swarm:
         except NotFound:
             return None
 
+    def published_url(self, service_name: str, target_port: int) -> str | None:
+        """http://host:port of the service's port published in host mode: 127.0.0.1 when a task of it
+        runs on this node, else the address of the node one runs on. None: no such service or port."""
+        svc = self.service(service_name)
+        if svc is None:
+            return None
+        ports = svc.attrs.get("Endpoint", {}).get("Ports") or svc.attrs["Spec"].get("EndpointSpec", {}).get("Ports") or []
+        published = next((p.get("PublishedPort") for p in ports if p.get("TargetPort") == target_port), None)
+        if not published:
+            return None
+        nodes = [t.get("NodeID") for t in svc.tasks({"desired-state": "running"}) if t.get("NodeID")]
+        if not nodes or self.client.info().get("Swarm", {}).get("NodeID") in nodes:
+            return f"http://127.0.0.1:{published}"
+        return f"http://{self.client.nodes.get(nodes[0]).attrs['Status']['Addr']}:{published}"
+
     def tasks(self, service_name: str, desired_state: str | None = "running") -> list[Task]:
         filters = {"service": service_name}
         if desired_state:
@@ -131,12 +146,14 @@ class Swarm:
 
     def create_canary(self, stable, name: str, image: str, replicas: int) -> str:
         """A second service from the stable one's live spec: same stack namespace, networks, health check
-        and update policy; the new image, `replicas` replicas, role canary (label and FLEET_ROLE)."""
+        and update policy; the new image, `replicas` replicas, role canary (label and FLEET_ROLE), weight 0 (no share)."""
         spec = copy.deepcopy(stable.attrs["Spec"])
         template = spec["TaskTemplate"]
         container = template["ContainerSpec"]
         container["Image"] = image
-        container["Env"] = [e for e in container.get("Env", []) if not e.startswith("FLEET_ROLE=")] + ["FLEET_ROLE=canary"]
+        # weight 0: out of the gateway's weighted pool until fleet gives the canary a share
+        container["Env"] = [e for e in container.get("Env", []) if not e.startswith(("FLEET_ROLE=", "FLEET_WEIGHT="))] \
+            + ["FLEET_ROLE=canary", "FLEET_WEIGHT=0"]
         container.setdefault("Labels", {})["fleet.role"] = "canary"
         short = name.split("_", 1)[-1]
         for net in template.get("Networks", []):

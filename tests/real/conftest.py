@@ -40,8 +40,17 @@ class StackUnderTest:
     def service(self, name: str) -> str:
         return f"{self.name}_{name}"
 
+    @property
+    def prometheus_port(self) -> int:
+        return self.gateway_port + 10
+
+    @property
+    def prometheus(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
     def env(self) -> dict:
-        return {**os.environ, "FLEET_CONSUL_PORT": str(self.consul_port), "FLEET_GATEWAY_PORT": str(self.gateway_port)}
+        return {**os.environ, "FLEET_CONSUL_PORT": str(self.consul_port), "FLEET_GATEWAY_PORT": str(self.gateway_port),
+                "FLEET_PROMETHEUS_PORT": str(self.prometheus_port)}
 
 
 @pytest.fixture(scope="session")

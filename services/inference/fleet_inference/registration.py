@@ -41,25 +41,31 @@ def weight_key(settings: Settings) -> str:
 
 
 def parse_weight(raw: bytes | None, default: int) -> int:
-    """The weight a KV value asks for, clamped to 1..255; the default when absent or unreadable. Pure."""
+    """The weight a KV value asks for, clamped to 0..255; the default when absent or unreadable. Pure.
+    Weight 0 keeps the replica out of the gateway's weighted pool (reachable only by its role's route)."""
     try:
-        return min(MAX_WEIGHT, max(1, int(raw))) if raw is not None else default
+        return min(MAX_WEIGHT, max(0, int(raw))) if raw is not None else default
     except ValueError:
         return default
 
 
 def service_definition(settings: Settings, manifest: Manifest, address: str, weight: int | None = None) -> dict:
-    """The agent registration for this replica. Pure."""
+    """The agent registration for this replica. Pure.
+
+    Tags: the role (the gateway's route for it: `X-Fleet-Route: canary`), the model version, and
+    `live-<role>` when the weight is above 0: only live replicas are in the gateway's weighted pool, so a
+    canary registered with weight 0 takes no share until fleet gives it one."""
+    weight = settings.weight if weight is None else weight
     return {
         "name": settings.service_name,
         "service_id": service_id(settings),
         "address": address,
         "port": settings.port,
-        "tags": [settings.role, f"v{manifest.version}"],
+        "tags": [settings.role, f"v{manifest.version}"] + ([f"live-{settings.role}"] if weight > 0 else []),
         "meta": {"version": manifest.version, "model": manifest.name, "model_sha256": manifest.sha256,
                  "role": settings.role, "task_id": settings.task_id},
         # The gateway maps SRV weight w to w/256+1, so weights shift traffic in multiples of 256.
-        "weights": {"Passing": max(1, settings.weight if weight is None else weight) * 256, "Warning": 256},
+        "weights": {"Passing": max(1, weight) * 256, "Warning": 256},
         "check": {"http": f"http://{address}:{settings.port}/ready", "interval": settings.check_interval,
                   "timeout": "2s", "DeregisterCriticalServiceAfter": settings.deregister_after},
     }

@@ -1,0 +1,85 @@
+"""Talking to the stack's gateway: where it listens, and requests through one role's route.
+
+The gateway (stacks/gateway/haproxy.cfg) sends a request with `X-Fleet-Route: canary` (or `stable`)
+to that role's replicas only, whatever their share of the weighted pool: fleet's golden gate and its
+synthetic load go through these routes, so they see what a client sees, on whichever node the
+replicas run.
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROUTE_HEADER = "X-Fleet-Route"
+CHUNK = 64  # rows per /predict request (the service's FLEET_MAX_ROWS default)
+
+
+class GatewayError(Exception):
+    """The gateway or a route did not answer: no evidence, never a verdict on the canary."""
+
+
+class ReplicaError(GatewayError):
+    """A replica behind the route answered, with an error: evidence against its role."""
+
+
+@dataclass(frozen=True)
+class GoldenSet:
+    inputs: list
+    labels: list
+    source: str  # where it came from, for the report
+    manifest_accuracy: float | None = None  # the canary model's own figure on it (its shipped set only)
+
+
+class Gateway:
+    def __init__(self, url: str, timeout: float = 10.0):
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _get(self, role: str, path: str) -> httpx.Response:
+        try:
+            return self.http.get(path, headers={ROUTE_HEADER: role})
+        except httpx.HTTPError as e:
+            raise GatewayError(f"the gateway at {self.url} did not answer GET {path} ({role} route): {e!r}") from None
+
+    def info(self, role: str) -> dict | None:
+        """The /info of a replica of `role`, or None while the route has no replica ready."""
+        r = self._get(role, "/info")
+        return r.json() if r.status_code == 200 else None
+
+    def golden_set(self, path: str | None = None) -> GoldenSet:
+        """The golden set of `path` (JSON with inputs and labels), or the one shipped with the canary's model."""
+        try:
+            if path:
+                doc = json.loads(Path(path).read_text())
+                return GoldenSet(doc["inputs"], doc["labels"], path)
+            info = self.info("canary") or {}
+            r = self._get("canary", "/golden")
+            if r.status_code != 200:
+                raise GatewayError(f"the canary's /golden answered {r.status_code}: {r.text[:200]}")
+            doc = r.json()
+            return GoldenSet(doc["inputs"], doc["labels"], f"model {info.get('model')} v{info.get('version')}",
+                             (info.get("golden") or {}).get("accuracy"))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise GatewayError(f"cannot read the golden set {path or '(shipped with the canary)'}: {e!r}") from None
+
+    def predict(self, role: str, inputs: list) -> httpx.Response:
+        try:
+            return self.http.post("/predict", json={"inputs": inputs}, headers={ROUTE_HEADER: role})
+        except httpx.HTTPError as e:
+            raise GatewayError(f"the gateway at {self.url} did not answer /predict ({role} route): {e!r}") from None
+
+    def accuracy(self, role: str, golden: GoldenSet) -> float:
+        """The share of the golden rows a role's replicas classify right, through its route."""
+        right = 0
+        for i in range(0, len(golden.inputs), CHUNK):
+            r = self.predict(role, golden.inputs[i:i + CHUNK])
+            if r.status_code != 200:
+                error = ReplicaError if "X-Fleet-Server" in r.headers else GatewayError
+                raise error(f"/predict through the {role} route answered {r.status_code} on golden rows "
+                            f"{i}..{i + CHUNK - 1}: {r.text[:200]}")
+            right += sum(int(c == y) for c, y in zip(r.json()["classes"], golden.labels[i:i + CHUNK]))
+        return right / len(golden.labels) if golden.labels else 0.0

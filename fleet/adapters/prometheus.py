@@ -1,0 +1,73 @@
+"""Reading PromQL from Prometheus's HTTP API, and a role's /predict window from it.
+
+A query returns its samples, or none ("no data"); a provider that does not answer raises
+ProviderError, which is missing evidence (counted apart from metric failures, like Argo Rollouts'
+consecutiveErrorLimit), never a verdict on the canary.
+"""
+from dataclasses import dataclass
+
+import httpx
+
+from ..analysis import Stats
+
+
+class ProviderError(Exception):
+    """Prometheus did not answer, or answered with an error."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    labels: dict
+    value: float
+
+
+class Prometheus:
+    def __init__(self, url: str, timeout: float = 2.0):
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def query(self, promql: str) -> list[Sample]:
+        """An instant query's samples; [] when it has no data."""
+        try:
+            r = self.http.get("/api/v1/query", params={"query": promql})
+            doc = r.json()
+        except (httpx.HTTPError, ValueError) as e:
+            raise ProviderError(f"Prometheus at {self.url} did not answer: {e!r}") from None
+        if r.status_code != 200 or doc.get("status") != "success":
+            raise ProviderError(f"Prometheus at {self.url} answered {r.status_code}: {doc.get('error', r.text[:200])}")
+        return [Sample(s["metric"], float(s["value"][1])) for s in doc["data"]["result"]]
+
+    def scalar(self, promql: str) -> float | None:
+        samples = self.query(promql)
+        return samples[0].value if samples else None
+
+
+def role_window(prom: Prometheus, service: str, servers: str, window: float, replicas: int,
+                max_age: float) -> Stats | None:
+    """The /predict requests of one Swarm service's replicas over the last `window` seconds, as Stats,
+    or None when the evidence is missing, stale or partial: fewer than `replicas` targets scraped
+    successfully within `max_age` seconds. Errors are the replicas' own 5xx or, when higher, what the
+    gateway saw of the role's servers (`servers`: their name prefix there): 5xx, connection and
+    response errors a replica never sees."""
+    sel = f'service="{service}"'
+    fresh = prom.scalar(f'count(up{{{sel}}} == 1 and (time() - timestamp(up{{{sel}}})) < {max_age:g})') or 0
+    if replicas < 1 or fresh < replicas:
+        return None
+    w = f"{max(window, 2):g}s"
+    route = f'{sel},route="/predict"'
+    requests = prom.scalar(f"sum(increase(fleet_request_seconds_count{{{route}}}[{w}]))")
+    if requests is None:
+        return None
+    errors = prom.scalar(f'sum(increase(fleet_requests_total{{{route},status=~"5.."}}[{w}]))') or 0.0
+    at_gateway = f'server=~"{servers}[0-9]+"'
+    gateway_errors = prom.scalar(
+        f'sum(increase(haproxy_server_http_responses_total{{{at_gateway},code="5xx"}}[{w}])) '
+        f'+ sum(increase(haproxy_server_connection_errors_total{{{at_gateway}}}[{w}])) '
+        f'+ sum(increase(haproxy_server_response_errors_total{{{at_gateway}}}[{w}]))') or 0.0
+    latency = prom.scalar(f"sum(increase(fleet_request_seconds_sum{{{route}}}[{w}]))") or 0.0
+    buckets = sorted((float(s.labels["le"]), s.value) for s in
+                     prom.query(f"sum by (le) (increase(fleet_request_seconds_bucket{{{route}}}[{w}]))"))
+    return Stats(round(requests), round(max(errors, gateway_errors)), latency, tuple(buckets))

@@ -1,0 +1,14 @@
+#!/bin/bash
+# Write the scrape configuration for this stack (FLEET_STACK, which the stack file fills in from
+# Swarm's template {{index .Service.Labels "com.docker.stack.namespace"}}) and run Prometheus.
+# `fleet-prometheus check` is the container's health check: Prometheus answers /-/ready.
+set -eu
+if [ "${1:-}" = "check" ]; then
+  exec 3<>/dev/tcp/127.0.0.1/9090 && printf 'GET /-/ready HTTP/1.0\r\n\r\n' >&3 && head -c 12 <&3 | grep -q " 200"
+  exit
+fi
+: "${FLEET_STACK:?set FLEET_STACK to the stack name}" "${FLEET_SCRAPE_INTERVAL:=1s}" "${FLEET_RETENTION:=1d}"
+sed -e "s/@STACK@/$FLEET_STACK/g" -e "s/@INTERVAL@/$FLEET_SCRAPE_INTERVAL/g" /etc/fleet/prometheus.yml.in \
+  >/etc/fleet/prometheus.yml
+exec prometheus --config.file=/etc/fleet/prometheus.yml --storage.tsdb.path=/prometheus \
+  --storage.tsdb.retention.time="$FLEET_RETENTION" --web.listen-address=:9090 "$@"
