@@ -1,12 +1,14 @@
 """Benchmark of `fleet rollout --canary` under a bounded load loop through the gateway:
-- reaction time: from the first failing signal (fleet's receipt of the event that failed the canary) to
-  the canary's share 0 at the gateway (the last response the canary served), over repeated 5xx canaries;
+- reaction time: from the first failing signal (fleet's receipt of the event that failed the canary, and
+  the client's first 5xx from the canary) to the canary's share 0 at the gateway (the last response the
+  canary served), over repeated 5xx canaries whose evidence comes through Prometheus;
+- canary responses to clients before its golden gate passed and its first step began (should be 0);
 - failed client requests during rollbacks (crash-looping canary) and promotions (good canary);
 - the time a promotion adds beyond the configured step durations.
 
     .venv/bin/python bench/rollout_bench.py [--reaction-rounds 8] [--promote-rounds 2]
 
-Uses its own stack (fleetbench-rollout, ports 39500/39080) on fleet/inference:1 and removes it after.
+Uses its own stack (fleetbench-rollout, ports 39500/39080/39090) on fleet/inference:1 and removes it after.
 """
 import argparse
 import json
@@ -63,6 +65,7 @@ def main() -> None:
     remove_stack()
     assert fleet("deploy")["exit"] == 0, "deploy failed"
     reactions, fivexx_failed, rollback_failed, promote_failed, overheads = [], [], [], [], []
+    from_client, before_gate = [], []
     try:
         for i in range(args.reaction_rounds):
             with LoadLoop(GATEWAY, max_requests=20_000, max_seconds=180) as load:
@@ -71,9 +74,12 @@ def main() -> None:
             signal = at(doc, "signal")
             canary = [t for t, status, version in load.served if status == 500 or version == "2"]
             reactions.append(max(canary) - signal)
+            from_client.append(max(canary) - min(t for t, status, _ in load.served if status == 500))
+            before_gate.append(sum(t < at(doc, "share") for t in canary))
             fivexx_failed.append(len(load.failures))
-            print(f"5xx canary {i + 1}: {doc['exit']=} reaction {reactions[-1] * 1000:.0f} ms, "
-                  f"{len(load.failures)}/{load.total} client requests failed", flush=True)
+            print(f"5xx canary {i + 1}: {doc['exit']=} reaction {reactions[-1] * 1000:.0f} ms after fleet's signal, "
+                  f"{from_client[-1] * 1000:.0f} ms after the client's first 5xx; {before_gate[-1]} canary responses "
+                  f"before its first step; {len(load.failures)}/{load.total} client requests failed", flush=True)
         with LoadLoop(GATEWAY, max_requests=20_000, max_seconds=180) as load:
             doc = fleet("rollout", "--canary", "--image", "fleet/inference-test:crash")
         rollback_failed.append(len(load.failures))
@@ -93,6 +99,11 @@ def main() -> None:
     print("\n| figure | value |\n|---|---|")
     print(f"| reaction, first failing signal -> canary share 0 at the gateway, p50 | {pct(reactions, .5) * 1000:.0f} ms |")
     print(f"| reaction p99 (n={len(reactions)}) | {pct(reactions, .99) * 1000:.0f} ms |")
+    print(f"| reaction, the client's first 5xx from the canary -> share 0 (evidence through Prometheus), p50 | "
+          f"{pct(from_client, .5) * 1000:.0f} ms |")
+    print(f"| reaction from the client's first 5xx, p99 (n={len(from_client)}) | {pct(from_client, .99) * 1000:.0f} ms |")
+    print(f"| canary responses to clients before its golden gate passed and its first step, total | "
+          f"{sum(before_gate)} |")
     print(f"| client requests failed, 5xx canary (before the decision), median | {statistics.median(fivexx_failed)} |")
     print(f"| client requests failed, crash-looping canary rollback | {sum(rollback_failed)} |")
     print(f"| client requests failed, promotions | {sum(promote_failed)} |")

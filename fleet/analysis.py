@@ -67,6 +67,7 @@ class Thresholds:
     min_requests: int = 20  # fewer canary (or stable) requests than this is no evidence
     latency_floor: float = 0.005  # seconds: below this, median latencies count as equal (timer noise)
     tail_floor: float = 0.05  # seconds: below this, p99 latencies count as equal (scheduling noise)
+    min_tail_requests: int = 200  # fewer requests (either role) than this: the p99 is noise, p50 only
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,10 @@ def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: 
         return Judgement(Outcome.UNKNOWN, f"no latency baseline: {stable.requests if stable else 0} stable requests "
                                           f"(need {t.min_requests})")
     ratios = []
-    for name, q, floor in (("p50", 0.5, t.latency_floor), ("p99", 0.99, t.tail_floor)):
+    quantiles = [("p50", 0.5, t.latency_floor)]
+    if min(canary.requests, stable.requests) >= t.min_tail_requests:
+        quantiles.append(("p99", 0.99, t.tail_floor))
+    for name, q, floor in quantiles:
         c, s = canary.quantile(q), stable.quantile(q)
         ratio = max(c, floor) / max(s, floor)
         if ratio > t.max_latency_ratio:

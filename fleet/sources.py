@@ -4,9 +4,10 @@ Docker's container events for the canary, Consul's health of the service (blocki
 control key (`fleet promote`/`fleet abort`), the metrics window from Prometheus and the synthetic load
 are supervised: a source that fails or ends (dockerd or Consul or Prometheus restarting) is reported
 as SourceFailed (missing evidence) and started again with backoff; Docker's events are replayed from
-the last one seen, so a die during the gap is not lost. The golden gate, the synthetic load (when traffic is thin) and the promotion watch
-are started by the executor's actions (this class is its `Hooks`). The golden gate and the synthetic
-load go through the gateway's role routes (fleet/adapters/gateway.py).
+the last one seen, so a die during the gap is not lost. The golden gate, the synthetic load (when
+traffic is thin) and the promotion watch are started by the executor's actions (this class is its
+`Hooks`). The golden gate and the synthetic load go through the gateway's role routes
+(fleet/adapters/gateway.py).
 """
 import math
 import threading
@@ -36,6 +37,7 @@ class Evidence:
         self.synthetic_sent = 0  # synthetic requests sent through each route
         self.consul_name = t.consul_name
         self.traffic = False  # the canary has had a share: its metrics are judged
+        self.traffic_since = 0.0  # monotonic time of its first share
         self.synthetic_log: list[tuple[float, int]] = []  # (monotonic time, synthetic_sent) over the window
         self.docker_events = None
         self.last_docker_event: float | None = None
@@ -61,7 +63,7 @@ class Evidence:
 
     def traffic_started(self) -> None:
         if not self.traffic:
-            self.traffic = True
+            self.traffic, self.traffic_since = True, time.monotonic()
             self.stream.follow("synthetic", self._synthetic, restart=True)
 
     def promotion(self, since: float) -> None:
@@ -108,7 +110,9 @@ class Evidence:
             while not self.stream.stopped.wait(SCRAPE_EVERY):
                 if not self.traffic:
                     continue
-                window = min(WINDOW, self.plan.step_duration)
+                # the window never reaches back before this canary's first share: the gateway's counters
+                # for canary servers would also hold an earlier canary's
+                window = min(WINDOW, self.plan.step_duration, time.monotonic() - self.traffic_since)
                 canary, stable = (role_window(prom, name, role, window, len(self.t.swarm.tasks(name)),
                                               self.plan.evidence_max_age)
                                   for name, role in ((self.t.canary_name, "canary"), (self.t.stable_name, "stable")))

@@ -56,7 +56,7 @@ def role_window(prom: Prometheus, service: str, servers: str, window: float, rep
     fresh = prom.scalar(f'count(up{{{sel}}} == 1 and (time() - timestamp(up{{{sel}}})) < {max_age:g})') or 0
     if replicas < 1 or fresh < replicas:
         return None
-    w = f"{max(window, 2):g}s"
+    w = f"{max(2, int(window))}s"
     route = f'{sel},route="/predict"'
     requests = prom.scalar(f"sum(increase(fleet_request_seconds_count{{{route}}}[{w}]))")
     if requests is None:

@@ -131,6 +131,8 @@ def test_good_canary_promoted_with_measured_split_then_rollback_to_any_revision(
     assert wait_until(lambda: converged(rstack, version="2"), 60, "Consul to show only version 2")
     assert load.failures == [], load.failures[:5]
     shares = [e for e in doc["timeline"] if e["event"] == "share"]
+    first_from_canary = min(t for t, _, version in load.served if version == "2")
+    assert first_from_canary >= shares[0]["at"], "no client may reach the canary before its first step"
     ends = [e["at"] for e in shares[1:]] + [next(e["at"] for e in doc["timeline"] if e["event"] == "promote")]
     for step, start, end in zip(steps, [e["at"] for e in shares], ends):
         measured = load.share("2", start + 2.0, end)  # the gateway resolves within a second

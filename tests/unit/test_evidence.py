@@ -1,0 +1,76 @@
+"""The pure parts of the canary's evidence: histogram quantiles, the p50/p99 judgement, the golden gate
+against the stable, synthetic counts in the report, and the replica's tags for the gateway's pools."""
+import pytest
+
+from fleet.analysis import Outcome, Stats, Thresholds, judge, judge_golden
+from fleet_inference.config import Settings
+from fleet_inference.model_store import Manifest
+from fleet_inference.registration import parse_weight, service_definition
+
+INF = float("inf")
+
+
+def hist(*counts: int, bounds=(0.005, 0.01, 0.1, INF)) -> Stats:
+    """Stats with these per-bucket (not cumulative) counts over `bounds`."""
+    cumulative, total = [], 0
+    for c in counts:
+        total += c
+        cumulative.append(total)
+    return Stats(total, 0, 0.0, tuple(zip(bounds, cumulative)))
+
+
+@pytest.mark.parametrize("stats,q,expected", [
+    (hist(100, 0, 0, 0), 0.5, 0.0025),  # half way into the first bucket
+    (hist(0, 100, 0, 0), 0.5, 0.0075),
+    (hist(98, 0, 2, 0), 0.99, 0.055),  # the slow 2 % set the p99
+    (hist(0, 0, 0, 10), 0.5, 0.1),  # in the open bucket: its lower bound, as Prometheus
+    (Stats(10, 0, 0.5), 0.99, 0.05),  # no histogram: the mean
+])
+def test_quantile_interpolates_like_histogram_quantile(stats, q, expected):
+    assert stats.quantile(q) == pytest.approx(expected)
+
+
+def test_windows_subtract_bucket_by_bucket():
+    assert (hist(10, 5, 0, 0) - hist(4, 1, 0, 0)).buckets == hist(6, 4, 0, 0).buckets
+
+
+@pytest.mark.parametrize("canary,stable,outcome,words", [
+    (hist(300, 0, 0, 0), hist(300, 0, 0, 0), Outcome.PASS, "p50 1.00x, p99 1.00x"),
+    (hist(0, 0, 300, 0), hist(300, 0, 0, 0), Outcome.FAIL, "p50 latency"),  # slower at the median
+    (hist(270, 0, 0, 30), hist(300, 0, 0, 0), Outcome.FAIL, "p99 latency"),  # a slow tail only
+    (hist(294, 6, 0, 0), hist(300, 0, 0, 0), Outcome.PASS, "p99"),  # tails under 50 ms count as equal
+    (hist(90, 0, 0, 10), hist(100, 0, 0, 0), Outcome.PASS, "p50 1.00x stable"),  # 100 requests: p99 is noise
+])
+def test_latency_judged_at_p50_and_p99(canary, stable, outcome, words):
+    j = judge(canary, stable, Thresholds())
+    assert j.outcome is outcome and words in j.reason, j.reason
+
+
+def test_report_says_how_much_evidence_was_synthetic():
+    j = judge(hist(60, 0, 0, 0), hist(60, 0, 0, 0), Thresholds(), synthetic=45)
+    assert j.outcome is Outcome.PASS and "over 60 requests (45 synthetic)" in j.reason
+
+
+@pytest.mark.parametrize("canary,stable,manifest,outcome,words", [
+    (0.6699, 0.9082, 0.6699, Outcome.FAIL, "worse than the stable by 0.2383"),  # v1 beside a v2 stable
+    (0.9082, 0.6699, 0.9082, Outcome.PASS, "canary accuracy 0.9082, stable 0.6699"),
+    (0.905, 0.91, None, Outcome.PASS, ""),  # within the tolerance of 0.01
+    (0.95, 0.90, 0.99, Outcome.FAIL, "below its own manifest"),  # better than the stable, worse than it claims
+])
+def test_golden_gate_judges_the_canary_against_the_stable(canary, stable, manifest, outcome, words):
+    j = judge_golden(canary, stable, manifest, rows=512, source="model v2")
+    assert j.outcome is outcome and words in j.reason, j.reason
+    assert f"{canary:.4f}" in j.reason and f"{stable:.4f}" in j.reason  # both figures, always
+
+
+@pytest.mark.parametrize("raw,expected", [(None, 7), (b"0", 0), (b"300", 255), (b"-4", 0), (b"x", 7)])
+def test_weight_zero_is_a_weight(raw, expected):
+    assert parse_weight(raw, 7) == expected
+
+
+@pytest.mark.parametrize("role,weight,live", [("canary", 0, False), ("canary", 5, True), ("stable", 100, True)])
+def test_only_replicas_with_a_weight_join_the_gateways_weighted_pool(role, weight, live):
+    settings = Settings(role=role, task_id="t1", service_name="inference")
+    manifest = Manifest(name="m", version="2", sha256="0" * 64, file="model.pt", features=8, num_classes=4, accuracy=0.9)
+    tags = service_definition(settings, manifest, "10.0.0.5", weight)["tags"]
+    assert role in tags and "v2" in tags and (f"live-{role}" in tags) is live
