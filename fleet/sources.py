@@ -146,7 +146,7 @@ class Evidence:
                 yield GoldenChecked(j.outcome is Outcome.PASS, j.reason)
                 return
             except ReplicaError as e:
-                if "canary route" in str(e):
+                if e.role == "canary":
                     yield GoldenChecked(False, str(e))
                     return
                 why = str(e)
@@ -164,8 +164,8 @@ class Evidence:
 
     def _synthetic(self):
         """Evidence when traffic is thin: while the canary's window holds fewer requests than three times
-        the judgement's minimum (organic and synthetic together), send golden inputs through the canary's and
-        the stable's routes, SYNTHETIC_ROWS rows a request, at most SYNTHETIC_MAX_RPS a second a route,
+        the judgement's minimum (organic and synthetic together), send golden inputs through the canary's
+        and the stable's routes, SYNTHETIC_ROWS rows a request, at most SYNTHETIC_MAX_RPS a second a route,
         and at most SYNTHETIC_MAX in all. Each sample says how many of the window's were synthetic."""
         window = min(WINDOW, self.plan.step_duration)
         need = 3 * self.plan.thresholds.min_requests / window  # requests a second

@@ -22,6 +22,10 @@ class GatewayError(Exception):
 class ReplicaError(GatewayError):
     """A replica behind the route answered, with an error: evidence against its role."""
 
+    def __init__(self, message: str, role: str):
+        super().__init__(message)
+        self.role = role
+
 
 @dataclass(frozen=True)
 class GoldenSet:
@@ -78,8 +82,8 @@ class Gateway:
         for i in range(0, len(golden.inputs), CHUNK):
             r = self.predict(role, golden.inputs[i:i + CHUNK])
             if r.status_code != 200:
-                error = ReplicaError if "X-Fleet-Server" in r.headers else GatewayError
-                raise error(f"/predict through the {role} route answered {r.status_code} on golden rows "
-                            f"{i}..{i + CHUNK - 1}: {r.text[:200]}")
+                why = f"/predict through the {role} route answered {r.status_code} on golden rows " \
+                      f"{i}..{i + CHUNK - 1}: {r.text[:200]}"
+                raise ReplicaError(why, role) if "X-Fleet-Server" in r.headers else GatewayError(why)
             right += sum(int(c == y) for c, y in zip(r.json()["classes"], golden.labels[i:i + CHUNK]))
         return right / len(golden.labels) if golden.labels else 0.0

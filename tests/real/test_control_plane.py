@@ -15,6 +15,7 @@ import pytest
 from fleet.adapters.consul import client as consul_client
 from fleet.adapters.store import Store
 from fleet.events import ContainerEvent, EventStream, SourceFailed, SourceUp
+from fleet.rollout import Plan
 from fleet.sources import Evidence
 from tests.consul_restart import RestartStack
 from tests.helpers import LoadLoop, wait_until
@@ -222,7 +223,7 @@ def test_docker_event_stream_cut_is_restarted_and_replays_the_gap(swarm):
         c.remove(force=True)
     stream = EventStream()
     t = SimpleNamespace(swarm=swarm, consul_name="inference")
-    ev = Evidence(t, {"canary_id": "fleet-test-cut"}, stream)
+    ev = Evidence(t, {"canary_id": "fleet-test-cut"}, stream, Plan())
     ev.last_docker_event = time.time() - 1
     seen = []
 
