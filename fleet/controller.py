@@ -8,10 +8,10 @@ took over. Adapter errors end in the safe path (`_abandon`).
 """
 import signal
 import threading
-from pathlib import Path
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import requests
 import tenacity

@@ -33,7 +33,8 @@ class ConsulView:
 
 @dataclass(frozen=True)
 class MetricsSample:
-    """/predict counters since traffic started, summed per role; None where no replica answered."""
+    """Each role's /predict requests over the recent window (Prometheus); None where the evidence is
+    missing, stale or partial (a replica not scraped)."""
     canary: Stats | None
     stable: Stats | None
     synthetic: int = 0  # of the canary's requests, how many fleet sent (thin traffic)
