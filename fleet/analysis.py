@@ -22,6 +22,11 @@ class Stats:
     errors: int = 0
     latency_sum: float = 0.0
     buckets: tuple[tuple[float, float], ...] = ()
+    replicas: int = 0  # the replicas these requests came from (0: unknown)
+
+    @property
+    def per_replica(self) -> float:
+        return self.requests / self.replicas if self.replicas else 0.0
 
     @property
     def error_rate(self) -> float:
@@ -51,7 +56,7 @@ class Stats:
         else:
             buckets = self.buckets or (tuple((b, sign * c) for b, c in other.buckets))
         return Stats(self.requests + sign * other.requests, self.errors + sign * other.errors,
-                     self.latency_sum + sign * other.latency_sum, buckets)
+                     self.latency_sum + sign * other.latency_sum, buckets, self.replicas)
 
     def __add__(self, other: "Stats") -> "Stats":
         return self._combine(other, 1)
@@ -64,6 +69,7 @@ class Stats:
 class Thresholds:
     max_error_rate: float = 0.01
     max_latency_ratio: float = 1.5
+    max_load_allowance: float = 2.0  # the latency limit grows with the canary's extra load per replica, up to this
     min_requests: int = 20  # fewer canary (or stable) requests than this is no evidence
     latency_floor: float = 0.005  # seconds: below this, median latencies count as equal (timer noise)
     tail_floor: float = 0.05  # seconds: below this, p99 latencies count as equal (scheduling noise)
@@ -89,6 +95,10 @@ def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: 
     if stable is None or stable.requests < t.min_requests:
         return Judgement(Outcome.UNKNOWN, f"no latency baseline: {stable.requests if stable else 0} stable requests "
                                           f"(need {t.min_requests})")
+    # Normalised for load: a canary replica carrying k times a stable replica's requests (one canary at a
+    # 50 % share beside two stable replicas: k = 2) may be up to k times slower, k at most max_load_allowance.
+    load = canary.per_replica / stable.per_replica if canary.per_replica and stable.per_replica else 1.0
+    limit = t.max_latency_ratio * min(max(1.0, load), t.max_load_allowance)
     ratios = []
     quantiles = [("p50", 0.5, t.latency_floor)]
     if min(canary.requests, stable.requests) >= t.min_tail_requests:
@@ -96,13 +106,17 @@ def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: 
     for name, q, floor in quantiles:
         c, s = canary.quantile(q), stable.quantile(q)
         ratio = max(c, floor) / max(s, floor)
-        if ratio > t.max_latency_ratio:
+        if ratio > limit:
             return Judgement(Outcome.FAIL, f"canary {name} latency {c * 1000:.1f} ms is {ratio:.2f}x the stable's "
-                                           f"{s * 1000:.1f} ms (limit {t.max_latency_ratio}x)")
+                                           f"{s * 1000:.1f} ms (limit {limit:.2g}x{_load(load)})")
         ratios.append(f"{name} {ratio:.2f}x")
     made = f" ({min(synthetic, canary.requests)} synthetic)" if synthetic else ""
     return Judgement(Outcome.PASS, f"error rate {canary.error_rate:.1%} over {canary.requests} requests{made}, "
-                                   f"latency {', '.join(ratios)} stable")
+                                   f"latency {', '.join(ratios)} stable{_load(load)}")
+
+
+def _load(k: float) -> str:
+    return f", at {k:.1f}x the stable's load per replica" if k > 1.05 else ""
 
 
 GOLDEN_TOLERANCE = 0.01  # accuracy points the canary may fall below the stable's (--golden-tolerance)

@@ -70,4 +70,4 @@ def role_window(prom: Prometheus, service: str, servers: str, window: float, rep
     latency = prom.scalar(f"sum(increase(fleet_request_seconds_sum{{{route}}}[{w}]))") or 0.0
     buckets = sorted((float(s.labels["le"]), s.value) for s in
                      prom.query(f"sum by (le) (increase(fleet_request_seconds_bucket{{{route}}}[{w}]))"))
-    return Stats(round(requests), round(max(errors, gateway_errors)), latency, tuple(buckets))
+    return Stats(round(requests), round(max(errors, gateway_errors)), latency, tuple(buckets), int(fresh))

@@ -1,5 +1,7 @@
 """The pure parts of the canary's evidence: histogram quantiles, the p50/p99 judgement, the golden gate
 against the stable, synthetic counts in the report, and the replica's tags for the gateway's pools."""
+from dataclasses import replace
+
 import pytest
 
 from fleet.analysis import Outcome, Stats, Thresholds, judge, judge_golden
@@ -74,3 +76,12 @@ def test_only_replicas_with_a_weight_join_the_gateways_weighted_pool(role, weigh
     manifest = Manifest(name="m", version="2", sha256="0" * 64, file="model.pt", features=8, num_classes=4, accuracy=0.9)
     tags = service_definition(settings, manifest, "10.0.0.5", weight)["tags"]
     assert role in tags and "v2" in tags and (f"live-{role}" in tags) is live
+
+
+def test_latency_limit_grows_with_the_canarys_load_per_replica():
+    canary = replace(hist(0, 200, 100, 0), replicas=1)  # p50 8.75 ms: 1.75x the stable's (5 ms floor)
+    assert judge(canary, replace(hist(300, 0, 0, 0), replicas=1), Thresholds()).outcome is Outcome.FAIL
+    j = judge(canary, replace(hist(300, 0, 0, 0), replicas=2), Thresholds())  # its one replica carries 2x
+    assert j.outcome is Outcome.PASS and "2.0x the stable's load per replica" in j.reason, j.reason
+    much_slower = replace(hist(0, 0, 300, 0), replicas=1)  # p50 55 ms: 10x+, more than any load explains
+    assert judge(much_slower, replace(hist(300, 0, 0, 0), replicas=2), Thresholds()).outcome is Outcome.FAIL
