@@ -50,7 +50,7 @@ if ! docker image inspect fleet/consul:1.8.7 >/dev/null 2>&1; then
   if pulled hashicorp/consul:1.8.7; then
     docker tag hashicorp/consul:1.8.7 fleet/consul:1.8.7
   else
-    bash scripts/consul-binary.sh
+    bash scripts/debian-binary.sh consul bullseye
     ctx=$(mktemp -d); trap 'rm -rf "$ctx"' EXIT
     cp stacks/consul/Dockerfile build/consul/consul "$ctx/"
     log "fleet/consul:1.8.7 (base ${FLEET_LOCAL_BASE:-fleet/base:bookworm})"
@@ -58,7 +58,7 @@ if ! docker image inspect fleet/consul:1.8.7 >/dev/null 2>&1; then
   fi
 fi
 # Prometheus: Debian 12's build on the local base (its entrypoint writes the stack's scrape config).
-bash scripts/prometheus-binary.sh
+bash scripts/debian-binary.sh prometheus bookworm
 bash scripts/base-image.sh
 prom_ctx=$(mktemp -d)
 cp stacks/prometheus/* build/prometheus/prometheus "$prom_ctx/"

@@ -12,6 +12,7 @@ import pytest
 from tests.helpers import LoadLoop, wait_until
 from tests.real.conftest import ROOT, StackUnderTest, remove_stack
 from tests.real.test_deploy import fleet
+from tests.real.test_rollout import canary_gone
 
 NAME = "fleettest-ev"
 V1, V2 = "fleet/inference:1", "fleet/inference:2"  # golden accuracy 0.67 and 0.91
@@ -34,11 +35,6 @@ def on_stable(s: StackUnderTest, image: str) -> None:
 
 def stable_image(s: StackUnderTest) -> str:
     return s.swarm.service(s.service("inference")).attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
-
-
-def canary_gone(s: StackUnderTest) -> bool:
-    return (s.swarm.service(s.service("inference-canary")) is None
-            and not any(i.role == "canary" for i in s.catalog.instances("inference")))
 
 
 def rollout(s: StackUnderTest, image: str, *args: str, timeout: float = 400):
