@@ -74,6 +74,7 @@ class Thresholds:
     latency_floor: float = 0.005  # seconds: below this, median latencies count as equal (timer noise)
     tail_floor: float = 0.05  # seconds: below this, p99 latencies count as equal (scheduling noise)
     min_tail_requests: int = 200  # fewer requests (either role) than this: the p99 is noise, p50 only
+    min_latency_window: float = 5.0  # seconds of evidence before latency is judged (at most the step duration)
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,12 @@ class Judgement:
     reason: str
 
 
-def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: int = 0) -> Judgement:
-    """Pure: the canary's error rate against the threshold, its mean latency against the stable's.
-    `synthetic`: how many of the canary's requests fleet sent itself (thin traffic), for the report."""
+def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: int = 0,
+          window: float | None = None) -> Judgement:
+    """Pure: the canary's error rate against the threshold, its latency against the stable's.
+    `synthetic`: how many of the canary's requests fleet sent itself (thin traffic), for the report.
+    `window`: the seconds the evidence covers; latency is judged (and a pass given) only on a window of
+    at least `min_latency_window` (a fresh share's first second is too few, and mostly fleet's own)."""
     if canary is None:
         return Judgement(Outcome.UNKNOWN, "no metrics from the canary")
     if canary.requests < t.min_requests:
@@ -95,6 +99,9 @@ def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: 
     if stable is None or stable.requests < t.min_requests:
         return Judgement(Outcome.UNKNOWN, f"no latency baseline: {stable.requests if stable else 0} stable requests "
                                           f"(need {t.min_requests})")
+    if window is not None and window < t.min_latency_window:
+        return Judgement(Outcome.UNKNOWN, f"latency not judged yet: {window:.1f}s of evidence at this share "
+                                          f"(need {t.min_latency_window:g}s)")
     # Normalised for load: a canary replica carrying k times a stable replica's requests (one canary at a
     # 50 % share beside two stable replicas: k = 2) may be up to k times slower, k at most max_load_allowance.
     load = canary.per_replica / stable.per_replica if canary.per_replica and stable.per_replica else 1.0

@@ -38,6 +38,7 @@ class MetricsSample:
     canary: Stats | None
     stable: Stats | None
     synthetic: int = 0  # of the canary's requests, how many fleet sent (thin traffic)
+    window: float | None = None  # seconds the window covers (None: long enough for every judgement)
 
 
 @dataclass(frozen=True)

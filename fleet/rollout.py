@@ -167,7 +167,9 @@ def step(r: Rollout, event: Event, now: float, plan: Plan) -> tuple[Rollout, lis
     if isinstance(event, MetricsSample):
         if r.phase not in (Phase.STEPPING, Phase.PAUSED):
             return r, []
-        j = judge(event.canary, event.stable, plan.thresholds, event.synthetic)
+        thresholds = replace(plan.thresholds, min_latency_window=min(plan.thresholds.min_latency_window,
+                                                                     plan.step_duration))
+        j = judge(event.canary, event.stable, thresholds, event.synthetic, event.window)
         if j.outcome is Outcome.FAIL:
             return fail(r, now, Reason.METRICS, j.reason)
         r = replace(r, judgement=j, judged_at=now)

@@ -21,7 +21,7 @@ from .convergence import State
 from .events import (ConsulView, ContainerEvent, ControlRequested, EventStream, GoldenChecked, MetricsSample,
                      PromotionObserved, SourceUp)
 
-SCRAPE_EVERY = 1.0
+SCRAPE_EVERY = 0.25  # seconds between metric windows (the stack's Prometheus scrapes as often)
 GOLDEN_WAIT = 30.0  # seconds the golden gate waits for the canary's and the stable's routes to answer
 WINDOW = 30.0  # seconds of evidence judged (or the step duration, when shorter)
 SYNTHETIC_ROWS = 8  # golden rows per synthetic request
@@ -39,6 +39,7 @@ class Evidence:
         self.traffic = False  # the canary has had a share: its metrics are judged
         self.traffic_since = 0.0  # monotonic time of its first share
         self.synthetic_log: list[tuple[float, int]] = []  # (monotonic time, synthetic_sent) over the window
+        self._tasks: dict[str, tuple[float, int]] = {}  # service -> (monotonic time read, running tasks)
         self.docker_events = None
         self.last_docker_event: float | None = None
 
@@ -113,19 +114,26 @@ class Evidence:
                 # the window never reaches back before this canary's first share: the gateway's counters
                 # for canary servers would also hold an earlier canary's
                 window = min(WINDOW, self.plan.step_duration, time.monotonic() - self.traffic_since)
-                canary, stable = (role_window(prom, name, role, window, len(self.t.swarm.tasks(name)),
-                                              self.plan.evidence_max_age)
+                canary, stable = (role_window(prom, name, role, window, self._running(name), self.plan.evidence_max_age)
                                   for name, role in ((self.t.canary_name, "canary"), (self.t.stable_name, "stable")))
                 now = time.monotonic()
                 self.synthetic_log = [(at, n) for at, n in self.synthetic_log if at >= now - window]
                 sent = self.synthetic_sent - (self.synthetic_log[0][1] if self.synthetic_log else self.synthetic_sent)
                 self.synthetic_log.append((now, self.synthetic_sent))
-                self.last_sample = MetricsSample(canary, stable, synthetic=sent)
+                self.last_sample = MetricsSample(canary, stable, synthetic=sent, window=window)
                 yield self.last_sample
         except ProviderError as e:
             raise RuntimeError(str(e)) from None
         finally:
             prom.close()
+
+    def _running(self, service_name: str) -> int:
+        """How many tasks of the service run, from Swarm, read at most once a second."""
+        at, n = self._tasks.get(service_name, (0.0, 0))
+        if time.monotonic() - at > 1.0:
+            at, n = time.monotonic(), len(self.t.swarm.tasks(service_name))
+            self._tasks[service_name] = (at, n)
+        return n
 
     def _golden(self):
         """The golden gate: the golden set through the canary's route and the stable's, at the gateway

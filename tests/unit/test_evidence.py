@@ -48,6 +48,15 @@ def test_latency_judged_at_p50_and_p99(canary, stable, outcome, words):
     assert j.outcome is outcome and words in j.reason, j.reason
 
 
+def test_latency_waits_for_a_window_long_enough_and_never_passes_before():
+    slow = hist(0, 0, 300, 0)
+    early = judge(slow, hist(300, 0, 0, 0), Thresholds(), window=1.5)
+    assert early.outcome is Outcome.UNKNOWN and "latency not judged yet" in early.reason
+    assert judge(slow, hist(300, 0, 0, 0), Thresholds(), window=5.0).outcome is Outcome.FAIL
+    failing = Stats(300, 30, 0.0, hist(300, 0, 0, 0).buckets)
+    assert judge(failing, hist(300, 0, 0, 0), Thresholds(), window=0.5).outcome is Outcome.FAIL  # errors: at once
+
+
 def test_report_says_how_much_evidence_was_synthetic():
     j = judge(hist(60, 0, 0, 0), hist(60, 0, 0, 0), Thresholds(), synthetic=45)
     assert j.outcome is Outcome.PASS and "over 60 requests (45 synthetic)" in j.reason
