@@ -50,20 +50,6 @@ class Stats:
             lower, below = bound, count
         return lower
 
-    def _combine(self, other: "Stats", sign: int) -> "Stats":
-        if self.buckets and other.buckets and [b for b, _ in self.buckets] == [b for b, _ in other.buckets]:
-            buckets = tuple((b, c + sign * o) for (b, c), (_, o) in zip(self.buckets, other.buckets))
-        else:
-            buckets = self.buckets or (tuple((b, sign * c) for b, c in other.buckets))
-        return Stats(self.requests + sign * other.requests, self.errors + sign * other.errors,
-                     self.latency_sum + sign * other.latency_sum, buckets, self.replicas)
-
-    def __add__(self, other: "Stats") -> "Stats":
-        return self._combine(other, 1)
-
-    def __sub__(self, other: "Stats") -> "Stats":
-        return self._combine(other, -1)
-
 
 @dataclass(frozen=True)
 class Thresholds:

@@ -15,7 +15,7 @@ import time
 
 from . import deploy as deploy_use_case
 from .adapters.gateway import Gateway, GatewayError, ReplicaError
-from .adapters.prometheus import Prometheus, ProviderError, role_window
+from .adapters.prometheus import Prometheus, role_window
 from .analysis import Outcome, judge_golden
 from .convergence import State
 from .events import (ConsulView, ContainerEvent, ControlRequested, EventStream, GoldenChecked, MetricsSample,
@@ -36,8 +36,7 @@ class Evidence:
         self.last_sample: MetricsSample | None = None
         self.synthetic_sent = 0  # synthetic requests sent through each route
         self.consul_name = t.consul_name
-        self.traffic = False  # the canary has had a share: its metrics are judged
-        self.traffic_since = 0.0  # monotonic time of its first share
+        self.traffic_since: float | None = None  # monotonic time of the canary's first share: judged from then
         self.synthetic_log: list[tuple[float, int]] = []  # (monotonic time, synthetic_sent) over the window
         self._tasks: dict[str, tuple[float, int]] = {}  # service -> (monotonic time read, running tasks)
         self.docker_events = None
@@ -63,8 +62,8 @@ class Evidence:
         self.stream.follow("golden", self._golden)
 
     def traffic_started(self) -> None:
-        if not self.traffic:
-            self.traffic, self.traffic_since = True, time.monotonic()
+        if self.traffic_since is None:
+            self.traffic_since = time.monotonic()
             self.stream.follow("synthetic", self._synthetic, restart=True)
 
     def promotion(self, since: float) -> None:
@@ -103,13 +102,14 @@ class Evidence:
                 yield ControlRequested(action)
 
     def _metrics(self):
-        """Each second, both roles' /predict window from Prometheus (fleet/adapters/prometheus.py). A
-        Prometheus that does not answer ends this source (SourceFailed: missing evidence) until it does."""
+        """Every SCRAPE_EVERY, both roles' /predict window from Prometheus (fleet/adapters/prometheus.py). A
+        Prometheus that does not answer (ProviderError) ends this source: SourceFailed, missing evidence,
+        until it answers again."""
         prom = Prometheus(self.t.prometheus_url())
         try:
             yield SourceUp("metrics")
             while not self.stream.stopped.wait(SCRAPE_EVERY):
-                if not self.traffic:
+                if self.traffic_since is None:
                     continue
                 # the window never reaches back before this canary's first share: the gateway's counters
                 # for canary servers would also hold an earlier canary's
@@ -122,8 +122,6 @@ class Evidence:
                 self.synthetic_log.append((now, self.synthetic_sent))
                 self.last_sample = MetricsSample(canary, stable, synthetic=sent, window=window)
                 yield self.last_sample
-        except ProviderError as e:
-            raise RuntimeError(str(e)) from None
         finally:
             prom.close()
 
