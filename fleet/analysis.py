@@ -1,7 +1,8 @@
 """Is the canary as good as the stable replicas, judged on their metrics? A pure judgement.
 
 `judge` compares the canary's request counters over a recent window with the stable replicas' over the
-same window: error rate against a limit, latency at p50 and p99 against the stable's. Too few requests,
+same window: error rate against a limit, latency at p50 and p99 against the stable's, users' requests
+against users' (or fleet's synthetic ones against fleet's). Too few requests,
 or no baseline, is UNKNOWN, never PASS: no promotion on unknown.
 """
 from dataclasses import dataclass
@@ -14,15 +15,20 @@ class Outcome(str, Enum):
     UNKNOWN = "unknown"
 
 
+Buckets = tuple[tuple[float, float], ...]  # Prometheus's `le` buckets: (upper bound, cumulative count), +Inf last
+ORIGINS = ("organic", "synthetic")  # who sent a request: users, or fleet itself (thin traffic, the golden gate)
+
+
 @dataclass(frozen=True)
 class Stats:
-    """/predict requests served, how many answered 5xx, their summed latency in seconds, and the latency
-    histogram as (upper bound, cumulative count) pairs, Prometheus's `le` buckets (+Inf last)."""
+    """/predict requests served, how many answered 5xx, their summed latency in seconds, the latency
+    histogram of all of them, and the part of that histogram fleet's own synthetic requests made."""
     requests: int = 0
     errors: int = 0
     latency_sum: float = 0.0
-    buckets: tuple[tuple[float, float], ...] = ()
+    buckets: Buckets = ()
     replicas: int = 0  # the replicas these requests came from (0: unknown)
+    synthetic_buckets: Buckets = ()
 
     @property
     def per_replica(self) -> float:
@@ -36,19 +42,33 @@ class Stats:
     def mean_latency(self) -> float:
         return self.latency_sum / self.requests if self.requests else 0.0
 
-    def quantile(self, q: float) -> float:
-        """The latency below which `q` of the requests fell, interpolated in its bucket (as Prometheus's
-        histogram_quantile); the mean when there is no histogram."""
-        if not self.buckets or not self.buckets[-1][1]:
+    def histogram(self, origin: str | None = None) -> Buckets:
+        """The latency histogram of one origin's requests ("organic" or "synthetic"), or of all (None)."""
+        if origin == "synthetic":
+            return self.synthetic_buckets
+        if origin == "organic":
+            synthetic = dict(self.synthetic_buckets)
+            return tuple((bound, max(0.0, n - synthetic.get(bound, 0.0))) for bound, n in self.buckets)
+        return self.buckets
+
+    def quantile(self, q: float, origin: str | None = None) -> float:
+        """The latency below which `q` of the requests (of `origin`) fell, interpolated in its bucket (as
+        Prometheus's histogram_quantile); the mean of all when there is no histogram."""
+        buckets = self.histogram(origin)
+        if not buckets or not buckets[-1][1]:
             return self.mean_latency
-        rank, lower, below = q * self.buckets[-1][1], 0.0, 0.0
-        for bound, count in self.buckets:
+        rank, lower, below = q * buckets[-1][1], 0.0, 0.0
+        for bound, count in buckets:
             if count >= rank:
                 if bound == float("inf"):
                     return lower  # in the open bucket: its lower bound, as Prometheus does
                 return lower + (bound - lower) * ((rank - below) / (count - below) if count > below else 1.0)
             lower, below = bound, count
         return lower
+
+
+def _count(buckets: Buckets) -> float:
+    return buckets[-1][1] if buckets else 0.0
 
 
 @dataclass(frozen=True)
@@ -88,24 +108,45 @@ def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: 
     if window is not None and window < t.min_latency_window:
         return Judgement(Outcome.UNKNOWN, f"latency not judged yet: {window:.1f}s of evidence at this share "
                                           f"(need {t.min_latency_window:g}s)")
+    # Like with like: fleet's synthetic requests (golden rows, several a request) are not shaped like the
+    # users', and at a small share they are most of the canary's requests but few of the stable's. So the
+    # quantiles compare the users' requests of both roles when both have enough, else fleet's own.
+    origin = _like_for_like(canary, stable, t.min_requests)
+    if origin == "":
+        return Judgement(Outcome.UNKNOWN, "latency not judged yet: fewer than "
+                                          f"{t.min_requests} requests of one origin in both roles (" + ", ".join(
+                                              f"{o} {_count(canary.histogram(o)):.0f} canary, "
+                                              f"{_count(stable.histogram(o)):.0f} stable" for o in ORIGINS) + ")")
     # Normalised for load: a canary replica carrying k times a stable replica's requests (one canary at a
     # 50 % share beside two stable replicas: k = 2) may be up to k times slower, k at most max_load_allowance.
     load = canary.per_replica / stable.per_replica if canary.per_replica and stable.per_replica else 1.0
     limit = t.max_latency_ratio * min(max(1.0, load), t.max_load_allowance)
     ratios = []
     quantiles = [("p50", 0.5, t.latency_floor)]
-    if min(canary.requests, stable.requests) >= t.min_tail_requests:
+    compared = (min(_count(canary.histogram(origin)), _count(stable.histogram(origin))) if origin
+                else min(canary.requests, stable.requests))
+    if compared >= t.min_tail_requests:
         quantiles.append(("p99", 0.99, t.tail_floor))
+    of = f" ({origin} requests)" if origin else ""
     for name, q, floor in quantiles:
-        c, s = canary.quantile(q), stable.quantile(q)
+        c, s = canary.quantile(q, origin), stable.quantile(q, origin)
         ratio = max(c, floor) / max(s, floor)
         if ratio > limit:
             return Judgement(Outcome.FAIL, f"canary {name} latency {c * 1000:.1f} ms is {ratio:.2f}x the stable's "
-                                           f"{s * 1000:.1f} ms (limit {limit:.2g}x{_load(load)})")
+                                           f"{s * 1000:.1f} ms{of} (limit {limit:.2g}x{_load(load)})")
         ratios.append(f"{name} {ratio:.2f}x")
     made = f" ({min(synthetic, canary.requests)} synthetic)" if synthetic else ""
     return Judgement(Outcome.PASS, f"error rate {canary.error_rate:.1%} over {canary.requests} requests{made}, "
-                                   f"latency {', '.join(ratios)} stable{_load(load)}")
+                                   f"latency {', '.join(ratios)} stable{of}{_load(load)}")
+
+
+def _like_for_like(canary: Stats, stable: Stats, least: int) -> str | None:
+    """The origin whose requests both roles have at least `least` of, users' first; None when either has
+    no histogram (the means of all are compared); "" when no origin has enough in both."""
+    if not canary.buckets or not stable.buckets:
+        return None
+    return next((o for o in ORIGINS
+                 if min(_count(canary.histogram(o)), _count(stable.histogram(o))) >= least), "")
 
 
 def _load(k: float) -> str:

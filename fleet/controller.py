@@ -265,7 +265,9 @@ def _abandon(x: Executor, r: Rollout, error: Exception) -> None:
                 left.append(f"{what} ({type(e).__name__}: {e})")
     detail = f"the rollout stopped on an error ({why})" + (
         f"; left in place: {'; '.join(left)}" if left else "; canary removed, traffic and stable as before")
-    raise (Unreachable if unreachable else OperationFailed)(detail)
+    d = x.doc
+    raise (Unreachable if unreachable else OperationFailed)(detail, result=Result(
+        d["revision"], r.phase, r.reason, d["image"], time.time() - r.started_at, d.get("timeline", [])))
 
 
 def _bounded(seconds: float) -> Callable[[], bool]:

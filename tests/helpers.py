@@ -9,8 +9,9 @@ import httpx
 SAMPLE = [[0.5, -1.2, 0.3, 2.0, -0.7, 0.1, 1.5, -0.4], [1.0, 1.0, -0.2, 0.1, 0.0, 0.0, 0.0, 0.0]]
 
 
-def wait_until(condition, timeout: float, what: str, interval: float = 0.5):
-    """Call condition() until it returns something truthy; fail naming `what` and the last value."""
+def wait_until(condition, timeout: float, what: str, interval: float = 0.5, while_running=None):
+    """Call condition() until it returns something truthy; fail naming `what` and the last value.
+    With `while_running` (a Popen), fail at once with its output when that process ends first."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -21,6 +22,10 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.5):
         else:
             if last:
                 return last
+        if while_running is not None and while_running.poll() is not None:
+            out, err = while_running.communicate()
+            raise AssertionError(f"{while_running.args[3:5]} ended (exit {while_running.returncode}) before {what}; "
+                                 f"stdout: {out}; stderr: {(err or '')[-2000:]}")
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 

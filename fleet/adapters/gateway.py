@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 ROUTE_HEADER = "X-Fleet-Route"
+SYNTHETIC = {"X-Fleet-Origin": "synthetic"}  # the replicas count fleet's requests apart from users'
 CHUNK = 64  # rows per /predict request (the service's FLEET_MAX_ROWS default)
 
 
@@ -72,7 +73,7 @@ class Gateway:
 
     def predict(self, role: str, inputs: list) -> httpx.Response:
         try:
-            return self.http.post("/predict", json={"inputs": inputs}, headers={ROUTE_HEADER: role})
+            return self.http.post("/predict", json={"inputs": inputs}, headers={ROUTE_HEADER: role, **SYNTHETIC})
         except httpx.HTTPError as e:
             raise GatewayError(f"the gateway at {self.url} did not answer /predict ({role} route): {e!r}") from None
 

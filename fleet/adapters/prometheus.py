@@ -68,6 +68,12 @@ def role_window(prom: Prometheus, service: str, servers: str, window: float, rep
         f'+ sum(increase(haproxy_server_connection_errors_total{{{at_gateway}}}[{w}])) '
         f'+ sum(increase(haproxy_server_response_errors_total{{{at_gateway}}}[{w}]))') or 0.0
     latency = prom.scalar(f"sum(increase(fleet_request_seconds_sum{{{route}}}[{w}]))") or 0.0
-    buckets = sorted((float(s.labels["le"]), s.value) for s in
-                     prom.query(f"sum by (le) (increase(fleet_request_seconds_bucket{{{route}}}[{w}]))"))
-    return Stats(round(requests), round(max(errors, gateway_errors)), latency, tuple(buckets), int(fresh))
+    by_origin = prom.query(f"sum by (le, origin) (increase(fleet_request_seconds_bucket{{{route}}}[{w}]))")
+    buckets, synthetic = {}, {}
+    for s in by_origin:
+        le = float(s.labels["le"])
+        buckets[le] = buckets.get(le, 0.0) + s.value
+        if s.labels.get("origin") == "synthetic":
+            synthetic[le] = s.value
+    return Stats(round(requests), round(max(errors, gateway_errors)), latency, tuple(sorted(buckets.items())),
+                 int(fresh), tuple(sorted(synthetic.items())))

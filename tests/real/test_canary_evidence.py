@@ -59,7 +59,7 @@ def test_good_canary_promoted_on_synthetic_evidence_with_no_organic_traffic(ev):
                                 "--json", "--steps", "20,50", "--step-duration", "10s"],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: phase(ev) == "stepping", 180, "the canary to pass its gate and step")
+        wait_until(lambda: phase(ev) == "stepping", 180, "the canary to pass its gate and step", while_running=running)
         # a user tries each role by hand through the gateway: the header picks the role, whatever its share
         assert {routed_version(ev, "canary") for _ in range(10)} == {"2"}
         assert {routed_version(ev, "stable") for _ in range(10)} == {"1"}

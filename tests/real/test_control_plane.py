@@ -138,7 +138,7 @@ def test_consul_restarted_mid_rollout_ends_safely_on_evidence_from_after_it(cp):
     with LoadLoop(f"{s.gateway}/predict", max_requests=40_000, max_seconds=400) as load:
         running = background_rollout(s, "--steps", "20,50", "--step-duration", "15s")
         try:
-            wait_until(lambda: phase(s) == "stepping", 180, "the rollout to step")
+            wait_until(lambda: phase(s) == "stepping", 180, "the rollout to step", while_running=running)
             subprocess.run(["docker", "service", "update", "--detach", "--force", s.service("consul")], check=True,
                            capture_output=True)
             restarted = time.time()
@@ -175,7 +175,7 @@ def test_controller_killed_at_each_phase_is_resumed_to_a_safe_end(cp, at, outcom
             if at == "promotion-issued":  # just after the stable's update began
                 wait_until(lambda: stable_spec(s)[0] == GOOD, 240, "the stable's update to begin")
             else:
-                wait_until(lambda: phase(s) == at, 180, f"the rollout to reach {at}", interval=0.1)
+                wait_until(lambda: phase(s) == at, 180, f"the rollout to reach {at}", interval=0.1, while_running=running)
         finally:
             running.send_signal(signal.SIGKILL)
             running.wait(10)
@@ -197,10 +197,10 @@ def test_paused_lock_holder_changes_nothing_after_another_took_over(cp):
     before = stable_spec(s)
     paused = background_rollout(s, "--steps", "10", "--step-duration", "10m")
     try:
-        wait_until(lambda: phase(s) == "stepping", 180, "the rollout to step")
+        wait_until(lambda: phase(s) == "stepping", 180, "the rollout to step", while_running=paused)
         paused.send_signal(signal.SIGSTOP)
         taken = fleet(s, "rollout", "--resume", "--stack", s.name, "--json", timeout=200)
-        assert taken.returncode == 1 and json.loads(taken.stdout)["outcome"] == "aborted", taken.stderr
+        assert taken.returncode == 1 and json.loads(taken.stdout).get("outcome") == "aborted", (taken.stdout, taken.stderr)
         after_takeover = (stable_spec(s), history(s), state(s))
         kv = consul_client(f"http://127.0.0.1:{s.consul_port}").kv
         weights = kv.get("fleet/traffic/inference/", recurse=True)[1]

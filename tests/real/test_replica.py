@@ -60,8 +60,13 @@ def test_every_bad_input_gets_its_4xx_and_the_replica_stays_ready(run_replica):
         assert r.json()["error"], name
     assert get(f"{replica.url}/ready")[0] == 200
     assert httpx.post(f"{replica.url}/predict", json={"inputs": SAMPLE}, timeout=5).status_code == 200
+    fleets = httpx.post(f"{replica.url}/predict", json={"inputs": SAMPLE}, headers={"X-Fleet-Origin": "synthetic"})
+    assert fleets.status_code == 200
     metrics = httpx.get(f"{replica.url}/metrics", timeout=5).text
     assert 'fleet_requests_total{route="/predict",status="422"} 5.0' in metrics
+    # fleet's own requests are timed apart from users' (the canary's latency is compared like with like)
+    assert 'fleet_request_seconds_count{origin="synthetic",route="/predict"} 1.0' in metrics
+    assert 'fleet_request_seconds_count{origin="organic",route="/predict"} 10.0' in metrics
     assert 'status="500"' not in metrics
     info = httpx.get(f"{replica.url}/info", timeout=5).json()
     assert info["version"] == "2" and info["device"] == "cpu" and len(info["sha256"]) == 64

@@ -74,7 +74,7 @@ def test_concurrent_rollout_refused_and_killed_rollout_resumed(rstack):
     before = stable_spec(rstack)
     first = background_rollout(rstack, "--steps", "10", "--step-duration", "10m")
     try:
-        wait_until(lambda: phase(rstack) == "stepping", 120, "the first rollout to step")
+        wait_until(lambda: phase(rstack) == "stepping", 120, "the first rollout to step", while_running=first)
         p, doc = rollout(rstack, GOOD, timeout=60)
         assert p.returncode == 2, p.stderr
         assert f"pid {first.pid}" in doc["error"]
@@ -155,7 +155,7 @@ def test_abort_from_another_shell_reverts_the_running_rollout(rstack):
     before = stable_spec(rstack)
     running = background_rollout(rstack, "--steps", "10", "--step-duration", "10m")
     try:
-        wait_until(lambda: phase(rstack) == "stepping", 120, "the rollout to step")
+        wait_until(lambda: phase(rstack) == "stepping", 120, "the rollout to step", while_running=running)
         p = fleet(rstack, "abort", "--stack", NAME, "--json", timeout=120)
         assert p.returncode == 0, p.stderr
         assert json.loads(p.stdout)["outcome"] == "aborted"
@@ -170,7 +170,8 @@ def test_no_auto_promote_waits_for_fleet_promote(rstack):
     running = background_rollout(rstack, "--steps", "20", "--step-duration", "5s", "--no-auto-promote")
     try:
         with LoadLoop(f"{rstack.gateway}/predict", max_requests=30_000, max_seconds=300) as load:
-            wait_until(lambda: phase(rstack) == "paused", 180, "the rollout to pause after its last step")
+            wait_until(lambda: phase(rstack) == "paused", 180, "the rollout to pause after its last step",
+                       while_running=running)
             assert stable_spec(rstack)[0] == STABLE  # nothing promoted without the word
             p = fleet(rstack, "promote", "--stack", NAME, "--json", timeout=300)
             assert p.returncode == 0, p.stderr

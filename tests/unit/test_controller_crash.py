@@ -257,3 +257,4 @@ def test_an_adapter_error_mid_rollout_ends_in_the_safe_path_and_names_what_is_le
     assert ended.value.exit_code == 3
     assert not w.canary and w.stable_image == OLD and w.stable_updates == 0  # canary removed, stable untouched
     assert "canary traffic" in message and "traffic weights" in message  # what could not be undone is named
+    assert ended.value.result.phase is Phase.ROLLED_BACK  # --json reports the outcome, as on any other end

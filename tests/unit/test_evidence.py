@@ -53,6 +53,32 @@ def test_latency_waits_for_a_window_long_enough_and_never_passes_before():
     assert judge(failing, hist(300, 0, 0, 0), Thresholds(), window=0.5).outcome is Outcome.FAIL  # errors: at once
 
 
+def mixed(organic: Stats, synthetic: Stats) -> Stats:
+    """One role's window: users' requests and fleet's synthetic ones together, the synthetic part known."""
+    both = tuple((b, o + y) for (b, o), (_, y) in zip(organic.buckets, synthetic.buckets))
+    return Stats(organic.requests + synthetic.requests, 0, 0.0, both, synthetic_buckets=synthetic.buckets)
+
+
+def test_latency_compares_users_requests_with_users_requests():
+    # a good canary at a small share: most of its requests are fleet's 8-row ones (slower), few of the stable's
+    fast, slow = (25, 5, 0, 0), (0, 25, 5, 0)
+    canary, stable = mixed(hist(*fast), hist(0, 45, 0, 0)), mixed(hist(*(10 * c for c in fast)), hist(0, 45, 0, 0))
+    assert canary.quantile(0.5) > 1.5 * stable.quantile(0.5)  # judged on the mix, it would fail
+    j = judge(canary, stable, Thresholds())
+    assert j.outcome is Outcome.PASS and "(organic requests)" in j.reason, j.reason
+    # and a slower canary is still caught on the users' requests
+    j = judge(mixed(hist(*slow), hist(0, 45, 0, 0)), stable, Thresholds())
+    assert j.outcome is Outcome.FAIL and "(organic requests)" in j.reason, j.reason
+
+
+def test_with_few_users_requests_fleets_own_are_compared_and_never_nothing():
+    quiet = (5, 0, 0, 0)
+    j = judge(mixed(hist(*quiet), hist(0, 0, 40, 0)), mixed(hist(*quiet), hist(0, 40, 0, 0)), Thresholds())
+    assert j.outcome is Outcome.FAIL and "(synthetic requests)" in j.reason, j.reason
+    j = judge(mixed(hist(15, 0, 0, 0), hist(10, 0, 0, 0)), mixed(hist(50, 0, 0, 0), hist(10, 0, 0, 0)), Thresholds())
+    assert j.outcome is Outcome.UNKNOWN and "requests of one origin in both roles" in j.reason, j.reason
+
+
 def test_report_says_how_much_evidence_was_synthetic():
     j = judge(hist(60, 0, 0, 0), hist(60, 0, 0, 0), Thresholds(), synthetic=45)
     assert j.outcome is Outcome.PASS and "over 60 requests (45 synthetic)" in j.reason

@@ -16,7 +16,8 @@ from .validation import InputError, parse_body, validate_inputs
 
 
 class MetricsMiddleware:
-    """Counts requests by route and status and times them (a pure ASGI middleware: no body buffering)."""
+    """Counts requests by route and status and times them by route and origin (fleet's synthetic requests
+    apart from users'), a pure ASGI middleware: no body buffering."""
 
     def __init__(self, app, replica: Replica):
         self.app, self.replica = app, replica
@@ -25,6 +26,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         route = scope["path"] if scope["path"] in ROUTES else "other"
+        origin = "synthetic" if (b"x-fleet-origin", b"synthetic") in scope["headers"] else "organic"
         status = {"code": 500}
         started = time.perf_counter()
         is_predict = route == "/predict"
@@ -41,7 +43,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             m = self.replica.metrics
-            m.latency.labels(route).observe(time.perf_counter() - started)
+            m.latency.labels(route, origin).observe(time.perf_counter() - started)
             m.requests.labels(route, str(status["code"])).inc()
             if is_predict:
                 self.replica.in_flight -= 1

@@ -10,7 +10,9 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.requests = Counter("fleet_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
-        self.latency = Histogram("fleet_request_seconds", "HTTP request latency by route", ["route"],
+        # origin: "synthetic" for fleet's own requests (header X-Fleet-Origin), else "organic"
+        self.latency = Histogram("fleet_request_seconds", "HTTP request latency by route and origin",
+                                 ["route", "origin"],
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("fleet_batch_size", "rows per inference batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
