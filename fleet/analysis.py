@@ -51,6 +51,13 @@ class Stats:
             return tuple((bound, max(0.0, n - synthetic.get(bound, 0.0))) for bound, n in self.buckets)
         return self.buckets
 
+    def count(self, origin: str | None = None) -> float:
+        """How many requests of `origin` the histogram holds; all the requests served with None."""
+        if origin is None:
+            return self.requests
+        buckets = self.histogram(origin)
+        return buckets[-1][1] if buckets else 0.0
+
     def quantile(self, q: float, origin: str | None = None) -> float:
         """The latency below which `q` of the requests (of `origin`) fell, interpolated in its bucket (as
         Prometheus's histogram_quantile); the mean of all when there is no histogram."""
@@ -65,10 +72,6 @@ class Stats:
                 return lower + (bound - lower) * ((rank - below) / (count - below) if count > below else 1.0)
             lower, below = bound, count
         return lower
-
-
-def _count(buckets: Buckets) -> float:
-    return buckets[-1][1] if buckets else 0.0
 
 
 @dataclass(frozen=True)
@@ -115,17 +118,15 @@ def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: 
     if origin == "":
         return Judgement(Outcome.UNKNOWN, "latency not judged yet: fewer than "
                                           f"{t.min_requests} requests of one origin in both roles (" + ", ".join(
-                                              f"{o} {_count(canary.histogram(o)):.0f} canary, "
-                                              f"{_count(stable.histogram(o)):.0f} stable" for o in ORIGINS) + ")")
+                                              f"{o} {canary.count(o):.0f} canary, {stable.count(o):.0f} stable"
+                                              for o in ORIGINS) + ")")
     # Normalised for load: a canary replica carrying k times a stable replica's requests (one canary at a
     # 50 % share beside two stable replicas: k = 2) may be up to k times slower, k at most max_load_allowance.
     load = canary.per_replica / stable.per_replica if canary.per_replica and stable.per_replica else 1.0
     limit = t.max_latency_ratio * min(max(1.0, load), t.max_load_allowance)
     ratios = []
     quantiles = [("p50", 0.5, t.latency_floor)]
-    compared = (min(_count(canary.histogram(origin)), _count(stable.histogram(origin))) if origin
-                else min(canary.requests, stable.requests))
-    if compared >= t.min_tail_requests:
+    if min(canary.count(origin), stable.count(origin)) >= t.min_tail_requests:
         quantiles.append(("p99", 0.99, t.tail_floor))
     of = f" ({origin} requests)" if origin else ""
     for name, q, floor in quantiles:
@@ -145,8 +146,7 @@ def _like_for_like(canary: Stats, stable: Stats, least: int) -> str | None:
     no histogram (the means of all are compared); "" when no origin has enough in both."""
     if not canary.buckets or not stable.buckets:
         return None
-    return next((o for o in ORIGINS
-                 if min(_count(canary.histogram(o)), _count(stable.histogram(o))) >= least), "")
+    return next((o for o in ORIGINS if min(canary.count(o), stable.count(o)) >= least), "")
 
 
 def _load(k: float) -> str:

@@ -226,7 +226,7 @@ def _drive(t: Target, doc: dict, r: Rollout, plan: Plan, actions: list[Action],
         evidence.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    result = Result(doc["revision"], r.phase, r.reason, doc["image"], time.time() - r.started_at, doc["timeline"])
+    result = _result(doc, r)
     if r.phase is not Phase.PROMOTED:
         raise OperationFailed(f"rollout of {doc['image']} {r.phase.value.replace('_', ' ')}: {r.reason}",
                               result=result)
@@ -265,9 +265,12 @@ def _abandon(x: Executor, r: Rollout, error: Exception) -> None:
                 left.append(f"{what} ({type(e).__name__}: {e})")
     detail = f"the rollout stopped on an error ({why})" + (
         f"; left in place: {'; '.join(left)}" if left else "; canary removed, traffic and stable as before")
-    d = x.doc
-    raise (Unreachable if unreachable else OperationFailed)(detail, result=Result(
-        d["revision"], r.phase, r.reason, d["image"], time.time() - r.started_at, d.get("timeline", [])))
+    raise (Unreachable if unreachable else OperationFailed)(detail, result=_result(x.doc, r))
+
+
+def _result(doc: dict, r: Rollout) -> Result:
+    """What a rollout got to, for the CLI (and --json)."""
+    return Result(doc["revision"], r.phase, r.reason, doc["image"], time.time() - r.started_at, doc["timeline"])
 
 
 def _bounded(seconds: float) -> Callable[[], bool]:
