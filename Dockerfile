@@ -14,11 +14,11 @@ RUN python3 -m venv /opt/venv \
 COPY build/models /models
 COPY services/inference/fleet_inference /app/fleet_inference
 WORKDIR /app
-ENV MODEL_PATH=/models/v${MODEL_VERSION} FLEET_PORT=8000 PYTHONPATH=/app
+ENV MODEL_PATH=/models/v${MODEL_VERSION} FLEET_PORT=8000 FLEET_ADMIN_PORT=8001 PYTHONPATH=/app
 USER fleet
-EXPOSE 8000
+EXPOSE 8000 8001
 # Healthy means ready (or degraded): Swarm's start-first update and rollback wait on it. The start
 # period covers model loading; the stack file tunes these values per deployment.
-HEALTHCHECK --interval=2s --timeout=2s --start-period=20s --retries=3 CMD ["python3", "-m", "fleet_inference.healthcheck"]
+HEALTHCHECK --interval=2s --timeout=5s --start-period=20s --retries=3 CMD ["python3", "-m", "fleet_inference.healthcheck"]
 STOPSIGNAL SIGTERM
 CMD ["python3", "-m", "fleet_inference"]

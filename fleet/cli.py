@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from . import controller, durations, stackfile
+from . import config as live_config, controller, durations, stackfile
 from .analysis import Thresholds
 from .adapters.consul import Catalog, client as consul_client
 from .adapters.swarm import EngineUnavailable, Swarm
@@ -298,6 +298,57 @@ def history(stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as
         ended = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["ended_at"])) if h.get("ended_at") else ""
         table.add_row(f"{h['revision']}{' *' if h['current'] else ''}", h["image"], h["outcome"], ended, h["reason"])
     out.print(table)
+
+
+# live configuration ----------------------------------------------------------------------------------
+config_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                         help="The service's batching, admission and GPU knobs, applied by its replicas without a restart.")
+app.add_typer(config_app, name="config")
+
+
+def _config(stack: str, service: str, consul: str | None, as_json: bool, change=None) -> None:
+    """Read (and with `change`, edit) the live configuration of the stack's service, then print it."""
+    try:
+        t = controller.connect(stack, service, consul)
+        name = t.consul_name
+        doc = change(t.catalog.consul, name) if change else live_config.read(t.catalog.consul, name)[1]
+    except FleetError as e:
+        fail(e, as_json)
+    if as_json:
+        print(json.dumps({"ok": True, "key": live_config.key(name), "config": doc}))
+        return
+    table = Table("knob", "value", "what", title=f"{live_config.key(name)} (unset knobs: the service's environment)")
+    for knob, (_, low, high, what) in live_config.KNOBS.items():
+        table.add_row(knob, str(doc.get(knob, "")), f"{what} ({low:g}..{high:g})")
+    out.print(table)
+
+
+@config_app.command("get")
+def config_get(stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
+    """Show the knobs set through fleet (unset ones keep the service's environment)."""
+    _config(stack, service, consul, as_json)
+
+
+@config_app.command("set")
+def config_set(assignments: list[str] = typer.Argument(..., help="KNOB=VALUE, e.g. max_batch=8"),
+               stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
+    """Set knobs; every value is checked first (a bad one: exit 2, nothing written)."""
+    try:
+        values = live_config.parse_assignments(assignments)
+    except FleetError as e:
+        fail(e, as_json)
+    _config(stack, service, consul, as_json, lambda c, name: live_config.set_knobs(c, name, values))
+
+
+@config_app.command("unset")
+def config_unset(knobs: list[str] = typer.Argument(..., help="knob names, e.g. max_batch"),
+                 stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
+    """Give knobs back to the service's environment."""
+    try:
+        live_config.check_names(knobs)
+    except FleetError as e:
+        fail(e, as_json)
+    _config(stack, service, consul, as_json, lambda c, name: live_config.unset_knobs(c, name, knobs))
 
 
 if __name__ == "__main__":

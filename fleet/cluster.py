@@ -5,6 +5,7 @@ import consul
 from .adapters.consul import Catalog
 from .adapters.store import set_weight
 from .adapters.swarm import Swarm
+from .promotion import promotion_flags
 
 
 class SwarmCluster:
@@ -52,7 +53,9 @@ class SwarmCluster:
             i.role == "canary" for i in self.catalog.instances(self.consul_name))
 
     def update_stable(self, image: str) -> None:
-        self.swarm.update_image(self.stable_name, image)
+        spec = self._stable().attrs["Spec"]
+        self.swarm.update_image(self.stable_name, image, promotion_flags(
+            spec.get("UpdateConfig"), spec["Mode"].get("Replicated", {}).get("Replicas", 1)))
 
     def revert_stable(self) -> None:
         if not (self.swarm.view(self._stable()).update_state or "").startswith("rollback"):

@@ -167,10 +167,10 @@ class Swarm:
             endpoint_spec=spec.get("EndpointSpec"))["ID"]
 
     @staticmethod
-    def update_image(service_name: str, image: str) -> None:
-        """Swarm's own rolling update to `image` (the service's update_config: start-first, rollback)."""
-        proc = subprocess.run(["docker", "service", "update", "--detach", "--no-resolve-image", "--image", image,
-                               service_name], capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    def update_image(service_name: str, image: str, flags: list[str] = ()) -> None:
+        """Swarm's own rolling update to `image` (the service's update_config, with `flags` over it)."""
+        proc = subprocess.run(["docker", "service", "update", "--detach", "--no-resolve-image", *flags,
+                               "--image", image, service_name], capture_output=True, text=True, timeout=CLI_TIMEOUT)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr.strip() or proc.stdout.strip())
 

@@ -7,7 +7,8 @@
 # `fleet-gateway check` is the container's health check: HAProxy answers and has a usable server.
 set -u
 : "${CONSUL_DNS_HOST:=consul}" "${CONSUL_DNS_PORT:=8600}" "${FLEET_SERVICE:=inference}" "${GATEWAY_PORT:=8080}"
-export CONSUL_DNS_HOST CONSUL_DNS_PORT FLEET_SERVICE GATEWAY_PORT
+: "${FLEET_ADMIN_PORT:=8001}"  # the replicas' probe server, which the health checks ask
+export CONSUL_DNS_HOST CONSUL_DNS_PORT FLEET_SERVICE GATEWAY_PORT FLEET_ADMIN_PORT
 if [ "${1:-}" = "check" ]; then
   exec 3<>/dev/tcp/127.0.0.1/8404 && printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 && head -c 12 <&3 | grep -q " 200"
   exit

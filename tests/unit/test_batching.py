@@ -93,3 +93,66 @@ def test_model_error_reaches_every_caller_and_the_batcher_survives():
     first, second = run(main())
     assert all(isinstance(e, RuntimeError) for e in first)
     assert second.tolist() == [[1.0, 1.0]]
+
+
+def test_a_request_that_would_overshoot_waits_for_the_next_batch():
+    """3-row requests with max_batch 4: two would make 6, so each batch holds one (the old code ran 6)."""
+    sizes = sizes_for(4, [torch.ones(3, 2)] * 4)
+    assert sizes == [3, 3, 3, 3]
+
+
+def test_a_request_larger_than_max_batch_is_split_and_answered_whole():
+    rec = Recorder()
+
+    async def main():
+        b = DynamicBatcher(rec, max_batch=2, max_wait_s=0.05, max_queue=100)
+        b.start()
+        out = await b.submit(torch.arange(10, dtype=torch.float32).reshape(5, 2))
+        await b.stop()
+        return out
+
+    out = run(main())
+    assert out.tolist() == (torch.arange(10, dtype=torch.float32).reshape(5, 2) * 2).tolist()
+    assert all(s <= 2 for s in rec.sizes) and sum(rec.sizes) == 5
+
+
+def test_rows_of_a_caller_that_went_away_never_run():
+    ran, dropped = [], []
+    release = threading.Event()
+
+    def slow(batch):  # holds the worker while the queue fills
+        release.wait(5)
+        ran.append(batch[:, 0].tolist())
+        return batch
+
+    async def main():
+        b = DynamicBatcher(slow, max_batch=1, max_wait_s=0.0, max_queue=100, on_dropped=dropped.append)
+        b.start()
+        first = asyncio.ensure_future(b.submit(torch.zeros(1, 2)))
+        await asyncio.sleep(0.05)  # the first runs (blocked in the worker); the next ones queue
+        gone = [asyncio.ensure_future(b.submit(torch.full((1, 2), float(i)))) for i in (1, 2)]
+        kept = asyncio.ensure_future(b.submit(torch.full((1, 2), 3.0)))
+        await asyncio.sleep(0.05)
+        for g in gone:
+            g.cancel()  # what the app does when the client disconnects
+        release.set()
+        await first
+        await kept
+        depth = b.depth
+        await b.stop()
+        return depth
+
+    assert run(main()) == 0
+    assert ran == [[0.0], [3.0]]
+    assert dropped == [1, 1]
+
+
+def test_admission_refuses_only_when_the_queue_is_full():
+    async def main():
+        b = DynamicBatcher(lambda x: x, max_batch=8, max_wait_s=0.01, max_queue=2)
+        seen = [b.full()]
+        b.depth = 2
+        seen.append(b.full())
+        return seen
+
+    assert run(main()) == [False, True]

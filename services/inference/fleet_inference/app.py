@@ -1,4 +1,9 @@
-"""The HTTP face of a replica: /health, /ready, /predict, /metrics, /info."""
+"""The HTTP face of a replica: /health, /ready, /predict, /metrics, /info.
+
+/health and /ready are also answered on the admin port by a process of their own (fleet_inference/admin.py),
+which is what Docker's healthcheck, Consul's check and the gateway probe: those never wait behind /predict.
+"""
+import asyncio
 import time
 from pathlib import Path
 from contextlib import asynccontextmanager
@@ -66,9 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.replica = replica
     app.add_middleware(MetricsMiddleware, replica=replica)
 
-    def body(phase: Phase, reason: str, **extra) -> dict:
-        version = replica.manifest.version if replica.manifest else None
-        return {"phase": phase.value, "reason": reason, "version": version, **extra}
+    body = replica.answer
 
     @app.get("/health")
     async def health():
@@ -85,6 +88,9 @@ def create_app(settings: Settings) -> FastAPI:
         if replica.module is None or replica.phase not in (Phase.READY, Phase.DRAINING):
             return JSONResponse(body(replica.phase, replica.reason, error="not ready"), status_code=503,
                                 headers={"Retry-After": "1"})
+        if replica.batcher.full():  # admission: refused before its body is read, parsed or queued
+            return JSONResponse({"error": f"overloaded: queue holds {replica.batcher.depth} rows, bound "
+                                          f"{replica.batcher.max_queue}"}, status_code=503, headers={"Retry-After": "1"})
         try:
             declared = int(request.headers.get("content-length") or 0)
             if declared > settings.max_body_bytes:
@@ -94,8 +100,15 @@ def create_app(settings: Settings) -> FastAPI:
             rows = validate_inputs(payload, replica.manifest.features, settings.max_rows)
         except InputError as e:
             return JSONResponse({"error": str(e)}, status_code=e.status)
+        work = asyncio.ensure_future(replica.predict(rows))
+        gone = asyncio.ensure_future(client_gone(request))
+        await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():  # the client went away: its rows are dropped before they run
+            work.cancel()
+            return Response(status_code=499)
+        gone.cancel()
         try:
-            probs = await replica.predict(rows)
+            probs = work.result()
         except QueueFull as e:
             return JSONResponse({"error": f"overloaded: {e}"}, status_code=503, headers={"Retry-After": "1"})
         # A Response built here skips FastAPI's generic encoder: less work on the event loop per request.
@@ -115,7 +128,8 @@ def create_app(settings: Settings) -> FastAPI:
                 "sha256": m.sha256 if m else None, "accuracy": m.accuracy if m else None,
                 "golden": m.golden if m else None,
                 "device": str(replica.device) if replica.device else None, "torch": torch.__version__,
-                "role": settings.role, "task_id": settings.task_id}
+                "role": settings.role, "task_id": settings.task_id, "torch_threads": torch.get_num_threads(),
+                "config": replica.config}
 
     @app.get("/golden")
     async def golden():
@@ -131,3 +145,9 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"error": f"internal error: {exc!r}"}, status_code=500)
 
     return app
+
+
+async def client_gone(request: Request) -> None:
+    """Returns when the client disconnects (once the body is read, the server's next message is that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

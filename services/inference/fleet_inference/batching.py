@@ -1,8 +1,13 @@
 """Dynamic batching: requests queued while the worker is busy run together as one batch, in a worker
 thread; a batch of several requests waits at most max_wait for more company. A lone request runs at once.
 
-Inference never runs on the event loop, so /health and /ready answer fast while /predict saturates
-the CPU. With max_batch=1 every request runs alone (the unbatched baseline the benchmark compares).
+A batch never holds more than max_batch rows: a request that would overshoot waits for the next batch,
+and a request larger than max_batch is split into parts of at most max_batch rows. The rows of a
+caller that went away (its future cancelled: the client disconnected) are dropped before they run.
+
+Inference never runs on the event loop, so /predict saturating the CPU leaves the loop free. With
+max_batch=1 every request runs alone (the unbatched baseline the benchmark compares). max_batch,
+max_wait_s and max_queue may be changed while it runs (live configuration): the next batch uses them.
 """
 import asyncio
 from collections.abc import Callable
@@ -17,13 +22,16 @@ class QueueFull(RuntimeError):
 
 class DynamicBatcher:
     def __init__(self, infer: Callable[[torch.Tensor], torch.Tensor], max_batch: int, max_wait_s: float,
-                 max_queue: int, on_batch: Callable[[int, float], None] | None = None):
+                 max_queue: int, on_batch: Callable[[int, float], None] | None = None,
+                 on_dropped: Callable[[int], None] | None = None):
         self._infer = infer
         self.max_batch = max(1, max_batch)
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self._on_batch = on_batch or (lambda size, seconds: None)
+        self._on_dropped = on_dropped or (lambda rows: None)
         self._queue: asyncio.Queue | None = None
+        self._held: tuple | None = None  # the item that would have overshot the last batch: first in the next
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.depth = 0  # rows waiting, not yet in a running batch
@@ -38,32 +46,66 @@ class DynamicBatcher:
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def full(self) -> bool:
+        """No room for even one more row: admission control refuses before reading a request's body."""
+        return self.depth >= self.max_queue
+
     async def submit(self, rows: torch.Tensor) -> torch.Tensor:
         if self.depth + len(rows) > self.max_queue:
             raise QueueFull(f"queue holds {self.depth} rows; bound is {self.max_queue}")
-        fut = asyncio.get_running_loop().create_future()
-        self.depth += len(rows)
-        self._queue.put_nowait((rows, fut))
-        return await fut
+        loop = asyncio.get_running_loop()
+        parts = torch.split(rows, self.max_batch) if len(rows) > self.max_batch else (rows,)
+        futures = [loop.create_future() for _ in parts]
+        for part, fut in zip(parts, futures):
+            self.depth += len(part)
+            self._queue.put_nowait((part, fut))
+        try:
+            outs = await asyncio.gather(*futures)
+        except asyncio.CancelledError:  # the caller went away: its parts not yet run are dropped
+            for fut in futures:
+                fut.cancel()
+            raise
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _next(self) -> tuple | None:
+        """The next item to run, skipping (and counting) those whose caller went away; None: none waits."""
+        while True:
+            if self._held is not None:
+                item, self._held = self._held, None
+            else:
+                try:
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return None
+            if not item[1].cancelled():
+                return item
+            self.depth -= len(item[0])
+            self._on_dropped(len(item[0]))
 
     async def _collect(self) -> list:
-        items = [await self._queue.get()]
-        rows = len(items[0][0])
+        first = self._next()
+        while first is None:
+            self._held = await self._queue.get()
+            first = self._next()
+        items, rows = [first], len(first[0])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait_s
         while rows < self.max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
+            item = self._next()
+            if item is None:
                 if len(items) == 1:
                     break  # nobody else is waiting: waiting for company would only add latency
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                    self._held = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
+                continue
+            if rows + len(item[0]) > self.max_batch:
+                self._held = item  # it would overshoot: it opens the next batch
+                break
             items.append(item)
             rows += len(item[0])
         return items
@@ -72,7 +114,7 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         while True:
             items = await self._collect()
-            batch = torch.cat([rows for rows, _ in items])
+            batch = torch.cat([rows for rows, _ in items]) if len(items) > 1 else items[0][0]
             self.depth -= len(batch)
             started = loop.time()
             try:

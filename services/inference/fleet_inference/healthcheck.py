@@ -1,4 +1,5 @@
-"""The container's HEALTHCHECK command: healthy when /ready answers 200 (ready) or 429 (degraded).
+"""The container's HEALTHCHECK command: healthy when the probe server's /ready answers 200 (ready) or 429
+(degraded).
 
 Uses only the standard library, so it needs nothing the image lacks. It prints the readiness body,
 which Docker keeps in the health log: `docker inspect` and `fleet deploy` show the phase and reason.
@@ -10,7 +11,7 @@ import urllib.request
 
 
 def main() -> int:
-    url = f"http://127.0.0.1:{os.environ.get('FLEET_PORT', '8000')}/ready"
+    url = f"http://127.0.0.1:{os.environ.get('FLEET_ADMIN_PORT', '8001')}/ready"  # the probe server
     try:
         with urllib.request.urlopen(url, timeout=float(os.environ.get("FLEET_HEALTHCHECK_TIMEOUT", "2"))) as r:
             print(r.read().decode(errors="replace"))

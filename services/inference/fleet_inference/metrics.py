@@ -18,6 +18,8 @@ class Metrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
         self.inference = Histogram("fleet_inference_seconds", "time per inference batch",
                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.dropped_rows = Counter("fleet_dropped_rows", "rows dropped before inference: their client went away",
+                                    registry=r)
         self.queue_depth = Gauge("fleet_queue_depth", "rows waiting for a batch", registry=r)
         self.in_flight = Gauge("fleet_in_flight_requests", "predict requests being served", registry=r)
         self.phase = Enum("fleet_phase", "replica phase", states=[p.value for p in Phase], registry=r)

@@ -66,12 +66,13 @@ def service_definition(settings: Settings, manifest: Manifest, address: str, wei
                  "role": settings.role, "task_id": settings.task_id},
         # The gateway maps SRV weight w to w/256+1, so weights shift traffic in multiples of 256.
         "weights": {"Passing": max(1, weight) * 256, "Warning": 256},
-        "check": {"http": f"http://{address}:{settings.port}/ready", "interval": settings.check_interval,
+        # the probe server answers /ready beside the service, never behind /predict
+        "check": {"http": f"http://{address}:{settings.admin_port}/ready", "interval": settings.check_interval,
                   "timeout": "2s", "DeregisterCriticalServiceAfter": settings.deregister_after},
     }
 
 
-def _client(settings: Settings) -> consul.Consul:
+def client(settings: Settings) -> consul.Consul:
     url = urlparse(settings.consul_addr if "://" in settings.consul_addr else f"http://{settings.consul_addr}")
     return consul.Consul(host=url.hostname, port=url.port or 8500, scheme=url.scheme,
                          token=settings.consul_token or None, connections_timeout=5)
@@ -100,7 +101,7 @@ class Registration:
         self._lock = threading.Lock()  # a registration never overtakes close()
 
     def run(self) -> None:
-        c, index = _client(self.settings), None
+        c, index = client(self.settings), None
         retrying = tenacity.Retrying(
             wait=tenacity.wait_exponential(multiplier=0.2, max=5), sleep=self._closed.wait,
             retry=tenacity.retry_if_exception(  # a bug is not retried, and nothing is after close()
@@ -152,7 +153,7 @@ class Registration:
         with self._lock:
             self._closed.set()
         try:
-            _client(self.settings).agent.service.deregister(self.sid)
+            client(self.settings).agent.service.deregister(self.sid)
             log.info("deregistered %s from Consul", self.sid)
         except Exception as e:  # Consul's check and DeregisterCriticalServiceAfter remain the safety net
             log.warning("could not deregister %s: %s", self.sid, e)

@@ -6,11 +6,12 @@ import time
 
 import torch
 
-from . import model_store, registration
+from . import model_store, registration, tuning
 from .batching import DynamicBatcher
 from .config import Settings
 from .metrics import Metrics
-from .phases import GpuMemory, Limits, Phase, Readiness, readiness
+from .phases import GpuMemory, Limits, Phase, Readiness, liveness_status, readiness
+from .probes import ProbeServer
 
 log = logging.getLogger("fleet_inference")
 
@@ -25,23 +26,42 @@ class Replica:
         self.manifest: model_store.Manifest | None = None
         self.module = None
         self.in_flight = 0
-        self.limits = Limits(settings.max_queue, settings.gpu_min_free_mb << 20, settings.gpu_max_used_pct)
         self.batcher = DynamicBatcher(self._infer, settings.max_batch, settings.max_wait_ms / 1000,
-                                      settings.max_queue, on_batch=self._observe_batch)
+                                      settings.max_queue, on_batch=self._observe_batch,
+                                      on_dropped=self.metrics.dropped_rows.inc)
+        self.apply_config(tuning.defaults(settings))
+        self.probes = ProbeServer(settings.admin_port, self.probe_answers)
         self._tasks: list[asyncio.Task] = []
         self.registration: registration.Registration | None = None
+        self.follower: tuning.Follower | None = None
         self._set_phase(Phase.LOADING, self.reason)
 
     # lifecycle -------------------------------------------------------------------------------
     def _set_phase(self, phase: Phase, reason: str) -> None:
         self.phase, self.reason = phase, reason
         self.metrics.phase.state(phase.value)
+        if hasattr(self, "probes"):
+            self.probes.changed()
         log.info("phase %s: %s", phase.value, reason)
 
     async def start(self) -> None:
         torch.set_num_threads(self.settings.torch_threads)
         self.batcher.start()
+        self.probes.start()
         self._tasks.append(asyncio.create_task(self._load()))
+        if self.settings.consul_addr:
+            loop = asyncio.get_running_loop()
+            self.follower = tuning.Follower(self.settings, registration.client,
+                                            lambda values: loop.call_soon_threadsafe(self.apply_config, values))
+            threading.Thread(target=self.follower.run, name="consul-config", daemon=True).start()
+
+    def apply_config(self, values: dict) -> None:
+        """Live configuration (fleet_inference/tuning.py): the next batch and readiness use it."""
+        self.config = dict(values)
+        self.batcher.max_batch = max(1, values["max_batch"])
+        self.batcher.max_wait_s = values["max_wait_ms"] / 1000
+        self.batcher.max_queue = values["max_queue"]
+        self.limits = Limits(values["max_queue"], values["gpu_min_free_mb"] << 20, values["gpu_max_used_pct"])
 
     async def _load(self) -> None:
         started = time.monotonic()
@@ -82,7 +102,10 @@ class Replica:
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
+        if self.follower:
+            self.follower.stop()
         await self.batcher.stop()
+        await self.probes.stop()
 
     # readiness -------------------------------------------------------------------------------
     def gpu_memory(self) -> GpuMemory | None:
@@ -95,6 +118,16 @@ class Replica:
 
     def readiness(self) -> Readiness:
         return readiness(self.phase, self.reason, self.batcher.depth, self.gpu_memory(), self.limits)
+
+    def answer(self, phase: Phase, reason: str, **extra) -> dict:
+        version = self.manifest.version if self.manifest else None
+        return {"phase": phase.value, "reason": reason, "version": version, **extra}
+
+    def probe_answers(self) -> dict:
+        """/health and /ready as [status, body], for the probe server's snapshot."""
+        r = self.readiness()
+        return {"/health": [liveness_status(self.phase), self.answer(self.phase, self.reason)],
+                "/ready": [r.status_code, self.answer(r.phase, r.reason)]}
 
     # inference -------------------------------------------------------------------------------
     def _infer(self, batch: torch.Tensor) -> torch.Tensor:

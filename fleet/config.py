@@ -1,0 +1,96 @@
+"""Live configuration of the service's batching, admission and GPU-watermark knobs (`fleet config`).
+
+The document lives in Consul KV at `fleet/config/<consul service>` (JSON, knob -> value); every replica
+follows it with a blocking query and applies a change without a restart (fleet_inference/tuning.py).
+fleet checks every value before it writes (a bad one: exit 2, nothing written) and writes with
+check-and-set, so two operators changing different knobs at once both keep their change.
+
+KNOBS equals the replica's table (a unit test keeps them equal: the image does not ship fleet).
+"""
+import json
+
+import consul
+
+from .adapters.consul import call
+from .errors import BadInput
+
+KNOBS: dict[str, tuple[type, float, float, str]] = {
+    "max_batch": (int, 1, 1024, "rows per inference batch"),
+    "max_wait_ms": (float, 0, 1000, "how long a batch waits for company, in ms"),
+    "max_queue": (int, 1, 100_000, "rows waiting before /predict is refused with 503"),
+    "gpu_min_free_mb": (int, 0, 1_000_000, "free GPU memory under which the replica is degraded, in MiB"),
+    "gpu_max_used_pct": (float, 0, 100, "GPU memory used over which the replica is degraded, in %"),
+}
+CAS_TRIES = 5
+
+
+def key(consul_service: str) -> str:
+    return f"fleet/config/{consul_service}"
+
+
+def check(name: str, value: str) -> int | float:
+    """The knob's value as its type, or BadInput naming the problem and the fix. Pure."""
+    if name not in KNOBS:
+        raise BadInput(f"unknown knob {name!r}; the knobs are: {', '.join(KNOBS)}")
+    kind, low, high, what = KNOBS[name]
+    try:
+        number = int(value, 10) if kind is int else float(value)
+    except ValueError:
+        raise BadInput(f"{name}={value!r}: not a {'whole number' if kind is int else 'number'} ({what})") from None
+    if not (low <= number <= high):
+        raise BadInput(f"{name}={value!r}: must be between {low:g} and {high:g} ({what})")
+    return number
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, int | float]:
+    """`KNOB=VALUE` arguments, each checked. Pure."""
+    if not pairs:
+        raise BadInput("nothing to set: give KNOB=VALUE, e.g. `fleet config set max_batch=8`")
+    values = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise BadInput(f"{pair!r}: expected KNOB=VALUE, e.g. max_batch=8")
+        values[name.strip()] = check(name.strip(), value.strip())
+    return values
+
+
+def read(c: consul.Consul, consul_service: str) -> tuple[int | None, dict]:
+    """The document (knobs set through fleet) and its modify index; {} and None when there is none."""
+    _, item = call(c.kv.get, key(consul_service))
+    if not item or not item.get("Value"):
+        return (item or {}).get("ModifyIndex"), {}
+    try:
+        doc = json.loads(item["Value"])
+    except ValueError:
+        doc = {}
+    return item["ModifyIndex"], doc if isinstance(doc, dict) else {}
+
+
+def change(c: consul.Consul, consul_service: str, edit) -> dict:
+    """Apply `edit(doc) -> doc` with check-and-set, retried when another writer came first."""
+    for _ in range(CAS_TRIES):
+        index, doc = read(c, consul_service)
+        new = edit(dict(doc))
+        if new == doc:
+            return new
+        if call(c.kv.put, key(consul_service), json.dumps(new, sort_keys=True), cas=index or 0):
+            return new
+    raise BadInput(f"{key(consul_service)} kept changing under fleet ({CAS_TRIES} tries); try again")
+
+
+def set_knobs(c: consul.Consul, consul_service: str, values: dict) -> dict:
+    return change(c, consul_service, lambda doc: {**doc, **values})
+
+
+def check_names(names: list[str]) -> list[str]:
+    """Knob names to unset, each known. Pure."""
+    unknown = [n for n in names if n not in KNOBS]
+    if unknown or not names:
+        raise BadInput(f"unknown knob(s) {unknown}; the knobs are: {', '.join(KNOBS)}" if unknown
+                       else "nothing to unset: name the knobs, e.g. `fleet config unset max_batch`")
+    return names
+
+
+def unset_knobs(c: consul.Consul, consul_service: str, names: list[str]) -> dict:
+    return change(c, consul_service, lambda doc: {k: v for k, v in doc.items() if k not in names})

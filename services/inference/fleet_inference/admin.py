@@ -1,0 +1,89 @@
+"""The probe server: /health and /ready answered by a process of its own, never behind /predict.
+
+`python -m fleet_inference.admin PORT` is started by the replica (fleet_inference/probes.py), which
+writes it a snapshot of its two answers, one JSON line `{"health": [status, body], "ready": [status,
+body]}` on its standard input, at once on a change of phase and every 0.1 s otherwise (queue depth
+and GPU memory move readiness). This process answers from the last snapshot, so a probe waits neither
+on the replica's event loop nor on its GIL, however hard /predict saturates it.
+
+Liveness keeps its meaning: the snapshots come from the replica's event loop, so when none has
+arrived for STALE_S seconds the replica's Python no longer runs, and both probes answer 503
+`unresponsive`. The process exits when its standard input closes (the replica is gone).
+
+Standard library only, and no import of torch: it starts in a fraction of a second.
+"""
+import json
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+STALE_S = 5.0
+
+
+class Snapshot:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.answers: dict[str, tuple[int, bytes]] = {}
+        self.at: float | None = None
+
+    def update(self, line: bytes) -> None:
+        doc = json.loads(line)
+        answers = {path: (int(status), json.dumps(body).encode()) for path, (status, body) in doc.items()}
+        with self.lock:
+            self.answers, self.at = answers, time.monotonic()
+
+    def answer(self, path: str, now: float) -> tuple[int, bytes]:
+        with self.lock:
+            answers, at = self.answers, self.at
+        if at is None:
+            return 503, b'{"phase": "loading", "reason": "the replica has not reported yet", "version": null}'
+        if now - at > STALE_S:
+            body = {"phase": "unresponsive", "version": None,
+                    "reason": f"the replica has not reported for {now - at:.1f} s: its event loop is stuck"}
+            return 503, json.dumps(body).encode()
+        return answers.get(path, (404, b'{"error": "only /health and /ready here"}'))
+
+
+def follow(snapshot: Snapshot, stream) -> None:
+    """Read snapshots until the replica closes the pipe, then exit the process."""
+    for line in stream:
+        try:
+            snapshot.update(line)
+        except (ValueError, TypeError, KeyError):
+            pass  # a torn or odd line: keep the last good snapshot
+    os._exit(0)
+
+
+def serve(port: int, snapshot: Snapshot) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            status, body = snapshot.answer(self.path.split("?", 1)[0], time.monotonic())
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # probes every second would flood the log
+            pass
+
+    ThreadingHTTPServer.allow_reuse_address = True
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def main() -> None:
+    port = int(sys.argv[1])
+    snapshot = Snapshot()
+    server = serve(port, snapshot)
+    threading.Thread(target=follow, args=(snapshot, sys.stdin.buffer), name="snapshots", daemon=True).start()
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
