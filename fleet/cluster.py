@@ -3,14 +3,15 @@ service, its canary service, and the traffic weights and maintenance mode that s
 import consul
 
 from .adapters.consul import Catalog
-from .adapters.store import set_weight
+from .adapters.store import Store
 from .adapters.swarm import Swarm
 from .promotion import promotion_flags
 
 
 class SwarmCluster:
-    def __init__(self, swarm: Swarm, catalog: Catalog, stable_name: str, canary_name: str, consul_name: str):
-        self.swarm, self.catalog = swarm, catalog
+    def __init__(self, swarm: Swarm, catalog: Catalog, store: Store, stable_name: str, canary_name: str,
+                 consul_name: str):
+        self.swarm, self.catalog, self.store = swarm, catalog, store
         self.stable_name, self.canary_name, self.consul_name = stable_name, canary_name, consul_name
 
     def _stable(self):
@@ -34,8 +35,7 @@ class SwarmCluster:
         return self.swarm.create_canary(self._stable(), self.canary_name, image, replicas)
 
     def set_weights(self, stable: int | None, canary: int | None) -> None:
-        set_weight(self.catalog.consul, self.consul_name, "stable", stable)
-        set_weight(self.catalog.consul, self.consul_name, "canary", canary)
+        self.store.set_weights(self.consul_name, {"stable": stable, "canary": canary})  # fenced by the lock
 
     def take_canary_out(self, reason: str) -> None:
         for i in self.catalog.instances(self.consul_name):

@@ -75,7 +75,7 @@ class Target:
         return url
 
     def cluster(self) -> SwarmCluster:
-        return SwarmCluster(self.swarm, self.catalog, self.stable_name, self.canary_name, self.consul_name)
+        return SwarmCluster(self.swarm, self.catalog, self.store, self.stable_name, self.canary_name, self.consul_name)
 
 
 def connect(stack: str, service: str, consul_addr: str | None, gateway_url: str = "",

@@ -6,10 +6,14 @@ abort, written by other fleet processes), `history/<revision>` (one JSON record 
 Traffic weights live in fleet/traffic/<consul service>/<role>, which the replicas follow.
 
 The lock is fenced: its session has a lock-delay (a lapsed holder's lock cannot be taken at once), a
-renewal that Consul refuses marks the lock lost, and the state is written with `acquire` on the
-holder's session, which Consul refuses once that session is gone: a controller that was paused or cut
-off past its TTL cannot write over the one that took over, and stops (LockLost) before acting.
+renewal that Consul refuses marks the lock lost, and every write of the holder (state, history, the
+traffic weights) is one Consul transaction whose first operation is `check-session` on the lock key:
+once the holder's session is gone Consul rolls the whole transaction back, so a controller that was
+paused or cut off past its TTL cannot write over the one that took over, even when it resumes in the
+middle of an action; it stops (LockLost) there. Swarm actions cannot join a Consul transaction: they
+are guarded by `check()` just before them.
 """
+import base64
 import json
 import os
 import socket
@@ -17,6 +21,7 @@ import threading
 import time
 
 import consul
+from consul.exceptions import ClientError
 
 from .consul import call
 
@@ -63,14 +68,21 @@ class Store:
         return json.loads(item["Value"])
 
     def _renew(self) -> None:
-        """Renew every 3 s. Consul saying the session is gone means the lock is lost; an unreachable
-        Consul is tried again (the session outlives a short outage: TTL, and Consul restarts its timers)."""
+        """Renew every 3 s. Consul saying the session is gone means the lock is lost, once a consistent
+        read confirms it (a server replaying its log after a restart may not know a recent session yet);
+        an unreachable Consul is tried again (the session outlives a short outage: TTL, and Consul
+        restarts its timers)."""
         while not self._renewing.wait(3.0):
             try:
                 self.consul.session.renew(self.session)
             except consul.NotFound:
-                self.lost.set()
-                return
+                try:
+                    gone = self.consul.session.info(self.session, consistency="consistent")[1] is None
+                except Exception:  # not ready for consistent reads: unknown, not gone
+                    gone = False
+                if gone:
+                    self.lost.set()
+                    return
             except Exception:
                 pass
 
@@ -96,17 +108,28 @@ class Store:
         _, item = self._get("state")
         return json.loads(item["Value"]) if item and item.get("Value") else None
 
-    def save(self, doc: dict) -> None:
-        """Write the state, fenced: only while this process's session holds the lock."""
+    def write(self, changes: dict[str, str | None]) -> None:
+        """Set (None: delete) these keys in one transaction that Consul applies only while this process's
+        session holds the lock; LockLost, with nothing written, once it does not."""
         self.check()
-        if not self._put("state", json.dumps(doc), acquire=self.session):
+        ops = [{"KV": {"Verb": "check-session", "Key": f"{self.prefix}/lock", "Session": self.session}}]
+        for key, value in changes.items():
+            ops.append({"KV": {"Verb": "delete", "Key": key}} if value is None else
+                       {"KV": {"Verb": "set", "Key": key, "Value": base64.b64encode(value.encode()).decode()}})
+        if call(_transaction, self.consul, ops) is None:
             self.lost.set()
             self.check()
 
+    def save(self, doc: dict) -> None:
+        """Write the state, fenced: only while this process's session holds the lock."""
+        self.write({f"{self.prefix}/state": json.dumps(doc)})
+
+    def set_weights(self, consul_service: str, weights: dict[str, int | None]) -> None:
+        """The weight each role's replicas register with (None puts back their own default), fenced."""
+        self.write({weight_key(consul_service, role): None if w is None else str(w) for role, w in weights.items()})
+
     def clear(self) -> None:
-        self.check()
-        call(self.consul.kv.delete, f"{self.prefix}/state")
-        call(self.consul.kv.delete, f"{self.prefix}/control")
+        self.write({f"{self.prefix}/state": None, f"{self.prefix}/control": None})
 
     def request(self, action: str) -> None:
         self._put("control", action)
@@ -122,14 +145,19 @@ class Store:
         return sorted((json.loads(i["Value"]) for i in items or []), key=lambda r: r["revision"])
 
     def record(self, doc: dict) -> None:
-        self.check()
-        self._put(f"history/{doc['revision']:06d}", json.dumps(doc))
+        self.write({f"{self.prefix}/history/{doc['revision']:06d}": json.dumps(doc)})
 
 
-def set_weight(c: consul.Consul, consul_service: str, role: str, weight: int | None) -> None:
-    """The weight the replicas of a role register with; None puts back their own default."""
-    key = f"fleet/traffic/{consul_service}/{role}"
-    if weight is None:
-        call(c.kv.delete, key)
-    else:
-        call(c.kv.put, key, str(weight))
+def weight_key(consul_service: str, role: str) -> str:
+    """The key the replicas of a role follow for their weight (fleet_inference/registration.py)."""
+    return f"fleet/traffic/{consul_service}/{role}"
+
+
+def _transaction(c: consul.Consul, ops: list[dict]):
+    """Consul's /v1/txn; None when Consul rolled it back (409: a check failed)."""
+    try:
+        return c.txn.put(ops)
+    except ClientError as e:
+        if str(e).startswith("409"):
+            return None
+        raise

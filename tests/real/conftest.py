@@ -123,8 +123,8 @@ def run_replica(swarm):
     started = []
 
     def start(image: str, **kwargs) -> Replica:
-        c = swarm.client.containers.run(image, detach=True, labels={"fleet.test": "1"},
-                                        ports={"8000/tcp": ("127.0.0.1", None)}, **kwargs)
+        kwargs.setdefault("ports", {"8000/tcp": ("127.0.0.1", None)})
+        c = swarm.client.containers.run(image, detach=True, labels={"fleet.test": "1"}, **kwargs)
         started.append(c)
         port = wait_until(lambda: (c.reload() or c.ports.get("8000/tcp") or [{}])[0].get("HostPort"), 30,
                           "a published port")

@@ -1,4 +1,5 @@
 """One replica of the real image, run as a plain container on 127.0.0.1: phases, health, validation."""
+import os
 import signal
 
 import httpx
@@ -83,3 +84,30 @@ def test_sigterm_drains_first_then_exits(run_replica):
     assert httpx.post(f"{replica.url}/predict", json={"inputs": SAMPLE}, timeout=5).status_code == 200
     result = replica.container.wait(timeout=30)
     assert result["StatusCode"] == 0
+
+
+def test_the_probe_server_answers_apart_and_turns_a_stuck_replica_unresponsive(run_replica):
+    """The healthcheck asks the probe server (port 8001), a process of its own. When the replica's own
+    Python stops (SIGSTOP), its snapshots stop: both probes answer 503 `unresponsive` and Docker marks the
+    container unhealthy; once it runs again it is healthy again."""
+    replica = run_replica("fleet/inference:2", ports={"8000/tcp": ("127.0.0.1", None), "8001/tcp": ("127.0.0.1", None)},
+                          healthcheck={"test": HEALTHCHECK, "interval": seconds(1), "timeout": seconds(5), "retries": 2,
+                                       "start_period": seconds(1)})
+    admin_port = wait_until(lambda: (replica.container.reload() or replica.container.ports.get("8001/tcp") or [{}])[0]
+                            .get("HostPort"), 30, "the probe port")
+    admin = f"http://127.0.0.1:{admin_port}"
+    wait_until(lambda: replica.health() == "healthy", 60, "the container to turn healthy")
+    status, body = get(f"{admin}/ready")
+    assert status == 200 and body["phase"] == "ready" and body["version"] == "2", body
+    assert get(f"{admin}/health")[0] == 200
+    main_pid = replica.container.attrs["State"]["Pid"]  # the replica's own Python, the container's PID 1
+    os.kill(main_pid, signal.SIGSTOP)
+    try:
+        status, body = wait_until(lambda: (lambda st, b: (st, b) if b["phase"] == "unresponsive" else None)(
+            *get(f"{admin}/ready")), 15, "the probe server to call the replica unresponsive")
+        assert status == 503 and get(f"{admin}/health")[0] == 503
+        wait_until(lambda: replica.health() == "unhealthy", 30, "Docker to mark the container unhealthy")
+    finally:
+        os.kill(main_pid, signal.SIGCONT)
+    wait_until(lambda: get(f"{admin}/ready")[0] == 200, 15, "the probes to answer ready again")
+    wait_until(lambda: replica.health() == "healthy", 30, "the container to turn healthy again")
