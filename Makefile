@@ -23,6 +23,7 @@ bench: setup
 	$(PY) bench/deploy_bench.py
 	$(PY) bench/rollout_bench.py
 	$(PY) bench/consul_restart_bench.py
+	$(PY) bench/scale_bench.py
 
 clean:
 	-docker stack rm fleet fleettest 2>/dev/null

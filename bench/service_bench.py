@@ -1,10 +1,15 @@
 """Benchmark of one replica run locally: /predict throughput and latency with and without dynamic
-batching at several concurrencies, and /health latency while /predict saturates the CPU.
+batching at several concurrencies, and /health and /ready latency while batched /predict saturates the
+CPU at concurrency 32 and 64, on the probe server's port (what Docker, Consul and the gateway ask) and
+on the service's own port, side by side.
 
-    .venv/bin/python bench/service_bench.py [--seconds 5]
+    .venv/bin/python bench/service_bench.py [--seconds 5] [--probes 1000]
 
-Both configurations run in this one invocation, side by side, so their ratio is meaningful on a
-noisy machine. Every load level is bounded in time and in requests. Traffic goes to 127.0.0.1 only.
+The service (and its probe server) is pinned to CPU 1 and the clients (wrk and the probes) to CPU 0
+where the machine has two, so the clients do not take the server's core. Each probe opens a new
+connection, as real probes do. Both configurations run in this one invocation, side by side, so their
+ratio is meaningful on a noisy machine. Every load level is bounded in time and in requests. Traffic
+goes to 127.0.0.1 only.
 """
 import argparse
 import json
@@ -12,6 +17,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +30,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 ROW = [0.5, -1.2, 0.3, 2.0, -0.7, 0.1, 1.5, -0.4]
 LEVELS = (1, 8, 32, 64)
+PROBE_LEVELS = (32, 64)
+PINNED = (os.cpu_count() or 1) >= 2  # service on CPU 1, clients on CPU 0
 
 
 def free_port() -> int:
@@ -32,18 +40,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_service(max_batch: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def start_service(max_batch: int) -> tuple[subprocess.Popen, str, str]:
+    """The service (pinned to CPU 1 where there are two); its URL and its probe server's URL."""
+    port, admin_port = free_port(), free_port()
     env = {**os.environ, "MODEL_PATH": str(ROOT / "build/models/v2"), "FLEET_PORT": str(port),
-           "FLEET_MAX_BATCH": str(max_batch), "PYTHONPATH": str(ROOT / "services/inference")}
+           "FLEET_ADMIN_PORT": str(admin_port), "FLEET_MAX_BATCH": str(max_batch),
+           "PYTHONPATH": str(ROOT / "services/inference")}
     proc = subprocess.Popen([sys.executable, "-m", "fleet_inference"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, {1})) if PINNED else None)
+    url, admin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return proc, url
+            if httpx.get(f"{admin}/ready", timeout=1).status_code == 200:
+                return proc, url, admin
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
@@ -91,28 +102,38 @@ def load(url: str, concurrency: int, seconds: float, max_requests: int = 100_000
             "socket_errors": errors.group(0) if errors else ""}
 
 
-def health_under_load(url: str, seconds: float) -> dict:
-    """Probe /health every 20 ms from another thread while wrk saturates /predict at concurrency 64."""
-    latencies: list[float] = []
+def probes_under_load(url: str, admin: str, concurrency: int, probes: int) -> dict:
+    """Probe /health and /ready on both ports (a new connection each, every 5 ms) while wrk saturates
+    /predict; wrk runs until every probe series has `probes` answers (at most 120 s)."""
+    targets = {(port, path): f"{base}{path}" for port, base in (("probe server", admin), ("service", url))
+               for path in ("/health", "/ready")}
+    latencies = {key: [] for key in targets}
     done = threading.Event()
 
-    def probe():
-        with httpx.Client(timeout=5) as client:
-            while not done.is_set() and len(latencies) < 10_000:
-                t = time.perf_counter()
-                client.get(f"{url}/health")
-                latencies.append(time.perf_counter() - t)
-                time.sleep(0.02)
+    def probe(key):
+        while not done.is_set() and len(latencies[key]) < probes:
+            t = time.perf_counter()
+            try:
+                httpx.get(targets[key], timeout=5)
+                latencies[key].append(time.perf_counter() - t)
+            except httpx.HTTPError:
+                latencies[key].append(5.0)
+            time.sleep(0.005)
 
-    t = threading.Thread(target=probe)
-    t.start()
+    threads = [threading.Thread(target=probe, args=(key,)) for key in targets]
+    for t in threads:
+        t.start()
+    rps, rounds = [], 0
     try:
-        pred = load(url, 64, seconds)
+        while any(len(v) < probes for v in latencies.values()) and rounds < 24:
+            rps.append(load(url, concurrency, 5)["rps"])
+            rounds += 1
     finally:
         done.set()
-        t.join()
-    return {"predict_rps": pred["rps"], "health_p50": pct(latencies, 50), "health_p99": pct(latencies, 99),
-            "probes": len(latencies)}
+        for t in threads:
+            t.join()
+    return {"predict_rps": statistics.mean(rps), **{key: (pct(v, 50), pct(v, 99), len(v))
+                                                    for key, v in latencies.items()}}
 
 
 def ensure_wrk() -> None:
@@ -124,16 +145,21 @@ def ensure_wrk() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=5, help="duration of each load level")
+    ap.add_argument("--probes", type=int, default=1000, help="probes of each path on each port per level")
     args = ap.parse_args()
     ensure_wrk()
+    if PINNED:
+        os.sched_setaffinity(0, {0})  # this process, wrk and the probes: off the service's core
     results, health = {}, {}
     for name, max_batch in (("batched", 32), ("unbatched", 1)):
-        proc, url = start_service(max_batch)
+        proc, url, admin = start_service(max_batch)
         try:
             load(url, 8, 1)  # warm-up
             for c in LEVELS:
                 results[(name, c)] = load(url, c, args.seconds)
-            health[name] = health_under_load(url, args.seconds)
+            if name == "batched":
+                for c in PROBE_LEVELS:
+                    health[c] = probes_under_load(url, admin, c, args.probes)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -145,10 +171,16 @@ def main() -> None:
         ratio = results[("batched", c)]["rps"] / results[("unbatched", c)]["rps"]
         print(f"batched/unbatched throughput at concurrency {c}: {ratio:.2f}x")
     print()
-    for name, h in health.items():
-        print(f"/health under /predict saturation ({name}, concurrency 64, {h['predict_rps']:.0f} req/s): "
-              f"p50 {h['health_p50']:.1f} ms, p99 {h['health_p99']:.1f} ms over {h['probes']} probes "
-              f"(target p99 <= 20 ms)")
+    print(f"\nprobes while batched /predict saturates the service ({'pinned: service CPU 1, clients CPU 0' if PINNED else 'not pinned: one CPU'}); "
+          "target p99 <= 20 ms on the probe server\n")
+    print("| concurrency (req/s) | port | /health p50 / p99 ms (probes) | /ready p50 / p99 ms (probes) |\n|---|---|---|---|")
+    for c, h in health.items():
+        for port in ("probe server", "service"):
+            (h50, h99, hn), (r50, r99, rn) = h[(port, "/health")], h[(port, "/ready")]
+            print(f"| {c} ({h['predict_rps']:.0f}) | {port} | {h50:.1f} / {h99:.1f} ({hn}) | {r50:.1f} / {r99:.1f} ({rn}) |")
+    for c, h in health.items():
+        print(f"/ready p99, service port over probe server, concurrency {c}: "
+              f"{h[('service', '/ready')][1] / h[('probe server', '/ready')][1]:.1f}x")
 
 
 if __name__ == "__main__":

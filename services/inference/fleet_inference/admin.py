@@ -22,6 +22,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 STALE_S = 5.0
 
 
+def encode(body: dict) -> bytes:
+    """Compact JSON, as the service's own port writes it (what Docker's health log then shows)."""
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 class Snapshot:
     def __init__(self):
         self.lock = threading.Lock()
@@ -30,7 +35,7 @@ class Snapshot:
 
     def update(self, line: bytes) -> None:
         doc = json.loads(line)
-        answers = {path: (int(status), json.dumps(body).encode()) for path, (status, body) in doc.items()}
+        answers = {path: (int(status), encode(body)) for path, (status, body) in doc.items()}
         with self.lock:
             self.answers, self.at = answers, time.monotonic()
 
@@ -38,12 +43,11 @@ class Snapshot:
         with self.lock:
             answers, at = self.answers, self.at
         if at is None:
-            return 503, b'{"phase": "loading", "reason": "the replica has not reported yet", "version": null}'
+            return 503, encode({"phase": "loading", "reason": "the replica has not reported yet", "version": None})
         if now - at > STALE_S:
-            body = {"phase": "unresponsive", "version": None,
-                    "reason": f"the replica has not reported for {now - at:.1f} s: its event loop is stuck"}
-            return 503, json.dumps(body).encode()
-        return answers.get(path, (404, b'{"error": "only /health and /ready here"}'))
+            return 503, encode({"phase": "unresponsive", "version": None,
+                                "reason": f"the replica has not reported for {now - at:.1f} s: its event loop is stuck"})
+        return answers.get(path, (404, encode({"error": "only /health and /ready here"})))
 
 
 def follow(snapshot: Snapshot, stream) -> None:

@@ -40,8 +40,7 @@ class Replica:
     def _set_phase(self, phase: Phase, reason: str) -> None:
         self.phase, self.reason = phase, reason
         self.metrics.phase.state(phase.value)
-        if hasattr(self, "probes"):
-            self.probes.changed()
+        self.probes.changed()
         log.info("phase %s: %s", phase.value, reason)
 
     async def start(self) -> None:
