@@ -40,13 +40,15 @@ def fleet(*args: str) -> dict:
 
 
 def remove_stack() -> None:
+    """Remove the stack and wait until its containers and its network are gone (a deploy right after
+    would otherwise find the old network being removed)."""
     subprocess.run(["docker", "stack", "rm", STACK], capture_output=True)
+    label = f"label=com.docker.stack.namespace={STACK}"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={STACK}"],
-            capture_output=True, text=True).stdout.strip():
+    while time.monotonic() < deadline and any(subprocess.run(
+            ["docker", kind, "ls", "-q", "--filter", label] + (["-a"] if kind == "container" else []),
+            capture_output=True, text=True).stdout.strip() for kind in ("container", "network")):
         time.sleep(1)
-    time.sleep(3)  # the stack's network goes after its containers
 
 
 def at(doc: dict, event: str) -> float:
