@@ -1,6 +1,6 @@
 import pytest
 
-from fleet_inference.validation import InputError, parse_body, validate_inputs
+from fleet_inference.validation import InputError, check_content_type, parse_body, validate_inputs
 
 ROW = [0.0] * 8
 
@@ -44,3 +44,28 @@ def test_json_nan_literal_parses_then_is_rejected():
     payload = parse_body(b'{"inputs": [[NaN, 0, 0, 0, 0, 0, 0, 0]]}', 1000)
     with pytest.raises(InputError, match="only finite"):
         validate_inputs(payload, 8, 64)
+
+
+def test_deep_nesting_is_a_400_not_a_recursion_error():
+    with pytest.raises(InputError) as e:
+        parse_body(b"[" * 100_000 + b"]" * 100_000, max_bytes=1_000_000)
+    assert e.value.status == 400 and "nested too deeply" in str(e.value)
+
+
+def test_an_integer_beyond_any_float_is_a_422():
+    with pytest.raises(InputError, match="integer beyond any float") as e:
+        validate_inputs({"inputs": [[10 ** 400] + ROW[1:]]}, 8, 64)
+    assert e.value.status == 422
+
+
+@pytest.mark.parametrize("header", [None, "", "application/json", "application/json; charset=utf-8",
+                                    "application/vnd.api+json"])
+def test_json_or_no_content_type_is_accepted(header):
+    check_content_type(header)
+
+
+@pytest.mark.parametrize("header", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; b=x"])
+def test_other_content_types_are_a_415_naming_the_fix(header):
+    with pytest.raises(InputError, match="Content-Type: application/json") as e:
+        check_content_type(header)
+    assert e.value.status == 415

@@ -4,7 +4,9 @@
 which is what Docker's healthcheck, Consul's check and the gateway probe: those never wait behind /predict.
 """
 import asyncio
+import logging
 import time
+import uuid
 from pathlib import Path
 from contextlib import asynccontextmanager
 
@@ -17,7 +19,9 @@ from .batching import QueueFull
 from .config import Settings
 from .phases import Phase, liveness_status
 from .replica import Replica
-from .validation import InputError, parse_body, validate_inputs
+from .validation import InputError, check_content_type, parse_body, validate_inputs
+
+log = logging.getLogger("fleet_inference.app")
 
 
 class MetricsMiddleware:
@@ -92,11 +96,8 @@ def create_app(settings: Settings) -> FastAPI:
             return JSONResponse({"error": f"overloaded: queue holds {replica.batcher.depth} rows, bound "
                                           f"{replica.batcher.max_queue}"}, status_code=503, headers={"Retry-After": "1"})
         try:
-            declared = int(request.headers.get("content-length") or 0)
-            if declared > settings.max_body_bytes:
-                raise InputError(f"body is {declared} bytes, over the limit of {settings.max_body_bytes}: "
-                                 f"send fewer rows", 413)
-            payload = parse_body(await request.body(), settings.max_body_bytes)
+            check_content_type(request.headers.get("content-type"))
+            payload = parse_body(await read_body(request, settings.max_body_bytes), settings.max_body_bytes)
             rows = validate_inputs(payload, replica.manifest.features, settings.max_rows)
         except InputError as e:
             return JSONResponse({"error": str(e)}, status_code=e.status)
@@ -111,6 +112,11 @@ def create_app(settings: Settings) -> FastAPI:
             probs = work.result()
         except QueueFull as e:
             return JSONResponse({"error": f"overloaded: {e}"}, status_code=503, headers={"Retry-After": "1"})
+        finite = torch.isfinite(probs).all(dim=1)
+        if not bool(finite.all()):  # finite inputs so large that the model overflows: no answer to give
+            row = int((~finite).nonzero()[0, 0])
+            return JSONResponse({"error": f"inputs[{row}] is too large for the model (its output overflows): "
+                                          "send values of a sensible magnitude"}, status_code=422)
         # A Response built here skips FastAPI's generic encoder: less work on the event loop per request.
         return JSONResponse({"version": replica.manifest.version, "classes": probs.argmax(dim=1).tolist(),
                              "probabilities": probs.tolist()})
@@ -142,9 +148,28 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
-        return JSONResponse({"error": f"internal error: {exc!r}"}, status_code=500)
+        """No Python repr or traceback in an answer: the client gets an incident id, the log the rest."""
+        incident = uuid.uuid4().hex[:12]
+        log.error("incident %s on %s %s", incident, request.method, request.url.path,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+        return JSONResponse({"error": f"internal error (incident {incident}; the replica's log has the details)"},
+                            status_code=500)
 
     return app
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, counted while it streams (chunked too): over `limit`, a 413 before it is all read."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise InputError(f"body is {declared} bytes, over the limit of {limit}: send fewer rows", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InputError(f"body is over the limit of {limit} bytes: send fewer rows", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def client_gone(request: Request) -> None:

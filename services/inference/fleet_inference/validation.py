@@ -1,6 +1,9 @@
 """Validation of /predict bodies: pure, with messages that name the problem and the fix."""
 import json
 import math
+import sys
+
+JSON_TYPES = ("application/json",)
 
 
 class InputError(ValueError):
@@ -18,6 +21,15 @@ def parse_body(body: bytes, max_bytes: int) -> object:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise InputError(f"body is not valid JSON ({e}); send {{\"inputs\": [[...], ...]}}", 400) from None
+    except RecursionError:
+        raise InputError("body is nested too deeply; send {\"inputs\": [[8 numbers], ...]}, two levels deep", 400) from None
+
+
+def check_content_type(header: str | None) -> None:
+    """JSON, or no content type at all (curl -d without -H); anything else is a 415 naming the fix. Pure."""
+    kind = (header or "").split(";", 1)[0].strip().lower()
+    if kind and kind not in JSON_TYPES and not kind.endswith("+json"):
+        raise InputError(f"content type {kind!r} is not JSON: send Content-Type: application/json", 415)
 
 
 def validate_inputs(payload: object, features: int, max_rows: int) -> list[list[float]]:
@@ -41,6 +53,8 @@ def validate_inputs(payload: object, features: int, max_rows: int) -> list[list[
         for j, v in enumerate(row):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise InputError(f"inputs[{i}][{j}] is {type(v).__name__}, not a number")
+            if isinstance(v, int) and abs(v) > sys.float_info.max:
+                raise InputError(f"inputs[{i}][{j}] is an integer beyond any float: only finite numbers are accepted")
             if not math.isfinite(v):
                 raise InputError(f"inputs[{i}][{j}] is {v}: only finite numbers are accepted")
         out.append([float(v) for v in row])
