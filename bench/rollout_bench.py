@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from tests.helpers import LoadLoop  # noqa: E402
 
 STACK = "fleetbench-rollout"
-ENV = {**os.environ, "FLEET_CONSUL_PORT": "39500", "FLEET_GATEWAY_PORT": "39080", "FLEET_PROMETHEUS_PORT": "39090",
+ENV = {**os.environ, "FLEET_CONSUL_PORT": "39500", "FLEET_GATEWAY_PORT": "39080", "FLEET_GATEWAY_OPS_PORT": "39081", "FLEET_PROMETHEUS_PORT": "39090",
        "CONSUL_HTTP_ADDR": "http://127.0.0.1:39500", "FLEET_IMAGE": "fleet/inference:1"}
 GATEWAY = "http://127.0.0.1:39080/predict"
 STEPS, STEP_SECONDS = (25, 50), 10

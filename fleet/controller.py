@@ -42,7 +42,7 @@ class Target:
     swarm: Swarm
     catalog: Catalog
     store: Store
-    gateway: str = ""  # the gateway's URL; found from the stack's gateway service when empty
+    gateway: str = ""  # the gateway's ops URL; found from the stack's gateway service when empty
     prometheus: str = ""  # Prometheus's URL; found from the stack's prometheus service when empty
 
     @property
@@ -62,7 +62,7 @@ class Target:
         return dict(e.split("=", 1) for e in env if "=" in e).get("FLEET_SERVICE_NAME", self.service)
 
     def gateway_url(self) -> str:
-        return self.gateway or self._published("gateway", 8080, "--gateway")
+        return self.gateway or self._published("gateway", 8081, "--gateway")  # its ops port: per-role routes
 
     def prometheus_url(self) -> str:
         return self.prometheus or self._published("prometheus", 9090, "--prometheus")

@@ -3,6 +3,7 @@
 Loading goes through `docker stack config` (the docker CLI's own compose conversion: variables,
 merges and defaults exactly as deploy applies them); lint then reads the resulting document.
 """
+import re
 import subprocess
 from dataclasses import dataclass
 from enum import Enum
@@ -12,6 +13,9 @@ import yaml
 
 from . import durations
 from .errors import BadInput
+
+
+SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET|PRIVATE_KEY", re.IGNORECASE)
 
 
 class Severity(str, Enum):
@@ -108,6 +112,11 @@ def lint(doc: dict, routing_mesh: bool = True) -> list[Finding]:
             add(Severity.WARNING, "deploy.update_config.order",
                 "stop-first with one replica stops the only task before its successor runs (downtime): "
                 "use order: start-first or more replicas")
+        for var, value in sorted((svc.get("environment") or {}).items()):
+            if value and SECRET_NAME.search(var) and not var.endswith("_FILE"):
+                add(Severity.WARNING, f"environment.{var}",
+                    "a credential in a plain environment variable (`docker inspect` shows it to anyone with "
+                    f"the engine): pass it as a Swarm secret and set {var}_FILE=/run/secrets/<name>")
         for port in svc.get("ports") or []:
             if isinstance(port, dict) and port.get("mode", "ingress") == "ingress" and not routing_mesh:
                 add(Severity.ERROR, "ports", f"port {port.get('published')} is in ingress mode but this engine has "

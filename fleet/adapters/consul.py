@@ -1,11 +1,12 @@
 """Consul through py-consul: the instances of a service and their checks."""
 import os
+from pathlib import Path
 from urllib.parse import urlparse
 
 import consul
 import requests
 
-from ..errors import Unreachable
+from ..errors import BadInput, Unreachable
 from ..model import Instance
 
 STATUS_ORDER = {"passing": 0, "warning": 1, "critical": 2}
@@ -27,14 +28,33 @@ def call(fn, *args, unanswered: tuple = UNANSWERED, **kw):
         raise ConsulUnavailable(f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
 
 
+def token_from(env: dict) -> str | None:
+    """CONSUL_HTTP_TOKEN, else the contents of CONSUL_HTTP_TOKEN_FILE (as Consul's CLI reads them: a
+    Swarm secret is a file); BadInput naming the file when it cannot be read."""
+    if env.get("CONSUL_HTTP_TOKEN"):
+        return env["CONSUL_HTTP_TOKEN"]
+    path = env.get("CONSUL_HTTP_TOKEN_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError as e:
+        raise BadInput(f"CONSUL_HTTP_TOKEN_FILE={path}: cannot read it ({e.strerror}); point it at a readable "
+                       "file holding the token") from None
+
+
 def client(addr: str | None = None, token: str | None = None) -> consul.Consul:
-    """A client for CONSUL_HTTP_ADDR (flags override), with CONSUL_HTTP_TOKEN and CONSUL_CACERT; every
-    call times out (TIMEOUT, plus the wait of a blocking query)."""
-    addr = addr or os.environ.get("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500")
+    """A client for CONSUL_HTTP_ADDR (flags override), with the ecosystem's variables: CONSUL_HTTP_TOKEN
+    (or CONSUL_HTTP_TOKEN_FILE), CONSUL_CACERT, CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY; every call times
+    out (TIMEOUT, plus the wait of a blocking query)."""
+    env = os.environ
+    addr = addr or env.get("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500")
     url = urlparse(addr if "://" in addr else f"http://{addr}")
+    cert = (env["CONSUL_CLIENT_CERT"], env["CONSUL_CLIENT_KEY"]) \
+        if env.get("CONSUL_CLIENT_CERT") and env.get("CONSUL_CLIENT_KEY") else None
     return consul.Consul(host=url.hostname, port=url.port or 8500, scheme=url.scheme,
-                         token=token or os.environ.get("CONSUL_HTTP_TOKEN") or None,
-                         verify=os.environ.get("CONSUL_CACERT") or True, connections_timeout=TIMEOUT)
+                         token=token or token_from(env), verify=env.get("CONSUL_CACERT") or True, cert=cert,
+                         connections_timeout=TIMEOUT)
 
 
 class Catalog:

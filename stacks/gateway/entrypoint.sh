@@ -8,7 +8,8 @@
 set -u
 : "${CONSUL_DNS_HOST:=consul}" "${CONSUL_DNS_PORT:=8600}" "${FLEET_SERVICE:=inference}" "${GATEWAY_PORT:=8080}"
 : "${FLEET_ADMIN_PORT:=8001}"  # the replicas' probe server, which the health checks ask
-export CONSUL_DNS_HOST CONSUL_DNS_PORT FLEET_SERVICE GATEWAY_PORT FLEET_ADMIN_PORT
+: "${GATEWAY_OPS_PORT:=8081}"  # fleet's port: every path, and its per-role routes
+export CONSUL_DNS_HOST CONSUL_DNS_PORT FLEET_SERVICE GATEWAY_PORT FLEET_ADMIN_PORT GATEWAY_OPS_PORT
 if [ "${1:-}" = "check" ]; then
   exec 3<>/dev/tcp/127.0.0.1/8404 && printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 && head -c 12 <&3 | grep -q " 200"
   exit
@@ -27,7 +28,7 @@ echo "server=/consul/$addr#$CONSUL_DNS_PORT" >"$servers"
 dnsmasq --keep-in-foreground --port=5353 --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts \
   --no-poll --cache-size=0 --edns-packet-max=8192 --servers-file="$servers" --pid-file= --user= &
 dns=$!
-echo "gateway: Consul DNS at $addr:$CONSUL_DNS_PORT (through dnsmasq), service $FLEET_SERVICE, port $GATEWAY_PORT" >&2
+echo "gateway: Consul DNS at $addr:$CONSUL_DNS_PORT (through dnsmasq), service $FLEET_SERVICE, port $GATEWAY_PORT, ops port $GATEWAY_OPS_PORT" >&2
 haproxy -W -db -f /etc/fleet/haproxy.cfg &
 proxy=$!
 trap 'kill -USR1 "$proxy" 2>/dev/null' TERM INT   # soft stop: finish what is in flight

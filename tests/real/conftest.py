@@ -41,6 +41,11 @@ class StackUnderTest:
         return f"{self.name}_{name}"
 
     @property
+    def ops(self) -> str:
+        """The gateway's ops port (fleet's: every path, per-role routes)."""
+        return f"http://127.0.0.1:{self.gateway_port + 1}"
+
+    @property
     def prometheus_port(self) -> int:
         return self.gateway_port + 10
 
@@ -50,6 +55,7 @@ class StackUnderTest:
 
     def env(self) -> dict:
         return {**os.environ, "FLEET_CONSUL_PORT": str(self.consul_port), "FLEET_GATEWAY_PORT": str(self.gateway_port),
+                "FLEET_GATEWAY_OPS_PORT": str(self.gateway_port + 1),
                 "FLEET_PROMETHEUS_PORT": str(self.prometheus_port)}
 
 

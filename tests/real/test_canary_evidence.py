@@ -48,7 +48,7 @@ def phase(s: StackUnderTest) -> str | None:
 
 
 def routed_version(s: StackUnderTest, role: str) -> str | None:
-    r = httpx.get(f"{s.gateway}/info", headers={"X-Fleet-Route": role}, timeout=5)
+    r = httpx.get(f"{s.ops}/info", headers={"X-Fleet-Route": role}, timeout=5)
     return str(r.json()["version"]) if r.status_code == 200 else None
 
 

@@ -19,7 +19,7 @@ def replica_configs(s: StackUnderTest) -> dict[str, dict]:
     """Each replica's effective config from its /info, by task, asked through the gateway's stable route."""
     seen = {}
     for _ in range(12):
-        info = httpx.get(f"{s.gateway}/info", headers={"X-Fleet-Route": "stable"}, timeout=5).json()
+        info = httpx.get(f"{s.ops}/info", headers={"X-Fleet-Route": "stable"}, timeout=5).json()
         seen[info["task_id"]] = info["config"]
     return seen
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import httpx
 import torch
 
+from fleet.adapters.prometheus import Prometheus
 from tests.helpers import SAMPLE, LoadLoop, wait_until
 from tests.real.conftest import converged
 
@@ -38,6 +39,56 @@ def test_prediction_through_the_gateway_equals_the_model(stack):
     assert body["version"] == "2"
     assert body["classes"] == expected.argmax(dim=1).tolist()
     assert torch.allclose(torch.tensor(body["probabilities"]), expected, atol=1e-5)
+
+
+def test_the_public_port_serves_the_public_api_only_and_fleets_port_the_rest(stack):
+    for path in ("/metrics", "/golden", "/info"):
+        for headers in ({}, {"X-Fleet-Route": "stable"}):
+            r = httpx.get(f"{stack.gateway}{path}", headers=headers, timeout=5)
+            assert r.status_code == 404 and "POST /predict" in r.json()["error"], (path, headers, r.text)
+        assert httpx.get(f"{stack.ops}{path}", headers={"X-Fleet-Route": "stable"}, timeout=5).status_code == 200, path
+    assert httpx.get(f"{stack.gateway}/predict", timeout=5).status_code == 405
+    assert httpx.get(f"{stack.gateway}/ready", timeout=5).status_code == 200
+    big = httpx.post(f"{stack.gateway}/predict", content=b"x" * 300_000, timeout=10,
+                     headers={"content-type": "application/json"})
+    assert big.status_code == 413 and "limit" in big.json()["error"]
+    # fleet's headers are dropped on the public port: no role can be picked (there is no canary: a
+    # route to it would fail) and fleet's synthetic origin cannot be claimed from outside
+    before = origins(stack)
+    for _ in range(10):
+        r = httpx.post(f"{stack.gateway}/predict", json={"inputs": SAMPLE}, timeout=10,
+                       headers={"X-Fleet-Origin": "synthetic", "X-Fleet-Route": "canary"})
+        assert r.status_code == 200, r.text
+    after = wait_until(lambda: (o := origins(stack))["organic"] >= before["organic"] + 10 and o, 30,
+                       "Prometheus to scrape the requests")
+    assert after["synthetic"] == before["synthetic"]
+
+
+def origins(stack) -> dict[str, float]:
+    """/predict requests the stack's replicas timed, by origin, as Prometheus scraped them."""
+    p = Prometheus(stack.prometheus)
+    try:
+        samples = p.query(f'sum by (origin) (fleet_request_seconds_count{{service="{stack.service("inference")}",'
+                          'route="/predict"})')
+    finally:
+        p.close()
+    return {"organic": 0.0, "synthetic": 0.0, **{x.labels["origin"]: x.value for x in samples}}
+
+
+def test_replicas_run_hardened_and_still_serve(stack):
+    containers = stack.swarm.client.containers.list(
+        filters={"label": f"com.docker.swarm.service.name={stack.service('inference')}"})
+    assert len(containers) == 2
+    for c in containers:
+        host = c.attrs["HostConfig"]
+        assert host["ReadonlyRootfs"] is True and host["Memory"] == 2 << 30, host
+        assert [cap.upper().removeprefix("CAP_") for cap in host.get("CapDrop") or []] == ["ALL"], host.get("CapDrop")
+        wrote = c.exec_run(["python3", "-c", "open('/app/x', 'w')"])
+        assert wrote.exit_code != 0 and b"Read-only file system" in wrote.output
+        assert c.exec_run(["python3", "-c", "open('/tmp/x', 'w').write('ok')"]).exit_code == 0  # the tmpfs
+        probe = c.exec_run(["python3", "-m", "fleet_inference.healthcheck"])
+        assert probe.exit_code == 0 and b'"phase":"ready"' in probe.output, probe.output
+    assert httpx.post(f"{stack.gateway}/predict", json={"inputs": SAMPLE}, timeout=10).status_code == 200
 
 
 def test_scale_down_and_forced_update_fail_no_request(stack):

@@ -10,12 +10,15 @@ from tests.real.conftest import ROOT
 VARIANTS = [
     ("base", ["docker-stack.yml"], {}),
     ("gpu", ["docker-stack.yml", "stacks/gpu.yml"], {}),
-    ("external-consul", ["docker-stack.yml", "stacks/external-consul.yml"], {"CONSUL_RETRY_JOIN": "consul.internal"}),
+    ("external-consul", ["docker-stack.yml", "stacks/external-consul.yml"],
+     {"CONSUL_RETRY_JOIN": "consul.internal", "CONSUL_TOKEN_FILE": "{tmp}/consul.token"}),
 ]
 
 
 @pytest.mark.parametrize("files,env", [v[1:] for v in VARIANTS], ids=[v[0] for v in VARIANTS])
-def test_docker_stack_config_accepts_it_and_lint_finds_no_error(files, env):
+def test_docker_stack_config_accepts_it_and_lint_finds_no_error(files, env, tmp_path):
+    env = {k: v.replace("{tmp}", str(tmp_path)) for k, v in env.items()}
+    (tmp_path / "consul.token").write_text("a-token\n")
     args = [a for f in files for a in ("-c", str(ROOT / f))]
     proc = subprocess.run(["docker", "stack", "config", *args], capture_output=True, text=True,
                           env={**os.environ, **env})
@@ -30,3 +33,22 @@ def test_gpu_overlay_reserves_a_gpu_and_selects_cuda():
     assert inference["environment"]["FLEET_DEVICE"] == "cuda"
     spec = inference["deploy"]["resources"]["reservations"]["generic_resources"][0]["discrete_resource_spec"]
     assert spec == {"kind": "NVIDIA-GPU", "value": 1}
+
+
+def test_the_external_consul_token_is_a_swarm_secret_not_an_environment_variable(tmp_path):
+    (tmp_path / "t").write_text("a-token\n")
+    doc = stackfile.load([ROOT / "docker-stack.yml", ROOT / "stacks/external-consul.yml"],
+                         env={**os.environ, "CONSUL_RETRY_JOIN": "consul.internal", "CONSUL_TOKEN_FILE": str(tmp_path / "t")})
+    for name in ("consul", "inference"):
+        svc = doc["services"][name]
+        assert "CONSUL_HTTP_TOKEN" not in (svc.get("environment") or {})
+        assert svc["environment"]["CONSUL_HTTP_TOKEN_FILE"] == "/run/secrets/consul_token"
+        assert [s["source"] for s in svc["secrets"]] == ["consul_token"]
+    assert not [f for f in stackfile.lint(doc) if "TOKEN" in f.key]
+
+
+def test_replicas_run_hardened_in_the_file():
+    svc = stackfile.load([ROOT / "docker-stack.yml"])["services"]["inference"]
+    assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"]
+    assert svc["deploy"]["resources"]["limits"]["memory"]
+    assert any(v["type"] == "tmpfs" and v["target"] == "/tmp" for v in svc["volumes"])

@@ -72,3 +72,14 @@ def test_host_port_single_replica_stop_first_is_not_flagged():
 def test_messages_name_the_fix():
     (f,) = lint(doc_with(deploy__update_config__monitor="10s"))
     assert "26s" in f.message and "moby#37972" in f.message and f.service == "inference"
+
+
+@pytest.mark.parametrize("var", ["CONSUL_HTTP_TOKEN", "DB_PASSWORD", "API_SECRET", "TLS_PRIVATE_KEY"])
+def test_a_credential_in_a_plain_environment_variable_is_a_warning_naming_the_file_variant(var):
+    (f,) = lint(doc_with(environment={"FLEET_DRAIN_SECONDS": "3", var: "s3cr3t"}))
+    assert f.severity is Severity.WARNING and f.key == f"environment.{var}" and f"{var}_FILE" in f.message
+
+
+def test_a_credential_passed_as_a_file_or_left_empty_is_fine():
+    assert lint(doc_with(environment={"FLEET_DRAIN_SECONDS": "3", "CONSUL_HTTP_TOKEN_FILE": "/run/secrets/t",
+                                      "CONSUL_HTTP_TOKEN": ""})) == []

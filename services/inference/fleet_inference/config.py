@@ -47,6 +47,20 @@ def default_torch_threads() -> int:
                                           _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")))
 
 
+def secret(env: dict, name: str) -> str:
+    """`name`, else the contents of the file `name_FILE` names (Consul's CLI reads tokens so, and Swarm
+    secrets are files); ValueError naming the file when it cannot be read, so the replica stops at once."""
+    if env.get(name):
+        return env[name]
+    path = env.get(f"{name}_FILE")
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text().strip()
+    except OSError as e:
+        raise ValueError(f"{name}_FILE={path}: cannot read it ({e.strerror})") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     model_path: str = "/models/current"
@@ -64,7 +78,10 @@ class Settings:
     drain_seconds: float = 3.0
     drain_timeout: float = 10.0
     consul_addr: str = ""  # empty: do not register
-    consul_token: str = ""
+    consul_token: str = ""  # CONSUL_HTTP_TOKEN, or the file CONSUL_HTTP_TOKEN_FILE names (a Swarm secret)
+    consul_cacert: str = ""
+    consul_client_cert: str = ""
+    consul_client_key: str = ""
     service_name: str = "inference"
     role: str = "stable"
     task_id: str = ""
@@ -95,7 +112,10 @@ class Settings:
             drain_seconds=_float(env, "FLEET_DRAIN_SECONDS", cls.drain_seconds),
             drain_timeout=_float(env, "FLEET_DRAIN_TIMEOUT", cls.drain_timeout),
             consul_addr=env.get("CONSUL_HTTP_ADDR", ""),
-            consul_token=env.get("CONSUL_HTTP_TOKEN", ""),
+            consul_token=secret(env, "CONSUL_HTTP_TOKEN"),
+            consul_cacert=env.get("CONSUL_CACERT", ""),
+            consul_client_cert=env.get("CONSUL_CLIENT_CERT", ""),
+            consul_client_key=env.get("CONSUL_CLIENT_KEY", ""),
             service_name=env.get("FLEET_SERVICE_NAME", cls.service_name),
             role=env.get("FLEET_ROLE", cls.role),
             task_id=env.get("FLEET_TASK_ID", ""),

@@ -74,8 +74,11 @@ def service_definition(settings: Settings, manifest: Manifest, address: str, wei
 
 def client(settings: Settings) -> consul.Consul:
     url = urlparse(settings.consul_addr if "://" in settings.consul_addr else f"http://{settings.consul_addr}")
+    cert = (settings.consul_client_cert, settings.consul_client_key) \
+        if settings.consul_client_cert and settings.consul_client_key else None
     return consul.Consul(host=url.hostname, port=url.port or 8500, scheme=url.scheme,
-                         token=settings.consul_token or None, connections_timeout=5)
+                         token=settings.consul_token or None, verify=settings.consul_cacert or True, cert=cert,
+                         connections_timeout=5)
 
 
 def maintenance_check_id(sid: str) -> str:
