@@ -26,7 +26,9 @@ from tests.helpers import LoadLoop  # noqa: E402
 
 STACK = "fleetbench-rollout"
 ENV = {**os.environ, "FLEET_CONSUL_PORT": "39500", "FLEET_GATEWAY_PORT": "39080", "FLEET_GATEWAY_OPS_PORT": "39081", "FLEET_PROMETHEUS_PORT": "39090",
-       "CONSUL_HTTP_ADDR": "http://127.0.0.1:39500", "FLEET_IMAGE": "fleet/inference:1"}
+       "CONSUL_HTTP_ADDR": "https://127.0.0.1:39500",
+       "CONSUL_CACERT": str(ROOT / "build/consul/secrets/ca.pem"),
+       "CONSUL_HTTP_TOKEN_FILE": str(ROOT / "build/consul/secrets/fleet.token"), "FLEET_IMAGE": "fleet/inference:1"}
 GATEWAY = "http://127.0.0.1:39080/predict"
 STEPS, STEP_SECONDS = (25, 50), 10
 

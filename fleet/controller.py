@@ -17,7 +17,7 @@ import requests
 import tenacity
 from docker.errors import APIError, DockerException, ImageNotFound
 
-from .adapters.consul import Catalog, ConsulUnavailable, client as consul_client
+from .adapters.consul import Catalog, ConsulUnavailable, check_access, client as consul_client
 from .adapters.store import LockLost, Store
 from .adapters.swarm import EngineUnavailable, Swarm
 from .analysis import Thresholds
@@ -89,7 +89,7 @@ def connect(stack: str, service: str, consul_addr: str | None, gateway_url: str 
     c = consul_client(consul_addr)
     catalog = Catalog(c)
     try:
-        catalog.instances("consul")
+        check_access(c)
     except ConsulUnavailable as e:
         raise Unreachable(f"{e}; nothing was changed") from None
     target = Target(stack, service, swarm, catalog, Store(c, stack, service), gateway_url, prometheus_url)

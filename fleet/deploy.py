@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from . import stackfile
-from .adapters.consul import Catalog, ConsulUnavailable, client as consul_client
+from .adapters.consul import Catalog, ConsulUnavailable, check_access, client as consul_client
 from .adapters.swarm import EngineUnavailable, Swarm
 from .convergence import State, Verdict, assess
 from .errors import BadInput, OperationFailed, Unreachable
@@ -60,7 +60,7 @@ def deploy(files: list[Path], stack: str, images: dict[str, str], timeout: float
     before = swarm.spec_versions(stack)
     if before or "consul" not in doc["services"]:
         try:
-            catalog.instances("consul")
+            check_access(catalog.consul)
         except ConsulUnavailable as e:
             raise Unreachable(f"{e}; nothing was deployed") from None
 

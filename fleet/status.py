@@ -1,5 +1,5 @@
 """`fleet status`: one view merging Swarm's services and tasks, Docker health and Consul's checks."""
-from .adapters.consul import Catalog, ConsulUnavailable
+from .adapters.consul import Catalog, ConsulUnavailable, check_access
 from .adapters.store import Store
 from .adapters.swarm import Swarm
 
@@ -10,11 +10,15 @@ def status(swarm: Swarm, catalog: Catalog, stack: str) -> dict:
     """The documented JSON shape (README, "fleet status --json")."""
     services, consul_error = [], None
     instances_by_name: dict[str, list] = {}
+    try:
+        check_access(catalog.consul)  # where ACLs are on, a read without a good token is silently empty
+    except ConsulUnavailable as e:
+        consul_error = str(e)
     for svc in sorted(swarm.stack_services(stack), key=lambda s: s.name):
         view = swarm.view(svc)
         labels = svc.attrs["Spec"].get("Labels") or {}
         instances = []
-        if view.consul_name:
+        if view.consul_name and not consul_error:
             if view.consul_name not in instances_by_name:
                 try:
                     instances_by_name[view.consul_name] = catalog.instances(view.consul_name)

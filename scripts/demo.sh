@@ -6,8 +6,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 stack=${FLEET_STACK:-fleet}
 gw=${FLEET_GATEWAY_PORT:-8080}
-cport=${FLEET_CONSUL_PORT:-8500}
-CONSUL_HTTP_ADDR="http://127.0.0.1:$cport" .venv/bin/fleet deploy --stack "$stack" --timeout 5m
+cport=${FLEET_CONSUL_PORT:-8501}
+. build/consul/fleet.env  # HTTPS with the stack's CA, fleet's own token (scripts/consul-secrets.sh)
+.venv/bin/fleet deploy --stack "$stack" --timeout 5m
 echo
 echo "prediction through the gateway:"
 curl -fsS -X POST "http://127.0.0.1:$gw/predict" -H 'content-type: application/json' \
@@ -17,8 +18,8 @@ cat <<EOT
 
 stack $stack is up:
   gateway      http://127.0.0.1:$gw/predict   (POST {"inputs": [[8 numbers], ...]})
-  consul UI    http://127.0.0.1:$cport/ui
+  consul       https://127.0.0.1:$cport (HTTPS, ACLs: . build/consul/fleet.env for fleet's token and the CA)
   tasks        docker stack ps $stack
-  instances    curl -s http://127.0.0.1:$cport/v1/health/service/inference
+  instances    curl -s --cacert build/consul/secrets/ca.pem https://127.0.0.1:$cport/v1/health/service/inference
   remove       docker stack rm $stack
 EOT

@@ -6,3 +6,4 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bash "$root/scripts/venv.sh"
 bash "$root/scripts/engine.sh"
 bash "$root/scripts/images.sh"
+bash "$root/scripts/consul-secrets.sh"

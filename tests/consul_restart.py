@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from fleet.adapters.consul import Catalog, client as consul_client
+from fleet.adapters.consul import Catalog
 from fleet.adapters.swarm import Swarm, _epoch
 from tests.helpers import SAMPLE, LoadLoop, wait_until
 from tests.real.conftest import StackUnderTest, converged, deploy, remove_stack
@@ -49,7 +49,7 @@ class RestartStack:
 
     @property
     def consul(self):
-        return consul_client(f"http://127.0.0.1:{self.stack.consul_port}")
+        return self.stack.consul("master")
 
     def consul_container(self) -> str | None:
         running = self.stack.swarm.client.containers.list(

@@ -20,12 +20,37 @@ TIMEOUT = 5.0  # seconds for any Consul call to connect and answer (a blocking q
 UNANSWERED = (requests.RequestException, consul.ConsulException)
 
 
+ACL_FIX = ("give fleet a token with its policy (README, \"fleet's Consul policy\") in CONSUL_HTTP_TOKEN or "
+           "CONSUL_HTTP_TOKEN_FILE")
+
+
 def call(fn, *args, unanswered: tuple = UNANSWERED, **kw):
-    """`fn(*args, **kw)`, with Consul not answering (the `unanswered` errors) as ConsulUnavailable (exit 3)."""
+    """`fn(*args, **kw)`, with Consul not answering (the `unanswered` errors) as ConsulUnavailable (exit 3),
+    naming an ACL refusal or a TLS failure as such."""
     try:
         return fn(*args, **kw)
+    except consul.ACLPermissionDenied as e:
+        if consul.ACLPermissionDenied not in unanswered and consul.ConsulException not in unanswered:
+            raise
+        raise ConsulUnavailable(f"Consul refused fleet's token (ACL: {str(e).strip() or 'permission denied'}); "
+                                f"{ACL_FIX}") from None
+    except requests.exceptions.SSLError as e:
+        raise ConsulUnavailable(f"the TLS handshake with Consul failed ({e}); check CONSUL_CACERT (the CA that "
+                                "signed Consul's certificate) and that CONSUL_HTTP_ADDR is the HTTPS port") from None
     except unanswered as e:
         raise ConsulUnavailable(f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
+
+
+def check_access(c: consul.Consul) -> None:
+    """Consul answers, and lets fleet's token read fleet's keys (where ACLs are on, an anonymous read of
+    the catalog may pass while every write fails): ConsulUnavailable (exit 3) naming what is wrong,
+    before anything is changed."""
+    try:
+        call(c.kv.get, "fleet/rollouts")  # a refused or unknown token is a 403 (a listing would be filtered)
+    except ConsulUnavailable as e:
+        if "ACL" in str(e) and not (c.token or os.environ.get("CONSUL_HTTP_TOKEN_FILE")):
+            raise ConsulUnavailable(f"Consul has ACLs on and fleet has no token; {ACL_FIX}") from None
+        raise
 
 
 def token_from(env: dict) -> str | None:

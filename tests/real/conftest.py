@@ -13,13 +13,22 @@ import docker
 import httpx
 import pytest
 
-from fleet.adapters.consul import Catalog, client as consul_client
+import consul
+
+from fleet.adapters.consul import Catalog
 from fleet.adapters.swarm import Swarm
 from tests.helpers import SAMPLE, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = os.environ.get("FLEET_TEST_STACK", "fleettest")
 CONSUL_PORT, GATEWAY_PORT = 18500, 18080
+SECRETS = ROOT / "build/consul/secrets"  # scripts/consul-secrets.sh: the stacks' Consul credentials
+CA = str(SECRETS / "ca.pem")
+
+
+def token(who: str) -> str:
+    """A token of the stack's Consul: fleet, replica, dns, agent or master (the management token)."""
+    return (SECRETS / f"{who}.token").read_text().strip()
 
 
 @dataclass
@@ -34,8 +43,17 @@ class StackUnderTest:
         return f"http://127.0.0.1:{self.gateway_port}"
 
     @property
+    def consul_url(self) -> str:
+        return f"https://127.0.0.1:{self.consul_port}"
+
+    def consul(self, who: str | None = "fleet", ca: str = CA) -> consul.Consul:
+        """A client of the stack's Consul over HTTPS, with `who`'s token (None: no token)."""
+        return consul.Consul(host="127.0.0.1", port=self.consul_port, scheme="https", verify=ca,
+                             token=token(who) if who else None, connections_timeout=5)
+
+    @property
     def catalog(self) -> Catalog:
-        return Catalog(consul_client(f"http://127.0.0.1:{self.consul_port}"))
+        return Catalog(self.consul())
 
     def service(self, name: str) -> str:
         return f"{self.name}_{name}"
@@ -56,7 +74,10 @@ class StackUnderTest:
     def env(self) -> dict:
         return {**os.environ, "FLEET_CONSUL_PORT": str(self.consul_port), "FLEET_GATEWAY_PORT": str(self.gateway_port),
                 "FLEET_GATEWAY_OPS_PORT": str(self.gateway_port + 1),
-                "FLEET_PROMETHEUS_PORT": str(self.prometheus_port)}
+                "FLEET_PROMETHEUS_PORT": str(self.prometheus_port),
+                # fleet as an operator runs it: HTTPS with the stack's CA, and fleet's own token
+                "CONSUL_HTTP_ADDR": self.consul_url, "CONSUL_CACERT": CA,
+                "CONSUL_HTTP_TOKEN_FILE": str(SECRETS / "fleet.token")}
 
 
 @pytest.fixture(scope="session")

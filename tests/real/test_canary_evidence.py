@@ -43,8 +43,8 @@ def rollout(s: StackUnderTest, image: str, *args: str, timeout: float = 400):
 
 
 def phase(s: StackUnderTest) -> str | None:
-    r = httpx.get(f"http://127.0.0.1:{s.consul_port}/v1/kv/fleet/rollouts/{NAME}/inference/state?raw")
-    return r.json()["rollout"]["phase"] if r.status_code == 200 else None
+    _, item = s.consul().kv.get(f"fleet/rollouts/{NAME}/inference/state")
+    return json.loads(item["Value"])["rollout"]["phase"] if item and item.get("Value") else None
 
 
 def routed_version(s: StackUnderTest, role: str) -> str | None:
@@ -54,7 +54,7 @@ def routed_version(s: StackUnderTest, role: str) -> str | None:
 
 def test_good_canary_promoted_on_synthetic_evidence_with_no_organic_traffic(ev):
     on_stable(ev, V1)
-    env = {**ev.env(), "CONSUL_HTTP_ADDR": f"http://127.0.0.1:{ev.consul_port}"}
+    env = ev.env()
     running = subprocess.Popen([sys.executable, "-m", "fleet.cli", "rollout", "--canary", "--image", V2, "--stack", NAME,
                                 "--json", "--steps", "20,50", "--step-duration", "10s"],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -12,7 +12,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from fleet.adapters.consul import client as consul_client
 from fleet.adapters.store import Store
 from fleet.events import ContainerEvent, EventStream, SourceFailed, SourceUp
 from fleet.rollout import Plan
@@ -53,7 +52,7 @@ def canary_gone(s) -> bool:
 
 
 def state(s) -> dict | None:
-    return Store(consul_client(f"http://127.0.0.1:{s.consul_port}"), s.name, "inference").load()
+    return Store(s.consul(), s.name, "inference").load()
 
 
 def phase(s) -> str | None:
@@ -68,7 +67,7 @@ def history(s) -> list[dict]:
 
 
 def background_rollout(s, *args: str) -> subprocess.Popen:
-    env = {**s.env(), "CONSUL_HTTP_ADDR": f"http://127.0.0.1:{s.consul_port}"}
+    env = s.env()
     return subprocess.Popen([sys.executable, "-m", "fleet.cli", "rollout", "--canary", "--image", GOOD, "--stack",
                              s.name, "--json", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -86,7 +85,7 @@ def back_to_stable(s) -> None:
 
 def test_replica_registers_again_with_its_weight_and_maintenance_when_consul_loses_it(cp):
     s = cp.stack
-    c = consul_client(f"http://127.0.0.1:{s.consul_port}")
+    c = s.consul("master")  # it plays fleet and Consul's operator both: weights, deregistration
     victim = s.catalog.instances("inference")[0].id
     c.kv.put("fleet/traffic/inference/stable", "7")
     try:
@@ -116,7 +115,7 @@ def test_replica_registers_again_with_its_weight_and_maintenance_when_consul_los
 @pytest.mark.parametrize("how", ["update", "kill"])
 def test_consul_restart_under_load_fails_no_request_and_loses_nothing(cp, how):
     s = cp.stack
-    store = Store(consul_client(f"http://127.0.0.1:{s.consul_port}"), s.name, "inference")
+    store = Store(s.consul(), s.name, "inference")
     if not store.history():  # a revision on record, to be found again after the restart
         assert store.acquire("test") is None
         store.record({"revision": 1, "image": STABLE, "outcome": "deployed", "reason": "test record",
@@ -204,7 +203,7 @@ def test_paused_lock_holder_changes_nothing_after_another_took_over(cp):
         taken = fleet(s, "rollout", "--resume", "--stack", s.name, "--json", timeout=200)
         assert taken.returncode == 1 and json.loads(taken.stdout).get("outcome") == "aborted", (taken.stdout, taken.stderr)
         after_takeover = (stable_spec(s), history(s), state(s))
-        kv = consul_client(f"http://127.0.0.1:{s.consul_port}").kv
+        kv = s.consul().kv
         weights = kv.get("fleet/traffic/inference/", recurse=True)[1]
         paused.send_signal(signal.SIGCONT)
         out, err = paused.communicate(timeout=120)
@@ -221,8 +220,8 @@ def test_every_write_of_a_holder_whose_session_ended_is_refused_by_consul(cp):
     its renewal thread can notice), and then a weight write and a state write are both refused whole."""
     from fleet.adapters.store import LockLost
     s = cp.stack
-    c = consul_client(f"http://127.0.0.1:{s.consul_port}")
-    store = Store(c, s.name, "fence-probe")
+    c = s.consul("master")
+    store = Store(s.consul(), s.name, "fence-probe")
     assert store.acquire("test: fenced writes") is None
     try:
         store.set_weights("fence-probe", {"stable": 10, "canary": 20})

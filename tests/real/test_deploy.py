@@ -21,7 +21,7 @@ def dstack(swarm):
 
 
 def fleet(stack: StackUnderTest, *args: str, env: dict | None = None, timeout: float = 300):
-    env = {**stack.env(), "CONSUL_HTTP_ADDR": f"http://127.0.0.1:{stack.consul_port}", **(env or {})}
+    env = {**stack.env(), **(env or {})}
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "fleet.cli", *args], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=timeout)

@@ -5,7 +5,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from fleet.adapters.consul import client as consul_client
 from fleet.adapters.prometheus import Prometheus
 from tests.helpers import wait_until
 from tests.real.conftest import StackUnderTest
@@ -56,7 +55,7 @@ def run_and_count(s: StackUnderTest) -> tuple[float, float]:
 def test_batch_size_changes_live_without_a_restart_and_a_bad_value_changes_nothing(stack):
     s = stack
     tasks = running_ids(s)
-    kv = consul_client(f"http://127.0.0.1:{s.consul_port}").kv
+    kv = s.consul().kv
     try:
         p = fleet(s, "config", "set", "max_batch=2", "--stack", s.name, "--json")
         assert p.returncode == 0, p.stderr
@@ -86,7 +85,7 @@ def test_batch_size_changes_live_without_a_restart_and_a_bad_value_changes_nothi
 
 def test_a_bad_value_written_by_hand_is_ignored_by_the_replicas(stack):
     s = stack
-    kv = consul_client(f"http://127.0.0.1:{s.consul_port}").kv
+    kv = s.consul("master").kv
     try:
         kv.put("fleet/config/inference", json.dumps({"max_batch": "lots", "max_wait_ms": 7}))
         wait_until(lambda: all(v["max_wait_ms"] == 7 for v in replica_configs(s).values()), 30,

@@ -59,15 +59,15 @@ def test_bad_input_exits_2_and_changes_nothing(rstack, args, problem):
 
 
 def background_rollout(s: StackUnderTest, *args: str) -> subprocess.Popen:
-    env = {**s.env(), "CONSUL_HTTP_ADDR": f"http://127.0.0.1:{s.consul_port}"}
+    env = s.env()
     return subprocess.Popen([sys.executable, "-m", "fleet.cli", "rollout", "--canary", "--image", GOOD, "--stack",
                              NAME, "--json", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
 
 
 def phase(s: StackUnderTest) -> str | None:
-    r = httpx.get(f"http://127.0.0.1:{s.consul_port}/v1/kv/fleet/rollouts/{NAME}/inference/state?raw")
-    return r.json()["rollout"]["phase"] if r.status_code == 200 else None
+    _, item = s.consul().kv.get(f"fleet/rollouts/{NAME}/inference/state")
+    return json.loads(item["Value"])["rollout"]["phase"] if item and item.get("Value") else None
 
 
 def test_concurrent_rollout_refused_and_killed_rollout_resumed(rstack):

@@ -1,0 +1,80 @@
+#!/bin/sh
+# The stack's Consul, locked: ACLs on with default deny, and its HTTP API on HTTPS only (8501), with the
+# certificates and tokens the stack gives it as Swarm secrets (scripts/consul-secrets.sh makes them).
+# Mounted as a Swarm config, so it works on fleet's image and on hashicorp/consul alike.
+#
+# It writes the agent's ACL and TLS configuration, starts `consul "$@"`, and once a leader answers,
+# makes sure (idempotently) that the least-privilege policies and tokens exist, with the secret IDs the
+# stack handed to their users:
+#   fleet-replica   the replicas: a service identity for FLEET_SERVICE only, and read of its keys
+#   fleet-dns       the agent's default token: what the gateway's DNS lookups may see (read only)
+#   fleet-agent     the agent's own token (its node, its health check)
+#   fleet           fleet's controller (README: "fleet's Consul policy")
+# The management token (master) stays with the operator and this server; no other container has it.
+# With FLEET_CONSUL_EXTERNAL=1 (stacks/external-consul.yml) this is a client agent of the operator's
+# servers: only the TLS and agent/default token settings are written, and nothing is created.
+set -eu
+secrets=${FLEET_CONSUL_SECRETS_DIR:-/run/secrets}
+service=${FLEET_SERVICE:-inference}
+conf=${FLEET_CONSUL_CONFIG:-/tmp/fleet-consul.json}
+read_secret() { tr -d '\n\r ' <"$secrets/$1"; }
+
+tls='"ports": {"http": -1, "https": 8501}, "verify_incoming": false, "verify_incoming_https": false,
+  "ca_file": "'"$secrets"'/consul_ca", "cert_file": "'"$secrets"'/consul_cert", "key_file": "'"$secrets"'/consul_key"'
+if [ "${FLEET_CONSUL_EXTERNAL:-}" = "1" ]; then
+  token=$(read_secret consul_token)
+  cat >"$conf" <<EOF
+{"acl": {"enabled": true, "tokens": {"agent": "$token", "default": "$token"}}, $tls}
+EOF
+  exec consul "$@" -config-file="$conf"
+fi
+
+master=$(read_secret consul_master_token)
+cat >"$conf" <<EOF
+{
+  "acl": {"enabled": true, "default_policy": "deny", "down_policy": "extend-cache",
+          "tokens": {"master": "$master", "agent": "$(read_secret consul_agent_token)",
+                     "default": "$(read_secret consul_dns_token)"}},
+  $tls
+}
+EOF
+consul "$@" -config-file="$conf" &
+agent=$!
+trap 'kill -TERM "$agent" 2>/dev/null' TERM INT
+
+export CONSUL_HTTP_ADDR=https://127.0.0.1:8501 CONSUL_CACERT="$secrets/consul_ca" CONSUL_HTTP_TOKEN="$master"
+i=0
+until consul acl policy list >/dev/null 2>&1; do  # a leader, and the ACL system up
+  i=$((i + 1))
+  if [ "$i" -gt 240 ] || ! kill -0 "$agent" 2>/dev/null; then
+    echo "fleet-consul: the ACL system did not come up; the agent stays as it is" >&2
+    wait "$agent"; exit $?
+  fi
+  sleep 0.5
+done
+
+policy() {  # NAME RULES: create the policy, or bring an existing one to these rules
+  if consul acl policy read -name "$1" >/dev/null 2>&1; then
+    consul acl policy update -name "$1" -rules "$2" >/dev/null
+  else
+    consul acl policy create -name "$1" -rules "$2" >/dev/null
+  fi
+}
+token() {  # SECRET-FILE DESCRIPTION ARGS...: create the token with that secret ID unless it exists
+  secret=$(read_secret "$1"); what=$2; shift 2
+  if CONSUL_HTTP_TOKEN="$secret" consul acl token read -self >/dev/null 2>&1; then return 0; fi
+  consul acl token create -secret="$secret" -description="$what" "$@" >/dev/null
+}
+policy fleet-agent 'node "consul" { policy = "write" } agent "consul" { policy = "read" } service_prefix "" { policy = "read" }'
+policy fleet-dns 'node_prefix "" { policy = "read" } service_prefix "" { policy = "read" }'
+policy fleet-replica "key_prefix \"fleet/traffic/$service/\" { policy = \"read\" } key \"fleet/config/$service\" { policy = \"read\" }"
+policy fleet "key_prefix \"fleet/\" { policy = \"write\" } session_prefix \"\" { policy = \"write\" } service \"$service\" { policy = \"write\" } service_prefix \"\" { policy = \"read\" } node_prefix \"\" { policy = \"read\" }"
+token consul_agent_token "fleet: the agent's own token" -policy-name fleet-agent
+token consul_dns_token "fleet: the agent's default token (DNS for the gateway)" -policy-name fleet-dns
+token consul_replica_token "fleet: replicas of $service" -service-identity "$service" -policy-name fleet-replica
+token consul_fleet_token "fleet: the controller" -policy-name fleet
+echo "fleet-consul: ACLs (default deny) and HTTPS on 8501 ready; policies and tokens in place" >&2
+status=0
+wait "$agent" || status=$?
+kill -0 "$agent" 2>/dev/null && { wait "$agent" || status=$?; }  # a signal ended the first wait: let it leave
+exit "$status"

@@ -1,0 +1,67 @@
+"""The locked control plane on the real stack: Consul with ACLs (default deny) and HTTPS only, each user
+with its own least-privilege token from a Swarm secret (stacks/consul/entrypoint.sh)."""
+import json
+
+import consul
+import httpx
+import pytest
+
+from tests.helpers import SAMPLE
+from tests.real.conftest import SECRETS, StackUnderTest
+from tests.real.test_deploy import fleet, running_ids
+
+
+def refused(fn) -> bool:
+    try:
+        fn()
+    except consul.ACLPermissionDenied:
+        return True
+    return False
+
+
+def test_without_a_token_or_with_the_replicas_nobody_registers_steers_or_rolls_out(stack):
+    s = stack
+    weights_before = s.consul("master").kv.get("fleet/traffic/", recurse=True)[1]
+    for who in (None, "replica", "dns"):
+        c = s.consul(who)
+        assert refused(lambda: c.agent.service.register("inference", service_id="intruder", address="10.9.9.9",
+                                                         port=8000, tags=["live-stable"])), who
+        assert refused(lambda: c.kv.put("fleet/traffic/inference/stable", "255")), who
+        assert refused(lambda: c.kv.put(f"fleet/rollouts/{s.name}/inference/control", "promote")), who
+        assert refused(lambda: c.kv.put("fleet/config/inference", '{"max_batch": 1}')), who
+    replica = s.consul("replica")  # its service identity is for `inference` only
+    assert refused(lambda: replica.agent.service.register("other", service_id="other-1", port=1))
+    assert replica.kv.get("fleet/config/inference")[0] is not None  # what it must read, it can
+    admin = s.consul("master")
+    assert "intruder" not in admin.agent.services()
+    assert admin.kv.get("fleet/traffic/", recurse=True)[1] == weights_before
+    r = httpx.post(f"{s.gateway}/predict", json={"inputs": SAMPLE}, timeout=10)
+    assert r.status_code == 200, r.text  # the stack serves with the tokens it was given
+
+
+@pytest.mark.parametrize("env,says", [
+    ({"CONSUL_HTTP_TOKEN_FILE": ""}, "has ACLs on and fleet has no token"),
+    ({"CONSUL_HTTP_TOKEN": "00000000-0000-0000-0000-000000000000"}, "refused fleet's token (ACL: ACL not found)"),
+    ({"CONSUL_HTTP_TOKEN_FILE": str(SECRETS / "replica.token")}, "refused fleet's token (ACL: Permission denied)"),
+    ({"CONSUL_CACERT": "/etc/ssl/certs/ca-certificates.crt"}, "TLS handshake with Consul failed"),
+], ids=["no token", "unknown token", "the replicas' token", "another CA"])
+def test_fleet_without_its_token_or_ca_exits_3_naming_why_and_changes_nothing(stack, env, says):
+    s = stack
+    tasks = running_ids(s)
+    for argv in (["status"], ["rollout", "--canary", "--image", "fleet/inference:1"], ["config", "set", "max_batch=4"]):
+        p = fleet(s, *argv, "--stack", s.name, "--json", env=env)
+        assert p.returncode == 3, (argv, p.stdout, p.stderr)
+        assert says in json.loads(p.stdout)["error"], (argv, p.stdout)
+    assert s.swarm.service(s.service("inference-canary")) is None and running_ids(s) == tasks
+    assert s.consul("master").kv.get("fleet/config/inference")[1] is None
+
+
+def test_consul_answers_only_https_with_the_stacks_ca_and_no_plain_http_is_published(stack: StackUnderTest):
+    s = stack
+    ports = s.swarm.service(s.service("consul")).attrs["Endpoint"]["Ports"]
+    assert [p["TargetPort"] for p in ports] == [8501]
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{s.consul_port}/v1/status/leader", timeout=5)
+    assert httpx.get(f"{s.consul_url}/v1/status/leader", verify=str(SECRETS / "ca.pem"), timeout=5).status_code == 200
+    with pytest.raises(httpx.ConnectError):  # any other CA: the handshake fails
+        httpx.get(f"{s.consul_url}/v1/status/leader", timeout=5)
