@@ -1,14 +1,16 @@
 # The inference service image. Build arguments keep it buildable both where a registry answers
-# (the defaults) and offline (scripts/images.sh passes the local base and a host-made wheelhouse).
+# (the defaults) and offline (scripts/images.sh passes the local base); either way the wheels are the
+# locked ones the host downloaded and checked (build/wheelhouse), installed without an index.
 ARG BASE=python:3.11-slim
 FROM ${BASE}
 ARG PIP_ARGS=""
 ARG MODEL_VERSION=2
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 COPY build/wheelhouse /wheelhouse
-COPY services/inference/requirements.txt /tmp/requirements.txt
+COPY services/inference/requirements.lock /tmp/requirements.lock
+# Exactly the locked wheels, each checked against its sha256 (scripts/lock-requirements.sh).
 RUN python3 -m venv /opt/venv \
- && pip install --no-cache-dir ${PIP_ARGS} -r /tmp/requirements.txt \
+ && pip install --no-cache-dir --require-hashes --no-deps ${PIP_ARGS} -r /tmp/requirements.lock \
  && rm -rf /wheelhouse /root/.cache \
  && (getent passwd fleet >/dev/null || useradd --system --uid 10001 --no-create-home fleet)
 COPY build/models /models

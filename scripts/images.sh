@@ -22,20 +22,23 @@ fi
 
 # 2. Bases: pull where a registry answers, else the local offline base.
 pulled() { timeout 120 docker pull -q "$1" >/dev/null 2>&1; }
-mkdir -p build/wheelhouse
 if pulled python:3.11-slim && pulled haproxy:2.6; then
-  py_base=python:3.11-slim; gw_base=haproxy:2.6; pip_args=""
+  py_base=python:3.11-slim; gw_base=haproxy:2.6
 else
   bash scripts/base-image.sh
   py_base=${FLEET_LOCAL_BASE:-fleet/base:bookworm}; gw_base=$py_base
-  pip_args="--no-index --find-links /wheelhouse"
-  req_stamp=$(sha256sum services/inference/requirements.txt | cut -c1-16)
-  if [ "$(cat build/wheelhouse/.stamp 2>/dev/null)" != "$req_stamp" ]; then
-    log "downloading wheels for the image"
-    find build/wheelhouse -name '*.whl' -delete
-    "$py" -m pip download -q --only-binary=:all: -d build/wheelhouse -r services/inference/requirements.txt
-    echo "$req_stamp" >build/wheelhouse/.stamp
-  fi
+fi
+# The service's wheels, exactly those of services/inference/requirements.lock, each checked against its
+# hash here and again in the image (pip --require-hashes), which installs them without any index.
+mkdir -p build/wheelhouse
+pip_args="--no-index --find-links /wheelhouse"
+req_stamp=$(sha256sum services/inference/requirements.lock | cut -c1-16)
+if [ "$(cat build/wheelhouse/.stamp 2>/dev/null)" != "$req_stamp" ]; then
+  log "downloading the locked wheels for the image"
+  find build/wheelhouse -name '*.whl' -delete
+  "$py" -m pip download -q --require-hashes --no-deps --only-binary=:all: -d build/wheelhouse \
+    -r services/inference/requirements.lock 2> >(grep -v "is ignored: it is neither" >&2)
+  echo "$req_stamp" >build/wheelhouse/.stamp
 fi
 
 # 3. Images.

@@ -70,16 +70,32 @@ def token_from(env: dict) -> str | None:
 
 def client(addr: str | None = None, token: str | None = None) -> consul.Consul:
     """A client for CONSUL_HTTP_ADDR (flags override), with the ecosystem's variables: CONSUL_HTTP_TOKEN
-    (or CONSUL_HTTP_TOKEN_FILE), CONSUL_CACERT, CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY; every call times
+    (or CONSUL_HTTP_TOKEN_FILE), CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY and
+    CONSUL_TLS_SERVER_NAME; every call times
     out (TIMEOUT, plus the wait of a blocking query)."""
     env = os.environ
     addr = addr or env.get("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500")
     url = urlparse(addr if "://" in addr else f"http://{addr}")
     cert = (env["CONSUL_CLIENT_CERT"], env["CONSUL_CLIENT_KEY"]) \
         if env.get("CONSUL_CLIENT_CERT") and env.get("CONSUL_CLIENT_KEY") else None
-    return consul.Consul(host=url.hostname, port=url.port or 8500, scheme=url.scheme,
-                         token=token or token_from(env), verify=env.get("CONSUL_CACERT") or True, cert=cert,
-                         connections_timeout=TIMEOUT)
+    c = consul.Consul(host=url.hostname, port=url.port or 8500, scheme=url.scheme,
+                      token=token or token_from(env), verify=env.get("CONSUL_CACERT") or True, cert=cert,
+                      connections_timeout=TIMEOUT)
+    if env.get("CONSUL_TLS_SERVER_NAME"):
+        c.http.session.mount("https://", ServerName(env["CONSUL_TLS_SERVER_NAME"]))
+    return c
+
+
+class ServerName(requests.adapters.HTTPAdapter):
+    """TLS to Consul checked against this name (CONSUL_TLS_SERVER_NAME), whatever address is dialled:
+    e.g. a server certificate for `server.dc1.consul` reached at a node's address."""
+
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kw):
+        super().init_poolmanager(*args, server_hostname=self.name, assert_hostname=self.name, **kw)
 
 
 class Catalog:

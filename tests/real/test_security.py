@@ -65,3 +65,11 @@ def test_consul_answers_only_https_with_the_stacks_ca_and_no_plain_http_is_publi
     assert httpx.get(f"{s.consul_url}/v1/status/leader", verify=str(SECRETS / "ca.pem"), timeout=5).status_code == 200
     with pytest.raises(httpx.ConnectError):  # any other CA: the handshake fails
         httpx.get(f"{s.consul_url}/v1/status/leader", timeout=5)
+
+
+def test_consul_tls_server_name_is_the_name_the_certificate_is_checked_against(stack):
+    s = stack
+    ok = fleet(s, "status", "--stack", s.name, "--json", env={"CONSUL_TLS_SERVER_NAME": "server.dc1.consul"})
+    assert ok.returncode == 0, ok.stderr
+    wrong = fleet(s, "status", "--stack", s.name, "--json", env={"CONSUL_TLS_SERVER_NAME": "consul.example.org"})
+    assert wrong.returncode == 3 and "TLS handshake" in json.loads(wrong.stdout)["error"], wrong.stdout

@@ -82,6 +82,7 @@ class Settings:
     consul_cacert: str = ""
     consul_client_cert: str = ""
     consul_client_key: str = ""
+    consul_tls_server_name: str = ""  # the name Consul's certificate is checked against, if not the address's
     service_name: str = "inference"
     role: str = "stable"
     task_id: str = ""
@@ -116,6 +117,7 @@ class Settings:
             consul_cacert=env.get("CONSUL_CACERT", ""),
             consul_client_cert=env.get("CONSUL_CLIENT_CERT", ""),
             consul_client_key=env.get("CONSUL_CLIENT_KEY", ""),
+            consul_tls_server_name=env.get("CONSUL_TLS_SERVER_NAME", ""),
             service_name=env.get("FLEET_SERVICE_NAME", cls.service_name),
             role=env.get("FLEET_ROLE", cls.role),
             task_id=env.get("FLEET_TASK_ID", ""),

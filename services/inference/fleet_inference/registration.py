@@ -11,6 +11,7 @@ import threading
 from urllib.parse import urlparse
 
 import consul
+import requests.adapters
 import tenacity
 
 from .config import Settings
@@ -76,9 +77,24 @@ def client(settings: Settings) -> consul.Consul:
     url = urlparse(settings.consul_addr if "://" in settings.consul_addr else f"http://{settings.consul_addr}")
     cert = (settings.consul_client_cert, settings.consul_client_key) \
         if settings.consul_client_cert and settings.consul_client_key else None
-    return consul.Consul(host=url.hostname, port=url.port or 8500, scheme=url.scheme,
-                         token=settings.consul_token or None, verify=settings.consul_cacert or True, cert=cert,
-                         connections_timeout=5)
+    c = consul.Consul(host=url.hostname, port=url.port or 8500, scheme=url.scheme,
+                      token=settings.consul_token or None, verify=settings.consul_cacert or True, cert=cert,
+                      connections_timeout=5)
+    if settings.consul_tls_server_name:  # the certificate's name, whatever address is dialled
+        c.http.session.mount("https://", ServerName(settings.consul_tls_server_name))
+    return c
+
+
+class ServerName(requests.adapters.HTTPAdapter):
+    """TLS to Consul checked against CONSUL_TLS_SERVER_NAME (fleet/adapters/consul.py has its twin: the
+    image does not ship fleet)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kw):
+        super().init_poolmanager(*args, server_hostname=self.name, assert_hostname=self.name, **kw)
 
 
 def maintenance_check_id(sid: str) -> str:
