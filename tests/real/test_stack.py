@@ -81,7 +81,7 @@ def test_replicas_run_hardened_and_still_serve(stack):
     assert len(containers) == 2
     for c in containers:
         host = c.attrs["HostConfig"]
-        assert host["ReadonlyRootfs"] is True and host["Memory"] == 2 << 30, host
+        assert host["ReadonlyRootfs"] is True and host["Memory"] == 2 << 30 and host["NanoCpus"] == 2 * 10 ** 9, host
         assert [cap.upper().removeprefix("CAP_") for cap in host.get("CapDrop") or []] == ["ALL"], host.get("CapDrop")
         wrote = c.exec_run(["python3", "-c", "open('/app/x', 'w')"])
         assert wrote.exit_code != 0 and b"Read-only file system" in wrote.output

@@ -50,5 +50,5 @@ def test_the_external_consul_token_is_a_swarm_secret_not_an_environment_variable
 def test_replicas_run_hardened_in_the_file():
     svc = stackfile.load([ROOT / "docker-stack.yml"])["services"]["inference"]
     assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"]
-    assert svc["deploy"]["resources"]["limits"]["memory"]
+    assert svc["deploy"]["resources"]["limits"]["memory"] and svc["deploy"]["resources"]["limits"]["cpus"]
     assert any(v["type"] == "tmpfs" and v["target"] == "/tmp" for v in svc["volumes"])
