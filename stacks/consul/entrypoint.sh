@@ -8,7 +8,7 @@
 # stack handed to their users:
 #   fleet-replica   the replicas: a service identity for FLEET_SERVICE only, and read of its keys
 #   fleet-dns       the agent's default token: what the gateway's DNS lookups may see (read only)
-#   fleet-agent     the agent's own token (its node, its health check)
+#   fleet-agent     the agent's own token (its node)
 #   fleet           fleet's controller (README: "fleet's Consul policy")
 # The management token (master) stays with the operator and this server; no other container has it.
 # With FLEET_CONSUL_EXTERNAL=1 (stacks/external-consul.yml) this is a client agent of the operator's
