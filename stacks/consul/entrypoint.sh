@@ -42,6 +42,7 @@ consul "$@" -config-file="$conf" &
 agent=$!
 trap 'kill -TERM "$agent" 2>/dev/null' TERM INT
 
+unset CONSUL_HTTP_TOKEN_FILE  # (the health check's): below, every call names its token
 export CONSUL_HTTP_ADDR=https://127.0.0.1:8501 CONSUL_CACERT="$secrets/consul_ca" CONSUL_HTTP_TOKEN="$master"
 i=0
 until consul acl policy list >/dev/null 2>&1; do  # a leader, and the ACL system up
@@ -62,7 +63,7 @@ policy() {  # NAME RULES: create the policy, or bring an existing one to these r
 }
 token() {  # SECRET-FILE DESCRIPTION ARGS...: create the token with that secret ID unless it exists
   secret=$(read_secret "$1"); what=$2; shift 2
-  if CONSUL_HTTP_TOKEN="$secret" consul acl token read -self >/dev/null 2>&1; then return 0; fi
+  if consul acl token read -self -token="$secret" >/dev/null 2>&1; then return 0; fi
   consul acl token create -secret="$secret" -description="$what" "$@" >/dev/null
 }
 policy fleet-agent 'node "consul" { policy = "write" } agent "consul" { policy = "read" } service_prefix "" { policy = "read" }'
