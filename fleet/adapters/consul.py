@@ -30,7 +30,7 @@ def call(fn, *args, unanswered: tuple = UNANSWERED, **kw):
     try:
         return fn(*args, **kw)
     except consul.ACLPermissionDenied as e:
-        if consul.ACLPermissionDenied not in unanswered and consul.ConsulException not in unanswered:
+        if not issubclass(consul.ACLPermissionDenied, unanswered):  # the caller judges Consul's refusals
             raise
         raise ConsulUnavailable(f"Consul refused fleet's token (ACL: {str(e).strip() or 'permission denied'}); "
                                 f"{ACL_FIX}") from None
@@ -71,8 +71,7 @@ def token_from(env: dict) -> str | None:
 def client(addr: str | None = None, token: str | None = None) -> consul.Consul:
     """A client for CONSUL_HTTP_ADDR (flags override), with the ecosystem's variables: CONSUL_HTTP_TOKEN
     (or CONSUL_HTTP_TOKEN_FILE), CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY and
-    CONSUL_TLS_SERVER_NAME; every call times
-    out (TIMEOUT, plus the wait of a blocking query)."""
+    CONSUL_TLS_SERVER_NAME; every call times out (TIMEOUT, plus the wait of a blocking query)."""
     env = os.environ
     addr = addr or env.get("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500")
     url = urlparse(addr if "://" in addr else f"http://{addr}")
