@@ -42,7 +42,7 @@ consul "$@" -config-file="$conf" &
 agent=$!
 trap 'kill -TERM "$agent" 2>/dev/null' TERM INT
 
-unset CONSUL_HTTP_TOKEN_FILE  # (the health check's): below, every call names its token
+unset CONSUL_HTTP_TOKEN_FILE  # every call below names its token
 export CONSUL_HTTP_ADDR=https://127.0.0.1:8501 CONSUL_CACERT="$secrets/consul_ca" CONSUL_HTTP_TOKEN="$master"
 i=0
 until consul acl policy list >/dev/null 2>&1; do  # a leader, and the ACL system up

@@ -42,8 +42,11 @@ def test_the_external_consul_token_is_a_swarm_secret_not_an_environment_variable
     for name in ("consul", "inference"):
         svc = doc["services"][name]
         assert "CONSUL_HTTP_TOKEN" not in (svc.get("environment") or {})
-        assert svc["environment"]["CONSUL_HTTP_TOKEN_FILE"] == "/run/secrets/consul_token"
         assert "consul_token" in [s["source"] for s in svc["secrets"]]
+    assert doc["services"]["inference"]["environment"]["CONSUL_HTTP_TOKEN_FILE"] == "/run/secrets/consul_token"
+    assert "-token-file=/run/secrets/consul_token" in doc["services"]["consul"]["healthcheck"]["test"]
+    # the consul service itself registers nothing: fleet must not wait for it in Consul's catalog
+    assert "CONSUL_HTTP_ADDR" not in doc["services"]["consul"].get("environment", {})
     assert not [f for f in stackfile.lint(doc) if "TOKEN" in f.key]
 
 

@@ -75,9 +75,15 @@ def serve(port: int, snapshot: Snapshot) -> ThreadingHTTPServer:
         def log_message(self, *args):  # probes every second would flood the log
             pass
 
-    ThreadingHTTPServer.allow_reuse_address = True
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        allow_reuse_address = True
+        daemon_threads = True
+
+        def handle_error(self, request, client_address):
+            if not isinstance(sys.exc_info()[1], ConnectionError):  # a checker that hung up early: routine
+                super().handle_error(request, client_address)
+
+    server = Server(("0.0.0.0", port), Handler)
     return server
 
 
