@@ -21,6 +21,7 @@ import threading
 import time
 
 import consul
+from consul.callback import CB
 from consul.exceptions import ClientError
 
 from .consul import call
@@ -154,10 +155,13 @@ def weight_key(consul_service: str, role: str) -> str:
 
 
 def _transaction(c: consul.Consul, ops: list[dict]):
-    """Consul's /v1/txn; None when Consul rolled it back (409: a check failed)."""
+    """Consul's /v1/txn; None when Consul rolled it back (409: a check failed). Called on py-consul's HTTP
+    client directly: its `txn.put` (1.8.0) sends no ACL token, so with ACLs on every operation was denied."""
     try:
-        return c.txn.put(ops)
+        return c.http.put(CB.json(), "/v1/txn", data=json.dumps(ops), headers=c.prepare_headers())
     except ClientError as e:
+        if str(e).startswith("409") and "Permission denied" in str(e):  # the token's policy, not the fence
+            raise consul.ACLPermissionDenied(f"a transaction on {[op['KV']['Key'] for op in ops]}: Permission denied")
         if str(e).startswith("409"):
             return None
         raise
