@@ -160,8 +160,8 @@ def _transaction(c: consul.Consul, ops: list[dict]):
     try:
         return c.http.put(CB.json(), "/v1/txn", data=json.dumps(ops), headers=c.prepare_headers())
     except ClientError as e:
-        if str(e).startswith("409") and "Permission denied" in str(e):  # the token's policy, not the fence
+        if not str(e).startswith("409"):
+            raise
+        if "Permission denied" in str(e):  # the token's policy, not the fence
             raise consul.ACLPermissionDenied(f"a transaction on {[op['KV']['Key'] for op in ops]}: Permission denied")
-        if str(e).startswith("409"):
-            return None
-        raise
+        return None

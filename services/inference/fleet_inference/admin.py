@@ -1,7 +1,7 @@
 """The probe server: /health and /ready answered by a process of its own, never behind /predict.
 
 `python -m fleet_inference.admin PORT` is started by the replica (fleet_inference/probes.py), which
-writes it a snapshot of its two answers, one JSON line `{"health": [status, body], "ready": [status,
+writes it a snapshot of its two answers, one JSON line `{"/health": [status, body], "/ready": [status,
 body]}` on its standard input, at once on a change of phase and every 0.1 s otherwise (queue depth
 and GPU memory move readiness). This process answers from the last snapshot, so a probe waits neither
 on the replica's event loop nor on its GIL, however hard /predict saturates it.
@@ -83,8 +83,7 @@ def serve(port: int, snapshot: Snapshot) -> ThreadingHTTPServer:
             if not isinstance(sys.exc_info()[1], ConnectionError):  # a checker that hung up early: routine
                 super().handle_error(request, client_address)
 
-    server = Server(("0.0.0.0", port), Handler)
-    return server
+    return Server(("0.0.0.0", port), Handler)
 
 
 def main() -> None:

@@ -59,12 +59,8 @@ class DynamicBatcher:
         for part, fut in zip(parts, futures):
             self.depth += len(part)
             self._queue.put_nowait((part, fut))
-        try:
-            outs = await asyncio.gather(*futures)
-        except asyncio.CancelledError:  # the caller went away: its parts not yet run are dropped
-            for fut in futures:
-                fut.cancel()
-            raise
+        # The caller going away cancels the gather, which cancels its parts: those not yet run are dropped.
+        outs = await asyncio.gather(*futures)
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def _next(self) -> tuple | None:
