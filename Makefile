@@ -2,7 +2,7 @@
 # Both install what is missing first (Python env, Docker engine + Swarm, Consul, images).
 PY := .venv/bin/python
 
-.PHONY: setup demo test unit bench clean
+.PHONY: setup demo test unit bench clean cluster cluster-down
 
 setup:
 	bash scripts/setup.sh
@@ -25,6 +25,13 @@ bench: setup
 	$(PY) bench/consul_restart_bench.py
 	$(PY) bench/scale_bench.py
 
-clean:
+# a disposable 3-node Swarm of docker-in-docker nodes with a registry (scripts/cluster.sh; README, "Several nodes")
+cluster: setup
+	bash scripts/cluster.sh up
+
+cluster-down:
+	bash scripts/cluster.sh down
+
+clean: cluster-down
 	-docker stack rm fleet fleettest 2>/dev/null
 	rm -rf build .venv

@@ -15,7 +15,7 @@ from .analysis import Thresholds
 from .adapters.consul import Catalog, client as consul_client
 from .adapters.swarm import EngineUnavailable, Swarm
 from .convergence import State
-from .deploy import deploy as run_deploy, parse_images, routing_mesh_available
+from .deploy import deploy as run_deploy, parse_images, routing_mesh_available, task_nodes
 from .errors import BadInput, FleetError, OperationFailed, Unreachable
 from .rollout import Phase, Plan, Rollout, parse_steps
 from .status import status as read_status
@@ -26,7 +26,8 @@ err = Console(stderr=True, soft_wrap=True)
 
 STACK = typer.Option("fleet", "--stack", help="stack name")
 JSON = typer.Option(False, "--json", help="one JSON document on stdout, nothing else there")
-CONSUL = typer.Option(None, "--consul", envvar="CONSUL_HTTP_ADDR", help="Consul HTTP address")
+CONSUL = typer.Option(None, "--consul", envvar="CONSUL_HTTP_ADDR",
+                      help="Consul HTTP address [default: the stack's own Consul, on the node it runs on]")
 SERVICE = typer.Option("inference", "--service", help="the stack's service to roll out")
 FILES = typer.Option([Path("docker-stack.yml")], "-c", "--compose-file", help="stack file(s), merged in order")
 
@@ -53,7 +54,7 @@ def progress_table(verdicts) -> Table:
 def lint(files: list[Path] = FILES, as_json: bool = JSON):
     """Check a stack file for what would make rollouts unsafe. Exit 2 on errors."""
     try:
-        findings = stackfile.lint(stackfile.load(files), routing_mesh=routing_mesh_available())
+        findings = stackfile.lint(stackfile.load(files), routing_mesh=routing_mesh_available(), nodes=task_nodes())
     except FleetError as e:
         fail(e, as_json)
     errors = [f for f in findings if f.severity is stackfile.Severity.ERROR]
@@ -120,7 +121,7 @@ def status(stack: str = STACK, consul: str = CONSUL, as_json: bool = JSON,
             swarm.check()
         except EngineUnavailable as e:
             raise Unreachable(str(e)) from None
-        catalog = Catalog(consul_client(consul))
+        catalog = Catalog(consul_client(consul or swarm.consul_url(stack)))
         while True:
             doc = read_status(swarm, catalog, stack)
             if not doc["services"]:
@@ -143,16 +144,21 @@ def status(stack: str = STACK, consul: str = CONSUL, as_json: bool = JSON,
 
 
 def render(doc: dict) -> None:
-    table = Table("service / task", "image", "version", "role", "state", "health", "consul", title=f"stack {doc['stack']}")
+    table = Table("service / task", "node", "image", "version", "role", "state", "health", "consul",
+                  title=f"stack {doc['stack']}")
     for s in doc["services"]:
         update = f" (update {s['update']['state']})" if s["update"]["state"] else ""
-        table.add_row(f"[bold]{s['name']}[/]", s["image"], s["version"] or "", s["role"] or "",
+        table.add_row(f"[bold]{s['name']}[/]", "", s["image"], s["version"] or "", s["role"] or "",
                       f"{s['replicas']['running']}/{s['replicas']['desired']} running{update}", "", "")
         for t in s["tasks"]:
             c = t["consul"]
-            table.add_row(f"  {t['name']} {t['id'][:12]}", t["image"], "", "", f"{t['state']}/{t['desired_state']}",
+            node = t["node"] + (f" [red]({t['node_flag']})[/]" if t["node_flag"] else "")
+            table.add_row(f"  {t['name']} {t['id'][:12]}", node, t["image"], "", "", f"{t['state']}/{t['desired_state']}",
                           t["health"] or "", f"{c['status']}: {c['output'][:40]}" if c else "")
     out.print(table)
+    for n in doc["nodes"]:
+        if n["flag"]:
+            err.print(f"[yellow]node {n['hostname']} ({n['role']}) is {n['flag']}[/]")
     for r in doc["rollouts"]:
         note = " [red]orphaned: its fleet process is gone; run `fleet rollout --resume`[/]" if r["orphaned"] else ""
         out.print(f"rollout of {r['service']} to {r['image']} (revision {r['revision']}): {r['phase']}, canary share "

@@ -86,7 +86,7 @@ def connect(stack: str, service: str, consul_addr: str | None, gateway_url: str 
         swarm.check()
     except EngineUnavailable as e:
         raise Unreachable(str(e)) from None
-    c = consul_client(consul_addr)
+    c = consul_client(consul_addr or swarm.consul_url(stack))
     catalog = Catalog(c)
     try:
         check_access(c)

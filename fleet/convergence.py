@@ -23,13 +23,14 @@ class State(str, Enum):
 class ServiceView:
     name: str
     image: str
-    replicas: int
+    replicas: int  # for a global service: its nodes (ready and active)
     has_healthcheck: bool
     consul_name: str | None = None  # set when the service's replicas register in Consul
     version: str | None = None  # the version Consul should report (the image's fleet.model-version label)
     update_state: str | None = None  # Swarm's UpdateStatus of an update started by this deploy, else None
     update_message: str = ""
     update_started_at: float | None = None
+    digest: str | None = None  # the spec's digest when the image is pinned: tasks must run exactly it
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,10 @@ class Verdict:
 
 
 def _ready(t: Task, svc: ServiceView) -> bool:
+    # health None: a container on another node, which Swarm reports running only once a check passed
     return (t.state == "running" and t.desired_state == "running" and t.image == svc.image
-            and (not svc.has_healthcheck or t.health == "healthy"))
+            and (svc.digest is None or t.digest == svc.digest)
+            and (not svc.has_healthcheck or t.health in ("healthy", None)))
 
 
 def assess(svc: ServiceView, tasks: list[Task], instances: list[Instance] | None, now: float,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
+from docker.errors import DockerException
 
 from . import stackfile
 from .adapters.consul import Catalog, ConsulUnavailable, check_access, client as consul_client
@@ -40,6 +41,15 @@ def routing_mesh_available() -> bool:
     return bool(os.environ.get("DOCKER_HOST")) or Path("/proc/net/ip_vs").exists()
 
 
+def task_nodes(swarm: Swarm | None = None) -> int | None:
+    """The Swarm's nodes that take tasks (ready and active); None when no engine answers (lint works offline)."""
+    try:
+        swarm = swarm or Swarm()
+        return sum(n["state"] == "ready" and n["availability"] == "active" for n in swarm.nodes())
+    except (EngineUnavailable, DockerException, OSError):
+        return None
+
+
 def deploy(files: list[Path], stack: str, images: dict[str, str], timeout: float, consul_addr: str | None,
            on_progress: Callable[[dict[str, Verdict]], None] = lambda v: None,
            swarm: Swarm | None = None, poll: float = 1.0) -> DeployResult:
@@ -52,13 +62,19 @@ def deploy(files: list[Path], stack: str, images: dict[str, str], timeout: float
     unknown = sorted(set(images) - set(doc["services"]))
     if unknown:
         raise BadInput(f"--image names {unknown}, not in the stack file (services: {sorted(doc['services'])})")
-    findings = stackfile.lint(doc, routing_mesh=routing_mesh_available())
+    findings = stackfile.lint(doc, routing_mesh=routing_mesh_available(), nodes=task_nodes(swarm))
     errors = [f for f in findings if f.severity is stackfile.Severity.ERROR]
     if errors:
         raise BadInput("the stack file has errors; nothing was deployed:\n" + "\n".join(map(str, errors)))
-    catalog = Catalog(consul_client(consul_addr))
+    # Consul: --consul or CONSUL_HTTP_ADDR, else the stack's own (found on its node once it runs)
+    addr = consul_addr or swarm.consul_url(stack)
+    own_consul = "consul" in doc["services"]
+    catalog = Catalog(consul_client(addr)) if addr or not own_consul else None
     before = swarm.spec_versions(stack)
-    if before or "consul" not in doc["services"]:
+    if before and catalog is None:
+        raise Unreachable(f"stack {stack!r} runs no Consul task to find (its consul service has no running task); "
+                          "set CONSUL_HTTP_ADDR or --consul; nothing was deployed")
+    if catalog is not None and (before or not own_consul):
         try:
             check_access(catalog.consul)
         except ConsulUnavailable as e:
@@ -80,6 +96,8 @@ def deploy(files: list[Path], stack: str, images: dict[str, str], timeout: float
     deadline = time.monotonic() + timeout
     verdicts: dict[str, Verdict] = {}
     while True:
+        if catalog is None and (addr := swarm.consul_url(stack)):
+            catalog = Catalog(consul_client(addr))
         verdicts = observe(swarm, catalog, stack, started)
         on_progress(verdicts)
         failed = {n: v for n, v in verdicts.items() if v.state is State.FAILED}
@@ -96,7 +114,7 @@ def deploy(files: list[Path], stack: str, images: dict[str, str], timeout: float
         time.sleep(poll)
 
 
-def observe(swarm: Swarm, catalog: Catalog, stack: str, since: float,
+def observe(swarm: Swarm, catalog: Catalog | None, stack: str, since: float,
             only: set[str] | None = None) -> dict[str, Verdict]:
     verdicts = {}
     for svc in swarm.stack_services(stack):
@@ -109,10 +127,13 @@ def observe(swarm: Swarm, catalog: Catalog, stack: str, since: float,
                  if t.desired_state == "running" or (t.created_at or 0) >= since]
         instances = None
         if view.consul_name:
-            try:
-                instances = catalog.instances(view.consul_name)
-            except ConsulUnavailable:
-                instances = []  # the stack's own Consul may still be starting; the deadline bounds this
+            if catalog is None:  # the stack's own Consul has no running task yet
+                instances = []
+            else:
+                try:
+                    instances = catalog.instances(view.consul_name)
+                except ConsulUnavailable:
+                    instances = []  # the stack's own Consul may still be starting; the deadline bounds this
         verdicts[svc.name] = assess(view, tasks, instances, time.time())
     return dict(sorted(verdicts.items()))
 

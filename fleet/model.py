@@ -9,17 +9,20 @@ class Task:
     service: str
     slot: int | None
     node: str
-    image: str
+    image: str  # the spec's image without its digest
     state: str  # Swarm's task state: new, pending, ..., running, failed, shutdown, rejected
     desired_state: str
     message: str = ""
     error: str = ""
     container_id: str = ""
     exit_code: int | None = None
-    health: str | None = None  # starting | healthy | unhealthy | None without a healthcheck
+    # starting | healthy | unhealthy; None without a healthcheck, or for a container on another node than the
+    # engine's (Swarm's state `running` then says its first check passed: a task starts until it does)
+    health: str | None = None
     health_output: str = ""
     spec_version: int | None = None
     created_at: float | None = None  # epoch seconds
+    digest: str | None = None  # sha256:… when the spec pins the image (a registry's), else None
 
 
 @dataclass(frozen=True)

@@ -56,10 +56,11 @@ def _seconds(value, default: float) -> float:
     return default if value is None else durations.parse(value)
 
 
-def lint(doc: dict, routing_mesh: bool = True) -> list[Finding]:
-    """Findings for a stack document, errors first. Pure: reads only `doc`.
+def lint(doc: dict, routing_mesh: bool = True, nodes: int | None = None) -> list[Finding]:
+    """Findings for a stack document, errors first. Pure: reads only `doc` and the facts given.
 
     routing_mesh: whether the engine can route ingress-mode ports (it needs IPVS in the kernel).
+    nodes: the Swarm's nodes that take tasks (ready, active), when known.
     """
     found: list[Finding] = []
     for name, svc in sorted((doc.get("services") or {}).items()):
@@ -107,6 +108,25 @@ def lint(doc: dict, routing_mesh: bool = True) -> list[Finding]:
                         f"{grace:g}s is shorter than the drain needs (FLEET_DRAIN_SECONDS + FLEET_DRAIN_TIMEOUT = "
                         f"{need:g}s): Swarm would kill replicas mid-request; raise it above {need:g}s")
         host_ports = any(isinstance(p, dict) and p.get("mode") == "host" for p in svc.get("ports") or [])
+        per_node = (deploy.get("placement") or {}).get("max_replicas_per_node")
+        if host_ports and replicas and nodes is not None and replicas > nodes:
+            add(Severity.ERROR, "deploy.replicas",
+                f"{replicas} replicas publish a host-mode port but the Swarm has {nodes} node(s) taking tasks: one "
+                f"task per node can hold the port, so {replicas - nodes} would stay pending; lower replicas, add "
+                "nodes, or use mode: global (one per node)")
+        elif per_node and replicas and nodes is not None and replicas > per_node * nodes:
+            add(Severity.ERROR, "deploy.placement.max_replicas_per_node",
+                f"{replicas} replicas at most {per_node} a node on {nodes} node(s): {replicas - per_node * nodes} "
+                "would stay pending; lower replicas or raise max_replicas_per_node")
+        placed = (deploy.get("placement") or {}).get("constraints")
+        for mount in svc.get("volumes") or []:
+            kind, source = (mount.get("type", "volume"), mount.get("source")) if isinstance(mount, dict) \
+                else ("volume", str(mount).split(":")[0] if ":" in str(mount) else None)
+            if kind == "volume" and source and not source.startswith(("/", ".")) and not placed:
+                add(Severity.WARNING, "volumes",
+                    f"named volume {source!r} without a placement constraint: a volume lives on the node that "
+                    "made it, so a task moved to another node starts with an empty one; pin the service "
+                    "(placement.constraints, e.g. node.role == manager or a node label)")
         # A host-mode port cannot be held by two tasks on one node, so start-first is not an option there.
         if update.get("order", "stop-first") == "stop-first" and replicas == 1 and not host_ports:
             add(Severity.WARNING, "deploy.update_config.order",

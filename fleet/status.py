@@ -9,6 +9,8 @@ LIVE_STATES = {"new", "pending", "assigned", "accepted", "preparing", "ready", "
 def status(swarm: Swarm, catalog: Catalog, stack: str) -> dict:
     """The documented JSON shape (README, "fleet status --json")."""
     services, consul_error = [], None
+    nodes = [{**n, "flag": node_flag(n)} for n in sorted(swarm.nodes(), key=lambda n: n["hostname"])]
+    flags = {n["hostname"]: n["flag"] for n in nodes}
     instances_by_name: dict[str, list] = {}
     try:
         check_access(catalog.consul)  # where ACLs are on, a read without a good token is silently empty
@@ -39,14 +41,23 @@ def status(swarm: Swarm, catalog: Catalog, stack: str) -> dict:
             "update": {"state": view.update_state, "message": view.update_message},
             "tasks": [{
                 "id": t.id, "name": f"{svc.name}.{t.slot}" if t.slot else svc.name, "node": t.node,
-                "image": t.image, "state": t.state, "desired_state": t.desired_state,
+                "node_flag": flags.get(t.node), "image": t.image, "digest": t.digest, "state": t.state,
+                "desired_state": t.desired_state,
                 "error": t.error, "health": t.health,
                 "consul": ({"id": by_task[t.id].id, "status": by_task[t.id].status, "version": by_task[t.id].version,
                             "output": by_task[t.id].output} if t.id in by_task else None),
             } for t in tasks],
         })
-    return {"stack": stack, "services": services, "consul_error": consul_error,
+    return {"stack": stack, "services": services, "nodes": nodes, "consul_error": consul_error,
             "rollouts": [] if consul_error else rollouts(catalog, stack)}
+
+
+def node_flag(node: dict) -> str | None:
+    """What is wrong with a node for the tasks on it: "down" (its engine stopped answering the managers),
+    "drained" (Swarm moves its tasks away), "paused" (no new tasks), or None."""
+    if node["state"] != "ready":
+        return node["state"]  # down, unknown, disconnected
+    return {"drain": "drained", "pause": "paused"}.get(node["availability"])
 
 
 def rollouts(catalog: Catalog, stack: str) -> list[dict]:

@@ -1,5 +1,6 @@
 """Docker Swarm through docker-py: services of a stack, their tasks and their containers' health."""
 import copy
+import os
 import subprocess
 from datetime import datetime
 
@@ -13,6 +14,7 @@ from ..model import Task
 STACK_LABEL = "com.docker.stack.namespace"
 TIMEOUT = 30  # seconds for an Engine API call (the event stream has none: it waits for events)
 CLI_TIMEOUT = 120  # seconds for a docker CLI command
+API_VERSION = "1.41"  # Docker 20.10's, the oldest engine fleet runs on (Debian 12's); newer engines answer it
 
 
 class EngineUnavailable(Unreachable):
@@ -22,9 +24,13 @@ class EngineUnavailable(Unreachable):
 class Swarm:
     def __init__(self, client: docker.DockerClient | None = None):
         try:
-            self.client = client or docker.from_env(timeout=TIMEOUT)
+            # a fixed API version: "auto" would ask the engine before trust_env is off (below)
+            self.client = client or docker.from_env(timeout=TIMEOUT, version=API_VERSION)
         except DockerException as e:
             raise EngineUnavailable(f"cannot reach the Docker engine ({e}); start it or set DOCKER_HOST") from None
+        # The engine's TLS is DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, as for the docker CLI: requests would
+        # otherwise let REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) replace the engine's CA (psf/requests#3829)
+        self.client.api.trust_env = False
 
     def check(self) -> None:
         try:
@@ -45,9 +51,23 @@ class Swarm:
         except NotFound:
             return None
 
-    def published_url(self, service_name: str, target_port: int) -> str | None:
-        """http://host:port of the service's port published in host mode: 127.0.0.1 when a task of it
-        runs on this node, else the address of the node one runs on. None: no such service or port."""
+    @property
+    def local(self) -> bool:
+        """Whether the engine is this machine's own (a Unix socket), not a remote manager (DOCKER_HOST=tcp://…)."""
+        return self.client.api.base_url.startswith("http+docker://")
+
+    def cli_env(self) -> dict[str, str]:
+        """The environment for the docker CLI commands fleet runs, aimed at the engine docker-py talks to:
+        DOCKER_HOST and the TLS variables pass through, and without DOCKER_HOST the CLI gets docker-py's
+        default socket, where it would otherwise follow its current context (which docker-py ignores)."""
+        env = {k: v for k, v in os.environ.items() if k != "DOCKER_CONTEXT"}
+        env.setdefault("DOCKER_HOST", "unix:///var/run/docker.sock")
+        return env
+
+    def published_url(self, service_name: str, target_port: int, scheme: str = "http") -> str | None:
+        """scheme://host:port of the service's port published in host mode: 127.0.0.1 when the engine is
+        local and a task of it runs on this node, else the address of a node one runs on. None: no such
+        service or port, or (on a remote engine) no task running yet."""
         svc = self.service(service_name)
         if svc is None:
             return None
@@ -56,9 +76,34 @@ class Swarm:
         if not published:
             return None
         nodes = [t.get("NodeID") for t in svc.tasks({"desired-state": "running"}) if t.get("NodeID")]
-        if not nodes or self.client.info().get("Swarm", {}).get("NodeID") in nodes:
-            return f"http://127.0.0.1:{published}"
-        return f"http://{self.client.nodes.get(nodes[0]).attrs['Status']['Addr']}:{published}"
+        if self.local and (not nodes or self.client.info().get("Swarm", {}).get("NodeID") in nodes):
+            return f"{scheme}://127.0.0.1:{published}"
+        if not nodes:
+            return None
+        return f"{scheme}://{self.client.nodes.get(nodes[0]).attrs['Status']['Addr']}:{published}"
+
+    def consul_url(self, stack: str) -> str | None:
+        """The stack's own Consul (its `consul` service's published HTTPS port), for when neither --consul
+        nor CONSUL_HTTP_ADDR says where Consul is: the address of the node it runs on, not 127.0.0.1."""
+        return self.published_url(f"{stack}_consul", 8501, scheme="https")
+
+    def nodes(self) -> list[dict]:
+        """The Swarm's nodes: id, hostname, role, state (ready, down, …) and availability (active, pause, drain)."""
+        return [{"id": n.id, "hostname": n.attrs["Description"]["Hostname"], "role": n.attrs["Spec"]["Role"],
+                 "state": n.attrs["Status"]["State"], "availability": n.attrs["Spec"]["Availability"],
+                 "address": n.attrs["Status"].get("Addr", "")} for n in self.client.nodes.list()]
+
+    def pinned(self, image: str) -> str:
+        """`image@sha256:…` as its registry holds it now, so that every node runs the same bytes (what
+        `docker stack deploy` does by itself); the image as given when it is pinned already or names no
+        registry (a local tag on a single node), or when the registry does not answer (the pull then fails
+        and Swarm says why)."""
+        if "@" in image or not names_registry(image):
+            return image
+        try:
+            return f"{image}@{self.client.images.get_registry_data(image).id}"
+        except (DockerException, OSError):
+            return image
 
     def tasks(self, service_name: str, desired_state: str | None = "running") -> list[Task]:
         filters = {"service": service_name}
@@ -78,14 +123,16 @@ class Swarm:
         health, output = self.container_health(container_id) if container_id else (None, "")
         return Task(
             id=t["ID"], service=service_name, slot=t.get("Slot"), node=nodes.get(t.get("NodeID"), t.get("NodeID", "")),
-            image=t["Spec"]["ContainerSpec"]["Image"].split("@")[0], state=status.get("State", ""),
+            image=t["Spec"]["ContainerSpec"]["Image"].split("@")[0],
+            digest=t["Spec"]["ContainerSpec"]["Image"].partition("@")[2] or None, state=status.get("State", ""),
             desired_state=t.get("DesiredState", ""), message=status.get("Message", ""), error=status.get("Err", ""),
             container_id=container_id, exit_code=cstatus.get("ExitCode"), health=health, health_output=output,
             spec_version=t.get("Version", {}).get("Index"), created_at=_epoch(t.get("CreatedAt")),
         )
 
     def container_health(self, container_id: str) -> tuple[str | None, str]:
-        """The container's health status and the output of its last health check."""
+        """The container's health status and the output of its last health check. (None, "") for a
+        container on another node: a manager's engine inspects only its own node's containers."""
         try:
             state = self.client.api.inspect_container(container_id)["State"]
         except (NotFound, APIError):
@@ -105,12 +152,20 @@ class Swarm:
         image = container["Image"].split("@")[0]
         update = service.attrs.get("UpdateStatus") or {}
         return ServiceView(
-            name=service.name, image=image, replicas=spec["Mode"].get("Replicated", {}).get("Replicas", 1),
+            name=service.name, image=image, digest=container["Image"].partition("@")[2] or None,
+            replicas=self.desired_replicas(spec),
             has_healthcheck=bool(health.get("Test")) and health["Test"] != ["NONE"],
             consul_name=env.get("FLEET_SERVICE_NAME", "inference") if "CONSUL_HTTP_ADDR" in env else None,
-            version=self.image_label(image, "fleet.model-version"),
+            version=self.image_label(container["Image"], "fleet.model-version"),
             update_state=update.get("State"), update_message=update.get("Message", ""),
             update_started_at=_epoch(update.get("StartedAt")))
+
+    def desired_replicas(self, spec: dict) -> int:
+        """Replicas asked for; for a global service, one a node that is ready and active (placement
+        constraints of global services are not read: the stack's global gateway has none)."""
+        if "Global" in spec["Mode"]:
+            return sum(n["state"] == "ready" and n["availability"] == "active" for n in self.nodes())
+        return spec["Mode"].get("Replicated", {}).get("Replicas", 1)
 
     def image_label(self, image: str, label: str) -> str | None:
         try:
@@ -127,22 +182,23 @@ class Swarm:
     def spec_versions(self, stack: str) -> dict[str, int]:
         return {s.name: s.attrs["Version"]["Index"] for s in self.stack_services(stack)}
 
-    @staticmethod
-    def stack_deploy(files: list[str], stack: str) -> None:
-        """`docker stack deploy`, the docker CLI's own compose conversion (not rewritten here)."""
-        cmd = ["docker", "stack", "deploy", "--prune"] + [a for f in files for a in ("-c", f)] + [stack]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    def _cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=CLI_TIMEOUT,
+                              env=self.cli_env())
+
+    def stack_deploy(self, files: list[str], stack: str) -> None:
+        """`docker stack deploy`, the docker CLI's own compose conversion (not rewritten here). It pins
+        each image to its registry digest (--resolve-image always, the CLI's default) where a registry
+        answers; local tags stay tags."""
+        proc = self._cli("stack", "deploy", "--prune", *[a for f in files for a in ("-c", f)], stack)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr.strip() or proc.stdout.strip())
 
-    @staticmethod
-    def stack_remove(stack: str) -> None:
-        subprocess.run(["docker", "stack", "rm", stack], capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    def stack_remove(self, stack: str) -> None:
+        self._cli("stack", "rm", stack)
 
-    @staticmethod
-    def rollback(service_name: str) -> None:
-        subprocess.run(["docker", "service", "rollback", "--detach", service_name], capture_output=True, text=True,
-                       timeout=CLI_TIMEOUT)
+    def rollback(self, service_name: str) -> None:
+        self._cli("service", "rollback", "--detach", service_name)
 
     def create_canary(self, stable, name: str, image: str, replicas: int) -> str:
         """A second service from the stable one's live spec: same stack namespace, networks, health check
@@ -150,7 +206,7 @@ class Swarm:
         spec = copy.deepcopy(stable.attrs["Spec"])
         template = spec["TaskTemplate"]
         container = template["ContainerSpec"]
-        container["Image"] = image
+        container["Image"] = self.pinned(image)
         # weight 0: out of the gateway's weighted pool until fleet gives the canary a share
         container["Env"] = [e for e in container.get("Env", []) if not e.startswith(("FLEET_ROLE=", "FLEET_WEIGHT="))] \
             + ["FLEET_ROLE=canary", "FLEET_WEIGHT=0"]
@@ -166,11 +222,10 @@ class Swarm:
             update_config=spec.get("UpdateConfig"), rollback_config=spec.get("RollbackConfig"),
             endpoint_spec=spec.get("EndpointSpec"))["ID"]
 
-    @staticmethod
-    def update_image(service_name: str, image: str, flags: list[str] = ()) -> None:
-        """Swarm's own rolling update to `image` (the service's update_config, with `flags` over it)."""
-        proc = subprocess.run(["docker", "service", "update", "--detach", "--no-resolve-image", *flags,
-                               "--image", image, service_name], capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    def update_image(self, service_name: str, image: str, flags: list[str] = ()) -> None:
+        """Swarm's own rolling update to `image`, pinned (the service's update_config, with `flags` over it)."""
+        proc = self._cli("service", "update", "--detach", "--no-resolve-image", *flags, "--image", self.pinned(image),
+                         service_name)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr.strip() or proc.stdout.strip())
 
@@ -187,6 +242,13 @@ class Swarm:
         svc = self.service(service_name)
         if svc:
             svc.remove()
+
+
+def names_registry(image: str) -> bool:
+    """Whether an image reference starts with a registry host (`host.domain/…`, `host:port/…`, `localhost/…`),
+    as Docker reads references; `fleet/inference:2` names none (Docker Hub, or a local tag)."""
+    first, slash, _ = image.partition("/")
+    return bool(slash) and ("." in first or ":" in first or first == "localhost")
 
 
 def _epoch(stamp: str | None) -> float | None:
