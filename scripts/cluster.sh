@@ -2,6 +2,7 @@
 # A disposable multi-node Swarm on this machine, for tests and trials (`make cluster`, `make cluster-down`):
 #   scripts/cluster.sh up [N]    N docker-in-docker nodes (default 3): fleet-node1 the manager, the others
 #                                workers; a registry; the images pushed to it. Idempotent.
+#   scripts/cluster.sh nodes [N] the same without pushing the images
 #   scripts/cluster.sh push      tag the local fleet images into the registry and push them (again)
 #   scripts/cluster.sh down      remove all of it (by the label fleet.cluster, so a killed run's leftovers too)
 # Each node is a container running Debian's dockerd (image fleet/node:bookworm, from debootstrap). What
@@ -73,10 +74,11 @@ node_up() {  # start node $1 (index) unless it runs
              --tlskey=/certs/server-key.pem)
   fi
   docker volume create --label "$label" "$name-data" >/dev/null
+  # /run a tmpfs: a node killed and started again finds no stale pid file of its dockerd
   docker run -d --name "$name" --hostname "$name" --label "$label" --network "$net" \
     --cap-add ALL "${missing[@]}" --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
     --security-opt systempaths=unconfined -v /sys/fs/cgroup:/sys/fs/cgroup:rw -v "$name-data:/var/lib/docker" \
-    -v "$dir/server:/certs:ro" "${ports[@]}" "$image" sh -c \
+    -v "$dir/server:/certs:ro" --tmpfs /run "${ports[@]}" "$image" sh -c \
     "socat TCP-LISTEN:${registry#*:},bind=127.0.0.1,fork,reuseaddr TCP:fleet-registry:5000 & exec dockerd ${engine[*]}" >/dev/null
 }
 
@@ -121,13 +123,13 @@ export FLEET_IMAGE=$registry/fleet/inference:2 FLEET_GATEWAY_IMAGE=$registry/fle
 export FLEET_CONSUL_IMAGE=$registry/fleet/consul:1.8.7 FLEET_PROMETHEUS_IMAGE=$registry/fleet/prometheus:2.42
 export CONSUL_TLS_SERVER_NAME=consul
 ENV
-  push
   log "$nodes nodes up in $((SECONDS - started)) s (manager fleet-node1 at $addr); . $dir/cluster.env"
 }
 
 case $action in
-  up) up ;;
+  up) up; push ;;
+  nodes) up ;;
   push) push ;;
   down) down ;;
-  *) echo "usage: scripts/cluster.sh up [N] | push | down" >&2; exit 2 ;;
+  *) echo "usage: scripts/cluster.sh up [N] | nodes [N] | push | down" >&2; exit 2 ;;
 esac

@@ -38,7 +38,8 @@ class LoadLoop:
     max_seconds: float = 120.0
     statuses: Counter = field(default_factory=Counter)
     failures: list = field(default_factory=list)
-    served: list = field(default_factory=list)  # (time, status, model version or None) per response
+    # (time sent, status or "error", model version or None) per request
+    served: list = field(default_factory=list)
 
     def __post_init__(self):
         self._stop = threading.Event()
@@ -50,15 +51,17 @@ class LoadLoop:
             for _ in range(self.max_requests):
                 if self._stop.is_set() or time.monotonic() > deadline:
                     return
+                sent = time.time()
                 try:
                     r = client.post(self.url, json={"inputs": SAMPLE})
                     self.statuses[r.status_code] += 1
                     version = r.json().get("version") if r.status_code == 200 else None
-                    self.served.append((time.time(), r.status_code, version))
+                    self.served.append((sent, r.status_code, version))
                     if r.status_code != 200:
                         self.failures.append(f"{r.status_code}: {r.text[:200]}")
                 except httpx.HTTPError as e:
                     self.statuses["error"] += 1
+                    self.served.append((sent, "error", None))
                     self.failures.append(repr(e))
                 time.sleep(0.01)
 

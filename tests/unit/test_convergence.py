@@ -63,6 +63,15 @@ CASES = [
      [task(1, image="gw:1")], None, State.CONVERGED, "1/1"),
     ("no-healthcheck-running-is-enough", ServiceView(name="s_x", image="x:1", replicas=1, has_healthcheck=False),
      [task(1, image="x:1", health=None)], None, State.CONVERGED, "1/1"),
+    # on another node than the engine's, a container cannot be inspected: Swarm's `running` says healthy
+    ("remote-running-task-counts-as-healthy", SVC, [task(1), task(2, health=None)], [inst(1), inst(2)],
+     State.CONVERGED, "2 passing"),
+    ("remote-starting-task-does-not-count", SVC, [task(1), task(2, state="starting", health=None)], [inst(1)],
+     State.PROGRESSING, "1/2"),
+    ("pinned-digest-must-match", ServiceView(**{**SVC.__dict__, "digest": "sha256:new"}),
+     [task(1, digest="sha256:new"), task(2, digest="sha256:old")], [inst(1), inst(2)], State.PROGRESSING, "1/2"),
+    ("pinned-digest-on-every-task-converges", ServiceView(**{**SVC.__dict__, "digest": "sha256:new"}),
+     [task(1, digest="sha256:new"), task(2, digest="sha256:new")], [inst(1), inst(2)], State.CONVERGED, "2 passing"),
 ]
 
 

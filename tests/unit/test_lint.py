@@ -83,3 +83,39 @@ def test_a_credential_in_a_plain_environment_variable_is_a_warning_naming_the_fi
 def test_a_credential_passed_as_a_file_or_left_empty_is_fine():
     assert lint(doc_with(environment={"FLEET_DRAIN_SECONDS": "3", "CONSUL_HTTP_TOKEN_FILE": "/run/secrets/t",
                                       "CONSUL_HTTP_TOKEN": ""})) == []
+
+
+HOST_PORT = [{"target": 8080, "published": 8080, "mode": "host"}]
+
+
+@pytest.mark.parametrize("replicas,nodes,flagged", [(3, 2, True), (2, 2, False), (3, None, False), (1, 1, False)])
+def test_host_port_with_more_replicas_than_nodes_is_an_error(replicas, nodes, flagged):
+    doc = doc_with(deploy__replicas=replicas, ports=HOST_PORT)
+    found = {(f.severity, f.key) for f in lint(doc, nodes=nodes)}
+    assert ((Severity.ERROR, "deploy.replicas") in found) is flagged
+    if flagged:
+        (f,) = [f for f in lint(doc, nodes=nodes) if f.key == "deploy.replicas"]
+        assert "1 would stay pending" in f.message and "mode: global" in f.message
+
+
+def test_a_global_service_with_a_host_port_is_fine_on_any_number_of_nodes():
+    doc = doc_with(deploy__mode="global", deploy__replicas=None, ports=HOST_PORT)
+    assert lint(doc, nodes=5) == []
+
+
+def test_max_replicas_per_node_beyond_the_nodes_is_an_error():
+    doc = doc_with(deploy__replicas=4, deploy__placement={"max_replicas_per_node": 1})
+    assert {(f.severity, f.key) for f in lint(doc, nodes=3)} == {(Severity.ERROR, "deploy.placement.max_replicas_per_node")}
+    assert lint(doc, nodes=4) == []
+
+
+@pytest.mark.parametrize("volume,placement,flagged", [
+    ({"type": "volume", "source": "data", "target": "/data"}, None, True),
+    ("data:/data", None, True),
+    ({"type": "volume", "source": "data", "target": "/data"}, {"constraints": ["node.role == manager"]}, False),
+    ({"type": "bind", "source": "/var/run/docker.sock", "target": "/var/run/docker.sock"}, None, False),
+    ({"type": "tmpfs", "target": "/tmp"}, None, False),
+])
+def test_a_named_volume_without_a_placement_constraint_is_a_warning(volume, placement, flagged):
+    doc = doc_with(volumes=[volume], deploy__placement=placement)
+    assert ({(f.severity, f.key) for f in lint(doc)} == {(Severity.WARNING, "volumes")}) is flagged

@@ -1,0 +1,54 @@
+"""The Swarm adapter's pure parts: image references, the docker CLI's environment, node flags."""
+import pytest
+
+from fleet.adapters.swarm import Swarm, names_registry
+from fleet.status import node_flag
+
+
+@pytest.mark.parametrize("image,named", [
+    ("fleet/inference:2", False), ("inference", False), ("127.0.0.1:31500/fleet/inference:2", True),
+    ("registry.example/fleet/inference:2", True), ("localhost/fleet/inference", True), ("fleet.io", False),
+])
+def test_names_registry_reads_references_as_docker_does(image, named):
+    assert names_registry(image) is named
+
+
+class FakeApi:
+    base_url = "http+docker://localhost"
+    trust_env = True
+
+
+class FakeClient:
+    api = FakeApi()
+
+
+def test_docker_cli_follows_docker_py_not_a_context(monkeypatch):
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setenv("DOCKER_CONTEXT", "remote-prod")
+    env = Swarm(FakeClient()).cli_env()
+    assert env["DOCKER_HOST"] == "unix:///var/run/docker.sock" and "DOCKER_CONTEXT" not in env
+
+
+def test_docker_cli_gets_the_remote_engine_and_its_tls(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.5:2376")
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", "/certs")
+    env = Swarm(FakeClient()).cli_env()
+    assert (env["DOCKER_HOST"], env["DOCKER_TLS_VERIFY"], env["DOCKER_CERT_PATH"]) == ("tcp://10.0.0.5:2376", "1", "/certs")
+
+
+def test_requests_ca_bundle_does_not_replace_the_engines_ca():
+    assert Swarm(FakeClient()).client.api.trust_env is False
+
+
+def test_local_tags_are_not_looked_up_in_a_registry():
+    assert Swarm(FakeClient()).pinned("fleet/inference:2") == "fleet/inference:2"  # no call made: FakeClient has none
+    assert Swarm(FakeClient()).pinned("r:5000/x@sha256:abc") == "r:5000/x@sha256:abc"
+
+
+@pytest.mark.parametrize("state,availability,flag", [
+    ("ready", "active", None), ("down", "active", "down"), ("ready", "drain", "drained"), ("ready", "pause", "paused"),
+    ("down", "drain", "down"),
+])
+def test_node_flags(state, availability, flag):
+    assert node_flag({"state": state, "availability": availability}) == flag
