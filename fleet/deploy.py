@@ -41,6 +41,18 @@ def routing_mesh_available() -> bool:
     return bool(os.environ.get("DOCKER_HOST")) or Path("/proc/net/ip_vs").exists()
 
 
+def mode_changes(doc: dict, stack: str, live: dict[str, str]) -> list[str]:
+    """Services whose mode in the file differs from the running one's (`live`: name → mode). Pure."""
+    found = []
+    for short, svc in sorted(doc["services"].items()):
+        want = (svc.get("deploy") or {}).get("mode", "replicated")
+        have = live.get(f"{stack}_{short}")
+        if have and have != want:
+            found.append(f"{stack}_{short} runs {have} but the file says {want}: remove it first "
+                         f"(`docker service rm {stack}_{short}`), then deploy again")
+    return found
+
+
 def task_nodes(swarm: Swarm | None = None) -> int | None:
     """The Swarm's nodes that take tasks (ready and active); None when no engine answers (lint works offline)."""
     try:
@@ -66,6 +78,12 @@ def deploy(files: list[Path], stack: str, images: dict[str, str], timeout: float
     errors = [f for f in findings if f.severity is stackfile.Severity.ERROR]
     if errors:
         raise BadInput("the stack file has errors; nothing was deployed:\n" + "\n".join(map(str, errors)))
+    live_modes = {s.name: "global" if "Global" in s.attrs["Spec"]["Mode"] else "replicated"
+                  for s in swarm.stack_services(stack)}
+    changed = mode_changes(doc, stack, live_modes)
+    if changed:
+        raise BadInput("Swarm cannot change a service's mode (replicated or global), and docker stack deploy would "
+                       "stop halfway; nothing was deployed:\n" + "\n".join(changed))
     # Consul: --consul or CONSUL_HTTP_ADDR, else the stack's own (found on its node once it runs)
     addr = consul_addr or swarm.consul_url(stack)
     own_consul = "consul" in doc["services"]

@@ -36,6 +36,7 @@ down() {
 certificates() {  # a CA, the manager's server certificate (127.0.0.1 and its name) and a client certificate
   [ -s "$dir/client/key.pem" ] && return 0
   log "TLS certificates for the manager's engine"
+  command -v openssl >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
   local tmp; tmp=$(mktemp -d)
   mkdir -p "$dir/server" "$dir/client"
   (cd "$tmp"

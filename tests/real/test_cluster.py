@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import consul
@@ -210,11 +211,18 @@ def test_a_tag_pushed_again_rolls_out_and_every_node_runs_its_digest(cluster):
     print(f"\nrebuilt tag rolled out to {sorted(digests)} in {p.seconds:.1f}s")
 
 
-def test_draining_a_worker_under_load_fails_no_request(cluster):
+@contextmanager
+def worker_under_load(cluster: Cluster, max_seconds: float):
+    """A worker running a replica, and a load loop through node 1's gateway (bounded), already sending."""
     wait_until(lambda: cluster.whole("2"), 120, "the service to be whole")
     victim = next(n for n in cluster.node_of().values() if n != "fleet-node1")
-    with LoadLoop("http://127.0.0.1:31080/predict", max_requests=5000, max_seconds=150) as load:
+    with LoadLoop("http://127.0.0.1:31080/predict", max_requests=int(max_seconds * 50), max_seconds=max_seconds) as load:
         wait_until(lambda: load.total >= 20, 30, "the load loop to start")
+        yield victim, load
+
+
+def test_draining_a_worker_under_load_fails_no_request(cluster):
+    with worker_under_load(cluster, max_seconds=150) as (victim, load):
         started = time.monotonic()
         cluster.docker("node", "update", "--availability", "drain", victim)
         try:
@@ -232,10 +240,7 @@ def test_draining_a_worker_under_load_fails_no_request(cluster):
 
 
 def test_a_worker_killed_under_load_is_replaced(cluster):
-    wait_until(lambda: cluster.whole("2"), 120, "the service to be whole")
-    victim = next(n for n in cluster.node_of().values() if n != "fleet-node1")
-    with LoadLoop("http://127.0.0.1:31080/predict", max_requests=8000, max_seconds=180) as load:
-        wait_until(lambda: load.total >= 20, 30, "the load loop to start")
+    with worker_under_load(cluster, max_seconds=180) as (victim, load):
         killed = time.time()
         subprocess.run(["docker", "kill", victim], check=True, capture_output=True, env=local_env())
         try:

@@ -87,6 +87,8 @@ BAD = [
     ("malformed --image", ["deploy", "--image", "fleet/inference:1"], {}, 2, "SERVICE=IMAGE"),
     ("bad --timeout", ["deploy", "--timeout", "soon"], {}, 2, "not a duration"),
     ("lint error", ["deploy", "-c", "docker-stack.yml", "-c", "tests/data/short-monitor.yml"], {}, 2, "monitor"),
+    ("mode change", ["deploy", "-c", "docker-stack.yml", "-c", "tests/data/gateway-replicated.yml"], {}, 2,
+     "docker service rm fleettest-deploy_gateway"),
     ("unreachable Docker", ["deploy"], {"DOCKER_HOST": "tcp://127.0.0.1:1"}, 3, "Docker engine"),
     ("unreachable Consul", ["deploy"], {"CONSUL_HTTP_ADDR": "http://127.0.0.1:1"}, 3, "Consul"),
     ("status of unreachable Docker", ["status"], {"DOCKER_HOST": "tcp://127.0.0.1:1"}, 3, "Docker engine"),

@@ -119,3 +119,13 @@ def test_max_replicas_per_node_beyond_the_nodes_is_an_error():
 def test_a_named_volume_without_a_placement_constraint_is_a_warning(volume, placement, flagged):
     doc = doc_with(volumes=[volume], deploy__placement=placement)
     assert ({(f.severity, f.key) for f in lint(doc)} == {(Severity.WARNING, "volumes")}) is flagged
+
+
+def test_a_mode_change_is_named_with_its_fix():
+    from fleet.deploy import mode_changes
+    doc = {"services": {"gateway": {"deploy": {"mode": "global"}}, "inference": {"deploy": {"replicas": 2}},
+                        "new": {}}}
+    live = {"s_gateway": "replicated", "s_inference": "replicated"}
+    (msg,) = mode_changes(doc, "s", live)
+    assert "s_gateway runs replicated but the file says global" in msg and "docker service rm s_gateway" in msg
+    assert mode_changes(doc, "s", {"s_gateway": "global"}) == []
