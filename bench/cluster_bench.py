@@ -19,11 +19,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parents[1]
 STACK = "fleetclusterbench"
 NODES = ("fleet-node1", "fleet-node2", "fleet-node3")
 REGISTRY = "127.0.0.1:31500"
 IMAGES = ("fleet/inference:2", "fleet/gateway:1", "fleet/consul:1.8.7", "fleet/prometheus:2.42")
+PUSHED = ("fleet/inference:1",) + IMAGES  # what `scripts/cluster.sh push` pushes
 LOCAL = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
 
 
@@ -50,8 +53,13 @@ def pull_everywhere(image: str) -> dict[str, float]:
     return dict(zip(NODES, seconds))
 
 
-def mb(text: str) -> float:
-    return int(text.split()[0]) / 1024
+def layers(image: str) -> dict[str, int]:
+    """The image's layers in the registry: digest → compressed size (its manifest, by the registry's API)."""
+    repo, tag = image.rsplit(":", 1)
+    r = httpx.get(f"http://{REGISTRY}/v2/{repo}/manifests/{tag}", timeout=10,
+                  headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    r.raise_for_status()
+    return {layer["digest"]: layer["size"] for layer in r.json()["layers"]}
 
 
 def remove_stack(env: dict) -> None:
@@ -82,10 +90,9 @@ def main() -> None:
     run(["bash", "scripts/cluster.sh", "down"])
     bring_up = run(["bash", "scripts/cluster.sh", "nodes"])  # the node image is built once, before: not counted
     push = run(["bash", "scripts/cluster.sh", "push"])
-    stored = mb(subprocess.run(["docker", "exec", "fleet-registry", "du", "-sk", "/var/lib/docker-registry"],
-                               capture_output=True, text=True, check=True).stdout)
-    sizes = sum(int(subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", i], capture_output=True, text=True,
-                                   check=True, env=LOCAL).stdout) for i in IMAGES) / 2**20
+    per_image = [layers(i) for i in PUSHED]
+    referenced = sum(sum(ls.values()) for ls in per_image) / 2**20  # each image's layers, counted per image
+    stored = sum({d: n for ls in per_image for d, n in ls.items()}.values()) / 2**20  # each layer once
     pulls = {image: pull_everywhere(image) for image in IMAGES}
     slowest = sum(max(p.values()) for p in pulls.values())
 
@@ -101,8 +108,9 @@ def main() -> None:
         run(["bash", "scripts/cluster.sh", "down"])
 
     print(f"cluster bring-up ({len(NODES)} nodes, registry, Swarm formed; node image already built): {bring_up:6.1f} s")
-    print(f"image distribution: push of {len(IMAGES) + 1} images to the registry: {push:6.1f} s "
-          f"(registry stores {stored:.0f} MiB for {sizes:.0f} MiB of the 4 stack images: shared layers once)")
+    print(f"image distribution: push of {len(PUSHED)} images to the registry: {push:6.1f} s; their layers "
+          f"(compressed) add up to {referenced:.0f} MiB, of which the registry stores {stored:.0f} MiB: "
+          f"shared layers (torch in both inference images) once")
     for image, seconds in pulls.items():
         print(f"  pull {image:<24} on {len(NODES)} nodes at once: "
               + ", ".join(f"{n} {s:5.1f} s" for n, s in seconds.items()))
