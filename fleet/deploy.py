@@ -57,7 +57,7 @@ def task_nodes(swarm: Swarm | None = None) -> int | None:
     """The Swarm's nodes that take tasks (ready and active); None when no engine answers (lint works offline)."""
     try:
         swarm = swarm or Swarm()
-        return sum(n["state"] == "ready" and n["availability"] == "active" for n in swarm.nodes())
+        return swarm.task_nodes()
     except (EngineUnavailable, DockerException, OSError):
         return None
 

@@ -9,10 +9,10 @@
 # the host reaches is published on 127.0.0.1 only (node i: gateway 3i080, ops 3i081, Consul 3i501,
 # Prometheus 3i090), and the manager's engine answers on 127.0.0.1:31376 over TLS with certificates
 # made here: `. build/cluster/cluster.env` points docker, fleet and the tests at it.
-# The registry (Debian's docker-registry, plain HTTP and no login, Debian's htpasswd block taken out: a test
-# bed's registry, never a production one) is
-# 127.0.0.1:31500 from the host and, through a forwarder in every node, from the nodes too: one name for
-# an image everywhere, and Docker trusts a registry on 127.0.0.0/8 without TLS.
+# The registry (Debian's docker-registry, plain HTTP and no login, Debian's htpasswd block taken out: a
+# test bed's registry, never a production one) is 127.0.0.1:31500 from the host and, through a forwarder
+# in every node, from the nodes too: one name for an image everywhere, and Docker trusts a registry on
+# 127.0.0.0/8 without TLS.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 action=${1:-up}

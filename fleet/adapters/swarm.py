@@ -93,6 +93,10 @@ class Swarm:
                  "state": n.attrs["Status"]["State"], "availability": n.attrs["Spec"]["Availability"],
                  "address": n.attrs["Status"].get("Addr", "")} for n in self.client.nodes.list()]
 
+    def task_nodes(self) -> int:
+        """The nodes that take tasks: ready and active (not down, drained or paused)."""
+        return sum(n["state"] == "ready" and n["availability"] == "active" for n in self.nodes())
+
     def pinned(self, image: str) -> str:
         """`image@sha256:…` as its registry holds it now, so that every node runs the same bytes (what
         `docker stack deploy` does by itself); the image as given when it is pinned already or names no
@@ -164,7 +168,7 @@ class Swarm:
         """Replicas asked for; for a global service, one a node that is ready and active (placement
         constraints of global services are not read: the stack's global gateway has none)."""
         if "Global" in spec["Mode"]:
-            return sum(n["state"] == "ready" and n["availability"] == "active" for n in self.nodes())
+            return self.task_nodes()
         return spec["Mode"].get("Replicated", {}).get("Replicas", 1)
 
     def image_label(self, image: str, label: str) -> str | None:
