@@ -216,7 +216,8 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
                                         "labels); default: the one shipped with the canary's model"),
             golden_tolerance: float = typer.Option(0.01, "--golden-tolerance",
                                                    help="accuracy the canary may fall below the stable's"),
-            gateway: str = typer.Option("", "--gateway", help="the gateway's URL (default: found from the stack)"),
+            gateway: str = typer.Option("", "--gateway", help="the gateway's ops URL, or several comma-separated "
+                                        "(default: the stack's gateway on each live node)"),
             prometheus: str = typer.Option("", "--prometheus",
                                            help="Prometheus's URL (default: found from the stack)"),
             resume: bool = typer.Option(False, "--resume", help="finish or revert an orphaned rollout"),

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import requests
 import tenacity
-from docker.errors import APIError, DockerException, ImageNotFound
+from docker.errors import APIError, DockerException
 
+from .adapters.endpoints import Endpoints, fixed
 from .adapters.consul import Catalog, ConsulUnavailable, check_access, client as consul_client
 from .adapters.store import LockLost, Store
 from .adapters.swarm import EngineUnavailable, Swarm
 from .analysis import Thresholds
 from .cluster import SwarmCluster, image_of as _image
+from .control import ControlRequest
 from .convergence import State
 from .errors import BadInput, FleetError, OperationFailed, Unreachable
 from .events import ControlRequested, Event, EventStream
@@ -31,6 +33,7 @@ from .sources import Evidence, stable_verdicts
 
 TICK = 0.25  # seconds between clock ticks when no evidence arrives
 SAVE_PATIENCE = 30.0  # seconds a state write waits out a Consul restart before the rollout stops
+VERSION_LABEL = "fleet.model-version"  # the image label the canary's replicas report as their version
 RESUME_LOCK_WAIT = 60.0  # a dead holder's lock lapses within 2 x TTL, then its lock-delay
 
 
@@ -61,18 +64,23 @@ class Target:
         env = self.stable().attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env", [])
         return dict(e.split("=", 1) for e in env if "=" in e).get("FLEET_SERVICE_NAME", self.service)
 
-    def gateway_url(self) -> str:
-        return self.gateway or self._published("gateway", 8081, "--gateway")  # its ops port: per-role routes
+    def gateway_endpoints(self) -> Endpoints:
+        """The gateway's ops port (per-role routes) on every live node that runs one, or --gateway's URLs."""
+        return self._endpoints(self.gateway, "gateway", 8081, "--gateway")
 
-    def prometheus_url(self) -> str:
-        return self.prometheus or self._published("prometheus", 9090, "--prometheus")
+    def prometheus_endpoints(self) -> Endpoints:
+        return self._endpoints(self.prometheus, "prometheus", 9090, "--prometheus")
 
-    def _published(self, service: str, port: int, flag: str) -> str:
-        url = self.swarm.published_url(f"{self.stack}_{service}", port)
-        if url is None:
-            raise BadInput(f"stack {self.stack!r} has no {service} service publishing port {port} (fleet's canary "
-                           f"evidence needs it: deploy the stack from docker-stack.yml), or give {flag} URL")
-        return url
+    def _endpoints(self, given: str, service: str, port: int, flag: str) -> Endpoints:
+        """BadInput when none is found now: the evidence comes through them, so fail before changing anything."""
+        if given:
+            return fixed(given)
+        endpoints = Endpoints(lambda: self.swarm.published_urls(f"{self.stack}_{service}", port))
+        if not endpoints.urls():
+            raise BadInput(f"stack {self.stack!r} has no {service} service publishing port {port} on a ready node "
+                           f"(fleet's canary evidence needs it: deploy the stack from docker-stack.yml), or give "
+                           f"{flag} URL[,URL...]")
+        return endpoints
 
     def cluster(self) -> SwarmCluster:
         return SwarmCluster(self.swarm, self.catalog, self.store, self.stable_name, self.canary_name, self.consul_name)
@@ -114,14 +122,18 @@ class Result:
 def rollout(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout], None] = lambda r: None) -> Result:
     stable = t.stable()
     current = _image(stable)
-    try:
-        labels = t.swarm.client.images.get(image).labels or {}
-    except (ImageNotFound, APIError):
-        raise BadInput(f"image {image} does not exist on this engine: build or pull it first") from None
     if image == current:
         raise BadInput(f"{t.stable_name} already runs {image}: nothing to roll out")
-    plan = replace(plan, version=labels.get("fleet.model-version", ""))
-    t.gateway_url(), t.prometheus_url()  # the evidence comes through them: fail before changing anything
+    try:
+        labels = t.swarm.image_labels(image)  # this engine's copy, else the registry's manifest and config
+    except LookupError as e:
+        raise BadInput(str(e)) from None
+    if not labels.get(VERSION_LABEL):
+        raise BadInput(f"image {image} has no {VERSION_LABEL} label: its replicas could never report a version "
+                       f"and the canary would never be ready; build it with `--label {VERSION_LABEL}=<version>` "
+                       "(as scripts/images.sh does) or `LABEL` in its Dockerfile")
+    plan = replace(plan, version=labels[VERSION_LABEL])
+    t.gateway_endpoints(), t.prometheus_endpoints()  # the evidence comes through them: fail before changing anything
     if plan.golden and not Path(plan.golden).is_file():
         raise BadInput(f"--golden {plan.golden}: no such file; give a JSON file with inputs and labels")
     _lock(t, "rollout --canary --image " + image)
@@ -143,7 +155,7 @@ def rollout(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout], 
                "stable_spec_version": stable.attrs["Version"]["Index"], "plan": _plan_doc(plan),
                "rollout": start(now).to_dict(), "timeline": []}
         t.cluster().set_weights(None, 0)  # no share for the canary until its gate passes, whatever a key said
-        t.store.save(doc)  # the intent first: a controller killed from now on leaves a rollout to resume
+        t.store.begin(doc)  # the intent first: a controller killed from now on leaves a rollout to resume
         t.store.record({"revision": revision, "image": image, "previous_image": current, "outcome": "in_progress",
                         "reason": "", "started_at": now, "ended_at": None})
         try:
@@ -184,7 +196,7 @@ def request(t: Target, action: str, timeout: float = 600.0) -> Result:
         raise BadInput(f"no rollout of {t.stable_name} in progress; `fleet history` lists past ones")
     if t.store.holder() is None:
         return resume(t, ControlRequested(action))
-    t.store.request(action)
+    t.store.request(ControlRequest.new(action, doc["revision"]))  # for this rollout only, applied once
     deadline = time.monotonic() + timeout
     index = None
     while time.monotonic() < deadline:  # the controller records the outcome in the revision's history
@@ -192,7 +204,7 @@ def request(t: Target, action: str, timeout: float = 600.0) -> Result:
         if record.get("outcome") not in (None, "in_progress"):
             return Result(doc["revision"], Phase(record["outcome"]), record.get("reason", ""), doc["image"],
                           (record.get("ended_at") or 0) - (record.get("started_at") or 0))
-        index, _ = t.store.control(index, wait="2s")
+        index, _, _ = t.store.control(index, wait="2s")
     raise OperationFailed(f"the controller did not act on `{action}` within {timeout:g}s")
 
 

@@ -26,6 +26,13 @@ class ContainerEvent:
 
 
 @dataclass(frozen=True)
+class TaskFailed:
+    """Swarm's task states fail the canary (fleet/taskstates.py): a task failed, was rejected, is on a
+    lost node or waits for one too long, on whichever node it runs."""
+    detail: str
+
+
+@dataclass(frozen=True)
 class ConsulView:
     """The service's instances in Consul after a blocking query returned."""
     instances: tuple[Instance, ...]
@@ -73,7 +80,7 @@ class SourceUp:
     source: str
 
 
-Event = Tick | ContainerEvent | ConsulView | MetricsSample | GoldenChecked | ControlRequested | \
+Event = Tick | ContainerEvent | TaskFailed | ConsulView | MetricsSample | GoldenChecked | ControlRequested | \
     PromotionObserved | SourceFailed | SourceUp
 
 

@@ -19,7 +19,7 @@ from enum import Enum
 
 from .analysis import Judgement, Outcome, Thresholds, judge
 from .events import (ContainerEvent, ConsulView, ControlRequested, Event, GoldenChecked, MetricsSample,
-                     PromotionObserved, SourceFailed, SourceUp, Tick)
+                     PromotionObserved, SourceFailed, SourceUp, TaskFailed, Tick)
 
 
 class Phase(str, Enum):
@@ -156,6 +156,8 @@ def step(r: Rollout, event: Event, now: float, plan: Plan) -> tuple[Rollout, lis
         if event.kind == "unhealthy":
             return fail(r, now, Reason.UNHEALTHY, f"a canary container is unhealthy: {event.detail}")
         return r, []
+    if isinstance(event, TaskFailed):
+        return fail(r, now, Reason.TASK_FAILED, event.detail)
     if isinstance(event, ConsulView):
         return _consul(r, event, now, plan)
     if isinstance(event, GoldenChecked):

@@ -19,8 +19,11 @@ from .adapters.prometheus import Prometheus, role_window
 from .analysis import Outcome, judge_golden
 from .convergence import State
 from .events import (ConsulView, ContainerEvent, ControlRequested, EventStream, GoldenChecked, MetricsSample,
-                     PromotionObserved, SourceUp)
+                     PromotionObserved, SourceUp, TaskFailed)
+from .control import to_apply
+from .taskstates import task_failure
 
+TASKS_EVERY = 0.5  # seconds between reads of the canary's task states from Swarm
 SCRAPE_EVERY = 0.25  # seconds between metric windows (the stack's Prometheus scrapes as often)
 GOLDEN_WAIT = 30.0  # seconds the golden gate waits for the canary's and the stable's routes to answer
 WINDOW = 30.0  # seconds of evidence judged (or the step duration, when shorter)
@@ -41,12 +44,14 @@ class Evidence:
         self._tasks: dict[str, tuple[float, int]] = {}  # service -> (monotonic time read, running tasks)
         self.docker_events = None
         self.last_docker_event: float | None = None
+        self.canary_tasks: set[str] = set()  # this canary's Swarm task IDs: only their instances count
 
     def start(self) -> None:
         s, t = self.stream, self.t
         self.last_docker_event = time.time() - 1
         s.follow("docker", self._docker_events, restart=True)
-        s.follow("consul", lambda: (ConsulView(tuple(i)) for i in t.catalog.watch(self.consul_name, s.stopped)),
+        s.follow("tasks", self._tasks_source, restart=True)
+        s.follow("consul", lambda: (ConsulView(self._ours(i)) for i in t.catalog.watch(self.consul_name, s.stopped)),
                  restart=True)
         s.follow("control", self._control, restart=True)
         s.follow("metrics", self._metrics, restart=True)
@@ -91,21 +96,56 @@ class Evidence:
                 detail = self.t.swarm.container_health(cid)[1] if status == "unhealthy" else ""
                 yield ContainerEvent(status, cid, detail)
 
+    def _tasks_source(self):
+        """The canary's tasks as the manager sees them on every node, every TASKS_EVERY: a task that failed,
+        was rejected, lost its node or waits for one too long fails the canary (fleet/taskstates.py)."""
+        pending_since: dict[str, float] = {}
+        reported = False
+        yield SourceUp("tasks")
+        while not self.stream.stopped.wait(TASKS_EVERY):
+            tasks = self._read_tasks()
+            now = time.monotonic()
+            pending_since = {task.id: pending_since.get(task.id, now) for task in tasks if task.state == "pending"}
+            nodes = {task.node for task in tasks if task.desired_state == "running"}
+            states = {n["hostname"]: n["state"] for n in self.t.swarm.nodes() if n["hostname"] in nodes} if nodes else {}
+            why = task_failure(tasks, {i: now - at for i, at in pending_since.items()}, states)
+            if why and not reported:
+                reported = True
+                yield TaskFailed(why)
+
+    def _read_tasks(self):
+        tasks = self.t.swarm.tasks(self.doc.get("canary_id", "none"), desired_state=None)
+        self.canary_tasks = {task.id for task in tasks}
+        return tasks
+
+    def _ours(self, instances) -> tuple:
+        """The service's instances less canary instances of other canaries (an earlier rollout's, still
+        registered while critical): a canary instance counts only when its task is this canary's."""
+        if any(i.role == "canary" and i.task_id not in self.canary_tasks for i in instances):
+            self._read_tasks()  # a new task of this canary's, or another canary's: ask Swarm
+        return tuple(i for i in instances if i.role != "canary" or i.task_id in self.canary_tasks)
+
     def _control(self):
-        index, action = self.t.store.control(None, wait="1s")
-        yield SourceUp("control")
-        if action in ("promote", "abort"):
-            yield ControlRequested(action)
+        """`fleet promote`/`fleet abort` requests, each applied once (fleet/control.py): for this rollout,
+        made while this controller holds the lock; the ids applied are kept in the rollout's state."""
+        applied = self.doc.setdefault("control_applied", [])
+        index = None
+        first = True
         while not self.stream.stopped.is_set():
-            index, action = self.t.store.control(index, wait="5s")
-            if action in ("promote", "abort"):
-                yield ControlRequested(action)
+            index, request, written = self.t.store.control(index, wait="1s" if first else "5s")
+            if first:
+                yield SourceUp("control")
+                first = False
+            request = to_apply(request, written, self.doc["revision"], self.t.store.lock_index, applied)
+            if request is not None:
+                applied.append(request.id)
+                yield ControlRequested(request.action)
 
     def _metrics(self):
         """Every SCRAPE_EVERY, both roles' /predict window from Prometheus (fleet/adapters/prometheus.py). A
         Prometheus that does not answer (ProviderError) ends this source: SourceFailed, missing evidence,
         until it answers again."""
-        prom = Prometheus(self.t.prometheus_url())
+        prom = Prometheus(self.t.prometheus_endpoints())
         try:
             yield SourceUp("metrics")
             while not self.stream.stopped.wait(SCRAPE_EVERY):
@@ -165,7 +205,7 @@ class Evidence:
 
     def gateway(self) -> Gateway:
         if self._gateway is None:
-            self._gateway = Gateway(self.t.gateway_url())
+            self._gateway = Gateway(self.t.gateway_endpoints())
         return self._gateway
 
     def _synthetic(self):

@@ -11,8 +11,12 @@ from pathlib import Path
 
 import httpx
 
+from .endpoints import Endpoints, fixed
+
 ROUTE_HEADER = "X-Fleet-Route"
 SYNTHETIC = {"X-Fleet-Origin": "synthetic"}  # the replicas count fleet's requests apart from users'
+CONNECT_TIMEOUT = 2.0  # seconds: a lost node's address does not answer at all
+MAX_GATEWAYS = 3  # gateways tried for one request before it is given up (no evidence)
 CHUNK = 64  # rows per /predict request (the service's FLEET_MAX_ROWS default)
 
 
@@ -37,18 +41,33 @@ class GoldenSet:
 
 
 class Gateway:
-    def __init__(self, url: str, timeout: float = 10.0):
-        self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+    """The gateway's ops port on any live node (fleet/adapters/endpoints.py): a gateway that does not
+    answer is left for the next node's, within one request."""
+
+    def __init__(self, endpoints: Endpoints | str, timeout: float = 10.0):
+        self.endpoints = fixed(endpoints) if isinstance(endpoints, str) else endpoints
+        self.http = httpx.Client(timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT))
+
+    @property
+    def url(self) -> str:
+        return self.endpoints.current
 
     def close(self) -> None:
         self.http.close()
 
+    def _send(self, method: str, path: str, what: str, **kw) -> httpx.Response:
+        """The request through the first gateway that answers; GatewayError when none does."""
+        errors = []
+        for url in self.endpoints.urls()[:MAX_GATEWAYS]:
+            try:
+                return self.http.request(method, f"{url}{path}", **kw)
+            except httpx.TransportError as e:
+                self.endpoints.failed(url)
+                errors.append(f"{url}: {e!r}")
+        raise GatewayError(f"no gateway answered {what}: {'; '.join(errors) or 'none found'}")
+
     def _get(self, role: str, path: str) -> httpx.Response:
-        try:
-            return self.http.get(path, headers={ROUTE_HEADER: role})
-        except httpx.HTTPError as e:
-            raise GatewayError(f"the gateway at {self.url} did not answer GET {path} ({role} route): {e!r}") from None
+        return self._send("GET", path, f"GET {path} ({role} route)", headers={ROUTE_HEADER: role})
 
     def info(self, role: str) -> dict | None:
         """The /info of a replica of `role`, or None while the route has no replica ready."""
@@ -72,10 +91,8 @@ class Gateway:
             raise GatewayError(f"cannot read the golden set {path or '(shipped with the canary)'}: {e!r}") from None
 
     def predict(self, role: str, inputs: list) -> httpx.Response:
-        try:
-            return self.http.post("/predict", json={"inputs": inputs}, headers={ROUTE_HEADER: role, **SYNTHETIC})
-        except httpx.HTTPError as e:
-            raise GatewayError(f"the gateway at {self.url} did not answer /predict ({role} route): {e!r}") from None
+        return self._send("POST", "/predict", f"/predict ({role} route)", json={"inputs": inputs},
+                          headers={ROUTE_HEADER: role, **SYNTHETIC})
 
     def accuracy(self, role: str, golden: GoldenSet) -> float:
         """The share of the golden rows a role's replicas classify right, through its route."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import httpx
 
 from ..analysis import Stats
+from .endpoints import Endpoints, fixed
 
 
 class ProviderError(Exception):
@@ -22,20 +23,37 @@ class Sample:
 
 
 class Prometheus:
-    def __init__(self, url: str, timeout: float = 2.0):
-        self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+    """Prometheus's HTTP API wherever it is published (fleet/adapters/endpoints.py): when it does not
+    answer, the next address, and Swarm is asked again where it runs."""
+
+    def __init__(self, endpoints: Endpoints | str, timeout: float = 2.0):
+        self.endpoints = fixed(endpoints) if isinstance(endpoints, str) else endpoints
+        self.http = httpx.Client(timeout=timeout)
+
+    @property
+    def url(self) -> str:
+        return self.endpoints.current
 
     def close(self) -> None:
         self.http.close()
 
+    def _get(self, path: str, params: dict) -> httpx.Response:
+        errors = []
+        for url in self.endpoints.urls()[:2]:
+            try:
+                return self.http.get(f"{url}{path}", params=params)
+            except httpx.TransportError as e:
+                self.endpoints.failed(url)
+                errors.append(f"{url}: {e!r}")
+        raise ProviderError(f"Prometheus did not answer: {'; '.join(errors) or 'not found'}")
+
     def query(self, promql: str) -> list[Sample]:
         """An instant query's samples; [] when it has no data."""
+        r = self._get("/api/v1/query", {"query": promql})
         try:
-            r = self.http.get("/api/v1/query", params={"query": promql})
             doc = r.json()
-        except (httpx.HTTPError, ValueError) as e:
-            raise ProviderError(f"Prometheus at {self.url} did not answer: {e!r}") from None
+        except ValueError as e:
+            raise ProviderError(f"Prometheus at {self.url} answered something other than JSON: {e!r}") from None
         if r.status_code != 200 or doc.get("status") != "success":
             raise ProviderError(f"Prometheus at {self.url} answered {r.status_code}: {doc.get('error', r.text[:200])}")
         return [Sample(s["metric"], float(s["value"][1])) for s in doc["data"]["result"]]

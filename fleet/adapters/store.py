@@ -3,7 +3,10 @@
 Keys, under fleet/rollouts/<stack>/<service>/: `lock` (held through a Consul session, TTL renewed by a
 thread; it lapses when the holder dies), `state` (the rollout in progress, JSON), `control` (promote or
 abort, written by other fleet processes), `history/<revision>` (one JSON record per revision).
-Traffic weights live in fleet/traffic/<consul service>/<role>, which the replicas follow.
+Traffic weights live in fleet/traffic/<consul service>/<role>, which the replicas follow. They are held
+by the lock's session (Consul's `lock` verb, session behaviour `delete`): when the controller dies, its
+session lapses and Consul deletes them, so every replica falls back to its own default weight (a
+canary's is 0). A canary's share never outlives the controller that gave it.
 
 The lock is fenced: its session has a lock-delay (a lapsed holder's lock cannot be taken at once), a
 renewal that Consul refuses marks the lock lost, and every write of the holder (state, history, the
@@ -24,6 +27,7 @@ import consul
 from consul.callback import CB
 from consul.exceptions import ClientError
 
+from ..control import ControlRequest, decode
 from .consul import call
 
 SESSION_TTL = 10  # seconds; Consul may take up to twice this to let a dead holder's lock go
@@ -38,6 +42,7 @@ class Store:
     def __init__(self, c: consul.Consul, stack: str, service: str):
         self.consul, self.prefix = c, f"fleet/rollouts/{stack}/{service}"
         self.session: str | None = None
+        self.lock_index = 0  # Consul's index of our lock: control requests written before it are ignored
         self.lost = threading.Event()
         self._renewing = threading.Event()
 
@@ -52,8 +57,10 @@ class Store:
         """Take the lock; None when taken, else the holder found there (who has it, since when)."""
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "command": command, "since": time.time()}
         self.session = call(self.consul.session.create, name=f"fleet {self.prefix}", ttl=SESSION_TTL,
-                                  behavior="release", lock_delay=LOCK_DELAY)
+                                  behavior="delete", lock_delay=LOCK_DELAY)
         if self._put("lock", json.dumps(holder), acquire=self.session):
+            _, item = self._get("lock", consistency="consistent")
+            self.lock_index = (item or {}).get("ModifyIndex", 0)  # requests older than this are not ours
             self.lost.clear()
             self._renewing.clear()
             threading.Thread(target=self._renew, name="consul-session", daemon=True).start()
@@ -109,14 +116,18 @@ class Store:
         _, item = self._get("state")
         return json.loads(item["Value"]) if item and item.get("Value") else None
 
-    def write(self, changes: dict[str, str | None]) -> None:
+    def write(self, changes: dict[str, str | None], held: bool = False) -> None:
         """Set (None: delete) these keys in one transaction that Consul applies only while this process's
-        session holds the lock; LockLost, with nothing written, once it does not."""
+        session holds the lock; LockLost, with nothing written, once it does not. `held`: the keys set are
+        held by the session too, so Consul deletes them when it lapses."""
         self.check()
         ops = [{"KV": {"Verb": "check-session", "Key": f"{self.prefix}/lock", "Session": self.session}}]
         for key, value in changes.items():
-            ops.append({"KV": {"Verb": "delete", "Key": key}} if value is None else
-                       {"KV": {"Verb": "set", "Key": key, "Value": base64.b64encode(value.encode()).decode()}})
+            if value is None:
+                ops.append({"KV": {"Verb": "delete", "Key": key}})
+                continue
+            op = {"Verb": "set", "Key": key, "Value": base64.b64encode(value.encode()).decode()}
+            ops.append({"KV": {**op, "Verb": "lock", "Session": self.session} if held else op})
         if call(_transaction, self.consul, ops) is None:
             self.lost.set()
             self.check()
@@ -126,19 +137,26 @@ class Store:
         self.write({f"{self.prefix}/state": json.dumps(doc)})
 
     def set_weights(self, consul_service: str, weights: dict[str, int | None]) -> None:
-        """The weight each role's replicas register with (None puts back their own default), fenced."""
-        self.write({weight_key(consul_service, role): None if w is None else str(w) for role, w in weights.items()})
+        """The weight each role's replicas register with (None puts back their own default), fenced, and
+        held by the lock's session: gone, so back to each replica's default, when the controller is."""
+        self.write({weight_key(consul_service, role): None if w is None else str(w) for role, w in weights.items()},
+                   held=True)
+
+    def begin(self, doc: dict) -> None:
+        """The state of a new rollout, and no control request left from before it, in one fenced write."""
+        self.write({f"{self.prefix}/state": json.dumps(doc), f"{self.prefix}/control": None})
 
     def clear(self) -> None:
         self.write({f"{self.prefix}/state": None, f"{self.prefix}/control": None})
 
-    def request(self, action: str) -> None:
-        self._put("control", action)
+    def request(self, request: ControlRequest) -> None:
+        self._put("control", request.encode())
 
-    def control(self, index: int | None = None, wait: str = "5s") -> tuple[int, str | None]:
-        """Blocking query on the control key: returns when it changes (or after `wait`)."""
+    def control(self, index: int | None = None, wait: str = "5s") -> tuple[int, ControlRequest | None, int]:
+        """Blocking query on the control key: returns when it changes (or after `wait`), with the request
+        there (None when none or unreadable) and the index Consul wrote it at."""
         index, item = self._get("control", index=index, wait=wait)
-        return index, (item["Value"].decode() if item and item.get("Value") else None)
+        return index, decode(item["Value"] if item else None), (item or {}).get("ModifyIndex", 0)
 
     # history --------------------------------------------------------------------------------
     def history(self) -> list[dict]:

@@ -10,6 +10,7 @@ from docker.errors import APIError, DockerException, NotFound, ImageNotFound
 from ..convergence import ServiceView
 from ..errors import Unreachable
 from ..model import Task
+from .registry import Registry, RegistryError
 
 STACK_LABEL = "com.docker.stack.namespace"
 TIMEOUT = 30  # seconds for an Engine API call (the event stream has none: it waits for events)
@@ -31,6 +32,7 @@ class Swarm:
         # The engine's TLS is DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, as for the docker CLI: requests would
         # otherwise let REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) replace the engine's CA (psf/requests#3829)
         self.client.api.trust_env = False
+        self._labels: dict[str, dict[str, str]] = {}  # image pinned by digest -> its labels
 
     def check(self) -> None:
         try:
@@ -65,22 +67,37 @@ class Swarm:
         return env
 
     def published_url(self, service_name: str, target_port: int, scheme: str = "http") -> str | None:
-        """scheme://host:port of the service's port published in host mode: 127.0.0.1 when the engine is
-        local and a task of it runs on this node, else the address of a node one runs on. None: no such
-        service or port, or (on a remote engine) no task running yet."""
+        """The first of `published_urls`, or None."""
+        urls = self.published_urls(service_name, target_port, scheme)
+        return urls[0] if urls else None
+
+    def published_urls(self, service_name: str, target_port: int, scheme: str = "http") -> list[str]:
+        """scheme://host:port of the service's port published in host mode, one for each ready node a task
+        of it runs on: 127.0.0.1 for this node's own engine, else the node's address (a manager's from
+        ManagerStatus.Addr: its Status.Addr may be 0.0.0.0 or 127.0.0.1, moby#35437). Workers come first,
+        so that fleet's own traffic spares the managers; [] when no task runs (or no such service or port)."""
         svc = self.service(service_name)
         if svc is None:
-            return None
+            return []
         ports = svc.attrs.get("Endpoint", {}).get("Ports") or svc.attrs["Spec"].get("EndpointSpec", {}).get("Ports") or []
         published = next((p.get("PublishedPort") for p in ports if p.get("TargetPort") == target_port), None)
         if not published:
-            return None
-        nodes = [t.get("NodeID") for t in svc.tasks({"desired-state": "running"}) if t.get("NodeID")]
-        if self.local and (not nodes or self.client.info().get("Swarm", {}).get("NodeID") in nodes):
-            return f"{scheme}://127.0.0.1:{published}"
-        if not nodes:
-            return None
-        return f"{scheme}://{self.client.nodes.get(nodes[0]).attrs['Status']['Addr']}:{published}"
+            return []
+        running = {t.get("NodeID") for t in svc.tasks({"desired-state": "running"})
+                   if t.get("NodeID") and (t.get("Status") or {}).get("State") == "running"}
+        if not running:
+            running = {t.get("NodeID") for t in svc.tasks({"desired-state": "running"}) if t.get("NodeID")}
+        own = self.client.info().get("Swarm", {}).get("NodeID") if self.local else None
+        hosts = []
+        for n in sorted(self.client.nodes.list(), key=lambda n: (n.attrs["Spec"]["Role"] == "manager", n.id)):
+            if n.id not in running or n.attrs["Status"].get("State") != "ready":
+                continue
+            hosts.append("127.0.0.1" if n.id == own else node_address(n.attrs))
+        if own in running:  # this machine's own node first: no network between
+            hosts.sort(key=lambda h: h != "127.0.0.1")
+        if self.local and not running:  # nothing runs yet: where a single-node Swarm will publish it
+            hosts = ["127.0.0.1"]
+        return [f"{scheme}://{h}:{published}" for h in hosts if h]
 
     def consul_url(self, stack: str) -> str | None:
         """The stack's own Consul (its `consul` service's published HTTPS port), for when neither --consul
@@ -173,9 +190,37 @@ class Swarm:
 
     def image_label(self, image: str, label: str) -> str | None:
         try:
-            return (self.client.images.get(image).labels or {}).get(label)
-        except (ImageNotFound, APIError):
+            return self.image_labels(image).get(label)
+        except LookupError:
             return None
+
+    def image_labels(self, image: str) -> dict[str, str]:
+        """The image's labels: from this engine when it holds the image, else from its registry (a
+        manager never pulled an image that only workers run, nor one CI just pushed). Cached for an image
+        pinned by digest (its bytes cannot change). LookupError naming both places when neither has it."""
+        if image in self._labels:
+            return self._labels[image]
+        try:
+            labels = self.client.images.get(image).labels or {}
+        except (ImageNotFound, APIError):
+            if not names_registry(image.split("@")[0]) and "@" not in image:
+                raise LookupError(f"image {image} does not exist on this engine and names no registry: build "
+                                  "it here, or push it to a registry and give its full name") from None
+            try:
+                labels = self._registry().labels(image)
+            except RegistryError as e:
+                raise LookupError(f"image {image} is not on this engine, and its registry cannot give it: {e}") from None
+        if "@" in image:
+            self._labels[image] = labels
+        return labels
+
+    def _registry(self) -> Registry:
+        """A registry reader that speaks plain HTTP where this engine does (its insecure registries)."""
+        try:
+            configs = self.client.info().get("RegistryConfig", {}).get("IndexConfigs") or {}
+        except (DockerException, OSError):
+            configs = {}
+        return Registry(insecure={name for name, c in configs.items() if not c.get("Secure", True)})
 
     def logs(self, container_id: str, lines: int = 5) -> str:
         try:
@@ -246,6 +291,16 @@ class Swarm:
         svc = self.service(service_name)
         if svc:
             svc.remove()
+
+
+def node_address(attrs: dict) -> str:
+    """A node's address that other machines reach: a manager's from ManagerStatus.Addr (host:port), as
+    Status.Addr is 0.0.0.0 or 127.0.0.1 on some managers; "" when neither is usable. Pure."""
+    for addr in ((attrs.get("ManagerStatus") or {}).get("Addr", "").rsplit(":", 1)[0],
+                 (attrs.get("Status") or {}).get("Addr", "")):
+        if addr and addr != "0.0.0.0" and not addr.startswith("127."):
+            return addr
+    return ""
 
 
 def names_registry(image: str) -> bool:
