@@ -167,3 +167,12 @@ def seconds(s: float) -> int:
 
 
 __all__ = ["StackUnderTest", "Replica", "deploy", "converged", "seconds", "time"]
+
+
+@pytest.fixture(scope="session")
+def cluster_session():
+    """The 3-node test cluster (tests/real/cluster_kit.py), one for every module that uses it."""
+    from tests.real import cluster_kit
+    c = cluster_kit.bring_up()
+    yield c
+    cluster_kit.take_down()

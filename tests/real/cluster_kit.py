@@ -1,0 +1,124 @@
+"""The 3-node test cluster for the tests (scripts/cluster.sh: docker-in-docker nodes, a registry, TLS to the
+manager), shared by every module that uses it: the `cluster` fixture (tests/real/conftest.py) brings it
+up once a session (reused when it runs) and takes it down at the end, unless FLEET_KEEP_CLUSTER=1. fleet
+runs from the host as from an operator's laptop: DOCKER_HOST=tcp://127.0.0.1:31376 with TLS, and no
+CONSUL_HTTP_ADDR (fleet finds the stack's Consul on its node). Node i publishes its gateway on
+127.0.0.1:3i080; load loops go there, bounded in count and time."""
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import consul
+import docker
+
+from fleet.adapters.consul import Catalog
+from fleet.adapters.swarm import API_VERSION, Swarm
+from tests.helpers import wait_until
+from tests.real.conftest import CA, ROOT, SECRETS
+
+NAME = "fleetcluster"
+NODES = ("fleet-node1", "fleet-node2", "fleet-node3")
+REGISTRY = "127.0.0.1:31500"
+REPLICAS = 3
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """The variables an `export A=B C=D` file sets."""
+    found = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            found.update(pair.split("=", 1) for pair in shlex.split(line[len("export "):]))
+    return found
+
+
+class Cluster:
+    def __init__(self, env: dict[str, str]):
+        self.env = env  # what build/cluster/cluster.env exports
+        self.swarm = Swarm(docker.from_env(environment=env, version=API_VERSION, timeout=30))
+        self.consul = consul.Consul(host="127.0.0.1", port=31501, scheme="https", verify=CA, connections_timeout=5,
+                                    token=(SECRETS / "fleet.token").read_text().strip())
+        self.catalog = Catalog(self.consul)
+
+    def fleet_env(self, **extra: str) -> dict[str, str]:
+        """fleet as an operator on another machine runs it: the remote manager, Consul found from the stack."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_HTTP_ADDR", "DOCKER_"))}
+        return {**env, **self.env, "CONSUL_CACERT": CA, "CONSUL_HTTP_TOKEN_FILE": str(SECRETS / "fleet.token"),
+                "FLEET_REPLICAS": str(REPLICAS), **extra}
+
+    def fleet(self, *args: str, timeout: float = 600, **extra: str) -> subprocess.CompletedProcess:
+        started = time.monotonic()
+        p = subprocess.run([sys.executable, "-m", "fleet.cli", *args, "--stack", NAME], capture_output=True, text=True,
+                           env=self.fleet_env(**extra), cwd=ROOT, timeout=timeout)
+        p.seconds = time.monotonic() - started
+        return p
+
+    def fleet_background(self, *args: str, **extra: str) -> subprocess.Popen:
+        """fleet in the background (stdout: its JSON), for killing it or acting from another shell meanwhile."""
+        return subprocess.Popen([sys.executable, "-m", "fleet.cli", *args, "--stack", NAME], cwd=ROOT, text=True,
+                                env=self.fleet_env(**extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def docker(self, *args: str) -> str:
+        """The docker CLI against the cluster's manager."""
+        return subprocess.run(["docker", *args], capture_output=True, text=True, check=True, env=self.fleet_env(),
+                              timeout=120).stdout
+
+    def on(self, node: str, *args: str) -> str:
+        """The docker CLI inside a node, against that node's own engine."""
+        return subprocess.run(["docker", "exec", node, "docker", *args], capture_output=True, text=True, check=True,
+                              timeout=120, env=local_env()).stdout
+
+    def tasks(self, service: str = "inference"):
+        return [t for t in self.swarm.tasks(f"{NAME}_{service}") if t.state == "running"]
+
+    def node_of(self) -> dict[str, str]:
+        return {t.id: t.node for t in self.tasks()}
+
+    def passing(self, version: str = "2") -> list:
+        running = self.node_of()
+        return [i for i in self.catalog.instances("inference")
+                if i.status == "passing" and i.version == version and i.task_id in running]
+
+    def whole(self, version: str = "2", avoid: str = "") -> bool:
+        """REPLICAS running replicas, none on `avoid`, each passing in Consul with `version`."""
+        nodes = self.node_of()
+        return (len(nodes) == REPLICAS and avoid not in nodes.values()
+                and len(self.passing(version)) == REPLICAS)
+
+    def spec_versions(self) -> dict[str, int]:
+        return self.swarm.spec_versions(NAME)
+
+
+def local_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+
+
+def remove_stack(c: Cluster) -> None:
+    if c.swarm.stack_services(NAME):
+        c.docker("stack", "rm", NAME)
+    label = f"com.docker.stack.namespace={NAME}"
+    wait_until(lambda: not c.swarm.stack_services(NAME)
+               and not c.swarm.client.networks.list(filters={"label": label}), 120, f"stack {NAME} to be gone")
+    for node in NODES:  # containers stop on every node; Consul's volume lives on the manager
+        wait_until(lambda: not c.on(node, "ps", "-aq", "--filter", f"label={label}").strip(), 60,
+                   f"{NAME}'s containers on {node} to be gone")
+        for volume in c.on(node, "volume", "ls", "-q", "--filter", f"label={label}").split():
+            c.on(node, "volume", "rm", "-f", volume)
+
+
+def bring_up() -> Cluster:
+    """The cluster, up (idempotent), its nodes active, no test stack on it."""
+    subprocess.run(["bash", str(ROOT / "scripts/cluster.sh"), "up"], check=True, timeout=1200, env=local_env())
+    c = Cluster(read_env(ROOT / "build/cluster/cluster.env"))
+    c.swarm.check()
+    for node in c.swarm.nodes():  # a killed earlier run may have left a node drained or stopped
+        if node["availability"] != "active":
+            c.docker("node", "update", "--availability", "active", node["hostname"])
+    return c
+
+
+def take_down() -> None:
+    if os.environ.get("FLEET_KEEP_CLUSTER") != "1":
+        subprocess.run(["bash", str(ROOT / "scripts/cluster.sh"), "down"], check=True, timeout=300, env=local_env())
