@@ -24,7 +24,7 @@ def task_failure(tasks: Iterable[Task], pending_for: Mapping[str, float], node_s
     for t in sorted(tasks, key=lambda t: t.created_at or 0):
         where = f"canary task {t.id[:12]}" + (f" on {t.node}" if t.node else "")
         if t.state in FAILED_STATES or (t.state == "complete" and t.desired_state == "running"):
-            code = f" (exit code {t.exit_code})" if t.exit_code is not None else ""
+            code = f" (exit code {t.exit_code})" if t.exit_code is not None and t.state in ("failed", "complete") else ""
             return f"{where} {t.state}: {t.error or t.message or 'no reason given'}{code}"
         if t.state == "shutdown" and t.desired_state == "running":
             return f"{where} was shut down: {t.error or t.message or 'no reason given'}"

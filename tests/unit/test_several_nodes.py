@@ -26,7 +26,7 @@ TASK_CASES = [
      "exit code 3"),
     ("crash-names-the-node", [task("failed", "shutdown", err="task: non-zero exit (3)", exit_code=3)], {}, READY,
      "on fleet-node2"),
-    ("no-such-image-rejected", [task("rejected", "shutdown", err="No such image: reg/x:1")], {}, READY,
+    ("no-such-image-rejected", [task("rejected", "shutdown", err="No such image: reg/x:1", exit_code=0)], {}, READY,
      "No such image: reg/x:1"),
     ("exit-0-of-a-server-fails", [task("complete", "running", exit_code=0)], {}, READY, "complete"),
     ("replaced-task-still-counts", [task("failed", "shutdown", err="oom", id="t1"), task("running", id="t2")], {},
@@ -46,6 +46,11 @@ def test_task_states_judge_the_canary(tasks, pending, nodes, expected):
         assert why is None
     else:
         assert why is not None and expected in why, why
+
+
+def test_a_rejected_task_never_ran_so_names_no_exit_code():
+    why = task_failure([task("rejected", "shutdown", err="No such image: reg/x:1", exit_code=0)], {}, READY)
+    assert "exit code" not in why
 
 
 @pytest.mark.parametrize("phase", [Phase.STARTING, Phase.VERIFYING, Phase.STEPPING, Phase.PAUSED])
