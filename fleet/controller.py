@@ -20,7 +20,7 @@ from docker.errors import APIError, DockerException
 from .adapters.endpoints import Endpoints, fixed
 from .adapters.consul import Catalog, ConsulUnavailable, check_access, client as consul_client
 from .adapters.store import LockLost, Store
-from .adapters.swarm import EngineUnavailable, Swarm
+from .adapters.swarm import EngineUnavailable, Swarm, consul_name
 from .analysis import Thresholds
 from .cluster import SwarmCluster, image_of as _image
 from .control import ControlRequest
@@ -61,8 +61,8 @@ class Target:
 
     @property
     def consul_name(self) -> str:
-        env = self.stable().attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env", [])
-        return dict(e.split("=", 1) for e in env if "=" in e).get("FLEET_SERVICE_NAME", self.service)
+        """The Consul service of the replicas (`<stack>-inference` with the stack's file)."""
+        return consul_name(self.stable_name, self.stable().attrs["Spec"], default=self.service)
 
     def gateway_endpoints(self) -> Endpoints:
         """The gateway's ops port (per-role routes) on every live node that runs one, or --gateway's URLs."""

@@ -61,7 +61,7 @@ class RestartStack:
         starts a new one). Load runs from before the restart until `seconds_after` past recovery."""
         s, c = self.stack, self.consul
         c.kv.put(PROBE_KEY, str(time.time()))
-        replicas = len(Catalog(c).instances("inference"))
+        replicas = len(Catalog(c).instances(s.consul_service))
         old = self.consul_container()
         with LoadLoop(f"{s.gateway}/predict", max_requests=30_000, max_seconds=150) as load:
             time.sleep(2)
@@ -80,7 +80,7 @@ class RestartStack:
                     return False
                 if kv_back is None and c.kv.get(PROBE_KEY)[1]:
                     kv_back = time.monotonic() - t0
-                passing = [i for i in Catalog(c).instances("inference") if i.status == "passing"]
+                passing = [i for i in Catalog(c).instances(s.consul_service) if i.status == "passing"]
                 if catalog_whole is None and len(passing) == replicas:
                     catalog_whole = time.monotonic() - t0
                 return catalog_whole is not None and kv_back is not None

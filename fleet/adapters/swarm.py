@@ -1,6 +1,7 @@
 """Docker Swarm through docker-py: services of a stack, their tasks and their containers' health."""
 import copy
 import os
+import re
 import subprocess
 from datetime import datetime
 
@@ -176,7 +177,7 @@ class Swarm:
             name=service.name, image=image, digest=container["Image"].partition("@")[2] or None,
             replicas=self.desired_replicas(spec),
             has_healthcheck=bool(health.get("Test")) and health["Test"] != ["NONE"],
-            consul_name=env.get("FLEET_SERVICE_NAME", "inference") if "CONSUL_HTTP_ADDR" in env else None,
+            consul_name=consul_name(service.name, spec) if "CONSUL_HTTP_ADDR" in env else None,
             version=self.image_label(container["Image"], "fleet.model-version"),
             update_state=update.get("State"), update_message=update.get("Message", ""),
             update_started_at=_epoch(update.get("StartedAt")))
@@ -291,6 +292,22 @@ class Swarm:
         svc = self.service(service_name)
         if svc:
             svc.remove()
+
+
+def consul_name(service_name: str, spec: dict, default: str = "inference") -> str:
+    """The name a service's replicas register under in Consul: their FLEET_SERVICE_NAME, with Swarm's
+    template filled in as Swarm fills it for each task (the stack's file scopes it by stack). Pure."""
+    env = dict(e.split("=", 1) for e in spec["TaskTemplate"]["ContainerSpec"].get("Env", []) if "=" in e)
+    return render(env.get("FLEET_SERVICE_NAME", default), service_name, spec.get("Labels") or {})
+
+
+TEMPLATE = re.compile(r'\{\{\s*(?:index\s+\.Service\.Labels\s+"([^"]+)"|\.Service\.Name)\s*\}\}')
+
+
+def render(value: str, service_name: str, labels: dict) -> str:
+    """The Swarm service templates fleet meets in its own settings, `{{.Service.Name}}` and
+    `{{index .Service.Labels "KEY"}}`, filled in as Swarm does for a task of this service. Pure."""
+    return TEMPLATE.sub(lambda m: labels.get(m.group(1), "") if m.group(1) else service_name, value)
 
 
 def node_address(attrs: dict) -> str:

@@ -42,6 +42,8 @@ class Cluster:
                                     token=(SECRETS / "fleet.token").read_text().strip())
         self.catalog = Catalog(self.consul)
 
+    consul_service = f"{NAME}-inference"  # the replicas' name in Consul, scoped by stack
+
     def fleet_env(self, **extra: str) -> dict[str, str]:
         """fleet as an operator on another machine runs it: the remote manager, Consul found from the stack."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_HTTP_ADDR", "DOCKER_"))}
@@ -78,7 +80,7 @@ class Cluster:
 
     def passing(self, version: str = "2") -> list:
         running = self.node_of()
-        return [i for i in self.catalog.instances("inference")
+        return [i for i in self.catalog.instances(self.consul_service)
                 if i.status == "passing" and i.version == version and i.task_id in running]
 
     def whole(self, version: str = "2", avoid: str = "") -> bool:

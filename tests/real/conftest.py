@@ -59,6 +59,11 @@ class StackUnderTest:
         return f"{self.name}_{name}"
 
     @property
+    def consul_service(self) -> str:
+        """The replicas' name in Consul: scoped by stack (docker-stack.yml's FLEET_SERVICE_NAME)."""
+        return f"{self.name}-inference"
+
+    @property
     def ops(self) -> str:
         """The gateway's ops port (fleet's: every path, per-role routes)."""
         return f"http://127.0.0.1:{self.gateway_port + 1}"
@@ -116,7 +121,7 @@ def converged(stack: StackUnderTest, replicas: int = 2, version: str = "2"):
         tasks = [t for t in stack.swarm.tasks(svc.name) if t.state == "running" and t.health in (None, "healthy")]
         if len(tasks) != want:
             return False
-    instances = stack.catalog.instances("inference")
+    instances = stack.catalog.instances(stack.consul_service)
     passing = [i for i in instances if i.status == "passing" and i.version == version]
     return len(passing) == replicas == len(instances) and passing
 

@@ -60,7 +60,7 @@ def test_status_json_agrees_with_docker_stack_ps_and_consul(cluster):
     assert shown == listed  # the same tasks on the same nodes
     assert {n["hostname"] for n in doc["nodes"]} == set(NODES) and not any(n["flag"] for n in doc["nodes"])
     inference = next(s for s in doc["services"] if s["name"] == f"{NAME}_inference")
-    consul_view = {i.task_id: i for i in cluster.catalog.instances("inference")}
+    consul_view = {i.task_id: i for i in cluster.catalog.instances(cluster.consul_service)}
     for t in inference["tasks"]:
         assert t["consul"]["status"] == consul_view[t["id"]].status == "passing"
         assert t["consul"]["version"] == "2" and t["digest"].startswith("sha256:")

@@ -59,13 +59,13 @@ def stable_spec(c: Cluster) -> tuple[str, int]:
 
 def canary_gone(c: Cluster) -> bool:
     return (c.swarm.service(f"{NAME}_inference-canary") is None
-            and not any(i.role == "canary" for i in c.catalog.instances("inference")))
+            and not any(i.role == "canary" for i in c.catalog.instances(c.consul_service)))
 
 
 def workers_whole(c: Cluster) -> bool:
     """The stable's replicas running on the workers and passing in Consul, and no canary left."""
     running = {t.id: t.node for t in c.tasks()}
-    passing = [i for i in c.catalog.instances("inference") if i.status == "passing" and i.task_id in running]
+    passing = [i for i in c.catalog.instances(c.consul_service) if i.status == "passing" and i.task_id in running]
     return len(running) == int(REPLICAS) and "fleet-node1" not in running.values() \
         and len(passing) == int(REPLICAS) and canary_gone(c)
 
@@ -277,13 +277,13 @@ def test_5_the_node_whose_gateway_fleet_uses_killed_mid_rollout_still_reaches_a_
 
 
 def weights(c: Cluster) -> list:
-    return c.consul.kv.get("fleet/traffic/inference/", recurse=True)[1] or []
+    return c.consul.kv.get(f"fleet/traffic/{c.consul_service}/", recurse=True)[1] or []
 
 
 def test_6_a_controller_killed_at_50_percent_leaves_the_canary_no_share_within_the_lock_ttl(rc):
     from fleet.adapters.store import SESSION_TTL
     wait_until(lambda: workers_whole(rc), 240, "the stable whole")
-    stable_version = {i.version for i in rc.catalog.instances("inference")}
+    stable_version = {i.version for i in rc.catalog.instances(rc.consul_service)}
     canary_image = rc.images["worse"] if "1" not in stable_version else push("fleet/inference:2", "inference:back")
     canary_version = "1" if "1" not in stable_version else "2"
     running = rc.fleet_background("rollout", "--canary", "--image", canary_image, "--json", "--steps", "50",

@@ -48,7 +48,7 @@ def stable_spec(s) -> tuple[str, int]:
 
 def canary_gone(s) -> bool:
     return (s.swarm.service(s.service("inference-canary")) is None
-            and not any(i.role == "canary" for i in s.catalog.instances("inference")))
+            and not any(i.role == "canary" for i in s.catalog.instances(s.consul_service)))
 
 
 def state(s) -> dict | None:
@@ -86,13 +86,13 @@ def back_to_stable(s) -> None:
 def test_replica_registers_again_with_its_weight_and_maintenance_when_consul_loses_it(cp):
     s = cp.stack
     c = s.consul("master")  # it plays fleet and Consul's operator both: weights, deregistration
-    victim = s.catalog.instances("inference")[0].id
-    c.kv.put("fleet/traffic/inference/stable", "7")
+    victim = s.catalog.instances(s.consul_service)[0].id
+    c.kv.put(f"fleet/traffic/{s.consul_service}/stable", "7")
     try:
-        wait_until(lambda: all(i.weights.get("Passing") == 7 * 256 for i in s.catalog.instances("inference")), 30,
+        wait_until(lambda: all(i.weights.get("Passing") == 7 * 256 for i in s.catalog.instances(s.consul_service)), 30,
                    "the replicas to follow the weight key")
         c.agent.service.maintenance(victim, "true", "fleet: test cut")
-        task = next(i.task_id for i in s.catalog.instances("inference") if i.id == victim)
+        task = next(i.task_id for i in s.catalog.instances(s.consul_service) if i.id == victim)
         container = next(t.container_id for t in s.swarm.tasks(s.service("inference")) if t.id == task)
         wait_until(lambda: b"maintenance on: fleet: test cut" in s.swarm.client.containers.get(container).logs(),
                    30, "the replica to note its maintenance")
@@ -107,8 +107,8 @@ def test_replica_registers_again_with_its_weight_and_maintenance_when_consul_los
         assert check["Notes"] == "fleet: test cut"  # still out of traffic, as fleet had set it
     finally:
         c.agent.service.maintenance(victim, "false")
-        c.kv.delete("fleet/traffic/inference/stable")
-    wait_until(lambda: [i for i in s.catalog.instances("inference") if i.status == "passing"
+        c.kv.delete(f"fleet/traffic/{s.consul_service}/stable")
+    wait_until(lambda: [i for i in s.catalog.instances(s.consul_service) if i.status == "passing"
                         and i.weights.get("Passing") == 100 * 256].__len__() == 2, 30, "both replicas back to normal")
 
 
@@ -204,14 +204,14 @@ def test_paused_lock_holder_changes_nothing_after_another_took_over(cp):
         assert taken.returncode == 1 and json.loads(taken.stdout).get("outcome") == "aborted", (taken.stdout, taken.stderr)
         after_takeover = (stable_spec(s), history(s), state(s))
         kv = s.consul().kv
-        weights = kv.get("fleet/traffic/inference/", recurse=True)[1]
+        weights = kv.get(f"fleet/traffic/{s.consul_service}/", recurse=True)[1]
         paused.send_signal(signal.SIGCONT)
         out, err = paused.communicate(timeout=120)
     finally:
         paused.kill()
     assert paused.returncode == 1 and "lost the rollout lock" in err, err
     assert (stable_spec(s), history(s), state(s)) == after_takeover
-    assert kv.get("fleet/traffic/inference/", recurse=True)[1] == weights
+    assert kv.get(f"fleet/traffic/{s.consul_service}/", recurse=True)[1] == weights
     assert stable_spec(s) == before and canary_gone(s)
 
 

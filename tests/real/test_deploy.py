@@ -73,7 +73,7 @@ def test_status_json_agrees_with_docker_stack_ps_and_consul(dstack):
     inference = next(s for s in doc["services"] if s["name"] == f"{NAME}_inference")
     assert inference["version"] == "2" and inference["role"] == "stable"
     assert inference["replicas"] == {"running": 2, "desired": 2}
-    consul = {i.task_id: i for i in dstack.catalog.instances("inference")}
+    consul = {i.task_id: i for i in dstack.catalog.instances(dstack.consul_service)}
     for t in inference["tasks"]:
         assert t["health"] == "healthy"
         assert t["consul"]["status"] == consul[t["id"]].status == "passing"
@@ -138,9 +138,9 @@ def test_update_to_another_version_waits_for_swarm_and_consul_then_back(dstack):
     assert p.returncode == 0, p.stderr
     svc = dstack.swarm.service(dstack.service("inference"))
     assert svc.attrs["UpdateStatus"]["State"] == "completed"  # fleet waited out Swarm's monitor window
-    instances = dstack.catalog.instances("inference")
+    instances = dstack.catalog.instances(dstack.consul_service)
     assert {(i.version, i.status) for i in instances} == {("1", "passing")} and len(instances) == 2
     print(f"update to v1 converged in {p.seconds:.1f}s")
     p = fleet(dstack, "deploy", "--stack", NAME, "--json")  # after earlier rollbacks too, the file's version
     assert p.returncode == 0, p.stderr
-    assert {i.version for i in dstack.catalog.instances("inference")} == {"2"}
+    assert {i.version for i in dstack.catalog.instances(dstack.consul_service)} == {"2"}

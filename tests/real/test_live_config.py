@@ -67,7 +67,7 @@ def test_batch_size_changes_live_without_a_restart_and_a_bad_value_changes_nothi
 
         bad = fleet(s, "config", "set", "max_batch=0", "max_wait_ms=1", "--stack", s.name, "--json")
         assert bad.returncode == 2 and "between 1 and 1024" in json.loads(bad.stdout)["error"], bad.stdout
-        assert json.loads(kv.get("fleet/config/inference")[1]["Value"]) == {"max_batch": 2}
+        assert json.loads(kv.get(f"fleet/config/{s.consul_service}")[1]["Value"]) == {"max_batch": 2}
 
         got = fleet(s, "config", "get", "--stack", s.name, "--json")
         assert json.loads(got.stdout)["config"] == {"max_batch": 2}
@@ -80,16 +80,16 @@ def test_batch_size_changes_live_without_a_restart_and_a_bad_value_changes_nothi
         assert ran < 2 * REQUESTS and small < ran, (ran, small)  # 3-row batches again
         assert running_ids(s) == tasks, "no task may restart for a configuration change"
     finally:
-        kv.delete("fleet/config/inference")
+        kv.delete(f"fleet/config/{s.consul_service}")
 
 
 def test_a_bad_value_written_by_hand_is_ignored_by_the_replicas(stack):
     s = stack
     kv = s.consul("master").kv
     try:
-        kv.put("fleet/config/inference", json.dumps({"max_batch": "lots", "max_wait_ms": 7}))
+        kv.put(f"fleet/config/{s.consul_service}", json.dumps({"max_batch": "lots", "max_wait_ms": 7}))
         wait_until(lambda: all(v["max_wait_ms"] == 7 for v in replica_configs(s).values()), 30,
                    "the replicas to apply the valid knob")
         assert all(v["max_batch"] == 32 for v in replica_configs(s).values())
     finally:
-        kv.delete("fleet/config/inference")
+        kv.delete(f"fleet/config/{s.consul_service}")

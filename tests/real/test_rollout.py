@@ -33,7 +33,7 @@ def stable_spec(s: StackUnderTest) -> tuple[str, int]:
 
 def canary_gone(s: StackUnderTest) -> bool:
     return (s.swarm.service(s.service("inference-canary")) is None
-            and not any(i.role == "canary" for i in s.catalog.instances("inference")))
+            and not any(i.role == "canary" for i in s.catalog.instances(s.consul_service)))
 
 
 def rollout(s: StackUnderTest, image: str, *args: str, timeout: float = 400):

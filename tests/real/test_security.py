@@ -25,14 +25,14 @@ def test_without_a_token_or_with_a_replicas_token_nobody_registers_steers_or_rol
     for who in (None, "replica", "dns"):
         c = s.consul(who)
         if who != "replica":  # the replicas' own service name is theirs to register (below: no other)
-            assert refused(lambda: c.agent.service.register("inference", service_id="intruder", address="10.9.9.9",
+            assert refused(lambda: c.agent.service.register(s.consul_service, service_id="intruder", address="10.9.9.9",
                                                              port=8000, tags=["live-stable"])), who
-        assert refused(lambda: c.kv.put("fleet/traffic/inference/stable", "255")), who
+        assert refused(lambda: c.kv.put(f"fleet/traffic/{s.consul_service}/stable", "255")), who
         assert refused(lambda: c.kv.put(f"fleet/rollouts/{s.name}/inference/control", "promote")), who
-        assert refused(lambda: c.kv.put("fleet/config/inference", '{"max_batch": 1}')), who
-    replica = s.consul("replica")  # its service identity is for `inference` only
+        assert refused(lambda: c.kv.put(f"fleet/config/{s.consul_service}", '{"max_batch": 1}')), who
+    replica = s.consul("replica")  # its service identity is for its stack's `<stack>-inference` only
     assert refused(lambda: replica.agent.service.register("other", service_id="other-1", port=1))
-    assert replica.kv.get("fleet/config/inference")[0] is not None  # what it must read, it can
+    assert replica.kv.get(f"fleet/config/{s.consul_service}")[0] is not None  # what it must read, it can
     admin = s.consul("master")
     assert "intruder" not in admin.agent.services()
     assert admin.kv.get("fleet/traffic/", recurse=True)[1] == weights_before
@@ -54,7 +54,7 @@ def test_fleet_without_its_token_or_ca_exits_3_naming_why_and_changes_nothing(st
         assert p.returncode == 3, (argv, p.stdout, p.stderr)
         assert says in json.loads(p.stdout)["error"], (argv, p.stdout)
     assert s.swarm.service(s.service("inference-canary")) is None and running_ids(s) == tasks
-    assert s.consul("master").kv.get("fleet/config/inference")[1] is None
+    assert s.consul("master").kv.get(f"fleet/config/{s.consul_service}")[1] is None
 
 
 def test_consul_answers_only_https_with_the_stacks_ca_and_no_plain_http_is_published(stack: StackUnderTest):

@@ -22,7 +22,7 @@ def stack_ps(stack) -> list[dict]:
 def test_every_replica_is_healthy_in_docker_and_passing_in_consul_with_its_version(stack):
     running = {t.id: t for t in stack.swarm.tasks(stack.service("inference"))}
     assert len(running) == 2 and all(t.health == "healthy" for t in running.values())
-    instances = stack.catalog.instances("inference")
+    instances = stack.catalog.instances(stack.consul_service)
     assert {i.task_id for i in instances} == set(running)
     assert {(i.status, i.version, i.role) for i in instances} == {("passing", "2", "stable")}
     ps_ids = {row["ID"] for row in stack_ps(stack) if row["DesiredState"] == "Running"}
@@ -95,14 +95,14 @@ def test_scale_down_and_forced_update_fail_no_request(stack):
     svc = stack.service("inference")
     with LoadLoop(f"{stack.gateway}/predict", max_requests=20000, max_seconds=240) as load:
         wait_until(lambda: load.total >= 20, 30, "the load loop to get going")
-        before = {i.task_id for i in stack.catalog.instances("inference")}
+        before = {i.task_id for i in stack.catalog.instances(stack.consul_service)}
         subprocess.run(["docker", "service", "scale", "--detach", f"{svc}=1"], check=True, capture_output=True)
         remaining = wait_until(lambda: (lambda ids: ids if len(ids) == 1 else None)(
-            {i.task_id for i in stack.catalog.instances("inference")}), 60, "the stopped replica to leave Consul")
+            {i.task_id for i in stack.catalog.instances(stack.consul_service)}), 60, "the stopped replica to leave Consul")
         assert remaining < before
         subprocess.run(["docker", "service", "update", "--detach", "--force", svc], check=True, capture_output=True)
         wait_until(lambda: (lambda ids: ids if ids and not ids & remaining and converged(stack, replicas=1) else None)(
-            {i.task_id for i in stack.catalog.instances("inference")}), 120, "the forced update to converge")
+            {i.task_id for i in stack.catalog.instances(stack.consul_service)}), 120, "the forced update to converge")
         served = load.total
         wait_until(lambda: load.total >= served + 20, 30, "more requests after the update")
     assert load.failures == [], f"{len(load.failures)} of {load.total} failed: {load.failures[:5]}"
