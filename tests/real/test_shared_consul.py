@@ -46,7 +46,7 @@ def b_secrets(a: StackUnderTest, tmp) -> str:
     """A copy of the stack's credentials with a replica token for B, made in A's Consul: B's name only."""
     admin = a.consul("master")
     name = f"{B}-inference"
-    rules = f'key_prefix "fleet/traffic/{name}/" {{ policy = "read" }} key "fleet/config/{name}" {{ policy = "read" }}'
+    rules = {"key_prefix": {f"fleet/traffic/{name}/": {"policy": "read"}}, "key": {f"fleet/config/{name}": {"policy": "read"}}}
     policies = {p["Name"]: p for p in admin.acl.policy.list()}
     policy = policies.get(f"{B}-replica") or admin.acl.policy.create(f"{B}-replica", rules=rules)
     token = admin.acl.token.create(description=f"replicas of {B}", policies_id=[policy["ID"]],
