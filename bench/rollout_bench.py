@@ -79,11 +79,11 @@ def main() -> None:
             signal = at(doc, "signal")
             canary = [t for t, status, version in load.served if status == 500 or version == "2"]
             reactions.append(max(canary) - signal)
-            from_client.append(max(canary) - min(t for t, status, _ in load.served if status == 500))
+            from_client.append(load.statuses[500])  # the gateway retries the canary's 5xx on the stable
             before_gate.append(sum(t < at(doc, "share") for t in canary))
             fivexx_failed.append(len(load.failures))
             print(f"5xx canary {i + 1}: {doc['exit']=} reaction {reactions[-1] * 1000:.0f} ms after fleet's signal, "
-                  f"{from_client[-1] * 1000:.0f} ms after the client's first 5xx; {before_gate[-1]} canary responses "
+                  f"{from_client[-1]} 5xx seen by the client; {before_gate[-1]} canary responses "
                   f"before its first step; {len(load.failures)}/{load.total} client requests failed", flush=True)
         with LoadLoop(GATEWAY, max_requests=20_000, max_seconds=180) as load:
             doc = fleet("rollout", "--canary", "--image", "fleet/inference-test:crash")
@@ -105,9 +105,8 @@ def main() -> None:
     print("\n| figure | value |\n|---|---|")
     print(f"| reaction, first failing signal -> canary share 0 at the gateway, p50 | {pct(reactions, .5) * 1000:.0f} ms |")
     print(f"| reaction p99 (n={len(reactions)}) | {pct(reactions, .99) * 1000:.0f} ms |")
-    print(f"| reaction, the client's first 5xx from the canary -> share 0 (evidence through Prometheus), p50 | "
-          f"{pct(from_client, .5) * 1000:.0f} ms |")
-    print(f"| reaction from the client's first 5xx, p99 (n={len(from_client)}) | {pct(from_client, .99) * 1000:.0f} ms |")
+    print(f"| the canary's 5xx seen by clients, all rounds (the gateway retries them on the stable; "
+          f"bench/cluster_rollout_bench.py times the reaction from the canary's own first 5xx) | {sum(from_client)} |")
     print(f"| canary responses to clients before its golden gate passed and its first step, total | "
           f"{sum(before_gate)} |")
     print(f"| client requests failed, 5xx canary (before the decision), median | {statistics.median(fivexx_failed)} |")

@@ -97,15 +97,15 @@ def local_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
 
 
-def remove_stack(c: Cluster) -> None:
-    if c.swarm.stack_services(NAME):
-        c.docker("stack", "rm", NAME)
-    label = f"com.docker.stack.namespace={NAME}"
-    wait_until(lambda: not c.swarm.stack_services(NAME)
-               and not c.swarm.client.networks.list(filters={"label": label}), 120, f"stack {NAME} to be gone")
+def remove_stack(c: Cluster, name: str = NAME) -> None:
+    if c.swarm.stack_services(name):
+        c.docker("stack", "rm", name)
+    label = f"com.docker.stack.namespace={name}"
+    wait_until(lambda: not c.swarm.stack_services(name)
+               and not c.swarm.client.networks.list(filters={"label": label}), 120, f"stack {name} to be gone")
     for node in NODES:  # containers stop on every node; Consul's volume lives on the manager
         wait_until(lambda: not c.on(node, "ps", "-aq", "--filter", f"label={label}").strip(), 60,
-                   f"{NAME}'s containers on {node} to be gone")
+                   f"{name}'s containers on {node} to be gone")
         for volume in c.on(node, "volume", "ls", "-q", "--filter", f"label={label}").split():
             c.on(node, "volume", "rm", "-f", volume)
 
