@@ -217,7 +217,8 @@ def test_paused_lock_holder_changes_nothing_after_another_took_over(cp):
 
 def test_every_write_of_a_holder_whose_session_ended_is_refused_by_consul(cp):
     """The fence is Consul's, not the holder's own belief: its session is destroyed behind its back (before
-    its renewal thread can notice), and then a weight write and a state write are both refused whole."""
+    its renewal thread can notice); the weights it held go with it, and then a weight write and a state
+    write are both refused whole."""
     from fleet.adapters.store import LockLost
     s = cp.stack
     c = s.consul("master")
@@ -227,11 +228,14 @@ def test_every_write_of_a_holder_whose_session_ended_is_refused_by_consul(cp):
         store.set_weights("fence-probe", {"stable": 10, "canary": 20})
         store.save({"probe": 1})
         assert c.kv.get("fleet/traffic/fence-probe/canary")[1]["Value"] == b"20"
+        assert c.kv.get("fleet/traffic/fence-probe/canary")[1]["Session"] == store.session  # held by the lock
         c.session.destroy(store.session)
+        # the weights went with the session (behaviour delete): replicas fall back to their own defaults
+        assert c.kv.get("fleet/traffic/fence-probe/canary")[1] is None
+        assert c.kv.get("fleet/traffic/fence-probe/stable")[1] is None
         with pytest.raises(LockLost):
             store.set_weights("fence-probe", {"stable": None, "canary": 99})
-        assert c.kv.get("fleet/traffic/fence-probe/canary")[1]["Value"] == b"20"
-        assert c.kv.get("fleet/traffic/fence-probe/stable")[1]["Value"] == b"10"
+        assert c.kv.get("fleet/traffic/fence-probe/canary")[1] is None  # the refused write set nothing
         with pytest.raises(LockLost):
             store.save({"probe": 2})
         assert store.load() == {"probe": 1}
