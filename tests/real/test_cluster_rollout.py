@@ -309,7 +309,7 @@ def test_6_a_controller_killed_at_50_percent_leaves_the_canary_no_share_within_t
           f"canary's last client answer {last_canary - killed:.1f}s after it; {len(after)} requests since, "
           f"{after.count(canary_version)} from the canary")
     assert after.count(canary_version) == 0
-    assert last_canary - killed <= 2 * SESSION_TTL + 3
+    assert last_canary - killed <= 2 * SESSION_TTL + 5  # Consul ends a session within 2 x TTL, then ~1 s to the gateway
     assert failed(loads) == [], failed(loads)[:5]
     # the orphan is then brought to a safe end as before
     p = rc.fleet("rollout", "--resume", "--json", timeout=200)
