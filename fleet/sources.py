@@ -1,8 +1,9 @@
 """The evidence sources of one controller run, merged into one EventStream (fleet/events.py).
 
-Docker's container events for the canary, Consul's health of the service (blocking queries), the
-control key (`fleet promote`/`fleet abort`), the metrics window from Prometheus and the synthetic load
-are supervised: a source that fails or ends (dockerd or Consul or Prometheus restarting) is reported
+The canary's task states from Swarm (every node's, read from the manager), Docker's container events
+for the canary (the manager's own node: detail), Consul's health of the service (blocking queries, only
+this canary's instances), the control key (`fleet promote`/`fleet abort`, each applied once), the
+metrics window from Prometheus and the synthetic load are supervised: a source that fails or ends (dockerd or Consul or Prometheus restarting) is reported
 as SourceFailed (missing evidence) and started again with backoff; Docker's events are replayed from
 the last one seen, so a die during the gap is not lost. The golden gate, the synthetic load (when
 traffic is thin) and the promotion watch are started by the executor's actions (this class is its
