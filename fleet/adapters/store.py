@@ -1,8 +1,8 @@
 """Rollout state, control requests, history and the per-service lock, in Consul KV (py-consul).
 
 Keys, under fleet/rollouts/<stack>/<service>/: `lock` (held through a Consul session, TTL renewed by a
-thread; it lapses when the holder dies), `state` (the rollout in progress, JSON), `control` (promote or
-abort, written by other fleet processes), `history/<revision>` (one JSON record per revision).
+thread; it lapses when the holder dies), `state` (the rollout in progress, JSON), `control` (a promote or
+abort request for one rollout, written by other fleet processes: fleet/control.py), `history/<revision>` (one JSON record per revision).
 Traffic weights live in fleet/traffic/<consul service>/<role>, which the replicas follow. They are held
 by the lock's session (Consul's `lock` verb, session behaviour `delete`): when the controller dies, its
 session lapses and Consul deletes them, so every replica falls back to its own default weight (a
