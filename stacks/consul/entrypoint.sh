@@ -61,10 +61,17 @@ policy() {  # NAME RULES: create the policy, or bring an existing one to these r
     consul acl policy create -name "$1" -rules "$2" >/dev/null
   fi
 }
-token() {  # SECRET-FILE DESCRIPTION ARGS...: create the token with that secret ID unless it exists
+token() {  # SECRET-FILE DESCRIPTION ARGS...: create the token with that secret ID, or bring an existing one
+  # to these ARGS (a stack deployed again over its Consul data: e.g. the replicas' service identity, now
+  # <stack>-inference, was plain `inference` before names were scoped by stack)
   secret=$(read_secret "$1"); what=$2; shift 2
-  if consul acl token read -self -token="$secret" >/dev/null 2>&1; then return 0; fi
-  consul acl token create -secret="$secret" -description="$what" "$@" >/dev/null
+  id=$(consul acl token read -self -token="$secret" -format=json 2>/dev/null \
+       | sed -n 's/.*"AccessorID": *"\([^"]*\)".*/\1/p' | head -n 1)
+  if [ -n "$id" ]; then
+    consul acl token update -id "$id" -description="$what" "$@" >/dev/null
+  else
+    consul acl token create -secret="$secret" -description="$what" "$@" >/dev/null
+  fi
 }
 policy fleet-agent 'node "consul" { policy = "write" } agent "consul" { policy = "read" } service_prefix "" { policy = "read" }'
 policy fleet-dns 'node_prefix "" { policy = "read" } service_prefix "" { policy = "read" }'
