@@ -91,7 +91,10 @@ def test_two_stacks_on_one_consul_roll_out_at_once_and_each_ends_as_alone(stacks
         {i.task_id for i in a.catalog.instances(b.consul_service)}
     with LoadLoop(f"{a.gateway}/predict", max_requests=40_000, max_seconds=400) as a_clients, \
             LoadLoop(f"{b.gateway}/predict", max_requests=40_000, max_seconds=400) as b_clients:
-        first = rollout(a, "fleet/inference:1", "--steps", "50", "--step-duration", "30s", "--golden-tolerance", "1")
+        # the test is about isolation, not speed: two stacks' replicas share this machine's cores, so A's
+        # latency limit is wide (its own tests judge latency)
+        first = rollout(a, "fleet/inference:1", "--steps", "50", "--step-duration", "30s", "--golden-tolerance", "1",
+                        "--max-latency-ratio", "4")
         second = rollout(b, "fleet/inference-test:flaky", "--steps", "50", "--step-duration", "60s")
         try:
             a_out, a_err = first.communicate(timeout=400)
