@@ -190,9 +190,13 @@ class Swarm:
         return spec["Mode"].get("Replicated", {}).get("Replicas", 1)
 
     def image_label(self, image: str, label: str) -> str | None:
+        """One label, or None when the image cannot be read (asked once per image in this process when it
+        is pinned by digest: a registry that does not answer does not slow every later view)."""
         try:
             return self.image_labels(image).get(label)
         except LookupError:
+            if "@" in image:
+                self._labels[image] = {}
             return None
 
     def image_labels(self, image: str) -> dict[str, str]:
