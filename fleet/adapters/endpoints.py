@@ -5,6 +5,15 @@ the node it used is lost."""
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+class Unanswered(Exception):
+    """No URL answered (the message names each one tried and why)."""
+
 
 FORGET_FAILED = 30.0  # seconds a URL that did not answer is tried last
 
@@ -33,6 +42,18 @@ class Endpoints:
             except Exception:  # Swarm not answering: keep what we had
                 found = []
             self._urls = found or self._urls
+
+    def first(self, request: Callable[[str], T], attempts: int) -> T:
+        """`request(url)` on the first of at most `attempts` URLs that answers; a URL whose connection fails
+        (httpx.TransportError) is marked failed and the next is tried. Unanswered, naming each, when none did."""
+        errors = []
+        for url in self.urls()[:attempts]:
+            try:
+                return request(url)
+            except httpx.TransportError as e:
+                self.failed(url)
+                errors.append(f"{url}: {e!r}")
+        raise Unanswered("; ".join(errors) or "none found")
 
     @property
     def current(self) -> str:

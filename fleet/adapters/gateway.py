@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from .endpoints import Endpoints, fixed
+from .endpoints import Endpoints, Unanswered, fixed
 
 ROUTE_HEADER = "X-Fleet-Route"
 SYNTHETIC = {"X-Fleet-Origin": "synthetic"}  # the replicas count fleet's requests apart from users'
@@ -57,14 +57,10 @@ class Gateway:
 
     def _send(self, method: str, path: str, what: str, **kw) -> httpx.Response:
         """The request through the first gateway that answers; GatewayError when none does."""
-        errors = []
-        for url in self.endpoints.urls()[:MAX_GATEWAYS]:
-            try:
-                return self.http.request(method, f"{url}{path}", **kw)
-            except httpx.TransportError as e:
-                self.endpoints.failed(url)
-                errors.append(f"{url}: {e!r}")
-        raise GatewayError(f"no gateway answered {what}: {'; '.join(errors) or 'none found'}")
+        try:
+            return self.endpoints.first(lambda url: self.http.request(method, f"{url}{path}", **kw), MAX_GATEWAYS)
+        except Unanswered as e:
+            raise GatewayError(f"no gateway answered {what}: {e}") from None
 
     def _get(self, role: str, path: str) -> httpx.Response:
         return self._send("GET", path, f"GET {path} ({role} route)", headers={ROUTE_HEADER: role})

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 
 from ..analysis import Stats
-from .endpoints import Endpoints, fixed
+from .endpoints import Endpoints, Unanswered, fixed
 
 
 class ProviderError(Exception):
@@ -38,14 +38,10 @@ class Prometheus:
         self.http.close()
 
     def _get(self, path: str, params: dict) -> httpx.Response:
-        errors = []
-        for url in self.endpoints.urls()[:2]:
-            try:
-                return self.http.get(f"{url}{path}", params=params)
-            except httpx.TransportError as e:
-                self.endpoints.failed(url)
-                errors.append(f"{url}: {e!r}")
-        raise ProviderError(f"Prometheus did not answer: {'; '.join(errors) or 'not found'}")
+        try:
+            return self.endpoints.first(lambda url: self.http.get(f"{url}{path}", params=params), 2)
+        except Unanswered as e:
+            raise ProviderError(f"Prometheus did not answer: {e}") from None
 
     def query(self, promql: str) -> list[Sample]:
         """An instant query's samples; [] when it has no data."""

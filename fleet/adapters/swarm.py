@@ -84,10 +84,9 @@ class Swarm:
         published = next((p.get("PublishedPort") for p in ports if p.get("TargetPort") == target_port), None)
         if not published:
             return []
-        running = {t.get("NodeID") for t in svc.tasks({"desired-state": "running"})
-                   if t.get("NodeID") and (t.get("Status") or {}).get("State") == "running"}
-        if not running:
-            running = {t.get("NodeID") for t in svc.tasks({"desired-state": "running"}) if t.get("NodeID")}
+        tasks = [t for t in svc.tasks({"desired-state": "running"}) if t.get("NodeID")]
+        running = {t["NodeID"] for t in tasks if (t.get("Status") or {}).get("State") == "running"} \
+            or {t["NodeID"] for t in tasks}
         own = self.client.info().get("Swarm", {}).get("NodeID") if self.local else None
         hosts = []
         for n in sorted(self.client.nodes.list(), key=lambda n: (n.attrs["Spec"]["Role"] == "manager", n.id)):
