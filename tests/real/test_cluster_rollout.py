@@ -52,6 +52,16 @@ def rc(cluster_session, tmp_path_factory):
     remove_stack(c)
 
 
+def tiny_tar() -> bytes:
+    """A root file system of one file, for images that need only to exist (and their labels)."""
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        info = tarfile.TarInfo("hello")
+        info.size = 2
+        t.addfile(info, io.BytesIO(b"hi"))
+    return tar.getvalue()
+
+
 def stable_spec(c: Cluster) -> tuple[str, int]:
     svc = c.swarm.service(f"{NAME}_inference")
     return svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0], svc.attrs["Version"]["Index"]
@@ -125,13 +135,8 @@ def test_1_an_image_only_in_the_registry_is_rolled_out_and_promoted_on_a_worker(
 
 def test_1b_an_image_without_the_version_label_is_refused_before_anything_changes(rc, tmp_path):
     before = stable_spec(rc)
-    tar = io.BytesIO()
-    with tarfile.open(fileobj=tar, mode="w") as t:
-        info = tarfile.TarInfo("hello")
-        info.size = 2
-        t.addfile(info, io.BytesIO(b"hi"))
     image = f"{REGISTRY}/fleet/unlabelled:{uuid.uuid4().hex[:8]}"
-    subprocess.run(["docker", "import", "-", image], input=tar.getvalue(), check=True, capture_output=True,
+    subprocess.run(["docker", "import", "-", image], input=tiny_tar(), check=True, capture_output=True,
                    env=local_env())
     subprocess.run(["docker", "push", "-q", image], check=True, capture_output=True, env=local_env(), timeout=120)
     p, doc = rollout(rc, image, timeout=120)
@@ -162,13 +167,8 @@ def test_2b_a_canary_whose_image_the_workers_cannot_pull_is_rolled_back_within_3
     """Built on the manager and never pushed: fleet reads its labels there, the workers cannot pull it."""
     before = stable_spec(rc)
     image = f"{REGISTRY}/fleet/inference:never-pushed-{uuid.uuid4().hex[:8]}"
-    tar = io.BytesIO()
-    with tarfile.open(fileobj=tar, mode="w") as t:
-        info = tarfile.TarInfo("hello")
-        info.size = 2
-        t.addfile(info, io.BytesIO(b"hi"))
     subprocess.run(["docker", "exec", "-i", "fleet-node1", "docker", "import", "-c", "LABEL fleet.model-version=9",
-                    "-c", 'CMD ["/hello"]', "-", image], input=tar.getvalue(), check=True, capture_output=True,
+                    "-c", 'CMD ["/hello"]', "-", image], input=tiny_tar(), check=True, capture_output=True,
                    env=local_env())
     started = time.monotonic()
     p, doc = rollout(rc, image, "--progress-deadline", "3m")
