@@ -39,13 +39,6 @@ def fleet(c, *args: str, timeout: float = 600) -> dict:
     return doc
 
 
-def push(source: str, tag: str) -> str:
-    target = f"{cluster_kit.REGISTRY}/fleet/{tag}"
-    for args in (["tag", source, target], ["push", "-q", target]):
-        subprocess.run(["docker", *args], check=True, capture_output=True, timeout=300, env=cluster_kit.local_env())
-    return target
-
-
 def stamp(text: str) -> float:
     """Docker's RFC 3339 timestamp (nanoseconds) as epoch seconds."""
     head, _, frac = text.rstrip("Z").partition(".")
@@ -114,7 +107,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     c = cluster_kit.bring_up()
-    crash, flaky, stable = (push(f"fleet/{name}", f"bench-{name}")
+    crash, flaky, stable = (cluster_kit.push(f"fleet/{name}", f"bench-{name}")
                             for name in ("inference-test:crash", "inference-test:flaky", "inference:1"))
     with tempfile.NamedTemporaryFile("w", suffix=".yml") as override:
         override.write(OVERRIDE)

@@ -97,6 +97,15 @@ def local_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
 
 
+def push(source: str, name: str) -> str:
+    """The local image `source` tagged `REGISTRY/fleet/<name>` and pushed to the cluster's registry (what CI
+    does with a release); the name pushed."""
+    target = f"{REGISTRY}/fleet/{name}"
+    for args in (["tag", source, target], ["push", "-q", target]):
+        subprocess.run(["docker", *args], check=True, capture_output=True, timeout=300, env=local_env())
+    return target
+
+
 def remove_stack(c: Cluster, name: str = NAME) -> None:
     if c.swarm.stack_services(name):
         c.docker("stack", "rm", name)

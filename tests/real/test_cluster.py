@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.helpers import SAMPLE, LoadLoop, wait_until
-from tests.real.cluster_kit import NAME, NODES, REGISTRY, REPLICAS, Cluster, local_env, remove_stack
+from tests.real.cluster_kit import NAME, NODES, REGISTRY, REPLICAS, Cluster, local_env, push, remove_stack
 from tests.real.conftest import ROOT
 
 
@@ -85,20 +85,13 @@ def running_digests(cluster: Cluster) -> dict[str, set[str]]:
     return found
 
 
-def push(source: str, tag: str) -> str:
-    target = f"{REGISTRY}/fleet/inference:{tag}"
-    for args in (["tag", source, target], ["push", "-q", target]):
-        subprocess.run(["docker", *args], check=True, capture_output=True, timeout=300, env=local_env())
-    return target
-
-
 def test_a_tag_pushed_again_rolls_out_and_every_node_runs_its_digest(cluster):
-    image = push("fleet/inference:1", "next")  # a new tag: version 1's bytes
+    image = push("fleet/inference:1", "inference:next")  # a new tag: version 1's bytes
     p = cluster.fleet("deploy", "--image", f"inference={image}", "--json", "--timeout", "8m")
     assert p.returncode == 0, (p.stdout, p.stderr)
     first = registry_digest("fleet/inference", "next")
     assert all(first in d for d in running_digests(cluster).values()) and len(cluster.passing("1")) == REPLICAS
-    push("fleet/inference:2", "next")  # the same tag rebuilt: version 2's bytes
+    push("fleet/inference:2", "inference:next")  # the same tag rebuilt: version 2's bytes
     second = registry_digest("fleet/inference", "next")
     assert second != first
     p = cluster.fleet("deploy", "--image", f"inference={image}", "--json", "--timeout", "8m")

@@ -17,7 +17,7 @@ from contextlib import ExitStack, contextmanager
 import pytest
 
 from tests.helpers import LoadLoop, wait_until
-from tests.real.cluster_kit import NAME, REGISTRY, Cluster, local_env, remove_stack
+from tests.real.cluster_kit import NAME, REGISTRY, Cluster, local_env, push, remove_stack
 
 REPLICAS = "2"
 WORKERS_ONLY = """version: "3.8"
@@ -27,14 +27,6 @@ services:
       placement:
         constraints: [node.role == worker]
 """
-
-
-def push(source: str, tag: str) -> str:
-    """`source` pushed to the cluster's registry as a new tag: what CI does with a release."""
-    target = f"{REGISTRY}/fleet/{tag}"
-    for args in (["tag", source, target], ["push", "-q", target]):
-        subprocess.run(["docker", *args], check=True, capture_output=True, timeout=300, env=local_env())
-    return target
 
 
 @pytest.fixture(scope="module")
