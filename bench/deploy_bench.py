@@ -18,7 +18,7 @@ import docker
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = "fleetbench"
-ENV = {**os.environ, "FLEET_CONSUL_PORT": "38500", "FLEET_GATEWAY_PORT": "38080", "FLEET_GATEWAY_OPS_PORT": "38081", "FLEET_PROMETHEUS_PORT": "38090",
+ENV = {**os.environ, "FLEET_ROLLOUT_STRATEGY": "rolling", "FLEET_CONSUL_PORT": "38500", "FLEET_GATEWAY_PORT": "38080", "FLEET_GATEWAY_OPS_PORT": "38081", "FLEET_PROMETHEUS_PORT": "38090",
        "CONSUL_HTTP_ADDR": "https://127.0.0.1:38500",
        "CONSUL_CACERT": str(ROOT / "build/consul/secrets/ca.pem"),
        "CONSUL_HTTP_TOKEN_FILE": str(ROOT / "build/consul/secrets/fleet.token")}

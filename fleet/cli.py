@@ -3,6 +3,7 @@
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -10,14 +11,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from . import config as live_config, controller, durations, stackfile
-from .analysis import Thresholds
+from . import config as live_config, controller, durations, policy, stackfile
 from .adapters.consul import Catalog, client as consul_client
 from .adapters.swarm import EngineUnavailable, Swarm
 from .convergence import State
 from .deploy import deploy as run_deploy, parse_images, routing_mesh_available, task_nodes
 from .errors import BadInput, FleetError, OperationFailed, Unreachable
-from .rollout import Phase, Plan, Rollout, parse_steps
+from .rollout import Phase, Rollout
 from .status import status as read_status
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -73,13 +73,14 @@ def lint(files: list[Path] = FILES, as_json: bool = JSON):
 def deploy(files: list[Path] = FILES, stack: str = STACK,
            image: list[str] = typer.Option([], "--image", help="SERVICE=IMAGE, overrides the file's image"),
            timeout: str = typer.Option("10m", "--timeout", help="deadline for convergence, e.g. 90s or 10m"),
+           replace_promoted: bool = typer.Option(False, "--replace-promoted",
+                                                 help="let the file's image replace one a rollout promoted since "
+                                                      "(through a canary where the policy says so)"),
            consul: str = CONSUL, as_json: bool = JSON):
-    """Deploy the stack and wait until it has converged and is healthy, or say why not."""
+    """Deploy the stack file: a governed service's container change runs as a canary, the rest through
+    Swarm; wait until everything has converged and is healthy, or say why not."""
     try:
-        try:
-            seconds = durations.parse(timeout)
-        except ValueError as e:
-            raise BadInput(f"--timeout: {e}") from None
+        seconds = _duration("--timeout", timeout)
         images = parse_images(image)
         live = Live(console=err, transient=False) if err.is_terminal and not as_json else None
         last: dict = {}
@@ -94,10 +95,17 @@ def deploy(files: list[Path] = FILES, stack: str = STACK,
                         err.print(line, highlight=False)
                         last[name] = line
 
+        def rollout_progress(r):
+            if live and live.is_started:
+                live.stop()
+            show_progress(as_json)(r)
+
         if live:
             live.start()
         try:
-            result = run_deploy(files, stack, images, seconds, consul, on_progress=progress)
+            result = run_deploy(files, stack, images, seconds, consul, on_progress=progress,
+                                replace_promoted=replace_promoted, on_rollout=rollout_progress,
+                                on_plan=None if as_json else show_plan)
         finally:
             if live:
                 live.stop()
@@ -105,10 +113,55 @@ def deploy(files: list[Path] = FILES, stack: str = STACK,
         fail(e, as_json)
     if as_json:
         print(json.dumps({"ok": True, "stack": stack, "seconds": round(result.seconds, 2), "warnings": result.warnings,
+                          "plan": plan_doc(result.plan),
+                          "rollouts": [result_doc(r) for r in result.rollouts],
                           "services": {n: {"state": v.state.value, "reason": v.reason, "running": v.running,
                                            "desired": v.desired} for n, v in result.verdicts.items()}}))
     else:
+        for r in result.rollouts:
+            report(r, as_json)
         err.print(f"[green]stack {stack} converged and healthy in {result.seconds:.1f}s[/]")
+
+
+DIFF_CHANGES = 4  # `fleet diff`: a deploy would change something (as terraform plan -detailed-exitcode's 2)
+
+
+@app.command()
+def diff(files: list[Path] = FILES, stack: str = STACK,
+         image: list[str] = typer.Option([], "--image", help="SERVICE=IMAGE, overrides the file's image"),
+         replace_promoted: bool = typer.Option(False, "--replace-promoted", help="as for `fleet deploy`"),
+         consul: str = CONSUL, as_json: bool = JSON):
+    """What `fleet deploy` would change, per service and key, and how. Changes nothing. Exit 0: nothing
+    to change; 4: changes to apply; 2: the deploy would be refused (bad file, or it would undo a promotion)."""
+    try:
+        result = run_deploy(files, stack, parse_images(image), 0, consul, replace_promoted=replace_promoted,
+                            dry_run=True)
+    except FleetError as e:
+        if isinstance(e, BadInput) and e.result is not None:
+            if as_json:
+                print(json.dumps({"ok": False, "exit_code": e.exit_code, "error": str(e), "plan": plan_doc(e.result)}))
+                raise typer.Exit(e.exit_code)
+            show_plan(e.result)
+        fail(e, as_json)
+    if as_json:
+        print(json.dumps({"ok": True, "changed": result.plan.changed, "plan": plan_doc(result.plan)}))
+    else:
+        show_plan(result.plan)
+    raise typer.Exit(DIFF_CHANGES if result.plan.changed else 0)
+
+
+def plan_doc(plan) -> list[dict]:
+    return [{"service": c.service, "how": c.how.value, "note": c.note,
+             "changes": [{"key": k.key, "old": k.old, "new": k.new} for k in c.changes]} for c in plan.services]
+
+
+def show_plan(plan) -> None:
+    colour = {"unchanged": "dim", "canary": "cyan", "refuse": "red", "remove": "red"}
+    for c in plan.services:
+        err.print(f"[{colour.get(c.how.value, 'yellow')}]{c.service}: {c.how.value}[/]"
+                  + (f" ({c.note})" if c.note else ""), highlight=False)
+        for k in c.changes:
+            err.print(f"    {k}", highlight=False, markup=False)
 
 
 @app.command()
@@ -201,28 +254,36 @@ def _duration(flag: str, text: str) -> float:
 def rollout(canary: bool = typer.Option(False, "--canary", help="run the new image as a canary (the only mode)"),
             image: str = typer.Option(None, "--image", help="the new image, e.g. fleet/inference:3"),
             stack: str = STACK, service: str = SERVICE,
-            steps: str = typer.Option("10,25,50", "--steps", help="canary traffic shares in percent, rising"),
-            step_duration: str = typer.Option("30s", "--step-duration", help="time at each step"),
-            canary_replicas: int = typer.Option(1, "--canary-replicas", help="replicas of the canary service"),
-            max_error_rate: float = typer.Option(0.01, "--max-error-rate", help="canary 5xx share allowed"),
-            max_latency_ratio: float = typer.Option(1.5, "--max-latency-ratio",
-                                                    help="canary mean latency over the stable's, at most"),
-            progress_deadline: str = typer.Option("5m", "--progress-deadline",
-                                                  help="time for the canary to become ready, and for evidence"),
-            no_auto_promote: bool = typer.Option(False, "--no-auto-promote", help="wait for `fleet promote`"),
+            steps: str = typer.Option(None, "--steps", help="canary traffic shares in percent, rising [default: the "
+                                      "service's fleet.rollout.* labels, else 10,25,50]"),
+            step_duration: str = typer.Option(None, "--step-duration", help="time at each step [default: 30s]"),
+            canary_replicas: int = typer.Option(None, "--canary-replicas", help="replicas of the canary service "
+                                                "[default: 1]"),
+            max_error_rate: float = typer.Option(None, "--max-error-rate", help="canary 5xx share allowed "
+                                                 "[default: 0.01]"),
+            max_latency_ratio: float = typer.Option(None, "--max-latency-ratio",
+                                                    help="canary mean latency over the stable's, at most [default: 1.5]"),
+            progress_deadline: str = typer.Option(None, "--progress-deadline",
+                                                  help="time for the canary to become ready, and for evidence "
+                                                       "[default: 5m]"),
+            no_auto_promote: bool = typer.Option(None, "--no-auto-promote/--auto-promote",
+                                                 help="wait for `fleet promote` [default: the policy's, else auto]",
+                                                 show_default=False),
             pause_timeout: str = typer.Option("1h", "--pause-timeout",
                                               help="with --no-auto-promote: roll back if nobody promotes by then"),
             golden: Path = typer.Option(None, "--golden", help="golden set for the gate (JSON with inputs and "
                                         "labels); default: the one shipped with the canary's model"),
-            golden_tolerance: float = typer.Option(0.01, "--golden-tolerance",
-                                                   help="accuracy the canary may fall below the stable's"),
+            golden_tolerance: float = typer.Option(None, "--golden-tolerance",
+                                                   help="accuracy the canary may fall below the stable's "
+                                                        "[default: 0.01]"),
             gateway: str = typer.Option("", "--gateway", help="the gateway's ops URL, or several comma-separated "
                                         "(default: the stack's gateway on each live node)"),
             prometheus: str = typer.Option("", "--prometheus",
                                            help="Prometheus's URL (default: found from the stack)"),
             resume: bool = typer.Option(False, "--resume", help="finish or revert an orphaned rollout"),
             consul: str = CONSUL, as_json: bool = JSON):
-    """Roll out a new image as a canary: stepped traffic, judged on evidence, promoted or rolled back."""
+    """Roll out a new image as a canary: stepped traffic, judged on evidence, promoted or rolled back.
+    Settings not given here come from the service's rollout policy (`fleet.rollout.*` labels)."""
     try:
         if resume:
             report(controller.resume(controller.connect(stack, service, consul, gateway, prometheus),
@@ -231,25 +292,23 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
             return
         if not canary or not image:
             raise BadInput("write `fleet rollout --canary --image IMAGE` (or `fleet rollout --resume`)")
-        try:
-            parsed_steps = parse_steps(steps)
-        except ValueError as e:
-            raise BadInput(f"--steps: {e}") from None
-        if canary_replicas < 1:
-            raise BadInput("--canary-replicas must be at least 1")
-        if not 0 <= max_error_rate <= 1:
-            raise BadInput(f"--max-error-rate {max_error_rate}: give a fraction within 0..1, e.g. 0.01")
-        if not 0 <= golden_tolerance <= 1:
-            raise BadInput(f"--golden-tolerance {golden_tolerance}: give accuracy points within 0..1, e.g. 0.01")
-        if max_latency_ratio <= 0:
-            raise BadInput(f"--max-latency-ratio {max_latency_ratio}: give a ratio above 0, e.g. 1.5")
-        plan = Plan(steps=parsed_steps, step_duration=_duration("--step-duration", step_duration),
-                    progress_deadline=_duration("--progress-deadline", progress_deadline),
-                    auto_promote=not no_auto_promote, canary_replicas=canary_replicas,
-                    pause_timeout=_duration("--pause-timeout", pause_timeout),
-                    golden=str(golden.resolve()) if golden else "", golden_tolerance=golden_tolerance,
-                    thresholds=Thresholds(max_error_rate=max_error_rate, max_latency_ratio=max_latency_ratio))
+        given = {"steps": steps, "step-duration": step_duration, "canary-replicas": canary_replicas,
+                 "max-error-rate": max_error_rate, "max-latency-ratio": max_latency_ratio,
+                 "progress-deadline": progress_deadline, "golden-tolerance": golden_tolerance,
+                 "auto-promote": None if no_auto_promote is None else not no_auto_promote}
+        flags = policy.labels({k: v for k, v in given.items() if v is not None})
+        _, errors = policy.parse(flags)
+        if errors:
+            raise BadInput("; ".join(f"--{key.removeprefix(policy.PREFIX)}: {why}" for key, why in errors))
+        pause = _duration("--pause-timeout", pause_timeout)
         target = controller.connect(stack, service, consul, gateway, prometheus)
+        labels = target.stable().attrs["Spec"].get("Labels") or {}
+        chosen, errors = policy.parse({**{k: v for k, v in labels.items() if k.startswith(policy.PREFIX)},
+                                       **flags, policy.PREFIX + "strategy": policy.Strategy.CANARY})
+        if errors:
+            raise BadInput(f"{target.stable_name}'s rollout policy (its labels): " +
+                           "; ".join(f"{key}: {why}" for key, why in errors) + "; fix the stack file and deploy it")
+        plan = replace(chosen.plan, pause_timeout=pause, golden=str(golden.resolve()) if golden else "")
         report(controller.rollout(target, image, plan, on_progress=show_progress(as_json)), as_json)
     except FleetError as e:
         fail(e, as_json)

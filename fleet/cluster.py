@@ -2,6 +2,7 @@
 service, its canary service, and the traffic weights and maintenance mode that steer the gateway."""
 import consul
 
+from . import changes
 from .adapters.consul import Catalog
 from .adapters.store import Store
 from .adapters.swarm import Swarm
@@ -24,6 +25,9 @@ class SwarmCluster:
     def stable_image(self) -> str:
         return image_of(self._stable())
 
+    def stable_runs(self, image: str, container: dict | None) -> bool:
+        return changes.runs(changes.live(self._stable().attrs["Spec"]), image, container)
+
     def stable_replicas(self) -> int:
         return self._stable().attrs["Spec"]["Mode"]["Replicated"]["Replicas"]
 
@@ -31,8 +35,8 @@ class SwarmCluster:
         view = self.swarm.view(self._stable())
         return (view.update_state or "").startswith("rollback") and (view.update_started_at or 0) >= since
 
-    def create_canary(self, image: str, replicas: int) -> str:
-        return self.swarm.create_canary(self._stable(), self.canary_name, image, replicas)
+    def create_canary(self, image: str, replicas: int, container: dict | None = None) -> str:
+        return self.swarm.create_canary(self._stable(), self.canary_name, image, replicas, container)
 
     def set_weights(self, stable: int | None, canary: int | None) -> None:
         self.store.set_weights(self.consul_name, {"stable": stable, "canary": canary})  # fenced by the lock
@@ -52,10 +56,11 @@ class SwarmCluster:
         return not self.swarm.containers_left(self.canary_name) and not any(
             i.role == "canary" for i in self.catalog.instances(self.consul_name))
 
-    def update_stable(self, image: str) -> None:
+    def update_stable(self, image: str, container: dict | None = None) -> None:
         spec = self._stable().attrs["Spec"]
+        flags = changes.update_flags(changes.live(spec), container) if container else []
         self.swarm.update_image(self.stable_name, image, promotion_flags(
-            spec.get("UpdateConfig"), spec["Mode"].get("Replicated", {}).get("Replicas", 1)))
+            spec.get("UpdateConfig"), spec["Mode"].get("Replicated", {}).get("Replicas", 1)) + flags)
 
     def revert_stable(self) -> None:
         if not (self.swarm.view(self._stable()).update_state or "").startswith("rollback"):

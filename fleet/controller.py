@@ -120,9 +120,18 @@ class Result:
 
 # rollout ------------------------------------------------------------------------------------------
 def rollout(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout], None] = lambda r: None) -> Result:
-    stable = t.stable()
-    current = _image(stable)
-    if image == current:
+    plan = prepare(t, image, plan)
+    lock(t, "rollout --canary --image " + image)
+    try:
+        return run_canary(t, image, plan, on_progress)
+    finally:
+        t.store.release()
+
+
+def prepare(t: Target, image: str, plan: Plan, container: dict | None = None) -> Plan:
+    """What a canary needs, checked before anything changes (exit 2 or 3): an image with a model version
+    (returned in the plan), the gateway and Prometheus to judge it through, and the golden set."""
+    if t.cluster().stable_runs(image, container):
         raise BadInput(f"{t.stable_name} already runs {image}: nothing to roll out")
     try:
         labels = t.swarm.image_labels(image)  # this engine's copy, else the registry's manifest and config
@@ -132,43 +141,50 @@ def rollout(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout], 
         raise BadInput(f"image {image} has no {VERSION_LABEL} label: its replicas could never report a version "
                        f"and the canary would never be ready; build it with `--label {VERSION_LABEL}=<version>` "
                        "(as scripts/images.sh does) or `LABEL` in its Dockerfile")
-    plan = replace(plan, version=labels[VERSION_LABEL])
     t.gateway_endpoints(), t.prometheus_endpoints()  # the evidence comes through them: fail before changing anything
     if plan.golden and not Path(plan.golden).is_file():
         raise BadInput(f"--golden {plan.golden}: no such file; give a JSON file with inputs and labels")
-    _lock(t, "rollout --canary --image " + image)
-    try:
-        if t.store.load():
-            raise BadInput(f"an unfinished rollout of {t.stable_name} is recorded in Consul: finish it with "
-                           "`fleet rollout --resume` or revert it with `fleet abort`")
-        if t.swarm.service(t.canary_name):
-            raise BadInput(f"a canary service {t.canary_name} exists without a recorded rollout: "
-                           f"remove it with `docker service rm {t.canary_name}`")
+    return replace(plan, version=labels[VERSION_LABEL])
+
+
+def run_canary(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout], None] = lambda r: None,
+               container: dict | None = None, cause: str = "fleet rollout") -> Result:
+    """A canary of `image` (and, from `fleet deploy`, the file's container settings), run to its end by
+    the caller that holds the rollout lock; `plan` comes from `prepare`."""
+    if t.store.load():
+        raise BadInput(f"an unfinished rollout of {t.stable_name} is recorded in Consul: finish it with "
+                       "`fleet rollout --resume` or revert it with `fleet abort`")
+    if t.swarm.service(t.canary_name):
+        raise BadInput(f"a canary service {t.canary_name} exists without a recorded rollout: "
+                       f"remove it with `docker service rm {t.canary_name}`")
+    stable = t.stable()
+    current = _image(stable)
+    history = t.store.history()
+    if not history:
+        t.store.record({"revision": 1, "image": current, "outcome": "deployed", "reason": "running before "
+                        "fleet's first rollout", "started_at": None, "ended_at": time.time()})
         history = t.store.history()
-        if not history:
-            t.store.record({"revision": 1, "image": current, "outcome": "deployed", "reason": "running before "
-                            "fleet's first rollout", "started_at": None, "ended_at": time.time()})
-            history = t.store.history()
-        revision = history[-1]["revision"] + 1
-        now = time.time()
-        doc = {"revision": revision, "image": image, "previous_image": current, "canary": t.canary_name,
-               "stable_spec_version": stable.attrs["Version"]["Index"], "plan": _plan_doc(plan),
-               "rollout": start(now).to_dict(), "timeline": []}
-        t.cluster().set_weights(None, 0)  # no share for the canary until its gate passes, whatever a key said
-        t.store.begin(doc)  # the intent first: a controller killed from now on leaves a rollout to resume
-        t.store.record({"revision": revision, "image": image, "previous_image": current, "outcome": "in_progress",
-                        "reason": "", "started_at": now, "ended_at": None})
-        try:
-            doc["canary_id"] = t.swarm.create_canary(stable, t.canary_name, image, plan.canary_replicas)
-            t.store.save(doc)
-        except APIError as e:
-            r = replace(Rollout.from_dict(doc["rollout"]), phase=Phase.ROLLED_BACK,
-                        reason=f"cannot create the canary: {e.explanation or e}")
-            Executor(t.cluster(), t.store, doc).finish(r, _bounded(30))
-            raise OperationFailed(f"cannot create the canary service: {e.explanation or e}") from None
-        return _drive(t, doc, Rollout.from_dict(doc["rollout"]), plan, [], on_progress)
-    finally:
-        t.store.release()
+    revision = history[-1]["revision"] + 1
+    now = time.time()
+    doc = {"revision": revision, "image": image, "previous_image": current, "canary": t.canary_name,
+           "stable_spec_version": stable.attrs["Version"]["Index"], "plan": _plan_doc(plan),
+           "rollout": start(now).to_dict(), "timeline": [], "cause": cause}
+    if container:
+        doc["container"] = container
+    t.cluster().set_weights(None, 0)  # no share for the canary until its gate passes, whatever a key said
+    t.store.begin(doc)  # the intent first: a controller killed from now on leaves a rollout to resume
+    t.store.record({"revision": revision, "image": image, "previous_image": current, "outcome": "in_progress",
+                    "reason": "", "cause": cause, "started_at": now, "ended_at": None})
+    try:
+        doc["canary_id"] = t.cluster().create_canary(image, plan.canary_replicas, container)
+        doc["canary_image"] = t.swarm.service(t.canary_name).attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        t.store.save(doc)
+    except APIError as e:
+        r = replace(Rollout.from_dict(doc["rollout"]), phase=Phase.ROLLED_BACK,
+                    reason=f"cannot create the canary: {e.explanation or e}")
+        Executor(t.cluster(), t.store, doc).finish(r, _bounded(30))
+        raise OperationFailed(f"cannot create the canary service: {e.explanation or e}") from None
+    return _drive(t, doc, Rollout.from_dict(doc["rollout"]), plan, [], on_progress)
 
 
 def resume(t: Target, first: Event | None = None, on_progress: Callable[[Rollout], None] = lambda r: None,
@@ -176,7 +192,7 @@ def resume(t: Target, first: Event | None = None, on_progress: Callable[[Rollout
     """Take over an orphaned rollout (its controller's lock has lapsed) and bring it to a safe end,
     decided from what Swarm shows now. With `first` (a promote or abort request) that request decides
     too: abort reverts; promote judges the canary afresh and promotes only on fresh passing evidence."""
-    _lock(t, "rollout --resume", wait=lock_wait)
+    lock(t, "rollout --resume", wait=lock_wait)
     try:
         doc = t.store.load()
         if not doc:
@@ -332,7 +348,7 @@ def history(t: Target) -> list[dict]:
 def rollback(t: Target, to: int | None, timeout: float = 600.0) -> Result:
     """Return the stable service to a past revision's image through Swarm's rolling update. A revision
     already running is a no-op (no revert loop)."""
-    _lock(t, f"rollback --to {to}")
+    lock(t, f"rollback --to {to}")
     try:
         if t.store.load():
             raise BadInput(f"a rollout of {t.stable_name} is in progress: `fleet abort` it first")
@@ -373,7 +389,7 @@ def rollback(t: Target, to: int | None, timeout: float = 600.0) -> Result:
 
 
 # helpers ------------------------------------------------------------------------------------------
-def _lock(t: Target, command: str, wait: float = 0.0) -> None:
+def lock(t: Target, command: str, wait: float = 0.0) -> None:
     deadline = time.monotonic() + wait
     while (holder := t.store.acquire(command)) is not None:
         if time.monotonic() >= deadline:

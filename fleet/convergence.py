@@ -90,9 +90,9 @@ def assess(svc: ServiceView, tasks: list[Task], instances: list[Instance] | None
                                           f"(its monitor window can still roll it back): {svc.update_message}",
                        n, desired)
     if n < desired:
-        states = sorted({f"{t.state}/{t.health}" if t.health else t.state for t in tasks if t.desired_state == "running"})
         return Verdict(State.PROGRESSING, f"{n}/{desired} tasks running{' and healthy' if svc.has_healthcheck else ''}"
-                                          f" ({', '.join(states) or 'none scheduled yet'})", n, desired)
+                                          f" ({waiting_on([t for t in tasks if t.desired_state == 'running'])})",
+                       n, desired)
     if svc.consul_name is None:
         return Verdict(State.CONVERGED, f"{n}/{desired} tasks running", n, desired)
     ids = {t.id for t in ready}
@@ -105,3 +105,25 @@ def assess(svc: ServiceView, tasks: list[Task], instances: list[Instance] | None
     return Verdict(State.PROGRESSING, f"{n}/{desired} tasks healthy; Consul: {len(passing)}/{desired} passing"
                                       f"{' with version ' + svc.version if svc.version else ''}"
                                       f"{'; ' + '; '.join(waiting) if waiting else ''}", n, desired, len(passing))
+
+
+WAITING = {"preparing": "pulling the image", "starting": "starting", "assigned": "assigned",
+           "accepted": "accepted", "pending": "waiting for a node", "new": "new"}
+
+
+def waiting_on(tasks: list[Task]) -> str:
+    """What tasks that are not ready yet wait on, per node: 'pulling the image on node2, node3; loading
+    (health starting) on node1'. Pure."""
+    by: dict[str, list[str]] = {}
+    for t in tasks:
+        if t.state == "running" and t.health == "starting":
+            what = "starting up (health check not passed yet: a model loading)"
+        elif t.state == "running":
+            what = f"running ({t.health})" if t.health else "running"
+        else:
+            what = WAITING.get(t.state, t.state)
+        by.setdefault(what, [])
+        if t.node and t.node not in by[what]:
+            by[what].append(t.node)
+    return "; ".join(f"{what} on {', '.join(nodes)}" if nodes else what for what, nodes in by.items()) \
+        or "none scheduled yet"

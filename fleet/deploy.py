@@ -1,20 +1,26 @@
-"""`fleet deploy`: lint, deploy through `docker stack deploy`, then watch until every service has
-converged (running, healthy, passing in Consul with the expected version) or say exactly why not.
-On failure the services this deploy changed go back to their previous spec, and new ones are removed."""
+"""`fleet deploy`: the stack file is the desired state. Lint it, plan what changes in each service
+(fleet/changes.py), refuse what would undo a promotion, then apply: `docker stack deploy` for everything
+but the containers of services with a canary rollout policy, wait until every service has converged
+(running, healthy, passing in Consul with the expected version) or say exactly why not, then run those
+container changes through fleet's canary. On failure the services this deploy changed go back to their
+previous spec, and new ones are removed."""
 import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from docker.errors import DockerException
 
-from . import stackfile
+from . import changes, controller, policy, stackfile
 from .adapters.consul import Catalog, ConsulUnavailable, check_access, client as consul_client
+from .adapters.store import Store
 from .adapters.swarm import EngineUnavailable, Swarm
-from .convergence import State, Verdict, assess
+from .changes import DeployPlan, How
+from .convergence import State, Verdict
+from .rollout import Phase, Rollout
+from .watch import observe
 from .errors import BadInput, OperationFailed, Unreachable
 
 
@@ -24,6 +30,8 @@ class DeployResult:
     seconds: float
     verdicts: dict[str, Verdict]
     warnings: list[str]
+    plan: DeployPlan = field(default_factory=DeployPlan)
+    rollouts: list = field(default_factory=list)  # controller.Result of each canary this deploy ran
 
 
 def parse_images(pairs: list[str]) -> dict[str, str]:
@@ -64,7 +72,77 @@ def task_nodes(swarm: Swarm | None = None) -> int | None:
 
 def deploy(files: list[Path], stack: str, images: dict[str, str], timeout: float, consul_addr: str | None,
            on_progress: Callable[[dict[str, Verdict]], None] = lambda v: None,
-           swarm: Swarm | None = None, poll: float = 1.0) -> DeployResult:
+           swarm: Swarm | None = None, poll: float = 1.0, replace_promoted: bool = False,
+           on_rollout: Callable[[Rollout], None] = lambda r: None, dry_run: bool = False,
+           on_plan: Callable[[DeployPlan], None] | None = None) -> DeployResult:
+    """Plan, then apply: everything but the canaries through `docker stack deploy` (the governed services'
+    containers held as they run), wait for convergence, then each governed service's container change
+    through fleet's canary. Any failure puts the whole stack back as it was (exit 1)."""
+    s = _read(files, stack, images, consul_addr, swarm, replace_promoted)
+    if on_plan and s.plan.changed and not dry_run:
+        on_plan(s.plan)
+    if s.plan.refused:
+        raise BadInput("the deploy would undo a promotion; nothing was deployed:\n" + "\n".join(
+            f"{stack}_{c.service}: {c.note}" for c in s.plan.refused), result=s.plan)
+    if dry_run:
+        return DeployResult(stack, 0.0, {}, [str(f) for f in s.findings], s.plan)
+    s.stores = stores = _lock(s)
+    try:
+        canaries = [_prepare_canary(s, c.service) for c in s.plan.canaries]
+        started = time.time() - 1.0  # the engine's clock is this machine's; a second of slack
+        # a governed service whose only change is its containers' is left out (its canary carries it); one
+        # with other changes too gets them, its containers held as they run
+        held = {c.service for c in s.plan.canaries if all(k in changes.CONTAINER_KEYS for k in c.top_keys())}
+        rendered = {**s.doc, "services": {name: changes.pin_container(svc, s.live[name].attrs["Spec"])
+                                          if s.plan.of(name).how is How.CANARY else svc
+                                          for name, svc in s.doc["services"].items() if name not in held}}
+        if rendered["services"]:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "stack.yml"
+                path.write_text(stackfile.dump(rendered))
+                try:
+                    s.swarm.stack_deploy([str(path)], stack)
+                except RuntimeError as e:
+                    raise OperationFailed(f"docker stack deploy failed: {e}") from None
+        verdicts = _converge(s, started, timeout, poll, on_progress)
+        rollouts = []
+        for target, image, plan, container in canaries:
+            try:
+                rollouts.append(controller.run_canary(target, image, plan, on_rollout, container, cause="fleet deploy"))
+            except OperationFailed as e:
+                # reverted: the whole stack goes back; superseded: someone else deployed meanwhile, theirs stays
+                if e.result is None or e.result.phase is not Phase.SUPERSEDED:
+                    restore(s.swarm, stack, s.before)
+                raise
+        for c in s.plan.services:  # what the file no longer has goes last, once everything else worked
+            if c.how is How.REMOVE:
+                s.swarm.remove(f"{stack}_{c.service}")
+        _record(s, stores, started)
+        return DeployResult(stack, time.time() - started - 1.0, verdicts, [str(f) for f in s.findings], s.plan,
+                            rollouts)
+    finally:
+        for store in stores.values():
+            store.release()
+
+
+@dataclass
+class _Situation:
+    """What a deploy starts from: the file, the running services, Consul, and the plan."""
+    swarm: Swarm
+    stack: str
+    doc: dict
+    findings: list
+    live: dict  # short name -> the running service (the stack's, without canaries)
+    before: dict[str, int]  # service name -> spec version
+    consul: object | None
+    catalog: Catalog | None
+    plan: DeployPlan
+    stores: dict = field(default_factory=dict)  # short name -> its rollout lock, held during the deploy
+
+
+def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: str | None, swarm: Swarm | None,
+          replace_promoted: bool) -> _Situation:
+    """Everything checked and read before anything changes (exit 2 or 3 from here)."""
     try:
         swarm = swarm or Swarm()
         swarm.check()
@@ -74,12 +152,14 @@ def deploy(files: list[Path], stack: str, images: dict[str, str], timeout: float
     unknown = sorted(set(images) - set(doc["services"]))
     if unknown:
         raise BadInput(f"--image names {unknown}, not in the stack file (services: {sorted(doc['services'])})")
+    for name, image in images.items():
+        doc["services"][name] = {**doc["services"][name], "image": image}
     findings = stackfile.lint(doc, routing_mesh=routing_mesh_available(), nodes=task_nodes(swarm))
     errors = [f for f in findings if f.severity is stackfile.Severity.ERROR]
     if errors:
         raise BadInput("the stack file has errors; nothing was deployed:\n" + "\n".join(map(str, errors)))
-    live_modes = {s.name: "global" if "Global" in s.attrs["Spec"]["Mode"] else "replicated"
-                  for s in swarm.stack_services(stack)}
+    services = [svc for svc in swarm.stack_services(stack) if "fleet.canary-of" not in (svc.attrs["Spec"].get("Labels") or {})]
+    live_modes = {svc.name: "global" if "Global" in svc.attrs["Spec"]["Mode"] else "replicated" for svc in services}
     changed = mode_changes(doc, stack, live_modes)
     if changed:
         raise BadInput("Swarm cannot change a service's mode (replicated or global), and docker stack deploy would "
@@ -87,73 +167,115 @@ def deploy(files: list[Path], stack: str, images: dict[str, str], timeout: float
     # Consul: --consul or CONSUL_HTTP_ADDR, else the stack's own (found on its node once it runs)
     addr = consul_addr or swarm.consul_url(stack)
     own_consul = "consul" in doc["services"]
-    catalog = Catalog(consul_client(addr)) if addr or not own_consul else None
+    c = consul_client(addr) if addr or not own_consul else None
+    catalog = Catalog(c) if c is not None else None
     before = swarm.spec_versions(stack)
     if before and catalog is None:
         raise Unreachable(f"stack {stack!r} runs no Consul task to find (its consul service has no running task); "
                           "set CONSUL_HTTP_ADDR or --consul; nothing was deployed")
     if catalog is not None and (before or not own_consul):
         try:
-            check_access(catalog.consul)
+            check_access(c)
         except ConsulUnavailable as e:
             raise Unreachable(f"{e}; nothing was deployed") from None
+    live = {svc.name.removeprefix(f"{stack}_"): svc for svc in services}
+    want, have, history = {}, {}, {}
+    for name, svc in doc["services"].items():
+        digest = None
+        if name in live:
+            running = changes.live(live[name].attrs["Spec"])
+            if running["digest"] and running["image"] == str(svc.get("image", "")).split("@")[0]:
+                digest = swarm.pinned(str(svc["image"])).partition("@")[2] or None  # a rebuilt tag is a change
+        want[name] = changes.desired(svc, digest)
+    for name, svc in live.items():
+        have[name] = changes.live(svc.attrs["Spec"])
+        if c is not None and _registers(svc):
+            try:
+                history[name] = Store(c, stack, name).history()
+            except ConsulUnavailable as e:
+                raise Unreachable(f"{e}; nothing was deployed") from None
+    plan = changes.plan(want, have, history, replace_promoted)
+    return _Situation(swarm, stack, doc, findings, live, before, c, catalog, plan)
 
-    started = time.time() - 1.0  # the engine's clock is this machine's; a second of slack
-    with tempfile.TemporaryDirectory() as tmp:
-        args = [str(f) for f in files]
-        if images:
-            overlay = Path(tmp) / "images.yml"
-            overlay.write_text(yaml.safe_dump({"version": doc.get("version", "3.8"),
-                                               "services": {s: {"image": i} for s, i in images.items()}}))
-            args.append(str(overlay))
-        try:
-            swarm.stack_deploy(args, stack)
-        except RuntimeError as e:
-            raise OperationFailed(f"docker stack deploy failed: {e}") from None
 
+def _registers(svc) -> bool:
+    """Whether a service's replicas register in Consul (the services fleet rolls out)."""
+    return any(e.startswith("CONSUL_HTTP_ADDR=") for e in svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env") or [])
+
+
+def _lock(s: _Situation) -> dict[str, Store]:
+    """The rollout lock of every running service fleet can roll out, held for the whole deploy: a deploy
+    never runs beside a rollout (exit 2, naming the holder), and its own canaries run under it."""
+    stores: dict[str, Store] = {}
+    try:
+        for name, svc in sorted(s.live.items()):
+            if s.consul is None or not _registers(svc):
+                continue
+            store = Store(s.consul, s.stack, name)
+            holder = store.acquire("deploy")
+            if holder is not None:
+                since = time.strftime("%H:%M:%S", time.localtime(holder.get("since", 0)))
+                raise BadInput(f"a rollout of {s.stack}_{name} is running: `fleet {holder.get('command')}` (pid "
+                               f"{holder.get('pid')} on {holder.get('host')}, since {since}); wait for it to end or "
+                               f"`fleet abort` it, then deploy again; nothing was deployed")
+            stores[name] = store
+            if store.load():
+                raise BadInput(f"an unfinished rollout of {s.stack}_{name} is recorded in Consul: finish it with "
+                               "`fleet rollout --resume` or revert it with `fleet abort`; nothing was deployed")
+    except BaseException:
+        for store in stores.values():
+            store.release()
+        raise
+    return stores
+
+
+def _prepare_canary(s: _Situation, name: str):
+    """A governed service's canary, checked before anything changes: its target, image, plan, settings."""
+    svc = s.doc["services"][name]
+    want = changes.desired(svc)
+    chosen, _ = policy.parse(want["labels"])
+    if name not in s.stores:
+        raise BadInput(f"{s.stack}_{name} has a canary rollout policy, but its replicas do not register in Consul "
+                       "(no CONSUL_HTTP_ADDR), so fleet cannot judge a canary: register them, or set "
+                       f"{policy.PREFIX}strategy: rolling; nothing was deployed")
+    target = controller.Target(s.stack, name, s.swarm, s.catalog, s.stores[name])
+    container = changes.settings(want)
+    image = str(svc["image"])
+    return target, image, controller.prepare(target, image, chosen.plan, container), container
+
+
+def _converge(s: _Situation, started: float, timeout: float, poll: float,
+              on_progress: Callable[[dict[str, Verdict]], None]) -> dict[str, Verdict]:
     deadline = time.monotonic() + timeout
-    verdicts: dict[str, Verdict] = {}
+    addr = None
     while True:
-        if catalog is None and (addr := swarm.consul_url(stack)):
-            catalog = Catalog(consul_client(addr))
-        verdicts = observe(swarm, catalog, stack, started)
+        if s.catalog is None and (addr := s.swarm.consul_url(s.stack)):
+            s.catalog = Catalog(consul_client(addr))
+        verdicts = observe(s.swarm, s.catalog, s.stack, started)
         on_progress(verdicts)
         failed = {n: v for n, v in verdicts.items() if v.state is State.FAILED}
         if failed:
-            restore(swarm, stack, before)
-            raise OperationFailed(diagnosis(swarm, failed))
+            restore(s.swarm, s.stack, s.before)
+            raise OperationFailed(diagnosis(s.swarm, failed))
         if verdicts and all(v.state is State.CONVERGED for v in verdicts.values()):
-            return DeployResult(stack, time.time() - started - 1.0, verdicts,
-                                [str(f) for f in findings])
+            return verdicts
         if time.monotonic() > deadline:
-            restore(swarm, stack, before)
+            restore(s.swarm, s.stack, s.before)
             missing = "; ".join(f"{n}: {v.reason}" for n, v in verdicts.items() if v.state is not State.CONVERGED)
             raise OperationFailed(f"not converged within {timeout:g}s; still missing: {missing}")
         time.sleep(poll)
 
 
-def observe(swarm: Swarm, catalog: Catalog | None, stack: str, since: float,
-            only: set[str] | None = None) -> dict[str, Verdict]:
-    verdicts = {}
-    for svc in swarm.stack_services(stack):
-        if only is not None and svc.name not in only:
-            continue
-        view = swarm.view(svc)
-        if (view.update_started_at or 0) < since:  # an earlier update's outcome is not this deploy's
-            view = replace(view, update_state=None, update_message="")
-        tasks = [t for t in swarm.tasks(svc.name, desired_state=None)
-                 if t.desired_state == "running" or (t.created_at or 0) >= since]
-        instances = None
-        if view.consul_name:
-            if catalog is None:  # the stack's own Consul has no running task yet
-                instances = []
-            else:
-                try:
-                    instances = catalog.instances(view.consul_name)
-                except ConsulUnavailable:
-                    instances = []  # the stack's own Consul may still be starting; the deadline bounds this
-        verdicts[svc.name] = assess(view, tasks, instances, time.time())
-    return dict(sorted(verdicts.items()))
+def _record(s: _Situation, stores: dict[str, Store], started: float) -> None:
+    """A revision in fleet's history for each service whose image Swarm's rolling update changed."""
+    for c in s.plan.services:
+        if c.how is How.ROLLING and "image" in c.keys() and c.service in stores:
+            store = stores[c.service]
+            history = store.history()
+            image = str(s.doc["services"][c.service]["image"])
+            store.record({"revision": (history[-1]["revision"] + 1) if history else 1, "image": image,
+                          "outcome": "deployed", "reason": "fleet deploy (Swarm's rolling update)",
+                          "cause": "fleet deploy", "started_at": started, "ended_at": time.time()})
 
 
 def diagnosis(swarm: Swarm, failed: dict[str, Verdict]) -> str:

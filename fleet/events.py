@@ -62,7 +62,8 @@ class ControlRequested:
 
 @dataclass(frozen=True)
 class PromotionObserved:
-    """The stable service's rolling update to the new image: converged, progressing or failed."""
+    """The stable service's rolling update to the new image: converged, progressing, failed, or superseded
+    (converged on a spec that is not the canary's)."""
     state: str
     reason: str
 

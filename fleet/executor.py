@@ -22,7 +22,9 @@ from .traffic import weights_for
 class Cluster(Protocol):
     """What a rollout does to Swarm and to Consul's traffic, named by intent. Idempotent each."""
 
-    def stable_image(self) -> str: ...
+    def stable_runs(self, image: str, container: dict | None) -> bool:
+        """Whether the stable service's spec is the canary's: its image, and the container settings a
+        deploy's canary carries (environment, command, entrypoint, resources), when given."""
 
     def stable_replicas(self) -> int: ...
 
@@ -39,8 +41,9 @@ class Cluster(Protocol):
 
     def canary_gone(self) -> bool: ...
 
-    def update_stable(self, image: str) -> None:
-        """Swarm's own rolling update of the stable service (its update_config, failure_action rollback)."""
+    def update_stable(self, image: str, container: dict | None) -> None:
+        """Swarm's own rolling update of the stable service to the canary's image and container settings
+        (its update_config, failure_action rollback)."""
 
     def revert_stable(self) -> None:
         """Swarm's rollback of the stable service to its previous spec."""
@@ -112,12 +115,12 @@ class Executor:
             c.set_weights(None, 0)
             c.remove_canary()
         elif isinstance(a, PromoteStable):
-            if c.stable_image() != self.doc["image"]:
-                c.update_stable(self.doc["image"])
+            if not c.stable_runs(self.doc["image"], self.doc.get("container")):
+                c.update_stable(self.doc["image"], self.doc.get("container"))
             self.note("promote", f"updating the stable service to {self.doc['image']}")
             self.hooks.promotion(self.doc["promotion_started"])
         elif isinstance(a, RevertStable):
-            if c.stable_image() == self.doc["image"]:
+            if c.stable_runs(self.doc["image"], self.doc.get("container")):
                 c.revert_stable()
             self.note("revert", "the stable service rolled back to its previous spec")
         elif isinstance(a, Finish):
@@ -125,7 +128,7 @@ class Executor:
 
     def observe_stable(self) -> StableObserved:
         since = self.doc.get("promotion_started")
-        return StableObserved(on_new_image=self.cluster.stable_image() == self.doc["image"],
+        return StableObserved(on_new_image=self.cluster.stable_runs(self.doc["image"], self.doc.get("container")),
                               rolled_back=since is not None and self.cluster.stable_rolled_back_since(since))
 
     def finish(self, r: Rollout, wait: Callable[[], bool] = lambda: True) -> None:

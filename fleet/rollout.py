@@ -5,7 +5,7 @@ clock. The controller (fleet/controller.py) feeds it events and carries out the 
 
     starting --ready--> verifying --golden ok--> stepping (share = steps[0], steps[1], ...)
        --last step passed--> promoting (auto) | paused (--no-auto-promote, waits for `fleet promote`)
-       --stable converged--> promoted
+       --stable converged on the canary's image--> promoted  (on another spec: superseded)
     Any failing signal before promotion: the canary's share goes to 0, it is removed -> rolled_back.
 
 Missing evidence is never a pass: while a source is down (SourceFailed until SourceUp) no step
@@ -31,9 +31,10 @@ class Phase(str, Enum):
     PROMOTED = "promoted"
     ROLLED_BACK = "rolled_back"
     ABORTED = "aborted"
+    SUPERSEDED = "superseded"  # during the promotion, someone else changed the stable service's spec
 
 
-TERMINAL = {Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED}
+TERMINAL = {Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.SUPERSEDED}
 JUDGED = {Phase.STARTING, Phase.VERIFYING, Phase.STEPPING, Phase.PAUSED}  # the canary's signals count
 
 
@@ -49,6 +50,7 @@ class Reason(str, Enum):
     ABORTED = "aborted"
     PROMOTION_FAILED = "promotion_failed"
     CONTROLLER_LOST = "controller_lost"
+    SUPERSEDED = "superseded"
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,8 @@ def _promoting(r: Rollout, event: Event, now: float, plan: Plan) -> tuple[Rollou
         if event.state == "converged":
             return replace(r, phase=Phase.PROMOTED, phase_since=now, share=100), [CutCanary("promoted"),
                                                                                   Finish(Phase.PROMOTED)]
+        if event.state == "superseded":  # the stable is someone else's now: not reverted, not promoted
+            return fail(r, now, Reason.SUPERSEDED, event.reason, phase=Phase.SUPERSEDED)
         if event.state == "failed":
             return fail(r, now, Reason.PROMOTION_FAILED, f"the stable service's update failed: {event.reason}",
                         revert_stable=True)

@@ -14,7 +14,7 @@ import math
 import threading
 import time
 
-from . import deploy as deploy_use_case
+from .watch import observe
 from .adapters.gateway import Gateway, GatewayError, ReplicaError
 from .adapters.prometheus import Prometheus, role_window
 from .analysis import Outcome, judge_golden
@@ -234,6 +234,12 @@ class Evidence:
 
     def _promotion(self, since: float):
         for verdict in stable_verdicts(self.t, since, self.stream.stopped):
+            canary = self.doc.get("canary_image") or self.doc["image"]
+            if not self.t.cluster().stable_runs(canary, self.doc.get("container")):  # not ours, whatever its state
+                yield PromotionObserved("superseded", f"the stable service's spec was changed to "
+                                        f"{self.t.cluster().stable_image()} during the promotion, not the canary's "
+                                        f"{canary} (a `docker stack deploy` or `docker service update` by hand?)")
+                return
             yield PromotionObserved(verdict.state.value, verdict.reason)
             if verdict.state is not State.PROGRESSING:
                 return
@@ -242,7 +248,7 @@ class Evidence:
 def stable_verdicts(t, since: float, stopped: threading.Event, every: float = 1.0):
     """The stable service's convergence since `since` (fleet deploy's judgement), once every second."""
     while True:
-        verdict = deploy_use_case.observe(t.swarm, t.catalog, t.stack, since, only={t.stable_name}).get(t.stable_name)
+        verdict = observe(t.swarm, t.catalog, t.stack, since, only={t.stable_name}).get(t.stable_name)
         if verdict is not None:
             yield verdict
         if stopped.wait(every):

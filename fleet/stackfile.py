@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from . import durations
+from . import durations, policy
 from .errors import BadInput
 
 
@@ -50,6 +50,20 @@ def load(files: list[Path], env: dict | None = None) -> dict:
     if not isinstance(doc, dict) or not doc.get("services"):
         raise BadInput(f"{', '.join(map(str, files))} defines no services")
     return doc
+
+
+def dump(doc: dict) -> str:
+    """A loaded document as a stack file that `docker stack deploy` reads back to the same document: its
+    variables are already filled in, so every `$` left is a literal one (written `$$`). Pure."""
+    def escape(value):
+        if isinstance(value, str):
+            return value.replace("$", "$$")
+        if isinstance(value, dict):
+            return {k: escape(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [escape(v) for v in value]
+        return value
+    return yaml.safe_dump(escape(doc), sort_keys=False)
 
 
 def _seconds(value, default: float) -> float:
@@ -141,4 +155,16 @@ def lint(doc: dict, routing_mesh: bool = True, nodes: int | None = None) -> list
             if isinstance(port, dict) and port.get("mode", "ingress") == "ingress" and not routing_mesh:
                 add(Severity.ERROR, "ports", f"port {port.get('published')} is in ingress mode but this engine has "
                                              "no routing mesh (no IPVS): publish it with mode: host")
+        rollout, errors = policy.parse(deploy.get("labels"))
+        for label, why in errors:
+            add(Severity.ERROR, f"deploy.labels.{label}", why)
+        if rollout and not errors and rollout.strategy == policy.Strategy.CANARY:
+            if "CONSUL_HTTP_ADDR" not in (svc.get("environment") or {}):
+                add(Severity.ERROR, f"deploy.labels.{policy.PREFIX}strategy",
+                    "canary, but the replicas do not register in Consul (no CONSUL_HTTP_ADDR), so fleet could not "
+                    "judge a canary: register them, or set it to rolling")
+            if replicas is None:
+                add(Severity.ERROR, f"deploy.labels.{policy.PREFIX}strategy",
+                    "canary on a global service: a canary runs beside a replicated service; use mode: replicated "
+                    "or strategy rolling")
     return sorted(found, key=lambda f: (f.severity != Severity.ERROR, f.service, f.key))

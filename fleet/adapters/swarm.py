@@ -8,6 +8,7 @@ from datetime import datetime
 import docker
 from docker.errors import APIError, DockerException, NotFound, ImageNotFound
 
+from .. import changes
 from ..convergence import ServiceView
 from ..errors import Unreachable
 from ..model import Task
@@ -242,8 +243,9 @@ class Swarm:
     def stack_deploy(self, files: list[str], stack: str) -> None:
         """`docker stack deploy`, the docker CLI's own compose conversion (not rewritten here). It pins
         each image to its registry digest (--resolve-image always, the CLI's default) where a registry
-        answers; local tags stay tags."""
-        proc = self._cli("stack", "deploy", "--prune", *[a for f in files for a in ("-c", f)], stack)
+        answers; local tags stay tags. Without --prune: `fleet deploy` removes what the file dropped
+        itself, last (and never a canary)."""
+        proc = self._cli("stack", "deploy", *[a for f in files for a in ("-c", f)], stack)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr.strip() or proc.stdout.strip())
 
@@ -253,11 +255,14 @@ class Swarm:
     def rollback(self, service_name: str) -> None:
         self._cli("service", "rollback", "--detach", service_name)
 
-    def create_canary(self, stable, name: str, image: str, replicas: int) -> str:
+    def create_canary(self, stable, name: str, image: str, replicas: int, settings: dict | None = None) -> str:
         """A second service from the stable one's live spec: same stack namespace, networks, health check
-        and update policy; the new image, `replicas` replicas, role canary (label and FLEET_ROLE), weight 0 (no share)."""
+        and update policy; the new image (and a deploy's container `settings`: environment, command,
+        entrypoint, resources), `replicas` replicas, role canary (label and FLEET_ROLE), weight 0 (no share)."""
         spec = copy.deepcopy(stable.attrs["Spec"])
         template = spec["TaskTemplate"]
+        if settings:
+            changes.apply_settings(template, settings)
         container = template["ContainerSpec"]
         container["Image"] = self.pinned(image)
         # weight 0: out of the gateway's weighted pool until fleet gives the canary a share

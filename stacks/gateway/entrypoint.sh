@@ -4,14 +4,16 @@
 # re-reads it every second and points dnsmasq at a new address when the consul task moved (HAProxy
 # reads its nameserver's address only once, at start, so it is never given Consul's address itself).
 # While Consul is away HAProxy keeps its last known-good servers (see `hold` in haproxy.cfg).
-# `fleet-gateway check` is the container's health check: HAProxy answers and has a usable server.
+# `fleet-gateway check` is the container's health check, and it means alive: HAProxy answers its monitor,
+# whether 200 (a usable server) or 503 (none yet: the replicas may still be pulling their image or loading
+# their model on a cold start; Swarm must not kill a gateway for waiting on them). Ready is the monitor's 200.
 set -u
 : "${CONSUL_DNS_HOST:=consul}" "${CONSUL_DNS_PORT:=8600}" "${FLEET_SERVICE:=inference}" "${GATEWAY_PORT:=8080}"
 : "${FLEET_ADMIN_PORT:=8001}"  # the replicas' probe server, which the health checks ask
 : "${GATEWAY_OPS_PORT:=8081}"  # fleet's port: every path, and its per-role routes
 export CONSUL_DNS_HOST CONSUL_DNS_PORT FLEET_SERVICE GATEWAY_PORT FLEET_ADMIN_PORT GATEWAY_OPS_PORT
 if [ "${1:-}" = "check" ]; then
-  exec 3<>/dev/tcp/127.0.0.1/8404 && printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 && head -c 12 <&3 | grep -q " 200"
+  exec 3<>/dev/tcp/127.0.0.1/8404 && printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 && head -c 12 <&3 | grep -Eq " (200|503)"
   exit
 fi
 run=${FLEET_GATEWAY_RUN:-/tmp/fleet-gateway}

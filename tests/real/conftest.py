@@ -82,7 +82,10 @@ class StackUnderTest:
                 "FLEET_PROMETHEUS_PORT": str(self.prometheus_port),
                 # fleet as an operator runs it: HTTPS with the stack's CA, and fleet's own token
                 "CONSUL_HTTP_ADDR": self.consul_url, "CONSUL_CACERT": CA,
-                "CONSUL_HTTP_TOKEN_FILE": str(SECRETS / "fleet.token")}
+                "CONSUL_HTTP_TOKEN_FILE": str(SECRETS / "fleet.token"),
+                # Swarm's rolling update for `fleet deploy` (the tests of fleet's canary through `fleet deploy`
+                # set canary): these stacks change their stable's image by deploying, to start from a known one
+                "FLEET_ROLLOUT_STRATEGY": "rolling"}
 
 
 @pytest.fixture(scope="session")

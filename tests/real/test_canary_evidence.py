@@ -28,7 +28,7 @@ def ev(swarm):
 
 def on_stable(s: StackUnderTest, image: str) -> None:
     """Deploy (or redeploy) the stack with `image` as its stable: each test starts from a known stable."""
-    p = fleet(s, "deploy", "--stack", NAME, env={"FLEET_IMAGE": image}, timeout=400)
+    p = fleet(s, "deploy", "--stack", NAME, "--replace-promoted", env={"FLEET_IMAGE": image}, timeout=400)
     assert p.returncode == 0, p.stderr
     assert stable_image(s) == image
 

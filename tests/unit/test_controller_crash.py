@@ -52,8 +52,8 @@ class FakeCluster:
     def __init__(self, w: World):
         self.w = w
 
-    def stable_image(self):
-        return self.w.stable_image
+    def stable_runs(self, image, container):
+        return self.w.stable_image == image
 
     def stable_replicas(self):
         return 2
@@ -85,7 +85,7 @@ class FakeCluster:
     def canary_gone(self):
         return not self.w.canary
 
-    def update_stable(self, image):
+    def update_stable(self, image, container):
         self.w.act()
         self.w.stable_updates += 1
         if self.w.swarm_fails_promotion:  # Swarm's failure_action: rollback, by itself

@@ -1,0 +1,32 @@
+"""A stack's services as `convergence.assess` judges them, read from Swarm (spec, tasks) and Consul
+(instances): what `fleet deploy` waits on, and what a promotion watches."""
+import time
+from dataclasses import replace
+
+from .adapters.consul import Catalog, ConsulUnavailable
+from .adapters.swarm import Swarm
+from .convergence import Verdict, assess
+
+
+def observe(swarm: Swarm, catalog: Catalog | None, stack: str, since: float,
+            only: set[str] | None = None) -> dict[str, Verdict]:
+    verdicts = {}
+    for svc in swarm.stack_services(stack):
+        if only is not None and svc.name not in only:
+            continue
+        view = swarm.view(svc)
+        if (view.update_started_at or 0) < since:  # an earlier update's outcome is not this deploy's
+            view = replace(view, update_state=None, update_message="")
+        tasks = [t for t in swarm.tasks(svc.name, desired_state=None)
+                 if t.desired_state == "running" or (t.created_at or 0) >= since]
+        instances = None
+        if view.consul_name:
+            if catalog is None:  # the stack's own Consul has no running task yet
+                instances = []
+            else:
+                try:
+                    instances = catalog.instances(view.consul_name)
+                except ConsulUnavailable:
+                    instances = []  # the stack's own Consul may still be starting; the deadline bounds this
+        verdicts[svc.name] = assess(view, tasks, instances, time.time())
+    return dict(sorted(verdicts.items()))
