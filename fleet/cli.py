@@ -261,8 +261,8 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
                                                 "[default: 1]"),
             max_error_rate: float = typer.Option(None, "--max-error-rate", help="canary 5xx share allowed "
                                                  "[default: 0.01]"),
-            max_latency_ratio: float = typer.Option(None, "--max-latency-ratio",
-                                                    help="canary mean latency over the stable's, at most [default: 1.5]"),
+            max_latency_ratio: float = typer.Option(None, "--max-latency-ratio", help="canary mean latency over "
+                                                    "the stable's, at most [default: 1.5]"),
             progress_deadline: str = typer.Option(None, "--progress-deadline",
                                                   help="time for the canary to become ready, and for evidence "
                                                        "[default: 5m]"),

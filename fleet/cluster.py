@@ -19,7 +19,7 @@ class SwarmCluster:
         svc = self.swarm.service(self.stable_name)
         if svc is None:
             raise RuntimeError(f"the stable service {self.stable_name} is gone (removed by hand or by "
-                               "`fleet deploy --prune`?)")
+                               "`docker stack deploy --prune`?)")
         return svc
 
     def stable_image(self) -> str:

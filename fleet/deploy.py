@@ -158,7 +158,8 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
     errors = [f for f in findings if f.severity is stackfile.Severity.ERROR]
     if errors:
         raise BadInput("the stack file has errors; nothing was deployed:\n" + "\n".join(map(str, errors)))
-    services = [svc for svc in swarm.stack_services(stack) if "fleet.canary-of" not in (svc.attrs["Spec"].get("Labels") or {})]
+    services = [svc for svc in swarm.stack_services(stack)  # without a rollout's canary: it is not the file's
+                if "fleet.canary-of" not in (svc.attrs["Spec"].get("Labels") or {})]
     live_modes = {svc.name: "global" if "Global" in svc.attrs["Spec"]["Mode"] else "replicated" for svc in services}
     changed = mode_changes(doc, stack, live_modes)
     if changed:
@@ -200,7 +201,8 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
 
 def _registers(svc) -> bool:
     """Whether a service's replicas register in Consul (the services fleet rolls out)."""
-    return any(e.startswith("CONSUL_HTTP_ADDR=") for e in svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env") or [])
+    env = svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env") or []
+    return any(e.startswith("CONSUL_HTTP_ADDR=") for e in env)
 
 
 def _lock(s: _Situation) -> dict[str, Store]:
