@@ -11,6 +11,7 @@ from .model import Instance, Task
 MISSING_IMAGE = ("no such image", "pull access denied", "manifest unknown", "not found: manifest",
                  "repository does not exist", "invalid reference format")
 FAILED_STATES = {"failed", "rejected"}
+UNHEALTHY_NEW = 3  # tasks of a service being created that turned unhealthy: then it is a fault
 
 
 class State(str, Enum):
@@ -51,8 +52,11 @@ def _ready(t: Task, svc: ServiceView) -> bool:
 
 
 def assess(svc: ServiceView, tasks: list[Task], instances: list[Instance] | None, now: float,
-           pending_grace: float = 20.0, crash_threshold: int = 2) -> Verdict:
-    """Judge one service from the tasks created since the deploy began (and its Consul instances)."""
+           pending_grace: float = 20.0, crash_threshold: int = 2, new: bool = False) -> Verdict:
+    """Judge one service from the tasks created since the deploy began (and its Consul instances).
+    `new`: the deploy creates the service, so Swarm has no earlier spec to roll back to and restarts a
+    task that turned unhealthy; on a cold start (images pulling, models loading on every node at once) a
+    health check can time out once, so that counts as a fault only from UNHEALTHY_NEW tasks on."""
     desired = svc.replicas
     ready = [t for t in tasks if _ready(t, svc)]
     n = len(ready)
@@ -66,9 +70,10 @@ def assess(svc: ServiceView, tasks: list[Task], instances: list[Instance] | None
     # with health "unhealthy", but that is a crash, told apart by its error.
     unhealthy = [t for t in tasks if "unhealthy" in t.error.lower()
                  or (t.health == "unhealthy" and t.state in ("starting", "running"))]
-    if unhealthy:
+    if unhealthy and (not new or len(unhealthy) >= UNHEALTHY_NEW):
         t = unhealthy[-1]
-        return Verdict(State.FAILED, f"replica {t.id[:12]} turned unhealthy; last health check said: "
+        return Verdict(State.FAILED, f"replica {t.id[:12]} turned unhealthy"
+                                     f"{f' ({len(unhealthy)} tasks in all)' if new else ''}; last health check said: "
                                      f"{t.health_output or t.error or '(no output)'}", n, desired)
     crashed = [t for t in tasks if t.state in FAILED_STATES and t.exit_code not in (None, 0) and t not in unhealthy]
     if len(crashed) >= crash_threshold or (crashed and rolled_back):
@@ -89,6 +94,11 @@ def assess(svc: ServiceView, tasks: list[Task], instances: list[Instance] | None
         return Verdict(State.PROGRESSING, f"{n}/{desired} tasks ready; Swarm's update is still in progress "
                                           f"(its monitor window can still roll it back): {svc.update_message}",
                        n, desired)
+    if n < desired and unhealthy:
+        t = unhealthy[-1]
+        return Verdict(State.PROGRESSING, f"{n}/{desired} tasks ready; replica {t.id[:12]} turned unhealthy and Swarm "
+                                          f"starts another ({len(unhealthy)} of {UNHEALTHY_NEW} allowed on a first "
+                                          f"start): {t.health_output or t.error or '(no output)'}", n, desired)
     if n < desired:
         return Verdict(State.PROGRESSING, f"{n}/{desired} tasks running{' and healthy' if svc.has_healthcheck else ''}"
                                           f" ({waiting_on([t for t in tasks if t.desired_state == 'running'])})",

@@ -253,7 +253,7 @@ def _converge(s: _Situation, started: float, timeout: float, poll: float,
     while True:
         if s.catalog is None and (addr := s.swarm.consul_url(s.stack)):
             s.catalog = Catalog(consul_client(addr))
-        verdicts = observe(s.swarm, s.catalog, s.stack, started)
+        verdicts = observe(s.swarm, s.catalog, s.stack, started, existing=set(s.before))
         on_progress(verdicts)
         failed = {n: v for n, v in verdicts.items() if v.state is State.FAILED}
         if failed:

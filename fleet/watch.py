@@ -9,7 +9,9 @@ from .convergence import Verdict, assess
 
 
 def observe(swarm: Swarm, catalog: Catalog | None, stack: str, since: float,
-            only: set[str] | None = None) -> dict[str, Verdict]:
+            only: set[str] | None = None, existing: set[str] | None = None) -> dict[str, Verdict]:
+    """Each service's verdict on what happened since `since`. `existing`: the services that ran before
+    (the others are new: see `assess`); None: all of them."""
     verdicts = {}
     for svc in swarm.stack_services(stack):
         if only is not None and svc.name not in only:
@@ -28,5 +30,6 @@ def observe(swarm: Swarm, catalog: Catalog | None, stack: str, since: float,
                     instances = catalog.instances(view.consul_name)
                 except ConsulUnavailable:
                     instances = []  # the stack's own Consul may still be starting; the deadline bounds this
-        verdicts[svc.name] = assess(view, tasks, instances, time.time())
+        verdicts[svc.name] = assess(view, tasks, instances, time.time(),
+                                    new=existing is not None and svc.name not in existing)
     return dict(sorted(verdicts.items()))

@@ -80,3 +80,29 @@ def test_assess_truth_table(svc, tasks, instances, state, reason):
     v = assess(svc, tasks, instances, NOW, pending_grace=20)
     assert v.state is state, v.reason
     assert reason in v.reason
+
+
+def killed_unhealthy(i):
+    return task(i, state="failed", health="unhealthy", exit_code=137, desired_state="shutdown",
+                error="task: non-zero exit (137): dockerexec: unhealthy container", health_output="deadline exceeded")
+
+
+@pytest.mark.parametrize("killed,new,state", [
+    (1, False, State.FAILED),  # an update: Swarm rolls it back, so one is a fault
+    (1, True, State.PROGRESSING),  # a first start on a busy cluster: Swarm starts another
+    (2, True, State.PROGRESSING),
+    (3, True, State.FAILED),  # again and again: a real fault
+])
+def test_a_new_service_may_turn_unhealthy_once_or_twice_on_a_cold_start(killed, new, state):
+    tasks = [killed_unhealthy(i) for i in range(1, killed + 1)] + [task(9, health="starting")]
+    v = assess(SVC, tasks, [], NOW, new=new)
+    assert v.state is state, v.reason
+    assert "deadline exceeded" in v.reason
+
+
+def test_waiting_says_what_for_on_which_node():
+    tasks = [task(1, state="preparing", health=None), task(2, health="starting"), task(3, state="pending", health=None)]
+    tasks[0] = Task(**{**tasks[0].__dict__, "node": "node2"})
+    v = assess(SVC, tasks, [], NOW)
+    assert v.state is State.PROGRESSING
+    assert "pulling the image on node2" in v.reason and "starting up" in v.reason and "waiting for a node" in v.reason
