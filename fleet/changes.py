@@ -269,10 +269,14 @@ def settings(want: dict) -> dict:
 def runs(have: dict, image: str, container: dict | None) -> bool:
     """Whether a service (`live` shape) runs `image` (its digest too, where `image` is pinned) and,
     when given, these container settings."""
+    return not mismatch(have, image, container)
+
+
+def mismatch(have: dict, image: str, container: dict | None) -> list[KeyChange]:
+    """What differs between a service (`live` shape) and `image` with these container settings."""
     name, digest = _image(image)
-    if have["image"] != name or (digest and have["digest"] != digest):
-        return False
-    return not container or all(have[k] == container[k] for k in SETTINGS)
+    want = {**have, "image": name, "digest": digest or have["digest"], **(container or {})}
+    return [c for c in differences(want, have) if c.key.split(".")[0] in CONTAINER_KEYS]
 
 
 def apply_settings(template: dict, want: dict) -> None:

@@ -28,6 +28,10 @@ class SwarmCluster:
     def stable_runs(self, image: str, container: dict | None) -> bool:
         return changes.runs(changes.live(self._stable().attrs["Spec"]), image, container)
 
+    def stable_differs(self, image: str, container: dict | None) -> str:
+        """How the stable's spec differs from `image` with these settings ('' when it does not)."""
+        return "; ".join(map(str, changes.mismatch(changes.live(self._stable().attrs["Spec"]), image, container)))
+
     def stable_replicas(self) -> int:
         return self._stable().attrs["Spec"]["Mode"]["Replicated"]["Replicas"]
 

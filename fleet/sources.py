@@ -235,10 +235,11 @@ class Evidence:
     def _promotion(self, since: float):
         for verdict in stable_verdicts(self.t, since, self.stream.stopped):
             canary = self.doc.get("canary_image") or self.doc["image"]
-            if not self.t.cluster().stable_runs(canary, self.doc.get("container")):  # not ours, whatever its state
-                yield PromotionObserved("superseded", f"the stable service's spec was changed to "
-                                        f"{self.t.cluster().stable_image()} during the promotion, not the canary's "
-                                        f"{canary} (a `docker stack deploy` or `docker service update` by hand?)")
+            differs = self.t.cluster().stable_differs(canary, self.doc.get("container"))
+            if differs:  # not ours, whatever its state
+                yield PromotionObserved("superseded", f"the stable service's spec was changed during the promotion "
+                                        f"and is not the canary's ({differs}): a `docker stack deploy` or `docker "
+                                        "service update` by hand?")
                 return
             yield PromotionObserved(verdict.state.value, verdict.reason)
             if verdict.state is not State.PROGRESSING:

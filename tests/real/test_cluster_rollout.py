@@ -215,8 +215,8 @@ def test_4_the_canary_node_killed_mid_step_is_rolled_back_within_15s(rc):
     try:
         with clients(1, seconds=300) as loads:
             wait_until(lambda: phase(rc) == "stepping", 240, "the canary to get its share", while_running=running)
-            victim = canary_node(rc)
-            assert victim and victim != "fleet-node1", victim
+            victim = wait_until(lambda: canary_node(rc), 60, "the canary's running task", while_running=running)
+            assert victim != "fleet-node1", victim
             killed = time.time()
             subprocess.run(["docker", "kill", victim], check=True, capture_output=True, env=local_env())
             out, err = running.communicate(timeout=120)
