@@ -236,7 +236,7 @@ class Evidence:
         for verdict in stable_verdicts(self.t, since, self.stream.stopped):
             canary = self.doc.get("canary_image") or self.doc["image"]
             differs = self.t.cluster().stable_differs(canary, self.doc.get("container"))
-            if differs:  # not ours, whatever its state
+            if differs and not self.t.cluster().stable_rolled_back_since(since):  # not ours, and not Swarm's rollback
                 yield PromotionObserved("superseded", f"the stable service's spec was changed during the promotion "
                                         f"and is not the canary's ({differs}): a `docker stack deploy` or `docker "
                                         "service update` by hand?")
