@@ -109,6 +109,11 @@ def _resources(limits_memory, limits_cpus, reserve_memory, reserve_cpus) -> dict
     return {k: v for k, v in found.items() if v}
 
 
+def env_dict(entries: list[str] | None) -> dict[str, str]:
+    """A `K=V` list (Swarm's Env, compose's list form) as a dict; a bare `K` is K set empty."""
+    return dict(e.split("=", 1) if "=" in e else (e, "") for e in entries or [])
+
+
 def _image(ref: str) -> tuple[str, str | None]:
     name, _, digest = ref.partition("@")
     return name, digest or None
@@ -123,7 +128,7 @@ def desired(svc: dict, digest: str | None = None) -> dict:
     image, pinned = _image(str(svc.get("image", "")))
     env = svc.get("environment") or {}
     if isinstance(env, list):
-        env = dict(e.split("=", 1) if "=" in e else (e, "") for e in env)
+        env = env_dict(env)
     return {"image": image, "digest": pinned or digest,
             "environment": {str(k): "" if v is None else str(v) for k, v in env.items()},
             "command": _argv(svc.get("command")), "entrypoint": _argv(svc.get("entrypoint")),
@@ -143,7 +148,7 @@ def live(spec: dict) -> dict:
     cpus = lambda r: r.get("NanoCPUs") / 1e9 if r.get("NanoCPUs") else None  # noqa: E731
     replicated = spec.get("Mode", {}).get("Replicated")
     return {"image": image, "digest": digest,
-            "environment": dict(e.split("=", 1) if "=" in e else (e, "") for e in container.get("Env") or []),
+            "environment": env_dict(container.get("Env")),
             "command": _argv(container.get("Args")), "entrypoint": _argv(container.get("Command")),
             "resources": _resources(limits.get("MemoryBytes"), cpus(limits), reserve.get("MemoryBytes"),
                                     cpus(reserve)),
@@ -231,7 +236,7 @@ def pin_container(doc_svc: dict, spec: dict) -> dict:
     svc = {**doc_svc}
     container = spec["TaskTemplate"]["ContainerSpec"]
     svc["image"] = container["Image"]
-    svc["environment"] = dict(e.split("=", 1) if "=" in e else (e, "") for e in container.get("Env") or [])
+    svc["environment"] = env_dict(container.get("Env"))
     for key, field_ in (("command", "Args"), ("entrypoint", "Command")):
         if container.get(field_):
             svc[key] = list(container[field_])

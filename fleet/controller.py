@@ -393,11 +393,15 @@ def lock(t: Target, command: str, wait: float = 0.0) -> None:
     deadline = time.monotonic() + wait
     while (holder := t.store.acquire(command)) is not None:
         if time.monotonic() >= deadline:
-            since = time.strftime("%H:%M:%S", time.localtime(holder.get("since", 0)))
-            raise BadInput(f"another fleet holds the rollout lock of {t.stable_name}: `fleet {holder.get('command')}` "
-                           f"(pid {holder.get('pid')} on {holder.get('host')}, since {since}); wait for it to "
-                           "finish, or `fleet abort` it")
+            raise BadInput(f"another fleet holds the rollout lock of {t.stable_name}: {holder_text(holder)}; wait "
+                           "for it to finish, or `fleet abort` it")
         time.sleep(1.0)
+
+
+def holder_text(holder: dict) -> str:
+    """Who holds a rollout lock: "`fleet COMMAND` (pid P on HOST, since HH:MM:SS)"."""
+    since = time.strftime("%H:%M:%S", time.localtime(holder.get("since", 0)))
+    return f"`fleet {holder.get('command')}` (pid {holder.get('pid')} on {holder.get('host')}, since {since})"
 
 
 def _plan_doc(plan: Plan) -> dict:

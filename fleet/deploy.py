@@ -133,6 +133,7 @@ class _Situation:
     doc: dict
     findings: list
     live: dict  # short name -> the running service (the stack's, without canaries)
+    want: dict[str, dict]  # short name -> the file's service in `changes.desired` shape
     before: dict[str, int]  # service name -> spec version
     consul: object | None
     catalog: Catalog | None
@@ -180,23 +181,22 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
         except ConsulUnavailable as e:
             raise Unreachable(f"{e}; nothing was deployed") from None
     live = {svc.name.removeprefix(f"{stack}_"): svc for svc in services}
-    want, have, history = {}, {}, {}
+    have = {name: changes.live(svc.attrs["Spec"]) for name, svc in live.items()}
+    want, history = {}, {}
     for name, svc in doc["services"].items():
         digest = None
-        if name in live:
-            running = changes.live(live[name].attrs["Spec"])
-            if running["digest"] and running["image"] == str(svc.get("image", "")).split("@")[0]:
-                digest = swarm.pinned(str(svc["image"])).partition("@")[2] or None  # a rebuilt tag is a change
+        running = have.get(name)
+        if running and running["digest"] and running["image"] == str(svc.get("image", "")).split("@")[0]:
+            digest = swarm.pinned(str(svc["image"])).partition("@")[2] or None  # a rebuilt tag is a change
         want[name] = changes.desired(svc, digest)
     for name, svc in live.items():
-        have[name] = changes.live(svc.attrs["Spec"])
         if c is not None and _registers(svc):
             try:
                 history[name] = Store(c, stack, name).history()
             except ConsulUnavailable as e:
                 raise Unreachable(f"{e}; nothing was deployed") from None
     plan = changes.plan(want, have, history, replace_promoted)
-    return _Situation(swarm, stack, doc, findings, live, before, c, catalog, plan)
+    return _Situation(swarm, stack, doc, findings, live, want, before, c, catalog, plan)
 
 
 def _registers(svc) -> bool:
@@ -216,10 +216,8 @@ def _lock(s: _Situation) -> dict[str, Store]:
             store = Store(s.consul, s.stack, name)
             holder = store.acquire("deploy")
             if holder is not None:
-                since = time.strftime("%H:%M:%S", time.localtime(holder.get("since", 0)))
-                raise BadInput(f"a rollout of {s.stack}_{name} is running: `fleet {holder.get('command')}` (pid "
-                               f"{holder.get('pid')} on {holder.get('host')}, since {since}); wait for it to end or "
-                               f"`fleet abort` it, then deploy again; nothing was deployed")
+                raise BadInput(f"a rollout of {s.stack}_{name} is running: {controller.holder_text(holder)}; wait for "
+                               "it to end or `fleet abort` it, then deploy again; nothing was deployed")
             stores[name] = store
             if store.load():
                 raise BadInput(f"an unfinished rollout of {s.stack}_{name} is recorded in Consul: finish it with "
@@ -233,8 +231,7 @@ def _lock(s: _Situation) -> dict[str, Store]:
 
 def _prepare_canary(s: _Situation, name: str):
     """A governed service's canary, checked before anything changes: its target, image, plan, settings."""
-    svc = s.doc["services"][name]
-    want = changes.desired(svc)
+    want = s.want[name]
     chosen, _ = policy.parse(want["labels"])
     if name not in s.stores:
         raise BadInput(f"{s.stack}_{name} has a canary rollout policy, but its replicas do not register in Consul "
@@ -242,14 +239,13 @@ def _prepare_canary(s: _Situation, name: str):
                        f"{policy.PREFIX}strategy: rolling; nothing was deployed")
     target = controller.Target(s.stack, name, s.swarm, s.catalog, s.stores[name])
     container = changes.settings(want)
-    image = str(svc["image"])
+    image = str(s.doc["services"][name]["image"])
     return target, image, controller.prepare(target, image, chosen.plan, container), container
 
 
 def _converge(s: _Situation, started: float, timeout: float, poll: float,
               on_progress: Callable[[dict[str, Verdict]], None]) -> dict[str, Verdict]:
     deadline = time.monotonic() + timeout
-    addr = None
     while True:
         if s.catalog is None and (addr := s.swarm.consul_url(s.stack)):
             s.catalog = Catalog(consul_client(addr))
