@@ -14,9 +14,10 @@ import time
 import uuid
 from contextlib import ExitStack, contextmanager
 
+import httpx
 import pytest
 
-from tests.helpers import LoadLoop, wait_until
+from tests.helpers import SAMPLE, LoadLoop, wait_until
 from tests.real.cluster_kit import NAME, REGISTRY, Cluster, local_env, push, remove_stack
 
 REPLICAS = "2"
@@ -79,12 +80,20 @@ def rollout(c: Cluster, image: str, *args: str, timeout: float = 400) -> tuple[s
 
 @contextmanager
 def clients(*nodes: int, seconds: float = 240):
-    """A bounded load loop through each given node's gateway (node i: 127.0.0.1:3i080), already sending."""
+    """A bounded load loop through each given node's gateway (node i: 127.0.0.1:3i080), already sending.
+    Each gateway serves first: a node an earlier test stopped is ready in Swarm before its gateway's new
+    task listens, and a client's failure there belongs to no rollout."""
+    for i in nodes:
+        wait_until(lambda: serves(f"http://127.0.0.1:3{i}080/predict"), 120, f"fleet-node{i}'s gateway to serve")
     with ExitStack() as stack:
         loads = [stack.enter_context(LoadLoop(f"http://127.0.0.1:3{i}080/predict", max_requests=int(seconds * 60),
                                               max_seconds=seconds)) for i in nodes]
         wait_until(lambda: all(load.total >= 10 for load in loads), 30, "the load loops to start")
         yield loads
+
+
+def serves(url: str) -> bool:
+    return httpx.post(url, json={"inputs": SAMPLE}, timeout=10).status_code == 200
 
 
 def failed(loads) -> list:
