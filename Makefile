@@ -12,6 +12,7 @@ demo: setup
 
 test: setup
 	bash scripts/test-images.sh
+	bash scripts/browser.sh
 	$(PY) -m pytest -v -p no:cacheprovider tests
 
 unit:

@@ -2,23 +2,25 @@
 2 bad input, nothing changed; 3 Docker or Consul unreachable, nothing changed."""
 import json
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
-from . import config as live_config, controller, durations, policy, stackfile
+from . import config as live_config, controller, durations, policy, stackfile, view
 from .adapters.consul import Catalog, client as consul_client
 from .adapters.swarm import EngineUnavailable, Swarm
 from .convergence import State
 from .deploy import deploy as run_deploy, parse_images, routing_mesh_available, task_nodes
 from .errors import BadInput, FleetError, OperationFailed, Unreachable
 from .rollout import Phase, Rollout
-from .status import status as read_status
+from .status import status as read_status, watch_rollouts
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 out = Console(soft_wrap=True)
@@ -166,7 +168,8 @@ def show_plan(plan) -> None:
 
 @app.command()
 def status(stack: str = STACK, consul: str = CONSUL, as_json: bool = JSON,
-           watch: bool = typer.Option(False, "--watch", help="refresh every 2 s until interrupted")):
+           watch: bool = typer.Option(False, "--watch", help="follow the stack's rollouts live until interrupted: "
+                                      "in place on a terminal, else (or with --json) one JSON line per change")):
     """Services, tasks, Docker health and Consul checks of a stack, in one view."""
     try:
         try:
@@ -175,19 +178,20 @@ def status(stack: str = STACK, consul: str = CONSUL, as_json: bool = JSON,
         except EngineUnavailable as e:
             raise Unreachable(str(e)) from None
         catalog = Catalog(consul_client(consul or swarm.consul_url(stack)))
-        while True:
-            doc = read_status(swarm, catalog, stack)
-            if not doc["services"]:
-                raise BadInput(f"no stack named {stack!r}: deploy it with `fleet deploy --stack {stack}`")
-            if doc["consul_error"] and not watch:  # Swarm's view is still shown, but the answer is partial
-                doc.update(ok=False, exit_code=Unreachable.exit_code, error=doc["consul_error"])
-            if as_json:
-                print(json.dumps(doc))
-            else:
-                render(doc)
-            if not watch:
-                break
-            time.sleep(2)
+        doc = read_status(swarm, catalog, stack)
+        if not doc["services"]:
+            raise BadInput(f"no stack named {stack!r}: deploy it with `fleet deploy --stack {stack}`")
+        if watch:
+            if doc["consul_error"]:
+                raise Unreachable(doc["consul_error"])
+            _watch(swarm, catalog, stack, as_json or not out.is_terminal)
+            return
+        if doc["consul_error"]:  # Swarm's view is still shown, but the answer is partial
+            doc.update(ok=False, exit_code=Unreachable.exit_code, error=doc["consul_error"])
+        if as_json:
+            print(json.dumps(doc))
+        else:
+            render(doc)
     except FleetError as e:
         fail(e, as_json)
     except KeyboardInterrupt:
@@ -196,19 +200,32 @@ def status(stack: str = STACK, consul: str = CONSUL, as_json: bool = JSON,
         raise typer.Exit(doc["exit_code"])
 
 
+def _watch(swarm: Swarm, catalog: Catalog, stack: str, lines: bool) -> None:
+    """The live view: on a terminal the stack's table and each rollout, redrawn in place; otherwise one
+    JSON line ({"at", "stack", "rollouts"}) each time what a rollout shows changes."""
+    stopped, last, refreshed = threading.Event(), None, 0.0
+    live = None if lines else Live(console=out, auto_refresh=False)
+    if live:
+        live.start()
+    try:
+        for views in watch_rollouts(catalog, stack, stopped):
+            if lines:
+                if view.changed(last, {"rollouts": views}):
+                    print(json.dumps({"at": round(time.time(), 3), "stack": stack, "rollouts": views}), flush=True)
+                last = {"rollouts": views}
+                continue
+            if time.monotonic() - refreshed > 2:  # Swarm's side of the view, every 2 s
+                table, refreshed = status_table(read_status(swarm, catalog, stack)), time.monotonic()
+            text = "\n".join(line for v in views for line in view.lines(v)) or "no rollout in progress"
+            live.update(Group(table, Text(text)), refresh=True)
+    finally:
+        stopped.set()
+        if live:
+            live.stop()
+
+
 def render(doc: dict) -> None:
-    table = Table("service / task", "node", "image", "version", "role", "state", "health", "consul",
-                  title=f"stack {doc['stack']}")
-    for s in doc["services"]:
-        update = f" (update {s['update']['state']})" if s["update"]["state"] else ""
-        table.add_row(f"[bold]{s['name']}[/]", "", s["image"], s["version"] or "", s["role"] or "",
-                      f"{s['replicas']['running']}/{s['replicas']['desired']} running{update}", "", "")
-        for t in s["tasks"]:
-            c = t["consul"]
-            node = t["node"] + (f" [red]({t['node_flag']})[/]" if t["node_flag"] else "")
-            table.add_row(f"  {t['name']} {t['id'][:12]}", node, t["image"], "", "", f"{t['state']}/{t['desired_state']}",
-                          t["health"] or "", f"{c['status']}: {c['output'][:40]}" if c else "")
-    out.print(table)
+    out.print(status_table(doc))
     for n in doc["nodes"]:
         if n["flag"]:
             err.print(f"[yellow]node {n['hostname']} ({n['role']}) is {n['flag']}[/]")
@@ -220,16 +237,33 @@ def render(doc: dict) -> None:
         err.print(f"[yellow]consul: {doc['consul_error']}[/]")
 
 
+def status_table(doc: dict) -> Table:
+    table = Table("service / task", "node", "image", "version", "role", "state", "health", "consul",
+                  title=f"stack {doc['stack']}")
+    for s in doc["services"]:
+        update = f" (update {s['update']['state']})" if s["update"]["state"] else ""
+        table.add_row(f"[bold]{s['name']}[/]", "", s["image"], s["version"] or "", s["role"] or "",
+                      f"{s['replicas']['running']}/{s['replicas']['desired']} running{update}", "", "")
+        for t in s["tasks"]:
+            c = t["consul"]
+            node = t["node"] + (f" [red]({t['node_flag']})[/]" if t["node_flag"] else "")
+            table.add_row(f"  {t['name']} {t['id'][:12]}", node, t["image"], "", "", f"{t['state']}/{t['desired_state']}",
+                          t["health"] or "", f"{c['status']}: {c['output'][:40]}" if c else "")
+    return table
+
+
 # rollouts ------------------------------------------------------------------------------------------
 def result_doc(r: "controller.Result") -> dict:
     return {"revision": r.revision, "outcome": r.phase.value, "reason": r.reason, "image": r.image,
-            "seconds": round(r.seconds, 2), "timeline": r.timeline}
+            "seconds": round(r.seconds, 2), "timeline": r.timeline, "notify_failures": r.notify_failures}
 
 
 def report(r: "controller.Result", as_json: bool) -> None:
     if as_json:
         print(json.dumps({"ok": True, **result_doc(r)}))
     else:
+        for failure in r.notify_failures:
+            err.print(f"[yellow]{failure}[/]", highlight=False, markup=False)
         err.print(f"[green]revision {r.revision} ({r.image}): {r.phase.value}[/] {r.reason}", highlight=False)
 
 
@@ -280,6 +314,14 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
                                         "(default: the stack's gateway on each live node)"),
             prometheus: str = typer.Option("", "--prometheus",
                                            help="Prometheus's URL (default: found from the stack)"),
+            webhook: list[str] = typer.Option([], "--webhook", help="a URL POSTed a JSON event at each phase change "
+                                              "and at the end (repeatable) [default: fleet.rollout.webhooks]"),
+            pre_rollout: str = typer.Option(None, "--pre-rollout", help="a gate (URL or command) that must approve "
+                                            "before the canary is created"),
+            confirm_promotion: str = typer.Option(None, "--confirm-promotion", help="a gate (URL or command) that "
+                                                  "must approve before the automatic promotion"),
+            gate_deadline: str = typer.Option(None, "--gate-deadline", help="how long a gate may go without an "
+                                              "answer, then the rollout rolls back [default: 10m]"),
             resume: bool = typer.Option(False, "--resume", help="finish or revert an orphaned rollout"),
             consul: str = CONSUL, as_json: bool = JSON):
     """Roll out a new image as a canary: stepped traffic, judged on evidence, promoted or rolled back.
@@ -295,7 +337,9 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
         given = {"steps": steps, "step-duration": step_duration, "canary-replicas": canary_replicas,
                  "max-error-rate": max_error_rate, "max-latency-ratio": max_latency_ratio,
                  "progress-deadline": progress_deadline, "golden-tolerance": golden_tolerance,
-                 "auto-promote": None if no_auto_promote is None else not no_auto_promote}
+                 "auto-promote": None if no_auto_promote is None else not no_auto_promote,
+                 "webhooks": ",".join(webhook) or None, "pre-rollout": pre_rollout,
+                 "confirm-promotion": confirm_promotion, "gate-deadline": gate_deadline}
         flags = policy.labels({k: v for k, v in given.items() if v is not None})
         _, errors = policy.parse(flags)
         if errors:
@@ -350,10 +394,29 @@ def rollback(to: int = typer.Option(None, "--to", help="revision number from `fl
 
 
 @app.command()
-def history(stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
-    """Past revisions of the service and how their rollouts ended."""
+def history(revision: int = typer.Argument(None, help="one revision (with --report: default the latest)"),
+            report_file: Path = typer.Option(None, "--report", help="write the rollout's report: FILE.html (one "
+                                             "self-contained page of plots) or FILE.png"),
+            prometheus: str = typer.Option("", "--prometheus", help="Prometheus's URL (default: found from the stack)"),
+            stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
+    """Past revisions of the service and how their rollouts ended; `--report` draws one."""
     try:
-        records = controller.history(controller.connect(stack, service, consul))
+        t = controller.connect(stack, service, consul, prometheus_url=prometheus)
+        records = controller.history(t)
+        if revision is not None:
+            records = [h for h in records if h["revision"] == revision]
+            if not records:
+                raise BadInput(f"no revision {revision}; `fleet history` lists them")
+        if report_file is not None:
+            if not records:
+                raise BadInput("no revision to report on yet")
+            written = controller.write_report(t, records[-1], report_file)
+            if as_json:
+                print(json.dumps({"ok": True, "report": str(report_file), "revision": records[-1]["revision"],
+                                  "series": written}))
+            else:
+                err.print(f"[green]revision {records[-1]['revision']}: report written to {report_file}[/]")
+            return
     except FleetError as e:
         fail(e, as_json)
     if as_json:

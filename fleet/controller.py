@@ -17,7 +17,10 @@ import requests
 import tenacity
 from docker.errors import APIError, DockerException
 
+from . import gates, report, view
+from .adapters import browser, hooks, remote_write
 from .adapters.endpoints import Endpoints, fixed
+from .adapters.prometheus import Prometheus, ProviderError
 from .adapters.consul import Catalog, ConsulUnavailable, check_access, client as consul_client
 from .adapters.store import LockLost, Store
 from .adapters.swarm import EngineUnavailable, Swarm, consul_name
@@ -26,9 +29,9 @@ from .cluster import SwarmCluster, image_of as _image
 from .control import ControlRequest
 from .convergence import State
 from .errors import BadInput, FleetError, OperationFailed, Unreachable
-from .events import ControlRequested, Event, EventStream
+from .events import ControlRequested, Event, EventStream, GoldenChecked, MetricsSample
 from .executor import Executor, run_loop
-from .rollout import Action, Phase, Plan, Rollout, resumed, start, step
+from .rollout import TERMINAL, Action, Phase, Plan, Rollout, resumed, start, step
 from .sources import Evidence, stable_verdicts
 
 TICK = 0.25  # seconds between clock ticks when no evidence arrives
@@ -116,6 +119,7 @@ class Result:
     image: str
     seconds: float
     timeline: list[dict] = field(default_factory=list)
+    notify_failures: list[str] = field(default_factory=list)
 
 
 # rollout ------------------------------------------------------------------------------------------
@@ -169,6 +173,8 @@ def run_canary(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout
     doc = {"revision": revision, "image": image, "previous_image": current, "canary": t.canary_name,
            "stable_spec_version": stable.attrs["Version"]["Index"], "plan": _plan_doc(plan),
            "rollout": start(now).to_dict(), "timeline": [], "cause": cause}
+    if plan.pre_rollout:
+        _pre_rollout_gate(t, doc, plan)
     if container:
         doc["container"] = container
     t.cluster().set_weights(None, 0)  # no share for the canary until its gate passes, whatever a key said
@@ -185,6 +191,42 @@ def run_canary(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout
         Executor(t.cluster(), t.store, doc).finish(r, _bounded(30))
         raise OperationFailed(f"cannot create the canary service: {e.explanation or e}") from None
     return _drive(t, doc, Rollout.from_dict(doc["rollout"]), plan, [], on_progress)
+
+
+def _pre_rollout_gate(t: Target, doc: dict, plan: Plan) -> None:
+    """Ask the pre-rollout gate before anything changes; a refusal (or silence past the gate deadline) is
+    recorded as a rolled-back revision and raised (exit 1), with nothing changed."""
+    started = time.time()
+    payload = gates.event(doc, {"phase": "pre-rollout", "share": 0}, t.stack, t.service, "pre-rollout", _links(t))
+    answer = hooks.wait_for(plan.pre_rollout, payload, time.monotonic() + plan.gate_deadline)
+    if answer.approved:
+        doc["timeline"].append({"at": time.time(), "event": "gate", "detail": f"pre-rollout gate approved: {answer.detail}"})
+        return
+    reason = (f"the pre-rollout gate refused: {answer.detail}" if answer.approved is False else
+              f"the pre-rollout gate gave no answer within its deadline ({plan.gate_deadline:g}s): {answer.detail}")
+    record = {"revision": doc["revision"], "image": doc["image"], "previous_image": doc["previous_image"],
+              "outcome": Phase.ROLLED_BACK.value, "reason": reason, "cause": doc["cause"], "started_at": started,
+              "ended_at": time.time(), "plan": doc["plan"],
+              "timeline": [{"at": time.time(), "event": "gate", "detail": reason}]}
+    t.store.record(record)
+    out = hooks.Webhooks(plan.webhooks)
+    out.post(gates.event(doc, {"phase": record["outcome"], "share": 0, "reason": reason}, t.stack, t.service, "end",
+                         _links(t)))
+    out.close()
+    raise OperationFailed(f"rollout of {doc['image']} not started: {reason}; nothing was changed",
+                          result=Result(doc["revision"], Phase.ROLLED_BACK, reason, doc["image"],
+                                        time.time() - started, record["timeline"], out.failures))
+
+
+def _links(t: Target) -> dict:
+    """Where a webhook's reader finds more: the commands that show this rollout, and Prometheus."""
+    links = {"history": f"fleet history --stack {t.stack} --service {t.service}",
+             "status": f"fleet status --stack {t.stack} --watch"}
+    try:
+        links["prometheus"] = t.prometheus_endpoints().urls()[0]
+    except (FleetError, IndexError, DockerException, requests.RequestException):
+        pass
+    return links
 
 
 def resume(t: Target, first: Event | None = None, on_progress: Callable[[Rollout], None] = lambda r: None,
@@ -232,13 +274,49 @@ def _drive(t: Target, doc: dict, r: Rollout, plan: Plan, actions: list[Action],
     stream = EventStream()
     evidence = Evidence(t, doc, stream, plan)
     x = Executor(t.cluster(), _PatientLedger(t.store), doc, evidence)
+    links = _links(t)
+    hook_failures: list[str] = []
+    out = hooks.Webhooks(plan.webhooks, on_failure=hook_failures.append)
+    metrics = remote_write.Pusher(t.prometheus_endpoints())
+    posted = {"at": None}
+
+    def progress(new: Rollout) -> None:
+        """Each phase or share the rollout enters, to the webhooks (its end is posted once it is recorded)
+        and to fleet's own series in Prometheus."""
+        while hook_failures:
+            x.note("webhook", hook_failures.pop(0))
+        if new.phase not in TERMINAL and posted["at"] != (new.phase, new.share):
+            posted["at"] = (new.phase, new.share)
+            out.post(gates.event(doc, new.to_dict(), t.stack, t.service, "phase", links))
+            metrics.push(view.series(t.stack, t.service, {**doc, "rollout": new.to_dict()}))
+        on_progress(new)
+
+    saved = {"at": 0.0}
+
+    def next_event() -> Event:
+        """The next event; the latest evidence and the golden gate's answer kept in the state for watchers."""
+        e = stream.next(TICK)
+        if isinstance(e, GoldenChecked):
+            doc["golden"] = {"passed": e.passed, "detail": e.detail}
+        elif isinstance(e, MetricsSample):
+            doc["evidence"] = {**view.figures(e), "at": time.time()}
+            if time.monotonic() - saved["at"] >= view.EVIDENCE_EVERY:
+                saved["at"] = time.monotonic()
+                try:  # for watchers only: never waits out a Consul restart (the next state write does)
+                    t.store.save(doc)
+                except ConsulUnavailable:
+                    saved["at"] += 10  # and not again for a while: the loop must not wait on an absent Consul
+                metrics.push(view.series(t.stack, t.service, doc))  # the series stay current while it runs
+        return e
+
     previous = {}
     if threading.current_thread() is threading.main_thread():  # Ctrl-C, SIGTERM, SIGHUP: abort, safely
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, lambda *_: stream.put(ControlRequested("abort")))
     try:
         evidence.start()
-        r = run_loop(x, r, plan, actions, lambda: stream.next(TICK), on_progress=on_progress, check=t.store.check)
+        progress(r)
+        r = run_loop(x, r, plan, actions, next_event, on_progress=progress, check=t.store.check)
         stream.stop()
         x.finish(r, _bounded(60))
     except LockLost as e:
@@ -254,7 +332,16 @@ def _drive(t: Target, doc: dict, r: Rollout, plan: Plan, actions: list[Action],
         evidence.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    result = _result(doc, r)
+        final = Rollout.from_dict(doc["rollout"]) if r.phase not in TERMINAL else r
+        out.post(gates.event(doc, final.to_dict(), t.stack, t.service, "end", links))
+        if final.phase in TERMINAL:
+            try:
+                metrics.push(view.series(t.stack, t.service, {**doc, "rollout": final.to_dict()}, t.store.history()))
+            except ConsulUnavailable:
+                pass
+        out.close()
+        metrics.close()
+    result = replace(_result(doc, r), notify_failures=out.failures + metrics.failures)
     if r.phase is not Phase.PROMOTED:
         raise OperationFailed(f"rollout of {doc['image']} {r.phase.value.replace('_', ' ')}: {r.reason}",
                               result=result)
@@ -345,6 +432,20 @@ def history(t: Target) -> list[dict]:
     return [{**h, "current": h["revision"] == current_rev} for h in records]
 
 
+def write_report(t: Target, record: dict, path: Path) -> dict:
+    """A revision's report (fleet/report.py) from its history record and the stack's Prometheus; returns
+    how many points each role's series has."""
+    prom = Prometheus(t.prometheus_endpoints())
+    try:
+        data = report.collect(prom, record, t.stable_name, t.canary_name)
+    except ProviderError as e:
+        raise Unreachable(f"{e}; the report's series come from the stack's Prometheus (or give --prometheus)") from None
+    finally:
+        prom.close()
+    browser.write(path, report.page(record, data, t.stack, t.service))
+    return {role: {name: len(points) for name, points in series.items()} for role, series in data.items()}
+
+
 def rollback(t: Target, to: int | None, timeout: float = 600.0) -> Result:
     """Return the stable service to a past revision's image through Swarm's rolling update. A revision
     already running is a no-op (no revert loop)."""
@@ -405,8 +506,9 @@ def holder_text(holder: dict) -> str:
 
 
 def _plan_doc(plan: Plan) -> dict:
-    return {**asdict(plan), "steps": list(plan.steps)}
+    return {**asdict(plan), "steps": list(plan.steps), "webhooks": list(plan.webhooks)}
 
 
 def _plan_from(d: dict) -> Plan:
-    return Plan(**{**d, "steps": tuple(d["steps"]), "thresholds": Thresholds(**d["thresholds"])})
+    return Plan(**{**d, "steps": tuple(d["steps"]), "webhooks": tuple(d.get("webhooks") or ()),
+                   "thresholds": Thresholds(**d["thresholds"])})

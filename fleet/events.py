@@ -55,6 +55,14 @@ class GoldenChecked:
 
 
 @dataclass(frozen=True)
+class GateAnswered:
+    """A gate's answer (fleet/gates.py): approved True, refused False, None: no answer yet (detail says why)."""
+    gate: str
+    approved: bool | None
+    detail: str
+
+
+@dataclass(frozen=True)
 class ControlRequested:
     """`fleet promote` or `fleet abort` (from another process, through Consul KV), or an interrupt."""
     action: str  # promote | abort
@@ -81,8 +89,8 @@ class SourceUp:
     source: str
 
 
-Event = Tick | ContainerEvent | TaskFailed | ConsulView | MetricsSample | GoldenChecked | ControlRequested | \
-    PromotionObserved | SourceFailed | SourceUp
+Event = Tick | ContainerEvent | TaskFailed | ConsulView | MetricsSample | GoldenChecked | GateAnswered | \
+    ControlRequested | PromotionObserved | SourceFailed | SourceUp
 
 
 @dataclass

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .events import Event
-from .rollout import (TERMINAL, Action, CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable, RevertStable,
+from .rollout import (TERMINAL, Action, AskGate, CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable, RevertStable,
                       Rollout, SetShare, StableObserved, step)
 from .traffic import weights_for
 
@@ -64,9 +64,11 @@ class Ledger(Protocol):
 
 
 class Hooks(Protocol):
-    """Evidence sources the actions start (golden check, metrics window, promotion watch)."""
+    """Evidence sources the actions start (golden check, metrics window, gate, promotion watch)."""
 
     def golden(self) -> None: ...
+
+    def gate(self, name: str) -> None: ...
 
     def traffic_started(self) -> None: ...
 
@@ -75,6 +77,9 @@ class Hooks(Protocol):
 
 class NoHooks:
     def golden(self) -> None:
+        pass
+
+    def gate(self, name: str) -> None:
         pass
 
     def traffic_started(self) -> None:
@@ -114,6 +119,9 @@ class Executor:
             self.note("cut", a.reason)
             c.set_weights(None, 0)
             c.remove_canary()
+        elif isinstance(a, AskGate):
+            self.note("gate", f"asking the {a.gate} gate")
+            self.hooks.gate(a.gate)
         elif isinstance(a, PromoteStable):
             if not c.stable_runs(self.doc["image"], self.doc.get("container")):
                 c.update_stable(self.doc["image"], self.doc.get("container"))
@@ -140,7 +148,10 @@ class Executor:
         self.cluster.set_weights(None, None)
         record = next((h for h in self.ledger.history() if h["revision"] == self.doc["revision"]), {})
         self.ledger.record({**record, "revision": self.doc["revision"], "image": self.doc["image"],
-                            "outcome": r.phase.value, "reason": r.reason, "ended_at": self.clock()})
+                            "outcome": r.phase.value, "reason": r.reason, "ended_at": self.clock(),
+                            # what `fleet history N --report` draws: the steps, when each began, the gate
+                            "plan": self.doc.get("plan"), "timeline": self.doc.get("timeline", []),
+                            "golden": self.doc.get("golden")})
         self.ledger.clear()
 
     def note(self, what: str, detail: str, at: float | None = None) -> None:

@@ -12,13 +12,17 @@ so `docker stack deploy` still takes the file by hand and the policy travels wit
         fleet.rollout.progress-deadline: 5m
         fleet.rollout.auto-promote: "true"
         fleet.rollout.canary-replicas: "1"
+        fleet.rollout.webhooks: "https://chat.example/hooks/fleet"   # comma-separated URLs (fleet/gates.py)
+        fleet.rollout.pre-rollout: "https://ci.example/load-test"    # gates: a URL, or a command line
+        fleet.rollout.confirm-promotion: "https://ci.example/approve"
+        fleet.rollout.gate-deadline: 10m
 
 Every key is optional; a service with no `fleet.rollout.*` label has no policy (Swarm's rolling update).
 Parsing is pure: labels in, a Policy or the errors that name the fix out.
 """
 from dataclasses import dataclass, field, replace
 
-from . import durations
+from . import durations, gates
 from .analysis import Thresholds
 from .rollout import Plan, parse_steps
 
@@ -69,6 +73,13 @@ def _strategy(text: str) -> str:
     return text
 
 
+def _webhooks(text: str) -> tuple[str, ...]:
+    urls = tuple(u.strip() for u in text.split(",") if u.strip())
+    if not urls or not all(gates.is_url(u) for u in urls):
+        raise ValueError(f"{text!r} is not a list of http(s) URLs")
+    return urls
+
+
 # label (after the prefix) -> (parser, how it changes the policy, an example)
 KEYS = {
     "strategy": (_strategy, lambda p, v: replace(p, strategy=v), "canary"),
@@ -83,6 +94,13 @@ KEYS = {
     "golden-tolerance": (_fraction, lambda p, v: replace(p, plan=replace(p.plan, golden_tolerance=v)), '"0.01"'),
     "auto-promote": (_bool, lambda p, v: replace(p, plan=replace(p.plan, auto_promote=v)), '"true"'),
     "canary-replicas": (_replicas, lambda p, v: replace(p, plan=replace(p.plan, canary_replicas=v)), '"1"'),
+    "webhooks": (_webhooks, lambda p, v: replace(p, plan=replace(p.plan, webhooks=v)),
+                 '"https://chat.example/hooks/fleet,https://ops.example/rollouts"'),
+    "pre-rollout": (gates.check_spec, lambda p, v: replace(p, plan=replace(p.plan, pre_rollout=v)),
+                    '"https://ci.example/load-test"'),
+    "confirm-promotion": (gates.check_spec, lambda p, v: replace(p, plan=replace(p.plan, confirm_promotion=v)),
+                          '"https://ci.example/approve"'),
+    "gate-deadline": (durations.parse, lambda p, v: replace(p, plan=replace(p.plan, gate_deadline=v)), "10m"),
 }
 
 

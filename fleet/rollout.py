@@ -5,6 +5,7 @@ clock. The controller (fleet/controller.py) feeds it events and carries out the 
 
     starting --ready--> verifying --golden ok--> stepping (share = steps[0], steps[1], ...)
        --last step passed--> promoting (auto) | paused (--no-auto-promote, waits for `fleet promote`)
+                           | confirming (a confirm-promotion gate: approved -> promoting, refused -> rolled_back)
        --stable converged on the canary's image--> promoted  (on another spec: superseded)
     Any failing signal before promotion: the canary's share goes to 0, it is removed -> rolled_back.
 
@@ -18,8 +19,8 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
 from .analysis import Judgement, Outcome, Thresholds, judge
-from .events import (ContainerEvent, ConsulView, ControlRequested, Event, GoldenChecked, MetricsSample,
-                     PromotionObserved, SourceFailed, SourceUp, TaskFailed, Tick)
+from .events import (ContainerEvent, ConsulView, ControlRequested, Event, GateAnswered, GoldenChecked,
+                     MetricsSample, PromotionObserved, SourceFailed, SourceUp, TaskFailed, Tick)
 
 
 class Phase(str, Enum):
@@ -27,6 +28,7 @@ class Phase(str, Enum):
     VERIFYING = "verifying"  # replicas ready; golden inputs being checked, no traffic yet
     STEPPING = "stepping"  # the canary gets steps[step] percent of the traffic
     PAUSED = "paused"  # all steps passed, waiting for `fleet promote`
+    CONFIRMING = "confirming"  # all steps passed, waiting for the confirm-promotion gate (fleet/gates.py)
     PROMOTING = "promoting"  # the stable service is being updated to the new image
     PROMOTED = "promoted"
     ROLLED_BACK = "rolled_back"
@@ -35,7 +37,8 @@ class Phase(str, Enum):
 
 
 TERMINAL = {Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.SUPERSEDED}
-JUDGED = {Phase.STARTING, Phase.VERIFYING, Phase.STEPPING, Phase.PAUSED}  # the canary's signals count
+JUDGED = {Phase.STARTING, Phase.VERIFYING, Phase.STEPPING, Phase.PAUSED, Phase.CONFIRMING}  # its signals count
+AT_LAST_STEP = (Phase.STEPPING, Phase.PAUSED, Phase.CONFIRMING)  # the canary has a share; metrics are judged
 
 
 class Reason(str, Enum):
@@ -51,6 +54,7 @@ class Reason(str, Enum):
     PROMOTION_FAILED = "promotion_failed"
     CONTROLLER_LOST = "controller_lost"
     SUPERSEDED = "superseded"
+    GATE = "gate"
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,10 @@ class Plan:
     pause_timeout: float = 3600.0  # PAUSED waits this long for `fleet promote`, then rolls back
     golden: str = ""  # a golden set (JSON: inputs, labels); empty: the one shipped with the canary's model
     golden_tolerance: float = 0.01  # accuracy the canary may fall below the stable's on the golden set
+    pre_rollout: str = ""  # a gate (URL or command, fleet/gates.py) asked before the canary is created
+    confirm_promotion: str = ""  # a gate asked once all steps passed, before an automatic promotion
+    gate_deadline: float = 600.0  # seconds a gate may go without answering; then the rollout rolls back
+    webhooks: tuple[str, ...] = ()  # URLs posted a JSON event at each phase change and at the end
 
 
 # Actions: what the controller is to do, in order.
@@ -86,6 +94,12 @@ class CutCanary:
 
 
 @dataclass(frozen=True)
+class AskGate:
+    """Ask a gate (fleet/gates.py) until it approves or refuses; its answer comes back as GateAnswered."""
+    gate: str
+
+
+@dataclass(frozen=True)
 class PromoteStable:
     pass
 
@@ -100,7 +114,7 @@ class Finish:
     phase: Phase
 
 
-Action = CheckGolden | SetShare | CutCanary | PromoteStable | RevertStable | Finish
+Action = CheckGolden | SetShare | CutCanary | AskGate | PromoteStable | RevertStable | Finish
 
 
 @dataclass(frozen=True)
@@ -168,8 +182,10 @@ def step(r: Rollout, event: Event, now: float, plan: Plan) -> tuple[Rollout, lis
         if not event.passed:
             return fail(r, now, Reason.GOLDEN, f"golden gate failed: {event.detail}")
         return _to_step(replace(r, reason=f"golden gate passed: {event.detail}"), 0, now, plan)
+    if isinstance(event, GateAnswered):
+        return _gate_answered(r, event, now)
     if isinstance(event, MetricsSample):
-        if r.phase not in (Phase.STEPPING, Phase.PAUSED):
+        if r.phase not in AT_LAST_STEP:
             return r, []
         thresholds = replace(plan.thresholds, min_latency_window=min(plan.thresholds.min_latency_window,
                                                                      plan.step_duration))
@@ -213,7 +229,7 @@ def resumed(r: Rollout, now: float, stable: StableObserved, promote: bool = Fals
     if r.phase is Phase.PROMOTING or stable.on_new_image:
         return replace(r, phase=Phase.PROMOTING, phase_since=now, reason=r.reason or "promotion resumed"), \
             [PromoteStable()]
-    if promote and r.phase in (Phase.STEPPING, Phase.PAUSED):
+    if promote and r.phase in AT_LAST_STEP:
         return (replace(r, phase=Phase.STEPPING, phase_since=now, judgement=None, judged_at=None, missing=(),
                         missing_since=None, promote_requested=True,
                         reason="promote requested on an orphaned rollout: judging fresh evidence first"),
@@ -233,7 +249,7 @@ def _source_up(r: Rollout, event: SourceUp, now: float) -> Rollout:
         return r
     missing = tuple(m for m in r.missing if m != event.source)
     r = replace(r, missing=missing, missing_since=r.missing_since if missing else None)
-    if r.phase in (Phase.STEPPING, Phase.PAUSED) and not missing:  # the gap's evidence is lost: judge anew
+    if r.phase in AT_LAST_STEP and not missing:  # the gap's evidence is lost: judge anew
         r = replace(r, phase_since=now if r.phase is Phase.STEPPING else r.phase_since, judgement=None,
                     judged_at=None)
     return r
@@ -248,7 +264,7 @@ def _control(r: Rollout, action: str, now: float) -> tuple[Rollout, list[Action]
     if action == "abort":
         return fail(r, now, Reason.ABORTED, "aborted on request", phase=Phase.ABORTED,
                     revert_stable=r.phase is Phase.PROMOTING)
-    if action == "promote" and r.phase in (Phase.STEPPING, Phase.PAUSED):
+    if action == "promote" and r.phase in AT_LAST_STEP:
         if r.missing:  # never on a gap in the evidence: promote once it is whole and passing again
             return replace(r, promote_requested=True, reason="promote requested; waiting for complete "
                                                              f"evidence ({', '.join(r.missing)} down)"), []
@@ -273,6 +289,16 @@ def _consul(r: Rollout, event: ConsulView, now: float, plan: Plan) -> tuple[Roll
     return r, []
 
 
+def _gate_answered(r: Rollout, event: GateAnswered, now: float) -> tuple[Rollout, list[Action]]:
+    if r.phase is not Phase.CONFIRMING or event.gate != "confirm-promotion":
+        return r, []
+    if event.approved is None:  # asked, no answer yet: the deadline's message names the last word
+        return replace(r, last_seen=event.detail[:300]), []
+    if event.approved:
+        return _promote(r, now, f"the confirm-promotion gate approved: {event.detail}")
+    return fail(r, now, Reason.GATE, f"the confirm-promotion gate refused: {event.detail}")
+
+
 def _to_step(r: Rollout, index: int, now: float, plan: Plan) -> tuple[Rollout, list[Action]]:
     share = plan.steps[index]
     return (replace(r, phase=Phase.STEPPING, step=index, share=share, phase_since=now, judgement=None,
@@ -288,6 +314,9 @@ def _tick(r: Rollout, now: float, plan: Plan) -> tuple[Rollout, list[Action]]:
     if r.missing and r.missing_since is not None and now - r.missing_since > plan.progress_deadline:
         return fail(r, now, Reason.NO_EVIDENCE, f"evidence missing past the progress deadline "
                                                 f"({plan.progress_deadline:g}s): {r.last_seen}")
+    if r.phase is Phase.CONFIRMING and now - r.phase_since > plan.gate_deadline:
+        return fail(r, now, Reason.GATE, f"the confirm-promotion gate gave no answer within its deadline "
+                                         f"({plan.gate_deadline:g}s): {r.last_seen or 'nothing heard'}")
     if r.phase is Phase.PAUSED and now - r.phase_since > plan.pause_timeout:
         return fail(r, now, Reason.PAUSE_TIMEOUT, f"nobody promoted the paused canary within the pause timeout "
                                                   f"({plan.pause_timeout:g}s)")
@@ -298,7 +327,13 @@ def _tick(r: Rollout, now: float, plan: Plan) -> tuple[Rollout, list[Action]]:
         passed = f"{r.share}% passed: {r.judgement.reason}"
         if r.step + 1 < len(plan.steps):
             return _to_step(replace(r, reason=passed), r.step + 1, now, plan)
-        if plan.auto_promote or r.promote_requested:
+        if r.promote_requested:
+            return _promote(r, now, f"all steps passed ({passed})")
+        if plan.auto_promote and plan.confirm_promotion:
+            return replace(r, phase=Phase.CONFIRMING, phase_since=now, last_seen="",
+                           reason=f"all steps passed ({passed}); asking the confirm-promotion gate"), \
+                [AskGate("confirm-promotion")]
+        if plan.auto_promote:
             return _promote(r, now, f"all steps passed ({passed})")
         return replace(r, phase=Phase.PAUSED, phase_since=now, reason="all steps passed; waiting for fleet promote"), []
     if now - r.phase_since > plan.step_duration + plan.progress_deadline:

@@ -14,13 +14,15 @@ import math
 import threading
 import time
 
+from . import gates
+from .adapters import hooks
 from .watch import observe
 from .adapters.gateway import Gateway, GatewayError, ReplicaError
 from .adapters.prometheus import Prometheus, role_window
 from .analysis import Outcome, judge_golden
 from .convergence import State
-from .events import (ConsulView, ContainerEvent, ControlRequested, EventStream, GoldenChecked, MetricsSample,
-                     PromotionObserved, SourceUp, TaskFailed)
+from .events import (ConsulView, ContainerEvent, ControlRequested, EventStream, GateAnswered, GoldenChecked,
+                     MetricsSample, PromotionObserved, SourceUp, TaskFailed)
 from .control import to_apply
 from .taskstates import task_failure
 
@@ -66,6 +68,9 @@ class Evidence:
     # hooks the executor calls ---------------------------------------------------------------------
     def golden(self) -> None:
         self.stream.follow("golden", self._golden)
+
+    def gate(self, name: str) -> None:
+        self.stream.follow("gate", lambda: self._gate(name))
 
     def traffic_started(self) -> None:
         if self.traffic_since is None:
@@ -203,6 +208,18 @@ class Evidence:
                 yield GoldenChecked(False, f"the golden gate could not run within {GOLDEN_WAIT:g}s: {why}")
                 return
             self.stream.stopped.wait(0.5)
+
+    def _gate(self, name: str):
+        """Ask the confirm-promotion gate every ASK_EVERY seconds and pass on each answer, the first yes or
+        no ending it; the rollout's deadline for it is the pure core's (Plan.gate_deadline)."""
+        spec = self.plan.confirm_promotion
+        payload = gates.event(self.doc, self.doc["rollout"], self.t.stack, self.t.service, name)
+        while not self.stream.stopped.is_set():
+            answer = hooks.ask(spec, payload)
+            yield GateAnswered(name, answer.approved, answer.detail)
+            if answer.approved is not None:
+                return
+            self.stream.stopped.wait(hooks.ASK_EVERY)
 
     def gateway(self) -> Gateway:
         if self._gateway is None:

@@ -1,5 +1,9 @@
-"""`fleet status`: one view merging Swarm's services and tasks, Docker health and Consul's checks."""
-from .adapters.consul import Catalog, ConsulUnavailable, check_access
+"""`fleet status`: one view merging Swarm's services and tasks, Docker health and Consul's checks, and
+the live view of rollouts in progress (`--watch`)."""
+import json
+
+from . import view
+from .adapters.consul import Catalog, ConsulUnavailable, call, check_access
 from .adapters.store import Store
 from .adapters.swarm import Swarm
 
@@ -73,3 +77,28 @@ def rollouts(catalog: Catalog, stack: str) -> list[dict]:
                           "share": r["share"], "reason": r["reason"], "orphaned": store.holder() is None})
     return found
 
+
+
+def watch_rollouts(catalog: Catalog, stack: str, stopped, wait: str = "2s"):
+    """The stack's rollouts as live views (fleet/view.py), each time their state in Consul changes (a
+    blocking query on the stack's rollout keys), or every `wait` when nothing does. A rollout that ended
+    since is shown once more, from its history record, with its outcome."""
+    index, running = None, {}
+    while not stopped.is_set():
+        index, items = call(catalog.consul.kv.get, f"fleet/rollouts/{stack}/", recurse=True, index=index, wait=wait)
+        keys = {i["Key"]: i for i in items or []}
+        now, views = {}, []
+        for svc in sorted({k.split("/")[3] for k in keys}):
+            store = Store(catalog.consul, stack, svc)
+            state = keys.get(f"{store.prefix}/state")
+            if state and state.get("Value"):
+                doc = json.loads(state["Value"])
+                now[svc] = doc["revision"]
+                lock = keys.get(f"{store.prefix}/lock")
+                views.append(view.rollout_view(svc, doc, orphaned=not (lock and lock.get("Session"))))
+            elif svc in running:
+                record = next((json.loads(i["Value"]) for k, i in keys.items()
+                               if k == f"{store.prefix}/history/{running[svc]:06d}"), {})
+                views.append(view.ended_view(svc, record))
+        running = now
+        yield views

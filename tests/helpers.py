@@ -1,8 +1,11 @@
-"""Test helpers: waiting on a condition with a deadline, and a bounded load loop."""
+"""Test helpers: waiting on a condition with a deadline, a bounded load loop, and an HTTP receiver on
+127.0.0.1 (webhooks, gates)."""
+import json
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
@@ -81,3 +84,32 @@ class LoadLoop:
     @property
     def total(self) -> int:
         return sum(self.statuses.values())
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records each POST (monotonic time, JSON body) and answers as
+    `answers` says (status, body, delay in seconds), the last answer repeating."""
+
+    def __init__(self, answers):
+        self.answers, self.got = list(answers), []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.got.append((time.monotonic(), json.loads(body)))
+                status, text, delay = receiver.answers.pop(0) if len(receiver.answers) > 1 else receiver.answers[0]
+                time.sleep(delay)
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(text.encode())
+
+            def log_message(self, *args):
+                pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -10,5 +10,7 @@ fi
 : "${FLEET_STACK:?set FLEET_STACK to the stack name}" "${FLEET_SCRAPE_INTERVAL:=1s}" "${FLEET_RETENTION:=1d}"
 sed -e "s/@STACK@/$FLEET_STACK/g" -e "s/@INTERVAL@/$FLEET_SCRAPE_INTERVAL/g" /etc/fleet/prometheus.yml.in \
   >/etc/fleet/prometheus.yml
+# The remote-write receiver takes fleet's own series (its rollouts' phase, share, verdict and outcomes:
+# fleet/adapters/remote_write.py), so alerting on this Prometheus can page on a rollback.
 exec prometheus --config.file=/etc/fleet/prometheus.yml --storage.tsdb.path=/prometheus \
-  --storage.tsdb.retention.time="$FLEET_RETENTION" --web.listen-address=:9090 "$@"
+  --storage.tsdb.retention.time="$FLEET_RETENTION" --web.listen-address=:9090 --web.enable-remote-write-receiver "$@"

@@ -4,10 +4,10 @@ from dataclasses import replace
 import pytest
 
 from fleet.analysis import Outcome, Stats, Thresholds, judge
-from fleet.events import (ConsulView, ContainerEvent, ControlRequested, GoldenChecked, MetricsSample,
+from fleet.events import (ConsulView, ContainerEvent, ControlRequested, GateAnswered, GoldenChecked, MetricsSample,
                           PromotionObserved, SourceFailed, SourceUp, Tick)
 from fleet.model import Instance
-from fleet.rollout import (CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable, Reason, RevertStable, Rollout,
+from fleet.rollout import (AskGate, CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable, Reason, RevertStable, Rollout,
                            SetShare, StableObserved, parse_steps, resumed, start, step)
 from fleet.traffic import share_of, weights_for
 
@@ -212,3 +212,57 @@ def test_weights_give_the_share_within_a_point(share, canaries, stables):
 ])
 def test_judge(canary_stats, stable_stats, outcome):
     assert judge(canary_stats, stable_stats, Thresholds()).outcome is outcome
+
+
+# the confirm-promotion gate (fleet/gates.py asks it; the core decides) --------------------------------
+GATED = replace(PLAN, confirm_promotion="http://127.0.0.1:9/approve", gate_deadline=120)
+
+
+def confirming(since=T0 + 30) -> Rollout:
+    return replace(stepping(1, judgement=passed_at(T0)[0], judged_at=T0 + 29), phase=Phase.CONFIRMING,
+                   phase_since=since)
+
+
+GATE_CASES = [
+    ("last-step-passed-asks-the-gate", stepping(1, judgement=passed_at(T0)[0], judged_at=T0 + 29), Tick(), T0 + 30,
+     Phase.CONFIRMING, [AskGate], "asking the confirm-promotion gate"),
+    ("approved-promotes", confirming(), GateAnswered("confirm-promotion", True, "200: ship it"), T0 + 40,
+     Phase.PROMOTING, [PromoteStable], "approved: 200: ship it"),
+    ("refused-rolls-back-quoting-it", confirming(), GateAnswered("confirm-promotion", False, "403: freeze"), T0 + 40,
+     Phase.ROLLED_BACK, [CutCanary, Finish], "refused: 403: freeze"),
+    ("no-answer-yet-waits", confirming(), GateAnswered("confirm-promotion", None, "503: not yet"), T0 + 40,
+     Phase.CONFIRMING, [], ""),
+    ("silent-past-its-deadline-rolls-back", replace(confirming(), last_seen="503: not yet"), Tick(), T0 + 30 + 121,
+     Phase.ROLLED_BACK, [CutCanary, Finish], "no answer within its deadline (120s): 503: not yet"),
+    ("within-its-deadline-waits", confirming(), Tick(), T0 + 30 + 119, Phase.CONFIRMING, [], ""),
+    ("bad-metrics-while-confirming-roll-back", confirming(), MetricsSample(Stats(100, 30, 1.0), Stats(900, 0, 9.0)),
+     T0 + 40, Phase.ROLLED_BACK, [CutCanary, Finish], "error rate"),
+    ("canary-death-while-confirming-rolls-back", confirming(), ContainerEvent("die", "abc", "exit code 3"), T0 + 40,
+     Phase.ROLLED_BACK, [CutCanary, Finish], "exit code 3"),
+    ("a-person-promotes-over-the-gate", confirming(), ControlRequested("promote"), T0 + 40, Phase.PROMOTING,
+     [PromoteStable], "on request"),
+    ("abort-while-confirming", confirming(), ControlRequested("abort"), T0 + 40, Phase.ABORTED, [CutCanary, Finish],
+     "aborted"),
+    ("an-answer-outside-confirming-is-ignored", stepping(), GateAnswered("confirm-promotion", True, "200"), T0 + 5,
+     Phase.STEPPING, [], ""),
+]
+
+
+@pytest.mark.parametrize("r,event,now,phase,actions,reason", [c[1:] for c in GATE_CASES],
+                         ids=[c[0] for c in GATE_CASES])
+def test_the_confirm_promotion_gate(r, event, now, phase, actions, reason):
+    new, done = step(r, event, now, GATED)
+    assert new.phase is phase, new
+    assert [type(a) for a in done] == actions
+    assert reason in new.reason
+
+
+def test_without_auto_promote_the_gate_is_not_asked_a_person_promotes():
+    plan = replace(GATED, auto_promote=False)
+    r, actions = step(stepping(1, judgement=passed_at(T0)[0], judged_at=T0 + 29), Tick(), T0 + 30, plan)
+    assert r.phase is Phase.PAUSED and actions == []
+
+
+def test_an_orphan_confirming_is_reverted_on_resume():
+    r, actions = resumed(confirming(), T0 + 50, StableObserved(on_new_image=False, rolled_back=False))
+    assert r.phase is Phase.ABORTED and [type(a) for a in actions] == [CutCanary, Finish]

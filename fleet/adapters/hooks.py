@@ -1,0 +1,110 @@
+"""Gates asked and webhooks posted (fleet/gates.py says what they mean): over HTTP with httpx, commands
+with subprocess, retries with tenacity. A webhook's URL gets a thread of its own, so a slow or dead
+receiver never holds up the evidence loop or another receiver; its failure is reported, never a verdict.
+"""
+import json
+import logging
+import os
+import queue
+import shlex
+import subprocess
+import threading
+import time
+
+import httpx
+import tenacity
+
+from ..gates import Answer, answer_of, is_url
+
+log = logging.getLogger("fleet.hooks")
+ASK_TIMEOUT = 10.0  # seconds one ask of a gate may take
+ASK_EVERY = 2.0  # seconds between asks of a gate that gave no answer yet
+HOOK_TIMEOUT = 5.0  # seconds one webhook POST may take
+HOOK_ATTEMPTS = 3
+FLUSH_WAIT = 15.0  # seconds the end of a rollout waits for its webhooks to be delivered
+
+
+def ask(spec: str, payload: dict, timeout: float = ASK_TIMEOUT) -> Answer:
+    """Ask a gate once."""
+    if is_url(spec):
+        try:
+            r = httpx.post(spec, json=payload, timeout=timeout)
+        except httpx.HTTPError as e:
+            return Answer(None, f"no answer from {spec}: {type(e).__name__}: {e}")
+        return answer_of(r.status_code, r.text)
+    data = json.dumps(payload)
+    try:
+        p = subprocess.run(shlex.split(spec), input=data, capture_output=True, text=True, timeout=timeout,
+                           env={**os.environ, "FLEET_EVENT": data})
+    except subprocess.TimeoutExpired:
+        return Answer(None, f"`{spec}` still running after {timeout:g}s")
+    except OSError as e:
+        return Answer(False, f"`{spec}` could not run: {e}")
+    said = (p.stdout.strip() or p.stderr.strip())[-300:]
+    return Answer(p.returncode == 0, f"exit {p.returncode}" + (f": {said}" if said else ""))
+
+
+def wait_for(spec: str, payload: dict, deadline: float, stopped: threading.Event | None = None,
+             on_pending=lambda answer: None) -> Answer:
+    """Ask a gate every ASK_EVERY seconds until it approves or refuses, or `deadline` (monotonic) passes:
+    then Answer(None, ...) with the last word."""
+    stopped = stopped or threading.Event()
+    while True:
+        answer = ask(spec, payload, min(ASK_TIMEOUT, max(1.0, deadline - time.monotonic())))
+        if answer.approved is not None:
+            return answer
+        on_pending(answer)
+        if time.monotonic() + ASK_EVERY > deadline or stopped.wait(ASK_EVERY):
+            return answer
+
+
+class Webhooks:
+    """Posts events to URLs, each URL on a thread of its own (a slow one holds up no other), in order,
+    each with retries; never raises."""
+
+    def __init__(self, urls: tuple[str, ...] | list[str], on_failure=lambda message: None):
+        self.on_failure = on_failure
+        self.failures: list[str] = []
+        self.delivered: list[tuple[str, str]] = []  # (url, the event's kind and phase)
+        self._queues = {url: queue.Queue() for url in urls}
+        self._threads = [threading.Thread(target=self._run, args=(url, q), name=f"fleet-webhook-{i}", daemon=True)
+                         for i, (url, q) in enumerate(self._queues.items())]
+        for t in self._threads:
+            t.start()
+
+    def post(self, payload: dict) -> None:
+        for q in self._queues.values():
+            q.put(payload)
+
+    def close(self, wait: float = FLUSH_WAIT) -> None:
+        """Deliver what is queued, for at most `wait` seconds in all; what is left is reported as failed."""
+        deadline = time.monotonic() + wait
+        for q in self._queues.values():
+            q.put(None)
+        for t, (url, q) in zip(self._threads, self._queues.items()):
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                self._fail(f"webhook {url}: events left undelivered after {wait:g}s")
+
+    def _run(self, url: str, q: queue.Queue) -> None:
+        with httpx.Client(timeout=HOOK_TIMEOUT) as client:
+            while (payload := q.get()) is not None:
+                what = f"{payload.get('kind')} {payload.get('phase')}"
+                try:
+                    for attempt in tenacity.Retrying(stop=tenacity.stop_after_attempt(HOOK_ATTEMPTS),
+                                                     wait=tenacity.wait_exponential(multiplier=0.5, max=2),
+                                                     reraise=True):
+                        with attempt:
+                            client.post(url, json=payload).raise_for_status()
+                    self.delivered.append((url, what))
+                except httpx.HTTPError as e:
+                    self._fail(f"webhook {url} failed for {what} after {HOOK_ATTEMPTS} tries: "
+                               f"{type(e).__name__}: {e}"[:400])
+
+    def _fail(self, message: str) -> None:
+        self.failures.append(message)
+        log.warning(message)
+        try:
+            self.on_failure(message)
+        except Exception:  # a reporter's error must not stop the deliveries
+            log.exception("webhook failure reporter failed")

@@ -1,0 +1,101 @@
+"""What people see of a rollout while it runs: the figures of the latest evidence, and the live view that
+`fleet status --watch` shows from any shell (read from the rollout's state in Consul). Pure.
+
+The controller keeps the latest metrics window in the rollout's state (`evidence`, saved at most every
+EVIDENCE_EVERY seconds) and the golden gate's answer (`golden`), so a watcher sees what was judged, not
+a figure of its own.
+"""
+EVIDENCE_EVERY = 2.0  # seconds between saves of the latest evidence into the rollout's state
+
+
+def figures(sample) -> dict:
+    """A MetricsSample as plain figures per role: requests in the window, how many were fleet's own
+    (synthetic), the 5xx share, p50 and p99 in milliseconds; None for a role with no evidence."""
+    def role(stats, synthetic=None):
+        if stats is None:
+            return None
+        return {"requests": stats.requests, "synthetic": int(stats.count("synthetic") if synthetic is None else synthetic),
+                "error_rate": round(stats.error_rate, 4), "p50_ms": round(1000 * stats.quantile(0.5), 1),
+                "p99_ms": round(1000 * stats.quantile(0.99), 1), "replicas": stats.replicas}
+    return {"window_s": None if sample.window is None else round(sample.window, 1),
+            "canary": role(sample.canary, sample.synthetic), "stable": role(sample.stable)}
+
+
+def rollout_view(service: str, doc: dict, orphaned: bool = False) -> dict:
+    """One rollout in progress, from its state document, as the live view shows it."""
+    r, plan = doc.get("rollout") or {}, doc.get("plan") or {}
+    judgement = r.get("judgement") or {}
+    return {"service": service, "revision": doc.get("revision"), "image": doc.get("image"),
+            "previous_image": doc.get("previous_image"), "cause": doc.get("cause"),
+            "phase": r.get("phase"), "step": r.get("step"), "steps": plan.get("steps"), "share": r.get("share"),
+            "reason": r.get("reason", ""), "verdict": judgement.get("outcome"), "verdict_reason": judgement.get("reason"),
+            "missing": r.get("missing") or [], "golden": doc.get("golden"), "evidence": doc.get("evidence"),
+            "orphaned": orphaned}
+
+
+def ended_view(service: str, record: dict) -> dict:
+    """A rollout that just ended, from its history record."""
+    return {"service": service, "revision": record.get("revision"), "image": record.get("image"),
+            "previous_image": record.get("previous_image"), "cause": record.get("cause"),
+            "phase": record.get("outcome"), "share": 100 if record.get("outcome") == "promoted" else 0,
+            "reason": record.get("reason", ""), "ended": True}
+
+
+def changed(a: dict | None, b: dict) -> bool:
+    """Whether the view changed in what a person reads (not only in when it was read)."""
+    return a is None or {k: v for k, v in a.items() if k != "at"} != {k: v for k, v in b.items() if k != "at"}
+
+
+def lines(view: dict) -> list[str]:
+    """The view as lines of text (a terminal renders them in place)."""
+    steps = view.get("steps")
+    where = f"step {view['step'] + 1}/{len(steps)}" if steps and (view.get("step") if view.get("step") is not None else -1) >= 0 else ""
+    out = [f"{view['service']} revision {view.get('revision')}: {view.get('previous_image')} -> {view.get('image')}",
+           f"  {view.get('phase')}{' (orphaned: no controller)' if view.get('orphaned') else ''}"
+           f"  share {view.get('share')}%  {where}  steps {steps or ''}".rstrip()]
+    if view.get("reason"):
+        out.append(f"  {view['reason'][:200]}")
+    golden = view.get("golden")
+    if golden:
+        out.append(f"  golden: {'passed' if golden.get('passed') else 'failed'}: {golden.get('detail', '')[:160]}")
+    evidence = view.get("evidence") or {}
+    for role in ("canary", "stable"):
+        f = evidence.get(role)
+        if f:
+            out.append(f"  {role:6}  {f['requests']:6d} req ({f['synthetic']} synthetic)  errors "
+                       f"{100 * f['error_rate']:.2f}%  p50 {f['p50_ms']:.1f} ms  p99 {f['p99_ms']:.1f} ms"
+                       f"  over {evidence.get('window_s')}s")
+    if view.get("verdict"):
+        out.append(f"  verdict so far: {view['verdict']}: {(view.get('verdict_reason') or '')[:160]}")
+    if view.get("missing"):
+        out.append(f"  evidence missing: {', '.join(view['missing'])}")
+    return out
+
+
+PHASES = ("starting", "verifying", "stepping", "paused", "confirming", "promoting", "promoted", "rolled_back",
+          "aborted", "superseded")
+ENDED = ("promoted", "rolled_back", "aborted", "superseded")
+VERDICTS = {"pass": 1, "unknown": 0, "fail": -1}
+
+
+def series(stack: str, service: str, doc: dict, history: list[dict] | None = None) -> list[tuple[str, dict, float]]:
+    """fleet's own series of a rollout, as [(name, labels, value)] for the stack's Prometheus: its share,
+    its phase (1 on the current one, 0 on the others), whether one is in progress, the verdict so far;
+    with `history` (at its end) the count of rollouts per outcome and when this one ended."""
+    r = doc.get("rollout") or {}
+    who = {"stack": stack, "service": service}
+    rev = {**who, "revision": str(doc.get("revision"))}
+    phase = r.get("phase")
+    out = [("fleet_rollout_share", rev, float(r.get("share") or 0)),
+           ("fleet_rollout_in_progress", who, 0.0 if phase in ENDED else 1.0)]
+    out += [("fleet_rollout_phase", {**rev, "phase": p}, 1.0 if p == phase else 0.0) for p in PHASES]
+    judgement = (r.get("judgement") or {}).get("outcome")
+    if judgement in VERDICTS:
+        out.append(("fleet_rollout_verdict", rev, float(VERDICTS[judgement])))
+    if history is not None:
+        out += [("fleet_rollouts_total", {**who, "outcome": o}, float(sum(h.get("outcome") == o for h in history)))
+                for o in ENDED]
+        ended = next((h.get("ended_at") for h in history if h.get("revision") == doc.get("revision")), None)
+        if phase in ENDED and ended:
+            out.append(("fleet_rollout_ended_timestamp_seconds", {**who, "outcome": phase}, ended))
+    return out

@@ -1,0 +1,172 @@
+"""Gates and webhooks: how an answer reads (pure), and the adapter against a real HTTP receiver on
+127.0.0.1 and real commands: approve, refuse, not yet, a dead or slow receiver, retries, order."""
+import sys
+import time
+
+import pytest
+
+from fleet import gates, policy, view
+from fleet.adapters import hooks
+from fleet.analysis import Stats
+from fleet.events import MetricsSample
+from tests.helpers import Receiver
+
+
+@pytest.mark.parametrize("status,approved", [(200, True), (204, True), (403, False), (409, False), (404, False),
+                                             (408, None), (425, None), (429, None), (500, None), (503, None)])
+def test_an_http_answer_reads_as_approve_refuse_or_not_yet(status, approved):
+    answer = gates.answer_of(status, "  no: change freeze  ")
+    assert answer.approved is approved
+    assert answer.detail == f"{status}: no: change freeze"
+
+
+def test_the_event_names_the_rollout():
+    e = gates.event({"revision": 7, "image": "fleet/inference:3", "previous_image": "fleet/inference:2",
+                     "cause": "fleet rollout"}, {"phase": "stepping", "share": 25, "step": 1, "reason": "ok"},
+                    "fleet", "inference", "phase", {"history": "fleet history"})
+    assert {k: e[k] for k in ("kind", "stack", "service", "revision", "phase", "share", "reason")} == {
+        "kind": "phase", "stack": "fleet", "service": "inference", "revision": 7, "phase": "stepping", "share": 25,
+        "reason": "ok"}
+    assert e["links"] == {"history": "fleet history"} and e["at"] > 0
+
+
+@pytest.mark.parametrize("label,value,says", [
+    ("webhooks", "ftp://x", "not a list of http(s) URLs"),
+    ("webhooks", "http://a,/bin/true", "not a list of http(s) URLs"),
+    ("confirm-promotion", "  ", "empty"),
+    ("pre-rollout", "sh -c 'unclosed", "neither a URL"),
+    ("gate-deadline", "soon", "not a duration"),
+])
+def test_bad_gate_and_webhook_labels_name_the_fix(label, value, says):
+    _, errors = policy.parse({policy.PREFIX + label: value})
+    assert len(errors) == 1 and errors[0][0] == policy.PREFIX + label and says in errors[0][1], errors
+    assert "write e.g." in errors[0][1]
+
+
+def test_gate_and_webhook_labels_fill_the_plan():
+    p, errors = policy.parse({"fleet.rollout.webhooks": "http://127.0.0.1:1/a, https://b.example/c",
+                              "fleet.rollout.pre-rollout": "/usr/local/bin/load-test --quick",
+                              "fleet.rollout.confirm-promotion": "http://127.0.0.1:1/approve",
+                              "fleet.rollout.gate-deadline": "2m"})
+    assert errors == []
+    assert p.plan.webhooks == ("http://127.0.0.1:1/a", "https://b.example/c")
+    assert p.plan.pre_rollout == "/usr/local/bin/load-test --quick"
+    assert p.plan.confirm_promotion == "http://127.0.0.1:1/approve" and p.plan.gate_deadline == 120
+
+
+# the adapter, against a real receiver --------------------------------------------------------------
+@pytest.fixture
+def receiver():
+    made = []
+
+    def make(*answers):
+        made.append(Receiver(answers or [(200, "ok", 0)]))
+        return made[-1]
+    yield make
+    for r in made:
+        r.close()
+
+
+def test_a_gate_that_approves_after_a_delay_is_asked_until_it_does(receiver, monkeypatch):
+    monkeypatch.setattr(hooks, "ASK_EVERY", 0.1)
+    r = receiver((503, "not yet", 0), (503, "not yet", 0), (200, "ship it", 0))
+    pending = []
+    answer = hooks.wait_for(r.url, {"kind": "confirm-promotion"}, time.monotonic() + 10, on_pending=pending.append)
+    assert answer == gates.Answer(True, "200: ship it")
+    assert len(r.got) == 3 and [p.detail for p in pending] == ["503: not yet"] * 2
+
+
+def test_a_gate_that_refuses_is_quoted(receiver):
+    r = receiver((403, "change freeze until Monday", 0))
+    assert hooks.wait_for(r.url, {}, time.monotonic() + 10) == gates.Answer(False, "403: change freeze until Monday")
+
+
+def test_a_gate_that_never_answers_is_no_answer_at_its_deadline(monkeypatch):
+    monkeypatch.setattr(hooks, "ASK_EVERY", 0.1)
+    started = time.monotonic()
+    answer = hooks.wait_for("http://127.0.0.1:9/closed", {}, started + 1.0)
+    assert answer.approved is None and "no answer from" in answer.detail
+    assert time.monotonic() - started < 3
+
+
+def test_a_command_gate_gets_the_event_and_answers_by_its_exit_code():
+    script = "import json,sys; e=json.load(sys.stdin); print('share', e['share']); sys.exit(0 if e['share'] < 50 else 3)"
+    assert hooks.ask(f"{sys.executable} -c \"{script}\"", {"share": 25}) == gates.Answer(True, "exit 0: share 25")
+    assert hooks.ask(f"{sys.executable} -c \"{script}\"", {"share": 50}) == gates.Answer(False, "exit 3: share 50")
+    slow = hooks.ask(f"{sys.executable} -c 'import time; time.sleep(5)'", {}, timeout=0.5)
+    assert slow.approved is None and "still running" in slow.detail
+    assert hooks.ask("/no/such/gate", {}).approved is False
+
+
+def test_webhooks_deliver_every_event_in_order_despite_a_dead_and_a_slow_receiver(receiver, monkeypatch):
+    monkeypatch.setattr(hooks, "HOOK_TIMEOUT", 0.5)
+    good, slow = receiver(), receiver((200, "ok", 2.0))
+    failures = []
+    out = hooks.Webhooks([good.url, "http://127.0.0.1:9/dead", slow.url], on_failure=failures.append)
+    started = time.monotonic()
+    for phase in ("starting", "verifying", "stepping"):
+        out.post({"kind": "phase", "phase": phase})
+    posting = time.monotonic() - started
+    out.close(wait=8)
+    assert posting < 0.1, "posting never waits on a receiver"
+    assert [e["phase"] for _, e in good.got] == ["starting", "verifying", "stepping"]
+    assert any("http://127.0.0.1:9/dead" in f and "3 tries" in f for f in failures), failures
+    assert any(slow.url in f for f in failures), "a receiver slower than the timeout is reported"
+    assert time.monotonic() - started < 10, "the end waits a bounded time"
+
+
+def test_a_receiver_that_fails_once_gets_the_event_on_a_retry(receiver):
+    r = receiver((500, "oops", 0), (200, "ok", 0))
+    out = hooks.Webhooks([r.url])
+    out.post({"kind": "end", "phase": "promoted"})
+    out.close()
+    assert len(r.got) == 2 and out.failures == [] and out.delivered == [(r.url, "end promoted")]
+
+
+# the live view -------------------------------------------------------------------------------------
+def test_the_view_shows_the_step_share_golden_and_each_roles_figures():
+    buckets = ((0.01, 50.0), (0.05, 95.0), (float("inf"), 100.0))
+    sample = MetricsSample(Stats(100, 1, 2.0, buckets, 1, ((0.01, 20.0), (0.05, 30.0), (float("inf"), 30.0))),
+                           Stats(300, 0, 6.0, buckets, 2), synthetic=30, window=12.34)
+    doc = {"revision": 4, "image": "fleet/inference:3", "previous_image": "fleet/inference:2",
+           "plan": {"steps": [10, 25, 50]}, "golden": {"passed": True, "detail": "accuracy 0.97 vs 0.97"},
+           "evidence": view.figures(sample),
+           "rollout": {"phase": "stepping", "step": 1, "share": 25, "reason": "10% passed",
+                       "judgement": {"outcome": "pass", "reason": "error rate 1.0%"}}}
+    v = view.rollout_view("inference", doc)
+    assert (v["phase"], v["step"], v["share"], v["verdict"]) == ("stepping", 1, 25, "pass")
+    assert v["evidence"]["canary"] == {"requests": 100, "synthetic": 30, "error_rate": 0.01, "p50_ms": 10.0,
+                                       "p99_ms": 50.0, "replicas": 1}
+    assert v["evidence"]["window_s"] == 12.3
+    text = "\n".join(view.lines(v))
+    assert "step 2/3" in text and "share 25%" in text and "golden: passed" in text and "30 synthetic" in text
+    assert not view.changed(v, {**v, "at": 1}) and view.changed(v, {**v, "share": 50})
+
+
+# fleet's own series ---------------------------------------------------------------------------------
+def test_the_series_name_the_phase_share_verdict_and_the_outcomes():
+    doc = {"revision": 9, "rollout": {"phase": "stepping", "share": 25, "judgement": {"outcome": "pass"}}}
+    s = {(name, tuple(sorted(labels.items()))): v for name, labels, v in view.series("fleet", "inference", doc)}
+    rev = (("revision", "9"), ("service", "inference"), ("stack", "fleet"))
+    assert s[("fleet_rollout_share", rev)] == 25 and s[("fleet_rollout_verdict", rev)] == 1
+    assert s[("fleet_rollout_phase", tuple(sorted(dict(rev, phase="stepping").items())))] == 1
+    assert sum(v for (name, _), v in s.items() if name == "fleet_rollout_phase") == 1
+    assert s[("fleet_rollout_in_progress", (("service", "inference"), ("stack", "fleet")))] == 1
+    history = [{"revision": 8, "outcome": "promoted"}, {"revision": 9, "outcome": "rolled_back", "ended_at": 123.0}]
+    ended = view.series("fleet", "inference", {"revision": 9, "rollout": {"phase": "rolled_back", "share": 0}}, history)
+    totals = {labels["outcome"]: v for name, labels, v in ended if name == "fleet_rollouts_total"}
+    assert totals == {"promoted": 1, "rolled_back": 1, "aborted": 0, "superseded": 0}
+    assert ("fleet_rollout_ended_timestamp_seconds", {"stack": "fleet", "service": "inference",
+                                                      "outcome": "rolled_back"}, 123.0) in ended
+
+
+def test_remote_write_encodes_a_sorted_write_request_snappy_compressed():
+    import snappy
+    from fleet.adapters.remote_write import WriteRequest, encode
+    body = encode([("fleet_rollout_share", {"stack": "s", "revision": "3"}, 25.0)], at=1700000000.5)
+    request = WriteRequest()
+    request.ParseFromString(snappy.uncompress(body))
+    (ts,) = request.timeseries
+    assert [(label.name, label.value) for label in ts.labels] == [("__name__", "fleet_rollout_share"),
+                                                                  ("revision", "3"), ("stack", "s")]
+    assert [(x.value, x.timestamp) for x in ts.samples] == [(25.0, 1700000000500)]
