@@ -277,7 +277,10 @@ def _drive(t: Target, doc: dict, r: Rollout, plan: Plan, actions: list[Action],
     links = _links(t)
     hook_failures: list[str] = []
     out = hooks.Webhooks(plan.webhooks, on_failure=hook_failures.append)
-    metrics = remote_write.Pusher(t.prometheus_endpoints())
+    try:
+        metrics = remote_write.Pusher(t.prometheus_endpoints())
+    except FleetError:  # no Prometheus found now: its series are reported missing, the rollout goes on
+        metrics = remote_write.Pusher(fixed(""))
     posted = {"at": None}
 
     def progress(new: Rollout) -> None:

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .events import Event
-from .rollout import (TERMINAL, Action, AskGate, CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable, RevertStable,
-                      Rollout, SetShare, StableObserved, step)
+from .rollout import (TERMINAL, Action, AskGate, CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable,
+                      RevertStable, Rollout, SetShare, StableObserved, step)
 from .traffic import weights_for
 
 
