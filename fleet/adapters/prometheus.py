@@ -43,28 +43,26 @@ class Prometheus:
         except Unanswered as e:
             raise ProviderError(f"Prometheus did not answer: {e}") from None
 
-    def query(self, promql: str) -> list[Sample]:
-        """An instant query's samples; [] when it has no data."""
-        r = self._get("/api/v1/query", {"query": promql})
+    def _data(self, path: str, params: dict) -> list:
+        """A query's `data.result`; ProviderError when Prometheus does not answer, or answers an error."""
+        r = self._get(path, params)
         try:
             doc = r.json()
         except ValueError as e:
             raise ProviderError(f"Prometheus at {self.url} answered something other than JSON: {e!r}") from None
         if r.status_code != 200 or doc.get("status") != "success":
             raise ProviderError(f"Prometheus at {self.url} answered {r.status_code}: {doc.get('error', r.text[:200])}")
-        return [Sample(s["metric"], float(s["value"][1])) for s in doc["data"]["result"]]
+        return doc["data"]["result"]
+
+    def query(self, promql: str) -> list[Sample]:
+        """An instant query's samples; [] when it has no data."""
+        result = self._data("/api/v1/query", {"query": promql})
+        return [Sample(s["metric"], float(s["value"][1])) for s in result]
 
     def range(self, promql: str, start: float, end: float, step: float) -> list[tuple[float, float]]:
         """A range query's first series as (epoch seconds, value); [] when it has no data."""
-        r = self._get("/api/v1/query_range", {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}",
-                                               "step": f"{step:g}"})
-        try:
-            doc = r.json()
-        except ValueError as e:
-            raise ProviderError(f"Prometheus at {self.url} answered something other than JSON: {e!r}") from None
-        if r.status_code != 200 or doc.get("status") != "success":
-            raise ProviderError(f"Prometheus at {self.url} answered {r.status_code}: {doc.get('error', r.text[:200])}")
-        result = doc["data"]["result"]
+        result = self._data("/api/v1/query_range", {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}",
+                                                     "step": f"{step:g}"})
         return [(float(t), float(v)) for t, v in result[0]["values"] if v not in ("NaN", "+Inf", "-Inf")] \
             if result else []
 
