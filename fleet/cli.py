@@ -217,7 +217,7 @@ def _watch(swarm: Swarm, catalog: Catalog, stack: str, lines: bool) -> None:
             if time.monotonic() - refreshed > 2:  # Swarm's side of the view, every 2 s
                 table, refreshed = status_table(read_status(swarm, catalog, stack)), time.monotonic()
             text = "\n".join(line for v in views for line in view.lines(v)) or "no rollout in progress"
-            live.update(Group(table, Text(text)), refresh=True)
+            live.update(Group(Text(text), table), refresh=True)  # the rollout first: a short terminal cuts the end
     finally:
         stopped.set()
         if live:

@@ -48,12 +48,14 @@ def collect(prom, record: dict, stable_name: str, canary_name: str) -> dict:
 def shares(record: dict) -> list[tuple[float, float]]:
     """The canary's share over time, as steps, from the timeline. Pure."""
     points = [(record["started_at"], 0.0)] if record.get("started_at") else []
+    promoted = False  # from the promotion on, the new version has every request (its canary's cut is moot)
     for e in record.get("timeline") or []:
-        if e["event"] == "share":
+        if e["event"] == "share" and not promoted:
             points.append((e["at"], float(e["detail"].split("%")[0])))
-        elif e["event"] == "cut":
+        elif e["event"] == "cut" and not promoted:
             points.append((e["at"], 0.0))
         elif e["event"] == "promote":
+            promoted = True
             points.append((e["at"], 100.0))
     if record.get("ended_at") and points:
         points.append((record["ended_at"], points[-1][1]))

@@ -60,11 +60,14 @@ class Pusher:
         self.failures: list[str] = []
         self.pushed = 0
         self._queue: queue.Queue = queue.Queue()
+        self._lock, self._at = threading.Lock(), 0.0
         self._thread = threading.Thread(target=self._run, name="fleet-remote-write", daemon=True)
         self._thread.start()
 
     def push(self, series: list[tuple[str, dict, float]]) -> None:
-        self._queue.put((series, time.time()))
+        with self._lock:  # each batch a later millisecond: Prometheus refuses a second sample at one time
+            self._at = max(time.time(), self._at + 0.001)
+            self._queue.put((series, self._at))
 
     def close(self, wait: float = 10.0) -> None:
         self._queue.put(None)

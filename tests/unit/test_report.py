@@ -18,7 +18,8 @@ RECORD = {"revision": 5, "image": "fleet/inference:3", "previous_image": "fleet/
           "golden": {"passed": True, "detail": "accuracy 0.97 vs 0.97 <script>"},
           "timeline": [{"at": T0 + 10, "event": "share", "detail": "10% (weights stable 9, canary 1)"},
                        {"at": T0 + 40, "event": "share", "detail": "50% (weights stable 1, canary 1)"},
-                       {"at": T0 + 70, "event": "promote", "detail": "updating the stable service"}]}
+                       {"at": T0 + 70, "event": "promote", "detail": "updating the stable service"},
+                       {"at": T0 + 90, "event": "cut", "detail": "promoted"}]}
 DATA = {role: {"requests": [(T0 + i, 10.0 + i % 3) for i in range(0, 100, 2)],
                "synthetic": [(T0 + i, 1.0) for i in range(10, 60, 2)],
                "error_rate": [(T0 + i, 0.0) for i in range(0, 100, 2)],
