@@ -5,6 +5,8 @@ The controller keeps the latest metrics window in the rollout's state (`evidence
 EVIDENCE_EVERY seconds) and the golden gate's answer (`golden`), so a watcher sees what was judged, not
 a figure of its own.
 """
+from .rollout import TERMINAL, Phase
+
 EVIDENCE_EVERY = 2.0  # seconds between saves of the latest evidence into the rollout's state
 
 
@@ -72,9 +74,8 @@ def lines(view: dict) -> list[str]:
     return out
 
 
-PHASES = ("starting", "verifying", "stepping", "paused", "confirming", "promoting", "promoted", "rolled_back",
-          "aborted", "superseded")
-ENDED = ("promoted", "rolled_back", "aborted", "superseded")
+PHASES = tuple(p.value for p in Phase)
+ENDED = tuple(p.value for p in Phase if p in TERMINAL)
 VERDICTS = {"pass": 1, "unknown": 0, "fail": -1}
 
 

@@ -128,6 +128,16 @@ def test_a_promoted_rollout_is_watched_posted_gated_reported_and_in_prometheus(v
     assert any((v.get("evidence") or {}).get("canary", {}) and v["evidence"]["canary"]["requests"] > 0 for v in shown)
     assert any(v.get("golden") and v["golden"]["passed"] for v in shown)
     assert views[-1]["rollouts"][0]["phase"] == "promoted"
+    seen_lag = [next(view["at"] for view in views for v in view["rollouts"]
+                     if v["phase"] == "stepping" and v["share"] == int(e["detail"].split("%")[0])) - e["at"]
+                for e in timeline if e["event"] == "share"]
+    offset = time.time() - time.monotonic()
+    posted_lag = [next(at + offset for at, body in hook.got if body["phase"] == "stepping" and
+                       body["share"] == int(e["detail"].split("%")[0])) - e["at"]
+                  for e in timeline if e["event"] == "share"]
+    print(f"each share seen by the live view {', '.join(f'{x:.2f}' for x in seen_lag)} s and posted to the webhook "
+          f"{', '.join(f'{x:.2f}' for x in posted_lag)} s after the controller set it")
+    assert max(seen_lag + posted_lag) < 10
 
     # webhooks: every phase once, in order, the end last; the dead and the slow receiver reported, and the
     # command ended within the bound after the outcome was recorded
