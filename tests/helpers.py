@@ -1,5 +1,5 @@
-"""Test helpers: waiting on a condition with a deadline, a bounded load loop, and an HTTP receiver on
-127.0.0.1 (webhooks, gates)."""
+"""Test helpers: waiting on a condition with a deadline, a bounded load loop, an HTTP receiver on
+127.0.0.1 (webhooks, gates), and a sample rollout record for the report."""
 import json
 import threading
 import time
@@ -116,3 +116,22 @@ class Receiver:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+# a promoted rollout's history record and series, for the report's tests
+REPORT_T0 = T0 = 1_700_000_000.0
+REPORT_RECORD = {
+    "revision": 5, "image": "fleet/inference:3", "previous_image": "fleet/inference:2", "outcome": "promoted",
+    "reason": "all steps passed", "cause": "fleet rollout", "started_at": T0, "ended_at": T0 + 100,
+    "plan": {"steps": [10, 50], "step_duration": 30, "golden_tolerance": 0.01,
+             "thresholds": {"max_error_rate": 0.01, "max_latency_ratio": 1.5}},
+    "golden": {"passed": True, "detail": "accuracy 0.97 vs 0.97 <script>"},
+    "timeline": [{"at": T0 + 10, "event": "share", "detail": "10% (weights stable 9, canary 1)"},
+                 {"at": T0 + 40, "event": "share", "detail": "50% (weights stable 1, canary 1)"},
+                 {"at": T0 + 70, "event": "promote", "detail": "updating the stable service"},
+                 {"at": T0 + 90, "event": "cut", "detail": "promoted"}]}
+REPORT_DATA = {role: {"requests": [(T0 + i, 10.0 + i % 3) for i in range(0, 100, 2)],
+                      "synthetic": [(T0 + i, 1.0) for i in range(10, 60, 2)],
+                      "error_rate": [(T0 + i, 0.0) for i in range(0, 100, 2)],
+                      "p50": [(T0 + i, 0.004) for i in range(0, 100, 2)],
+                      "p99": [(T0 + i, 0.012) for i in range(0, 100, 2)]} for role in ("stable", "canary")}

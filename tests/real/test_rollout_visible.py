@@ -4,15 +4,19 @@ report opened in real headless Chromium, and fleet's own series in the stack's P
 Stable runs fleet/inference:1; the canary is fleet/inference:2, promoted or refused."""
 import json
 import re
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 
 import httpx
 import pytest
 
-from tests.helpers import LoadLoop, Receiver, wait_until
+from fleet import report
+from fleet.adapters import browser
+from tests.helpers import REPORT_DATA, REPORT_RECORD, LoadLoop, Receiver, wait_until
 from tests.real.conftest import ROOT, StackUnderTest, remove_stack
 from tests.real.test_deploy import fleet
 
@@ -175,7 +179,6 @@ def test_a_promoted_rollout_is_watched_posted_gated_reported_and_in_prometheus(v
     data = json.loads(re.search(r'id="fleet-report-data">(.*?)</script>', page.read_text(), re.S).group(1))
     assert {k: data["record"][k] for k in ("revision", "outcome", "reason", "timeline")} == \
         {k: record[k] for k in ("revision", "outcome", "reason", "timeline")}
-    from fleet import report
     start, end, step = report.window(record)
     theirs = prom(vstack, report.query("requests", vstack.service("inference-canary")), start=f"{start:.3f}",
                   end=f"{end:.3f}", step=f"{step:g}")
@@ -223,3 +226,37 @@ def test_a_pre_rollout_gate_that_refuses_changes_nothing(vstack):
     assert vstack.swarm.service(vstack.service("inference-canary")) is None
     assert vstack.swarm.service(vstack.service("inference")).attrs["Version"]["Index"] == version
     assert history(vstack)[-1]["outcome"] == "rolled_back" and "pre-rollout" in history(vstack)[-1]["reason"]
+
+
+# the page alone, in Chromium (no stack needed) ------------------------------------------------------
+def test_chromium_draws_every_plot_with_no_network(tmp_path):
+    page = tmp_path / "r.html"
+    browser.write(page, report.page(REPORT_RECORD, REPORT_DATA, "fleet", "inference"))
+    dom, drawn = drawn_lines(page, tmp_path)
+    # share + per role (requests, synthetic, error rate, p50, p99) + the latency limits
+    assert len(drawn) >= 1 + 2 * 5 + 2, drawn
+    assert 'id="outcome">promoted<' in dom
+
+
+def test_the_png_is_the_page_as_chromium_draws_it(tmp_path):
+    png = tmp_path / "r.png"
+    browser.write(png, report.page(REPORT_RECORD, REPORT_DATA, "fleet", "inference"))
+    width, height, pixels = _decode(png.read_bytes())
+    assert (width, height) == (1200, 1900)
+    assert len(set(pixels)) > 20, "more than a blank page: plotted lines in several colours"
+
+
+def _decode(data: bytes) -> tuple[int, int, list]:
+    """Width, height and the RGB(A) rows' distinct byte triples of a PNG (no library needed to read one)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height = 8, b"", 0, 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height = struct.unpack(">II", chunk[:8])
+        elif kind == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    return width, height, [raw[i:i + 3] for i in range(0, len(raw), 997)]
