@@ -347,6 +347,12 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
         pause = _duration("--pause-timeout", pause_timeout)
         target = controller.connect(stack, service, consul, gateway, prometheus)
         labels = target.stable().attrs["Spec"].get("Labels") or {}
+        untrusted = [k for k in policy.commands_in(labels) if k not in flags]
+        if untrusted:
+            raise BadInput(f"{target.stable_name}'s labels name a command as a gate ({', '.join(untrusted)}): "
+                           "`fleet rollout` runs no command read from a running service (anyone who can update it "
+                           "could run commands here); give it as --pre-rollout/--confirm-promotion, or make the "
+                           "gate a URL")
         chosen, errors = policy.parse({**{k: v for k, v in labels.items() if k.startswith(policy.PREFIX)},
                                        **flags, policy.PREFIX + "strategy": policy.Strategy.CANARY})
         if errors:

@@ -134,3 +134,13 @@ def labels(settings: dict) -> dict[str, str]:
     """Settings by key (`steps`, `step-duration`, ...) as policy labels, for `parse`: how the flags of
     `fleet rollout` go over a service's policy. Pure."""
     return {PREFIX + k: ("true" if v else "false") if isinstance(v, bool) else str(v) for k, v in settings.items()}
+
+
+GATES = ("pre-rollout", "confirm-promotion")
+
+
+def commands_in(labels: dict | None) -> list[str]:
+    """The gate labels that name a command rather than a URL. `fleet rollout` runs no command it read from
+    a running service's labels (whoever can update the service could run it on the operator's machine):
+    a command gate comes from a flag, or from the stack file `fleet deploy` is given. Pure."""
+    return [PREFIX + g for g in GATES if (labels or {}).get(PREFIX + g) and not gates.is_url(str(labels[PREFIX + g]))]

@@ -228,6 +228,23 @@ def test_a_pre_rollout_gate_that_refuses_changes_nothing(vstack):
     assert history(vstack)[-1]["outcome"] == "rolled_back" and "pre-rollout" in history(vstack)[-1]["reason"]
 
 
+def test_a_command_gate_in_the_running_services_labels_is_never_run(vstack, tmp_path):
+    on_stable(vstack)
+    marker = tmp_path / "ran"
+    label = f"fleet.rollout.pre-rollout=touch {marker}"
+    subprocess.run(["docker", "service", "update", "--detach", "--label-add", label, vstack.service("inference")],
+                   check=True, capture_output=True)
+    try:
+        version = vstack.swarm.service(vstack.service("inference")).attrs["Version"]["Index"]
+        p, doc = rollout(vstack)
+        assert p.returncode == 2 and "runs no command read from a running service" in doc["error"], doc
+        assert not marker.exists() and vstack.swarm.service(vstack.service("inference-canary")) is None
+        assert vstack.swarm.service(vstack.service("inference")).attrs["Version"]["Index"] == version
+    finally:
+        subprocess.run(["docker", "service", "update", "--detach", "--label-rm", "fleet.rollout.pre-rollout",
+                        vstack.service("inference")], check=True, capture_output=True)
+
+
 # the page alone, in Chromium (no stack needed) ------------------------------------------------------
 def test_chromium_draws_every_plot_with_no_network(tmp_path):
     page = tmp_path / "r.html"

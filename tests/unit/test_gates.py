@@ -54,6 +54,13 @@ def test_gate_and_webhook_labels_fill_the_plan():
     assert p.plan.confirm_promotion == "http://127.0.0.1:1/approve" and p.plan.gate_deadline == 120
 
 
+def test_a_command_gate_read_from_a_running_service_is_named_for_refusal():
+    labels = {"fleet.rollout.pre-rollout": "/usr/local/bin/load-test", "fleet.rollout.confirm-promotion":
+              "https://ci.example/approve", "fleet.rollout.steps": "10,50"}
+    assert policy.commands_in(labels) == ["fleet.rollout.pre-rollout"]
+    assert policy.commands_in({}) == [] and policy.commands_in(None) == []
+
+
 # the adapter, against a real receiver --------------------------------------------------------------
 @pytest.fixture
 def receiver():
