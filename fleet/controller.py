@@ -196,8 +196,8 @@ def run_canary(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout
 def _pre_rollout_gate(t: Target, doc: dict, plan: Plan) -> None:
     """Ask the pre-rollout gate before anything changes; a refusal (or silence past the gate deadline) is
     recorded as a rolled-back revision and raised (exit 1), with nothing changed."""
-    started = time.time()
-    payload = gates.event(doc, {"phase": "pre-rollout", "share": 0}, t.stack, t.service, "pre-rollout", _links(t))
+    started, links = time.time(), _links(t)
+    payload = gates.event(doc, {"phase": "pre-rollout", "share": 0}, t.stack, t.service, "pre-rollout", links)
     answer = hooks.wait_for(plan.pre_rollout, payload, time.monotonic() + plan.gate_deadline)
     if answer.approved:
         doc["timeline"].append({"at": time.time(), "event": "gate", "detail": f"pre-rollout gate approved: {answer.detail}"})
@@ -211,7 +211,7 @@ def _pre_rollout_gate(t: Target, doc: dict, plan: Plan) -> None:
     t.store.record(record)
     out = hooks.Webhooks(plan.webhooks)
     out.post(gates.event(doc, {"phase": record["outcome"], "share": 0, "reason": reason}, t.stack, t.service, "end",
-                         _links(t)))
+                         links))
     out.close()
     raise OperationFailed(f"rollout of {doc['image']} not started: {reason}; nothing was changed",
                           result=Result(doc["revision"], Phase.ROLLED_BACK, reason, doc["image"],

@@ -212,14 +212,9 @@ class Evidence:
     def _gate(self, name: str):
         """Ask the confirm-promotion gate every ASK_EVERY seconds and pass on each answer, the first yes or
         no ending it; the rollout's deadline for it is the pure core's (Plan.gate_deadline)."""
-        spec = self.plan.confirm_promotion
         payload = gates.event(self.doc, self.doc["rollout"], self.t.stack, self.t.service, name)
-        while not self.stream.stopped.is_set():
-            answer = hooks.ask(spec, payload)
+        for answer in hooks.answers(self.plan.confirm_promotion, payload, self.stream.stopped):
             yield GateAnswered(name, answer.approved, answer.detail)
-            if answer.approved is not None:
-                return
-            self.stream.stopped.wait(hooks.ASK_EVERY)
 
     def gateway(self) -> Gateway:
         if self._gateway is None:

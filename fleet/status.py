@@ -78,7 +78,6 @@ def rollouts(catalog: Catalog, stack: str) -> list[dict]:
     return found
 
 
-
 def watch_rollouts(catalog: Catalog, stack: str, stopped, wait: str = "2s"):
     """The stack's rollouts as live views (fleet/view.py), each time their state in Consul changes (a
     blocking query on the stack's rollout keys), or every `wait` when nothing does. A rollout that ended
@@ -97,8 +96,7 @@ def watch_rollouts(catalog: Catalog, stack: str, stopped, wait: str = "2s"):
                 lock = keys.get(f"{store.prefix}/lock")
                 views.append(view.rollout_view(svc, doc, orphaned=not (lock and lock.get("Session"))))
             elif svc in running:
-                record = next((json.loads(i["Value"]) for k, i in keys.items()
-                               if k == f"{store.prefix}/history/{running[svc]:06d}"), {})
-                views.append(view.ended_view(svc, record))
+                record = keys.get(store.history_key(running[svc]))
+                views.append(view.ended_view(svc, json.loads(record["Value"]) if record else {}))
         running = now
         yield views

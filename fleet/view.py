@@ -50,8 +50,8 @@ def changed(a: dict | None, b: dict) -> bool:
 
 def lines(view: dict) -> list[str]:
     """The view as lines of text (a terminal renders them in place)."""
-    steps = view.get("steps")
-    where = f"step {view['step'] + 1}/{len(steps)}" if steps and (view.get("step") if view.get("step") is not None else -1) >= 0 else ""
+    steps, step = view.get("steps"), view.get("step")
+    where = f"step {step + 1}/{len(steps)}" if steps and step is not None and step >= 0 else ""
     out = [f"{view['service']} revision {view.get('revision')}: {view.get('previous_image')} -> {view.get('image')}",
            f"  {view.get('phase')}{' (orphaned: no controller)' if view.get('orphaned') else ''}"
            f"  share {view.get('share')}%  {where}  steps {steps or ''}".rstrip()]

@@ -44,17 +44,24 @@ def ask(spec: str, payload: dict, timeout: float = ASK_TIMEOUT) -> Answer:
     return Answer(p.returncode == 0, f"exit {p.returncode}" + (f": {said}" if said else ""))
 
 
-def wait_for(spec: str, payload: dict, deadline: float, stopped: threading.Event | None = None,
-             on_pending=lambda answer: None) -> Answer:
-    """Ask a gate every ASK_EVERY seconds until it approves or refuses, or `deadline` (monotonic) passes:
-    then Answer(None, ...) with the last word."""
-    stopped = stopped or threading.Event()
-    while True:
-        answer = ask(spec, payload, min(ASK_TIMEOUT, max(1.0, deadline - time.monotonic())))
-        if answer.approved is not None:
-            return answer
-        on_pending(answer)
-        if time.monotonic() + ASK_EVERY > deadline or stopped.wait(ASK_EVERY):
+def answers(spec: str, payload: dict, stopped: threading.Event, timeout=lambda: ASK_TIMEOUT):
+    """Ask a gate every ASK_EVERY seconds, yielding each answer, until one approves or refuses (the last
+    yielded) or `stopped` is set; `timeout()` bounds each ask."""
+    while not stopped.is_set():
+        answer = ask(spec, payload, timeout())
+        yield answer
+        if answer.approved is not None or stopped.wait(ASK_EVERY):
+            return
+
+
+def wait_for(spec: str, payload: dict, deadline: float, on_pending=lambda answer: None) -> Answer:
+    """`answers` until one approves or refuses, or `deadline` (monotonic) passes: then Answer(None, ...)
+    with the last word."""
+    left = lambda: min(ASK_TIMEOUT, max(1.0, deadline - time.monotonic()))  # noqa: E731
+    for answer in answers(spec, payload, threading.Event(), left):  # never set: it ends on a yes or a no
+        if answer.approved is None:
+            on_pending(answer)
+        if answer.approved is not None or time.monotonic() + ASK_EVERY > deadline:
             return answer
 
 

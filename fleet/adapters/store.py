@@ -164,7 +164,10 @@ class Store:
         return sorted((json.loads(i["Value"]) for i in items or []), key=lambda r: r["revision"])
 
     def record(self, doc: dict) -> None:
-        self.write({f"{self.prefix}/history/{doc['revision']:06d}": json.dumps(doc)})
+        self.write({self.history_key(doc["revision"]): json.dumps(doc)})
+
+    def history_key(self, revision: int) -> str:
+        return f"{self.prefix}/history/{revision:06d}"
 
 
 def weight_key(consul_service: str, role: str) -> str:
