@@ -177,6 +177,13 @@ def seconds(s: float) -> int:
 __all__ = ["StackUnderTest", "Replica", "deploy", "converged", "seconds", "time"]
 
 
+def pytest_collection_modifyitems(items):
+    """The 3-node cluster's tests run last: the cluster (three engines in containers) comes up for the first
+    of them and stays up to the session's end, so in alphabetical order it would run beside every test after
+    it and take CPU from the zero-failure rollouts of the single-node ones (CI has two cores)."""
+    items.sort(key=lambda item: "cluster_session" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def cluster_session():
     """The 3-node test cluster (tests/real/cluster_kit.py), one for every module that uses it."""

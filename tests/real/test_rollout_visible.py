@@ -80,6 +80,13 @@ def prom(s: StackUnderTest, promql: str, **range_args) -> list:
     return r["data"]["result"]
 
 
+def when(load: LoadLoop, started: float, doc: dict) -> dict:
+    """When the failed requests were sent and the rollout's events, in seconds since it started: what a
+    failure's message needs to be placed in the rollout."""
+    return {"failed at": [round(t - started, 2) for t, status, _ in load.served if status != 200],
+            "timeline": [(round(e["at"] - started, 2), e["event"], e["detail"][:60]) for e in doc.get("timeline", [])]}
+
+
 def drawn_lines(html_file, tmp_path) -> tuple[str, list[str]]:
     """The page as real headless Chromium draws it with no network: its DOM and the plotted lines (paths
     of more than one point)."""
@@ -111,7 +118,7 @@ def test_a_promoted_rollout_is_watched_posted_gated_reported_and_in_prometheus(v
     views = [view for i, view in enumerate(views) if i <= next(
         i for i, view in enumerate(views) if any(v.get("ended") for v in view["rollouts"]))]
     assert p.returncode == 0 and doc["outcome"] == "promoted", (doc, p.stderr[-2000:])
-    assert load.failures == [], load.failures[:5]
+    assert load.failures == [], (load.failures[:3], when(load, p.started, doc))
     timeline = doc["timeline"]
     print(f"\npromoted in {p.ended - p.started:.1f}s; {len(views)} live views; webhooks {posted(hook)}; "
           f"notify failures {len(doc['notify_failures'])}")
