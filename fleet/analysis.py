@@ -8,6 +8,10 @@ or no baseline, is UNKNOWN, never PASS: no promotion on unknown.
 from dataclasses import dataclass
 from enum import Enum
 
+# The replicas' route labels that are predictions, on either API (/predict, the Open Inference Protocol's
+# .../infer), as a PromQL label matcher: what every figure of a role's requests counts.
+PREDICTIONS = 'route=~"/predict|/v2/infer"'
+
 
 class Outcome(str, Enum):
     PASS = "pass"

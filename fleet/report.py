@@ -14,8 +14,10 @@ import time
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .analysis import PREDICTIONS
+
 RATE = "5s"  # the rate window of every series (the stack scrapes every 250 ms)
-_PREDICT = 'service="{s}",route="/predict"'
+_PREDICT = 'service="{s}",' + PREDICTIONS
 QUERIES = {  # series -> PromQL over one Swarm service's replicas
     "requests": f"sum(rate(fleet_request_seconds_count{{{_PREDICT}}}[{RATE}]))",
     "synthetic": f'sum(rate(fleet_request_seconds_count{{{_PREDICT},origin="synthetic"}}[{RATE}]))',

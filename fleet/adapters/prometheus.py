@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ..analysis import Stats
+from ..analysis import PREDICTIONS, Stats
 from .endpoints import Endpoints, Unanswered, fixed
 
 
@@ -83,7 +83,7 @@ def role_window(prom: Prometheus, service: str, servers: str, window: float, rep
     if replicas < 1 or fresh < replicas:
         return None
     w = f"{max(2, int(window))}s"
-    route = f'{sel},route="/predict"'
+    route = f'{sel},{PREDICTIONS}'
     requests = prom.scalar(f"sum(increase(fleet_request_seconds_count{{{route}}}[{w}]))")
     if requests is None:
         return None

@@ -4,6 +4,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 import torch
 
 from fleet.adapters.prometheus import Prometheus
@@ -39,6 +40,52 @@ def test_prediction_through_the_gateway_equals_the_model(stack):
     assert body["version"] == "2"
     assert body["classes"] == expected.argmax(dim=1).tolist()
     assert torch.allclose(torch.tensor(body["probabilities"]), expected, atol=1e-5)
+
+
+def test_a_standard_open_inference_protocol_client_works_through_the_gateway(stack):
+    """tritonclient (Triton's own HTTP client for the KServe v2 protocol, from PyPI), unchanged, against the
+    public port: server and model health, model metadata, typed inference equal to the model's, the
+    protocol's errors; and the replicas count its requests as predictions, where fleet's judgement reads."""
+    import numpy as np
+    import tritonclient.http as oip
+    from tritonclient.utils import InferenceServerException
+
+    model = torch.jit.load(str(ROOT / "build/models/v2/model.pt"))
+    with torch.inference_mode():
+        expected = model(torch.tensor(SAMPLE))
+    before = predictions(stack, "/v2/infer")
+    client = oip.InferenceServerClient(stack.gateway.removeprefix("http://"), network_timeout=10)
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready("quadrant-mlp") and not client.is_model_ready("resnet")
+        meta = client.get_model_metadata("quadrant-mlp")
+        assert meta["versions"] == ["2"] and meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 8]}]
+        tensor = oip.InferInput("input", [len(SAMPLE), 8], "FP32")
+        tensor.set_data_from_numpy(np.array(SAMPLE, dtype=np.float32))
+        for _ in range(5):
+            result = client.infer("quadrant-mlp", [tensor], request_id="r-7",
+                                  outputs=[oip.InferRequestedOutput("probabilities"), oip.InferRequestedOutput("label")])
+            assert result.get_response()["id"] == "r-7" and result.get_response()["model_version"] == "2"
+            assert result.as_numpy("label").tolist() == expected.argmax(dim=1).tolist()
+            assert np.allclose(result.as_numpy("probabilities"), expected.numpy(), atol=1e-5)
+        wrong = oip.InferInput("input", [1, 4], "FP32")
+        wrong.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))
+        with pytest.raises(InferenceServerException, match=r"the model takes \[N, 8\]"):
+            client.infer("quadrant-mlp", [wrong])
+        with pytest.raises(InferenceServerException, match="serves version '2'"):
+            client.infer("quadrant-mlp", [tensor], model_version="1")
+    finally:
+        client.close()
+    wait_until(lambda: predictions(stack, "/v2/infer") >= before + 5, 30, "Prometheus to scrape the inferences")
+
+
+def predictions(stack, route: str) -> float:
+    p = Prometheus(stack.prometheus)
+    try:
+        return sum(x.value for x in p.query(f'fleet_request_seconds_count{{service="{stack.service("inference")}",'
+                                            f'route="{route}"}}'))
+    finally:
+        p.close()
 
 
 def test_the_public_port_serves_the_public_api_only_and_fleets_port_the_rest(stack):

@@ -1,4 +1,5 @@
-"""Property-based fuzzing (Hypothesis) of a real replica process's /predict, run locally on 127.0.0.1:
+"""Property-based fuzzing (Hypothesis) of a real replica process's /predict and Open Inference Protocol
+inference route, run locally on 127.0.0.1:
 arbitrary JSON, rows of arbitrary numbers, arbitrary bytes under odd content types. Never a 5xx, never
 a Python repr or traceback in an answer, the replica stays ready, and its memory stays bounded.
 Bounded in examples (derandomized, so a run is reproducible) and every request in time."""
@@ -93,6 +94,28 @@ def test_arbitrary_bytes_and_deep_nesting_never_a_5xx(replica, body, content_typ
     nested = b'{"inputs": ' + b"[" * depth + b"]" * depth + b"}"
     answered_safely(replica.post("/predict", content=nested, headers={"content-type": "application/json"}),
                     {400, 413, 422})
+
+
+INFER = "/v2/models/quadrant-mlp/infer"  # the Open Inference Protocol's route (fleet_inference/oip.py)
+
+
+@FUZZ
+@given(payload=json_values, tensor=st.fixed_dictionaries(
+    {"name": st.sampled_from(["input", "x"]), "datatype": st.sampled_from(["FP32", "INT8", "BYTES", "BOOL"]),
+     "shape": st.lists(st.integers(min_value=-2, max_value=70), max_size=3)}, optional={"data": json_values}))
+def test_arbitrary_inference_requests_get_an_answer_or_a_4xx(replica, payload, tensor):
+    for body in (payload, {"inputs": payload}, {"inputs": [tensor]}, {"inputs": [{**tensor, "data": payload}]}):
+        answered_safely(replica.post(INFER, content=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"}), {200, 400, 413, 422})
+
+
+@FUZZ
+@given(rows=st.lists(st.lists(st.floats() | st.integers(min_value=-10 ** 400, max_value=10 ** 400), min_size=8,
+                              max_size=8), min_size=1, max_size=70))
+def test_inference_tensors_of_arbitrary_numbers_get_an_answer_or_a_4xx(replica, rows):
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [len(rows), 8], "data": rows}]}
+    answered_safely(replica.post(INFER, content=json.dumps(body).encode(), headers={"content-type": "application/json"}),
+                    {200, 400, 413, 422})
 
 
 def test_after_the_fuzz_the_replica_is_ready_and_its_memory_bounded(replica):

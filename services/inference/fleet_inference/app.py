@@ -1,4 +1,5 @@
-"""The HTTP face of a replica: /health, /ready, /predict, /metrics, /info.
+"""The HTTP face of a replica: /health, /ready, /predict, /metrics, /info, and the Open Inference
+Protocol's /v2 routes (fleet_inference/oip.py).
 
 /health and /ready are also answered on the admin port by a process of their own (fleet_inference/admin.py),
 which is what Docker's healthcheck, Consul's check and the gateway probe: those never wait behind /predict.
@@ -15,13 +16,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import oip
 from .batching import QueueFull
 from .config import Settings
+from .model_store import Manifest
 from .phases import Phase, liveness_status
 from .replica import Replica
 from .validation import InputError, check_content_type, parse_body, validate_inputs
 
 log = logging.getLogger("fleet_inference.app")
+SERVER_VERSION = "1"  # this server's own version, as the Open Inference Protocol's server metadata gives it
 
 
 class MetricsMiddleware:
@@ -34,11 +38,11 @@ class MetricsMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        route = scope["path"] if scope["path"] in ROUTES else "other"
+        route = route_of(scope["path"])
         origin = "synthetic" if (b"x-fleet-origin", b"synthetic") in scope["headers"] else "organic"
         status = {"code": 500}
         started = time.perf_counter()
-        is_predict = route == "/predict"
+        is_predict = route in INFER_ROUTES
         if is_predict:
             self.replica.in_flight += 1
             self.replica.metrics.in_flight.inc()
@@ -60,6 +64,16 @@ class MetricsMiddleware:
 
 
 ROUTES = {"/health", "/ready", "/predict", "/metrics", "/info", "/golden"}
+INFER_ROUTES = ("/predict", "/v2/infer")  # what fleet's judgement counts as predictions
+
+
+def route_of(path: str) -> str:
+    """The route label of a request's path: a bounded set, whatever the path. Pure."""
+    if path in ROUTES:
+        return path
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return "/v2/infer"
+    return "/v2" if path == "/v2" or path.startswith("/v2/") else "other"
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -86,8 +100,8 @@ def create_app(settings: Settings) -> FastAPI:
         r = replica.readiness()
         return JSONResponse(body(r.phase, r.reason), status_code=r.status_code)
 
-    @app.post("/predict")
-    async def predict(request: Request):
+    def refused() -> JSONResponse | None:
+        """The answer to an inference request the replica cannot take now, or None when it can."""
         # A draining replica still serves what reaches it while Consul and the gateway take it out.
         if replica.module is None or replica.phase not in (Phase.READY, Phase.DRAINING):
             return JSONResponse(body(replica.phase, replica.reason, error="not ready"), status_code=503,
@@ -95,12 +109,14 @@ def create_app(settings: Settings) -> FastAPI:
         if replica.batcher.full():  # admission: refused before its body is read, parsed or queued
             return JSONResponse({"error": f"overloaded: queue holds {replica.batcher.depth} rows, bound "
                                           f"{replica.batcher.max_queue}"}, status_code=503, headers={"Retry-After": "1"})
-        try:
-            check_content_type(request.headers.get("content-type"))
-            payload = parse_body(await read_body(request, settings.max_body_bytes), settings.max_body_bytes)
-            rows = validate_inputs(payload, replica.manifest.features, settings.max_rows)
-        except InputError as e:
-            return JSONResponse({"error": str(e)}, status_code=e.status)
+        return None
+
+    async def json_body(request: Request) -> object:
+        check_content_type(request.headers.get("content-type"))
+        return parse_body(await read_body(request, settings.max_body_bytes), settings.max_body_bytes)
+
+    async def infer(request: Request, rows: list[list[float]]) -> torch.Tensor | Response:
+        """The rows' class probabilities through the batcher, or the answer to give instead."""
         work = asyncio.ensure_future(replica.predict(rows))
         gone = asyncio.ensure_future(client_gone(request))
         await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
@@ -117,9 +133,77 @@ def create_app(settings: Settings) -> FastAPI:
             row = int((~finite).nonzero()[0, 0])
             return JSONResponse({"error": f"inputs[{row}] is too large for the model (its output overflows): "
                                           "send values of a sensible magnitude"}, status_code=422)
+        return probs
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        if (no := refused()) is not None:
+            return no
+        try:
+            rows = validate_inputs(await json_body(request), replica.manifest.features, settings.max_rows)
+        except InputError as e:
+            return JSONResponse({"error": str(e)}, status_code=e.status)
+        probs = await infer(request, rows)
+        if isinstance(probs, Response):
+            return probs
         # A Response built here skips FastAPI's generic encoder: less work on the event loop per request.
         return JSONResponse({"version": replica.manifest.version, "classes": probs.argmax(dim=1).tolist(),
                              "probabilities": probs.tolist()})
+
+    # The Open Inference Protocol (KServe v2), HTTP/REST: health, metadata and inference.
+    @app.get("/v2")
+    async def v2_server():
+        return oip.server_metadata(SERVER_VERSION)
+
+    @app.get("/v2/health/live")
+    async def v2_live():
+        return Response(status_code=200 if liveness_status(replica.phase) == 200 else 500)
+
+    @app.get("/v2/health/ready")
+    async def v2_ready():
+        return Response(status_code=200 if replica.readiness().status_code == 200 else 503)
+
+    def model(name: str, version: str | None) -> Manifest:
+        if replica.manifest is None:
+            raise InputError(f"no model loaded yet ({replica.phase.value}: {replica.reason})", 503)
+        oip.check_model(replica.manifest, name, version)
+        return replica.manifest
+
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def v2_model(name: str, version: str | None = None):
+        try:
+            return oip.model_metadata(model(name, version))
+        except InputError as e:
+            return JSONResponse({"error": str(e)}, status_code=e.status)
+
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def v2_model_ready(name: str, version: str | None = None):
+        try:
+            model(name, version)
+        except InputError as e:
+            return JSONResponse({"error": str(e)}, status_code=e.status)
+        return await v2_ready()
+
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def v2_infer(request: Request, name: str, version: str | None = None):
+        if (no := refused()) is not None:
+            return no
+        try:
+            m = model(name, version)
+            header = request.headers.get(oip.BINARY_HEADER)
+            if header is None:
+                check_content_type(request.headers.get("content-type"))
+            payload, binary = oip.split_body(await read_body(request, settings.max_body_bytes), header)
+            rows, outputs, request_id = oip.parse_infer(payload, m, settings.max_rows, binary)
+        except InputError as e:
+            return JSONResponse({"error": str(e)}, status_code=400 if e.status == 422 else e.status)
+        probs = await infer(request, rows)
+        if isinstance(probs, Response):
+            return probs
+        return JSONResponse(oip.infer_response(m, probs.tolist(), probs.argmax(dim=1).tolist(), outputs, request_id))
 
     @app.get("/metrics")
     async def metrics():

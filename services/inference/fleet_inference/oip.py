@@ -1,0 +1,156 @@
+"""The Open Inference Protocol (KServe v2) over HTTP, for the one model a replica serves: pure
+translation between its JSON documents and the rows /predict takes, with errors that name the fix.
+
+The model's tensors: one input `input` (FP32, shape [-1, features]) and two outputs, `probabilities`
+(FP32, [-1, classes]) and `label` (INT64, [-1], the class with the highest probability). A request may
+send its input in any numeric datatype (converted to FP32, as Triton does for a compatible type) and its
+data flat (row-major, the protocol's form) or nested to the tensor's shape, or as raw little-endian bytes
+after the JSON (the protocol's binary tensor data extension, what Triton's own clients send by default).
+"""
+import json
+import math
+import sys
+from collections.abc import Iterable
+
+import numpy as np
+
+from .model_store import Manifest
+from .validation import InputError
+
+SERVER = "fleet-inference"
+PLATFORM = "pytorch_torchscript"
+INPUT = "input"
+OUTPUTS = ("probabilities", "label")
+NUMERIC = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+FP32_MAX = 3.4028234663852886e38
+BINARY_HEADER = "inference-header-content-length"  # the binary extension: the JSON's length in the body
+DTYPES = {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "INT8": "i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
+          "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8"}
+
+
+def split_body(body: bytes, header: str | None) -> tuple[object, bytes]:
+    """The request's JSON document and the binary tensor data after it (b"" without the extension)."""
+    size = len(body)
+    if header is not None:
+        if not header.isdigit() or int(header) > len(body):
+            raise InputError(f"Inference-Header-Content-Length is {header!r}: it must be the length of the JSON "
+                             f"at the start of the body (at most {len(body)})", 400)
+        size = int(header)
+    try:
+        return json.loads(body[:size]), body[size:]
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"the inference request is not valid JSON ({e})", 400) from None
+    except RecursionError:
+        raise InputError("the inference request is nested too deeply", 400) from None
+
+
+def server_metadata(version: str) -> dict:
+    return {"name": SERVER, "version": version, "extensions": []}
+
+
+def model_metadata(m: Manifest) -> dict:
+    return {"name": m.name, "versions": [m.version], "platform": PLATFORM,
+            "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, m.features]}],
+            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, m.num_classes]},
+                        {"name": "label", "datatype": "INT64", "shape": [-1]}]}
+
+
+def check_model(m: Manifest, name: str, version: str | None) -> None:
+    """A 404 unless the path names the model this replica serves (and its version, when it names one)."""
+    if name != m.name:
+        raise InputError(f"no model {name!r} here: this server serves {m.name!r} (GET /v2/models/{m.name})", 404)
+    if version is not None and version != m.version:
+        raise InputError(f"model {m.name!r} version {version!r} is not served here: this replica serves version "
+                         f"{m.version!r}; leave the version out of the path to be served by any", 404)
+
+
+def parse_infer(payload: object, m: Manifest, max_rows: int,
+                binary: bytes = b"") -> tuple[list[list[float]], list[str], object]:
+    """The rows of an inference request (its tensor's data in the JSON, or in `binary`), the outputs it
+    asks for and its id; InputError (400, or 413 for too many rows) naming what is wrong."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
+        raise InputError('expected an inference request {"inputs": [{"name": "input", "shape": [N, '
+                         f'{m.features}], "datatype": "FP32", "data": [...]}}]}}', 400)
+    inputs = payload["inputs"]
+    if len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise InputError(f"the model takes exactly one input tensor, {INPUT!r}; the request has {len(inputs)}", 400)
+    t = inputs[0]
+    if t.get("name") != INPUT:
+        raise InputError(f"unknown input {t.get('name')!r}: the model's input is named {INPUT!r}", 400)
+    if t.get("datatype") not in NUMERIC:
+        raise InputError(f"input {INPUT!r} has datatype {t.get('datatype')!r}: send FP32 (or another numeric "
+                         "datatype, converted to FP32)", 400)
+    shape = t.get("shape")
+    if (not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(d, int) and not isinstance(d, bool)
+                                                                 for d in shape)):
+        raise InputError(f"input {INPUT!r} has shape {shape!r}: the model takes [N, {m.features}]", 400)
+    rows, features = shape
+    if features != m.features or rows < 1:
+        raise InputError(f"input {INPUT!r} has shape {shape}: the model takes [N, {m.features}] with N >= 1", 400)
+    if rows > max_rows:
+        raise InputError(f"input {INPUT!r} has {rows} rows, over the limit of {max_rows}: split the request", 413)
+    size = (t.get("parameters") or {}).get("binary_data_size") if isinstance(t.get("parameters"), dict) else None
+    values = _binary(binary, size, t["datatype"]) if size is not None else list(_flat(t.get("data"), rows * features))
+    if len(values) != rows * features:
+        raise InputError(f"input {INPUT!r} has {len(values)} values for shape {shape}: send "
+                         f"{rows * features}, row-major", 400)
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise InputError(f"input {INPUT!r} value {i} is {type(v).__name__}, not a number", 400)
+        if (isinstance(v, int) and abs(v) > sys.float_info.max) or not math.isfinite(v) or abs(v) > FP32_MAX:
+            raise InputError(f"input {INPUT!r} value {i} is {v if isinstance(v, float) else 'an integer'} "
+                             "beyond FP32: only finite FP32 values are accepted", 400)
+    wanted = payload.get("outputs")
+    names = list(OUTPUTS)
+    if wanted is not None:
+        if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
+            raise InputError('"outputs" must be a list of {"name": ...}', 400)
+        names = [o.get("name") for o in wanted]
+        unknown = [n for n in names if n not in OUTPUTS]
+        if unknown:
+            raise InputError(f"unknown output(s) {unknown}: the model's outputs are {list(OUTPUTS)}", 400)
+    return [[float(v) for v in values[r * features:(r + 1) * features]] for r in range(rows)], names, payload.get("id")
+
+
+def _binary(binary: bytes, size: object, datatype: str) -> list:
+    """A tensor's values from the binary data after the JSON (the request's only tensor: all of it)."""
+    if not isinstance(size, int) or isinstance(size, bool) or size != len(binary):
+        raise InputError(f"input {INPUT!r} declares binary_data_size {size!r}, but {len(binary)} bytes follow the "
+                         "JSON", 400)
+    width = np.dtype(DTYPES[datatype]).itemsize
+    if size % width:
+        raise InputError(f"input {INPUT!r} has {size} bytes of {datatype}: not a whole number of values", 400)
+    return np.frombuffer(binary, dtype=DTYPES[datatype]).tolist()
+
+
+def _flat(data: object, limit: int) -> Iterable:
+    """The values of flat or nested `data`, row-major; stops after limit + 1 (enough to say it is too many)."""
+    if not isinstance(data, list):
+        raise InputError(f"input {INPUT!r} needs \"data\": a list of numbers, row-major", 400)
+    stack, n = [iter(data)], 0
+    while stack:
+        for v in stack[-1]:
+            if isinstance(v, list):
+                if len(stack) >= 2:
+                    raise InputError(f"input {INPUT!r} data is nested deeper than its shape", 400)
+                stack.append(iter(v))
+                break
+            n += 1
+            if n > limit:
+                yield v
+                return
+            yield v
+        else:
+            stack.pop()
+
+
+def infer_response(m: Manifest, probabilities: list[list[float]], labels: list[int], names: list[str],
+                   request_id: object) -> dict:
+    rows = len(probabilities)
+    tensors = {"probabilities": {"name": "probabilities", "datatype": "FP32", "shape": [rows, m.num_classes],
+                                 "data": [p for row in probabilities for p in row]},
+               "label": {"name": "label", "datatype": "INT64", "shape": [rows], "data": labels}}
+    doc = {"model_name": m.name, "model_version": m.version, "outputs": [tensors[n] for n in names]}
+    if request_id is not None:
+        doc["id"] = request_id
+    return doc
