@@ -28,6 +28,9 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(dim=1) == y).float().mean())
 
 
+INPUT_LIMIT = 10_000.0
+
+
 def write_artifact(model: torch.nn.Module, out: Path, version: int, acc: float, steps: int,
                    golden: tuple[torch.Tensor, torch.Tensor]) -> None:
     out.mkdir(parents=True, exist_ok=True)
@@ -42,6 +45,10 @@ def write_artifact(model: torch.nn.Module, out: Path, version: int, acc: float, 
         "file": "model.pt",
         "sha256": digest,
         "input_shape": [FEATURES],
+        # The inputs the model answers for: its data are standard normal, so beyond 10^4 (10^4 sigma) an
+        # answer means nothing. A request outside is the client's error (4xx); a non-finite output for an
+        # input inside is the model's fault (5xx).
+        "input_range": [-INPUT_LIMIT, INPUT_LIMIT],
         "num_classes": CLASSES,
         "accuracy": round(acc, 4),
         "holdout": {"seed": HOLDOUT_SEED, "size": 4000},

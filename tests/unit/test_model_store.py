@@ -26,6 +26,7 @@ def artifact(tmp_path):
 def test_good_artifact_loads_and_warms(artifact):
     module, manifest = model_store.load_artifact(str(artifact), CPU)
     assert manifest.version == "7" and manifest.features == 8
+    assert manifest.input_range == (-10_000.0, 10_000.0)  # what the replica validates requests against
     model_store.warm_up(module, manifest, CPU)
 
 

@@ -8,7 +8,7 @@ from fleet_inference.oip import check_model, infer_response, model_metadata, par
 from fleet_inference.validation import InputError
 
 M = Manifest(name="quadrant-mlp", version="2", sha256="0" * 64, file="model.pt", features=8, num_classes=4,
-             accuracy=0.9)
+             accuracy=0.9, input_range=(-1e4, 1e4))
 ROW = [0.5] * 8
 
 
@@ -50,6 +50,7 @@ BAD = [
     ("nan", request(ROW[:7] + [float("nan")]), 400, "only finite FP32 values"),
     ("beyond-fp32", request([1e39] + ROW[1:]), 400, "beyond FP32"),
     ("huge-integer", request([10 ** 400] + ROW[1:]), 400, "an integer beyond FP32"),
+    ("outside-the-range", request([2e4] + ROW[1:]), 400, "value 0 is 20000, outside the model's input range"),
     ("unknown-output", request(ROW, outputs=[{"name": "logits"}]), 400, "unknown output(s) ['logits']"),
     ("too-many-rows", request(ROW * 65, shape=(65, 8)), 413, "65 rows, over the limit of 64"),
 ]

@@ -69,3 +69,12 @@ def test_other_content_types_are_a_415_naming_the_fix(header):
     with pytest.raises(InputError, match="Content-Type: application/json") as e:
         check_content_type(header)
     assert e.value.status == 415
+
+
+def test_a_value_outside_the_models_declared_range_is_a_422_naming_the_range():
+    assert validate_inputs({"inputs": [[1e4] * 8]}, 8, 64, (-1e4, 1e4)) == [[1e4] * 8]
+    with pytest.raises(InputError) as e:
+        validate_inputs({"inputs": [ROW, ROW[:7] + [-2e4]]}, 8, 64, (-1e4, 1e4))
+    assert e.value.status == 422
+    assert "inputs[1][7] is -20000, outside the model's input range [-10000, 10000]" in str(e.value)
+    assert validate_inputs({"inputs": [[1e30] * 8]}, 8, 64) == [[1e30] * 8]  # a manifest without a range

@@ -129,10 +129,15 @@ def create_app(settings: Settings) -> FastAPI:
         except QueueFull as e:
             return JSONResponse({"error": f"overloaded: {e}"}, status_code=503, headers={"Retry-After": "1"})
         finite = torch.isfinite(probs).all(dim=1)
-        if not bool(finite.all()):  # finite inputs so large that the model overflows: no answer to give
+        if not bool(finite.all()):
+            # The inputs were finite and inside the model's declared range, so this is the model's fault: a
+            # 5xx, which the gateway sends again to another replica and fleet counts against a canary.
             row = int((~finite).nonzero()[0, 0])
-            return JSONResponse({"error": f"inputs[{row}] is too large for the model (its output overflows): "
-                                          "send values of a sensible magnitude"}, status_code=422)
+            replica.metrics.non_finite.inc()
+            log.error("model %s v%s gave a non-finite output for row %d of %d", replica.manifest.name,
+                      replica.manifest.version, row, len(rows))
+            return JSONResponse({"error": f"the model gave a non-finite output (NaN or infinity) for row {row}: "
+                                          "a fault of the model, not of the request"}, status_code=500)
         return probs
 
     @app.post("/predict")
@@ -140,7 +145,8 @@ def create_app(settings: Settings) -> FastAPI:
         if (no := refused()) is not None:
             return no
         try:
-            rows = validate_inputs(await json_body(request), replica.manifest.features, settings.max_rows)
+            rows = validate_inputs(await json_body(request), replica.manifest.features, settings.max_rows,
+                                   replica.manifest.input_range)
         except InputError as e:
             return JSONResponse({"error": str(e)}, status_code=e.status)
         probs = await infer(request, rows)

@@ -20,6 +20,8 @@ class Metrics:
                                    buckets=LATENCY_BUCKETS, registry=r)
         self.dropped_rows = Counter("fleet_dropped_rows", "rows dropped before inference: their client went away",
                                     registry=r)
+        self.non_finite = Counter("fleet_non_finite_outputs", "requests the model answered with NaN or infinity "
+                                  "(answered 500)", registry=r)
         self.queue_depth = Gauge("fleet_queue_depth", "rows waiting for a batch", registry=r)
         self.in_flight = Gauge("fleet_in_flight_requests", "predict requests being served", registry=r)
         self.phase = Enum("fleet_phase", "replica phase", states=[p.value for p in Phase], registry=r)

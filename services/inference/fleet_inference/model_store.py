@@ -21,6 +21,7 @@ class Manifest:
     num_classes: int
     accuracy: float
     golden: dict | None = None  # {"file", "size", "accuracy"}: the golden set shipped with the artifact
+    input_range: tuple[float, float] | None = None  # the values the model answers for; None: any finite
 
     @classmethod
     def read(cls, directory: Path) -> "Manifest":
@@ -31,7 +32,8 @@ class Manifest:
             m = json.loads(path.read_text())
             return cls(name=m["name"], version=str(m["version"]), sha256=m["sha256"], file=m.get("file", "model.pt"),
                        features=int(m["input_shape"][-1]), num_classes=int(m["num_classes"]),
-                       accuracy=float(m["accuracy"]), golden=m.get("golden"))
+                       accuracy=float(m["accuracy"]), golden=m.get("golden"),
+                       input_range=tuple(map(float, m["input_range"])) if "input_range" in m else None)
         except (ValueError, KeyError, IndexError, TypeError) as e:
             raise ArtifactError(f"manifest {path} is malformed: {e!r}") from None
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from .model_store import Manifest
-from .validation import InputError
+from .validation import InputError, outside
 
 SERVER = "fleet-inference"
 PLATFORM = "pytorch_torchscript"
@@ -100,6 +100,8 @@ def parse_infer(payload: object, m: Manifest, max_rows: int,
         if (isinstance(v, int) and abs(v) > sys.float_info.max) or not math.isfinite(v) or abs(v) > FP32_MAX:
             raise InputError(f"input {INPUT!r} value {i} is {v if isinstance(v, float) else 'an integer'} "
                              "beyond FP32: only finite FP32 values are accepted", 400)
+        if (why := outside(v, m.input_range)) is not None:
+            raise InputError(f"input {INPUT!r} value {i} {why}", 400)
     wanted = payload.get("outputs")
     names = list(OUTPUTS)
     if wanted is not None:

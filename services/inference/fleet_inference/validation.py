@@ -32,7 +32,15 @@ def check_content_type(header: str | None) -> None:
         raise InputError(f"content type {kind!r} is not JSON: send Content-Type: application/json", 415)
 
 
-def validate_inputs(payload: object, features: int, max_rows: int) -> list[list[float]]:
+def outside(v: float, value_range: tuple[float, float] | None) -> str | None:
+    """Why a finite value is outside the model's declared input range, or None. Pure."""
+    if value_range is None or value_range[0] <= v <= value_range[1]:
+        return None
+    return f"is {v:g}, outside the model's input range [{value_range[0]:g}, {value_range[1]:g}] (its manifest's input_range)"
+
+
+def validate_inputs(payload: object, features: int, max_rows: int,
+                    value_range: tuple[float, float] | None = None) -> list[list[float]]:
     """Return the rows of a predict request, or raise InputError naming what is wrong."""
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise InputError('expected a JSON object {"inputs": [[...], ...]}')
@@ -57,5 +65,7 @@ def validate_inputs(payload: object, features: int, max_rows: int) -> list[list[
                 raise InputError(f"inputs[{i}][{j}] is an integer beyond any float: only finite numbers are accepted")
             if not math.isfinite(v):
                 raise InputError(f"inputs[{i}][{j}] is {v}: only finite numbers are accepted")
+            if (why := outside(v, value_range)) is not None:
+                raise InputError(f"inputs[{i}][{j}] {why}")
         out.append([float(v) for v in row])
     return out
