@@ -33,6 +33,7 @@ class Stats:
     buckets: Buckets = ()
     replicas: int = 0  # the replicas these requests came from (0: unknown)
     synthetic_buckets: Buckets = ()
+    classes: tuple[tuple[str, float], ...] = ()  # users' predictions by predicted class (rows, not requests)
 
     @property
     def per_replica(self) -> float:
@@ -88,6 +89,8 @@ class Thresholds:
     tail_floor: float = 0.05  # seconds: below this, p99 latencies count as equal (scheduling noise)
     min_tail_requests: int = 200  # fewer requests (either role) than this: the p99 is noise, p50 only
     min_latency_window: float = 5.0  # seconds of evidence before latency is judged (at most the step duration)
+    max_divergence: float = 0.2  # total variation between the roles' predicted-class mixes on users' traffic
+    min_predictions: int = 100  # fewer users' predictions (either role) than this: the mix is not judged
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,9 @@ def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: 
     if stable is None or stable.requests < t.min_requests:
         return Judgement(Outcome.UNKNOWN, f"no latency baseline: {stable.requests if stable else 0} stable requests "
                                           f"(need {t.min_requests})")
+    mix = judge_mix(canary.classes, stable.classes, t)
+    if mix.outcome is Outcome.FAIL:
+        return mix
     if window is not None and window < t.min_latency_window:
         return Judgement(Outcome.UNKNOWN, f"latency not judged yet: {window:.1f}s of evidence at this share "
                                           f"(need {t.min_latency_window:g}s)")
@@ -142,7 +148,32 @@ def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: 
         ratios.append(f"{name} {ratio:.2f}x")
     made = f" ({min(synthetic, canary.requests)} synthetic)" if synthetic else ""
     return Judgement(Outcome.PASS, f"error rate {canary.error_rate:.1%} over {canary.requests} requests{made}, "
-                                   f"latency {', '.join(ratios)} stable{of}{_load(load)}")
+                                   f"latency {', '.join(ratios)} stable{of}{_load(load)}; {mix.reason}")
+
+
+def total_variation(a: dict[str, float], b: dict[str, float]) -> float:
+    """Half the summed absolute differences of two distributions' shares: 0 the same mix, 1 disjoint. Pure."""
+    na, nb = sum(a.values()), sum(b.values())
+    return 0.5 * sum(abs(a.get(k, 0.0) / na - b.get(k, 0.0) / nb) for k in set(a) | set(b)) if na and nb else 0.0
+
+
+def judge_mix(canary: tuple[tuple[str, float], ...], stable: tuple[tuple[str, float], ...],
+              t: Thresholds) -> Judgement:
+    """Pure: does the canary predict the same mix of classes as the stable on the same window of users'
+    traffic? A model as accurate on the golden set can still answer real traffic differently. FAIL over
+    `max_divergence` (total variation); UNKNOWN, which holds nothing back, below `min_predictions`."""
+    c, s = dict(canary), dict(stable)
+    nc, ns = sum(c.values()), sum(s.values())
+    if min(nc, ns) < t.min_predictions:
+        return Judgement(Outcome.UNKNOWN, f"prediction mix not judged ({nc:.0f} canary, {ns:.0f} stable users' "
+                                          f"predictions; need {t.min_predictions})")
+    tv = total_variation(c, s)
+    shares = ", ".join(f"class {k}: {c.get(k, 0) / nc:.0%} vs {s.get(k, 0) / ns:.0%}"
+                       for k in sorted(set(c) | set(s), key=lambda k: -abs(c.get(k, 0) / nc - s.get(k, 0) / ns))[:3])
+    figures = f"prediction mix total variation {tv:.2f} over {nc:.0f} canary and {ns:.0f} stable users' predictions"
+    if tv > t.max_divergence:
+        return Judgement(Outcome.FAIL, f"{figures}, over the limit of {t.max_divergence:g} ({shares})")
+    return Judgement(Outcome.PASS, f"{figures} (limit {t.max_divergence:g})")
 
 
 def _like_for_like(canary: Stats, stable: Stats, least: int) -> str | None:

@@ -297,6 +297,9 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
                                                  "[default: 0.01]"),
             max_latency_ratio: float = typer.Option(None, "--max-latency-ratio", help="canary mean latency over "
                                                     "the stable's, at most [default: 1.5]"),
+            max_divergence: float = typer.Option(None, "--max-divergence", help="how far the canary's mix of "
+                                                 "predicted classes may differ from the stable's on users' "
+                                                 "traffic (total variation, 0..1) [default: 0.2]"),
             progress_deadline: str = typer.Option(None, "--progress-deadline",
                                                   help="time for the canary to become ready, and for evidence "
                                                        "[default: 5m]"),
@@ -336,6 +339,7 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
             raise BadInput("write `fleet rollout --canary --image IMAGE` (or `fleet rollout --resume`)")
         given = {"steps": steps, "step-duration": step_duration, "canary-replicas": canary_replicas,
                  "max-error-rate": max_error_rate, "max-latency-ratio": max_latency_ratio,
+                 "max-divergence": max_divergence,
                  "progress-deadline": progress_deadline, "golden-tolerance": golden_tolerance,
                  "auto-promote": None if no_auto_promote is None else not no_auto_promote,
                  "webhooks": ",".join(webhook) or None, "pre-rollout": pre_rollout,

@@ -8,6 +8,7 @@ so `docker stack deploy` still takes the file by hand and the policy travels wit
         fleet.rollout.step-duration: 30s
         fleet.rollout.max-error-rate: "0.01"
         fleet.rollout.max-latency-ratio: "1.5"
+        fleet.rollout.max-divergence: "0.2"     # predicted-class mix, canary against stable (total variation)
         fleet.rollout.golden-tolerance: "0.01"
         fleet.rollout.progress-deadline: 5m
         fleet.rollout.auto-promote: "true"
@@ -91,6 +92,8 @@ KEYS = {
         p.plan, thresholds=replace(p.plan.thresholds, max_error_rate=v))), '"0.01"'),
     "max-latency-ratio": (_ratio, lambda p, v: replace(p, plan=replace(
         p.plan, thresholds=replace(p.plan.thresholds, max_latency_ratio=v))), '"1.5"'),
+    "max-divergence": (_fraction, lambda p, v: replace(p, plan=replace(
+        p.plan, thresholds=replace(p.plan.thresholds, max_divergence=v))), '"0.2"'),
     "golden-tolerance": (_fraction, lambda p, v: replace(p, plan=replace(p.plan, golden_tolerance=v)), '"0.01"'),
     "auto-promote": (_bool, lambda p, v: replace(p, plan=replace(p.plan, auto_promote=v)), '"true"'),
     "canary-replicas": (_replicas, lambda p, v: replace(p, plan=replace(p.plan, canary_replicas=v)), '"1"'),

@@ -12,4 +12,6 @@ build_variant() { local out; out=$(docker build -q -t "fleet/inference-test:$1" 
   "$root/tests/images/flaky" 2>&1) || { echo "$out" >&2; exit 1; }; }
 build_variant laggy --build-arg ERROR_RATE=0 --build-arg LATENCY_MS=80
 build_variant late --build-arg ERROR_AFTER=0 --build-arg ERROR_AFTER_SECONDS=25
-echo "[images] test variants: $(ls "$root/tests/images" | tr '\n' ' ')laggy late" >&2
+out=$(docker build -q -t fleet/inference-test:shift --label fleet.test=1 --build-arg MODE=shift \
+  "$root/tests/images/nan" 2>&1) || { echo "$out" >&2; exit 1; }
+echo "[images] test variants: $(ls "$root/tests/images" | tr '\n' ' ')laggy late shift" >&2

@@ -101,5 +101,7 @@ def role_window(prom: Prometheus, service: str, servers: str, window: float, rep
         buckets[le] = buckets.get(le, 0.0) + s.value
         if s.labels.get("origin") == "synthetic":
             synthetic[le] = s.value
+    classes = prom.query(f'sum by (class) (increase(fleet_predictions_total{{{sel},origin="organic"}}[{w}]))')
     return Stats(round(requests), round(max(errors, gateway_errors)), latency, tuple(sorted(buckets.items())),
-                 int(fresh), tuple(sorted(synthetic.items())))
+                 int(fresh), tuple(sorted(synthetic.items())),
+                 tuple(sorted((s.labels["class"], s.value) for s in classes if "class" in s.labels)))

@@ -122,21 +122,25 @@ def test_canary_answering_5xx_rolled_back_on_its_metrics(rstack):
     assert load.failures == [], load.failures[:5]  # the gateway retried the canary's 5xx on a stable replica
 
 
-def test_canary_answering_nan_on_users_traffic_rolled_back_with_no_failed_requests(rstack, tmp_path):
-    """fleet/inference-test:nan is v2 but outputs NaN for rows whose first feature is 1.0 or more. On a golden
-    set without such rows it is as good as v2, so the gate passes it; users' traffic (SAMPLE's second row)
-    gets a 500 from it, the model's fault: the gateway sends each again to the stable, fleet counts them."""
+@pytest.mark.parametrize("image,reason", [
+    ("fleet/inference-test:nan", "error rate"),  # NaN out: the model's 500, retried on the stable
+    ("fleet/inference-test:shift", "prediction mix total variation 0.50"),  # class 0 instead of SAMPLE's 2
+])
+def test_canary_wrong_only_on_users_traffic_rolled_back_with_no_failed_requests(rstack, tmp_path, image, reason):
+    """Both images are v2, wrong for rows whose first feature is 1.0 or more (tests/images/nan). On a golden
+    set without such rows they are as good as v2, so the gate passes them; on users' traffic (SAMPLE's
+    second row) one answers NaN, the other another class: judged on the replicas' own counts."""
     golden = json.loads((ROOT / "build/models/v2/golden.json").read_text())
     keep = [i for i, row in enumerate(golden["inputs"]) if row[0] < 1.0]
     (tmp_path / "golden.json").write_text(json.dumps({"inputs": [golden["inputs"][i] for i in keep],
                                                       "labels": [golden["labels"][i] for i in keep]}))
     before = stable_spec(rstack)
     with LoadLoop(f"{rstack.gateway}/predict", max_requests=20_000, max_seconds=240) as load:
-        p, doc = rollout(rstack, "fleet/inference-test:nan", "--steps", "50", "--step-duration", "60s",
-                         "--golden", str(tmp_path / "golden.json"))
+        p, doc = rollout(rstack, image, "--steps", "50", "--step-duration", "60s", "--golden",
+                         str(tmp_path / "golden.json"))
     assert p.returncode == 1, p.stderr
     assert any(e["event"] == "phase" and "golden gate passed" in e["detail"] for e in doc["timeline"]), doc["timeline"]
-    assert doc["outcome"] == "rolled_back" and "error rate" in doc["reason"], doc
+    assert doc["outcome"] == "rolled_back" and reason in doc["reason"], doc
     assert stable_spec(rstack) == before and canary_gone(rstack)
     assert load.total > 10 and load.failures == [], load.failures[:5]
 

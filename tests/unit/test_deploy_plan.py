@@ -20,13 +20,13 @@ def test_every_setting_is_read():
     chosen, errors = policy.parse({
         "fleet.rollout.strategy": "canary", "fleet.rollout.steps": "5,50", "fleet.rollout.step-duration": "1m",
         "fleet.rollout.max-error-rate": "0.02", "fleet.rollout.max-latency-ratio": "2",
-        "fleet.rollout.golden-tolerance": "0.05", "fleet.rollout.progress-deadline": "90s",
+        "fleet.rollout.max-divergence": "0.3", "fleet.rollout.golden-tolerance": "0.05", "fleet.rollout.progress-deadline": "90s",
         "fleet.rollout.auto-promote": "false", "fleet.rollout.canary-replicas": "2"})
     assert errors == []
     p = chosen.plan
     assert (p.steps, p.step_duration, p.progress_deadline, p.auto_promote, p.canary_replicas, p.golden_tolerance) \
         == ((5, 50), 60.0, 90.0, False, 2, 0.05)
-    assert (p.thresholds.max_error_rate, p.thresholds.max_latency_ratio) == (0.02, 2.0)
+    assert (p.thresholds.max_error_rate, p.thresholds.max_latency_ratio, p.thresholds.max_divergence) == (0.02, 2.0, 0.3)
     assert policy.governs({"fleet.rollout.steps": "10"})  # canary is the strategy a policy defaults to
 
 
@@ -36,6 +36,7 @@ def test_every_setting_is_read():
     ("fleet.rollout.step-duration", "soon", "fleet.rollout.step-duration: 30s"),
     ("fleet.rollout.max-error-rate", "5", "within 0..1"),
     ("fleet.rollout.max-latency-ratio", "0", "above 0"),
+    ("fleet.rollout.max-divergence", "1.5", "within 0..1"),
     ("fleet.rollout.auto-promote", "yes", "true or false"),
     ("fleet.rollout.canary-replicas", "0", "at least 1"),
     ("fleet.rollout.speed", "fast", "the known ones are"),

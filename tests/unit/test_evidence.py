@@ -116,3 +116,24 @@ def test_latency_limit_grows_with_the_canarys_load_per_replica():
     assert j.outcome is Outcome.PASS and "2.0x the stable's load per replica" in j.reason, j.reason
     much_slower = replace(hist(0, 0, 300, 0), replicas=1)  # p50 55 ms: 10x+, more than any load explains
     assert judge(much_slower, replace(hist(300, 0, 0, 0), replicas=2), Thresholds()).outcome is Outcome.FAIL
+
+
+def test_a_canary_predicting_another_class_mix_on_users_traffic_fails_naming_the_divergence():
+    t = Thresholds()
+    same, shifted = (("1", 500.0), ("2", 500.0)), (("0", 480.0), ("1", 520.0))
+    canary, stable = replace(hist(300, 0, 0, 0), classes=shifted), replace(hist(600, 0, 0, 0), classes=same)
+    j = judge(canary, stable, t, window=30)
+    assert j.outcome is Outcome.FAIL
+    assert "prediction mix total variation 0.50 over 1000 canary and 1000 stable users' predictions" in j.reason
+    assert "over the limit of 0.2" in j.reason and "class 2: 0% vs 50%" in j.reason
+    assert judge(canary, stable, replace(t, max_divergence=0.6), window=30).outcome is Outcome.PASS
+
+
+def test_the_class_mix_is_judged_only_on_enough_users_predictions_and_says_so():
+    few = replace(hist(300, 0, 0, 0), classes=(("0", 99.0),))
+    stable = replace(hist(600, 0, 0, 0), classes=(("1", 1000.0),))
+    j = judge(few, stable, Thresholds(), window=30)
+    assert j.outcome is Outcome.PASS and "prediction mix not judged (99 canary, 1000 stable" in j.reason
+    alike = replace(hist(300, 0, 0, 0), classes=(("0", 110.0), ("1", 890.0)))
+    j = judge(alike, replace(stable, classes=(("0", 100.0), ("1", 900.0))), Thresholds(), window=30)
+    assert j.outcome is Outcome.PASS and "prediction mix total variation 0.01" in j.reason and "(limit 0.2)" in j.reason

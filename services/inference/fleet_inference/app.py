@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from contextlib import asynccontextmanager
 
@@ -138,6 +139,9 @@ def create_app(settings: Settings) -> FastAPI:
                       replica.manifest.version, row, len(rows))
             return JSONResponse({"error": f"the model gave a non-finite output (NaN or infinity) for row {row}: "
                                           "a fault of the model, not of the request"}, status_code=500)
+        origin = "synthetic" if request.headers.get("x-fleet-origin") == "synthetic" else "organic"
+        for label, n in Counter(probs.argmax(dim=1).tolist()).items():
+            replica.metrics.predictions.labels(str(label), origin).inc(n)
         return probs
 
     @app.post("/predict")

@@ -20,6 +20,8 @@ class Metrics:
                                    buckets=LATENCY_BUCKETS, registry=r)
         self.dropped_rows = Counter("fleet_dropped_rows", "rows dropped before inference: their client went away",
                                     registry=r)
+        self.predictions = Counter("fleet_predictions", "rows answered, by predicted class and origin (what fleet "
+                                   "compares between a canary and the stable)", ["class", "origin"], registry=r)
         self.non_finite = Counter("fleet_non_finite_outputs", "requests the model answered with NaN or infinity "
                                   "(answered 500)", registry=r)
         self.queue_depth = Gauge("fleet_queue_depth", "rows waiting for a batch", registry=r)
