@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 
-import httpx
 import pytest
 
 from tests.helpers import LoadLoop, wait_until
