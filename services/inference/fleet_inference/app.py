@@ -40,7 +40,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         route = route_of(scope["path"])
-        origin = "synthetic" if (b"x-fleet-origin", b"synthetic") in scope["headers"] else "organic"
+        origin = origin_of(scope)
         status = {"code": 500}
         started = time.perf_counter()
         is_predict = route in INFER_ROUTES
@@ -66,6 +66,11 @@ class MetricsMiddleware:
 
 ROUTES = {"/health", "/ready", "/predict", "/metrics", "/info", "/golden"}
 INFER_ROUTES = ("/predict", "/v2/infer")  # what fleet's judgement counts as predictions
+
+
+def origin_of(scope) -> str:
+    """Who sent a request: "synthetic" for fleet's own (header X-Fleet-Origin), else "organic". Pure."""
+    return "synthetic" if (b"x-fleet-origin", b"synthetic") in scope["headers"] else "organic"
 
 
 def route_of(path: str) -> str:
@@ -116,8 +121,9 @@ def create_app(settings: Settings) -> FastAPI:
         check_content_type(request.headers.get("content-type"))
         return parse_body(await read_body(request, settings.max_body_bytes), settings.max_body_bytes)
 
-    async def infer(request: Request, rows: list[list[float]]) -> torch.Tensor | Response:
-        """The rows' class probabilities through the batcher, or the answer to give instead."""
+    async def infer(request: Request, rows: list[list[float]]) -> tuple[torch.Tensor, list[int]] | Response:
+        """The rows' class probabilities through the batcher and each row's class, or the answer to give
+        instead."""
         work = asyncio.ensure_future(replica.predict(rows))
         gone = asyncio.ensure_future(client_gone(request))
         await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
@@ -139,10 +145,11 @@ def create_app(settings: Settings) -> FastAPI:
                       replica.manifest.version, row, len(rows))
             return JSONResponse({"error": f"the model gave a non-finite output (NaN or infinity) for row {row}: "
                                           "a fault of the model, not of the request"}, status_code=500)
-        origin = "synthetic" if request.headers.get("x-fleet-origin") == "synthetic" else "organic"
-        for label, n in Counter(probs.argmax(dim=1).tolist()).items():
+        labels = probs.argmax(dim=1).tolist()
+        origin = origin_of(request.scope)
+        for label, n in Counter(labels).items():
             replica.metrics.predictions.labels(str(label), origin).inc(n)
-        return probs
+        return probs, labels
 
     @app.post("/predict")
     async def predict(request: Request):
@@ -153,12 +160,12 @@ def create_app(settings: Settings) -> FastAPI:
                                    replica.manifest.input_range)
         except InputError as e:
             return JSONResponse({"error": str(e)}, status_code=e.status)
-        probs = await infer(request, rows)
-        if isinstance(probs, Response):
-            return probs
+        answer = await infer(request, rows)
+        if isinstance(answer, Response):
+            return answer
+        probs, labels = answer
         # A Response built here skips FastAPI's generic encoder: less work on the event loop per request.
-        return JSONResponse({"version": replica.manifest.version, "classes": probs.argmax(dim=1).tolist(),
-                             "probabilities": probs.tolist()})
+        return JSONResponse({"version": replica.manifest.version, "classes": labels, "probabilities": probs.tolist()})
 
     # The Open Inference Protocol (KServe v2), HTTP/REST: health, metadata and inference.
     @app.get("/v2")
@@ -210,10 +217,11 @@ def create_app(settings: Settings) -> FastAPI:
             rows, outputs, request_id = oip.parse_infer(payload, m, settings.max_rows, binary)
         except InputError as e:
             return JSONResponse({"error": str(e)}, status_code=400 if e.status == 422 else e.status)
-        probs = await infer(request, rows)
-        if isinstance(probs, Response):
-            return probs
-        return JSONResponse(oip.infer_response(m, probs.tolist(), probs.argmax(dim=1).tolist(), outputs, request_id))
+        answer = await infer(request, rows)
+        if isinstance(answer, Response):
+            return answer
+        probs, labels = answer
+        return JSONResponse(oip.infer_response(m, probs.tolist(), labels, outputs, request_id))
 
     @app.get("/metrics")
     async def metrics():
