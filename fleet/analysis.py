@@ -66,17 +66,25 @@ class Stats:
     def quantile(self, q: float, origin: str | None = None) -> float:
         """The latency below which `q` of the requests (of `origin`) fell, interpolated in its bucket (as
         Prometheus's histogram_quantile); the mean of all when there is no histogram."""
+        lower, upper, share = self._bucket(q, origin)
+        return lower + (upper - lower) * share if upper != float("inf") else lower  # open bucket: its lower bound
+
+    def bucket(self, q: float, origin: str | None = None) -> tuple[float, float]:
+        """The bounds of the histogram bucket the `q` quantile falls in: all that the histogram knows of it
+        (the mean twice when there is no histogram)."""
+        lower, upper, _ = self._bucket(q, origin)
+        return lower, upper
+
+    def _bucket(self, q: float, origin: str | None) -> tuple[float, float, float]:
         buckets = self.histogram(origin)
         if not buckets or not buckets[-1][1]:
-            return self.mean_latency
+            return self.mean_latency, self.mean_latency, 0.0
         rank, lower, below = q * buckets[-1][1], 0.0, 0.0
         for bound, count in buckets:
             if count >= rank:
-                if bound == float("inf"):
-                    return lower  # in the open bucket: its lower bound, as Prometheus does
-                return lower + (bound - lower) * ((rank - below) / (count - below) if count > below else 1.0)
+                return lower, bound, (rank - below) / (count - below) if count > below else 1.0
             lower, below = bound, count
-        return lower
+        return lower, lower, 0.0
 
 
 @dataclass(frozen=True)
@@ -142,10 +150,12 @@ def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: 
     for name, q, floor in quantiles:
         c, s = canary.quantile(q, origin), stable.quantile(q, origin)
         ratio = max(c, floor) / max(s, floor)
-        if ratio > limit:
+        # Two quantiles in the same bucket cannot be told apart: where in the bucket they fall is the
+        # interpolation's guess (two replicas of one image measured 11.9 and 17.9 ms p50 on a busy host).
+        if ratio > limit and canary.bucket(q, origin)[0] >= stable.bucket(q, origin)[1]:
             return Judgement(Outcome.FAIL, f"canary {name} latency {c * 1000:.1f} ms is {ratio:.2f}x the stable's "
                                            f"{s * 1000:.1f} ms{of} (limit {limit:.2g}x{_load(load)})")
-        ratios.append(f"{name} {ratio:.2f}x")
+        ratios.append(f"{name} {ratio:.2f}x" + (" (within one histogram bucket)" if ratio > limit else ""))
     made = f" ({min(synthetic, canary.requests)} synthetic)" if synthetic else ""
     return Judgement(Outcome.PASS, f"error rate {canary.error_rate:.1%} over {canary.requests} requests{made}, "
                                    f"latency {', '.join(ratios)} stable{of}{_load(load)}; {mix.reason}")
