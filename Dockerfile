@@ -1,10 +1,11 @@
 # The inference service image. Build arguments keep it buildable both where a registry answers
 # (the defaults) and offline (scripts/images.sh passes the local base); either way the wheels are the
 # locked ones the host downloaded and checked (build/wheelhouse), installed without an index.
+# Two stages: `service` is the service without a model (fleet/inference:base, what `fleet build` puts a
+# model package on); the last stage is the demo's images, fleet/inference:1 and :2.
 ARG BASE=python:3.11-slim
-FROM ${BASE}
+FROM ${BASE} AS service
 ARG PIP_ARGS=""
-ARG MODEL_VERSION=2
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 COPY build/wheelhouse /wheelhouse
 COPY services/inference/requirements.lock /tmp/requirements.lock
@@ -13,10 +14,9 @@ RUN python3 -m venv /opt/venv \
  && pip install --no-cache-dir --require-hashes --no-deps ${PIP_ARGS} -r /tmp/requirements.lock \
  && rm -rf /wheelhouse /root/.cache \
  && (getent passwd fleet >/dev/null || useradd --system --uid 10001 --no-create-home fleet)
-COPY build/models /models
 COPY services/inference/fleet_inference /app/fleet_inference
 WORKDIR /app
-ENV MODEL_PATH=/models/v${MODEL_VERSION} FLEET_PORT=8000 FLEET_ADMIN_PORT=8001 PYTHONPATH=/app
+ENV MODEL_PATH=/models/package FLEET_PORT=8000 FLEET_ADMIN_PORT=8001 PYTHONPATH=/app
 USER fleet
 EXPOSE 8000 8001
 # Healthy means ready (or degraded): Swarm's start-first update and rollback wait on it. The start
@@ -24,3 +24,8 @@ EXPOSE 8000 8001
 HEALTHCHECK --interval=2s --timeout=5s --start-period=20s --retries=3 CMD ["python3", "-m", "fleet_inference.healthcheck"]
 STOPSIGNAL SIGTERM
 CMD ["python3", "-m", "fleet_inference"]
+
+FROM service
+ARG MODEL_VERSION=2
+COPY build/models /models
+ENV MODEL_PATH=/models/v${MODEL_VERSION}

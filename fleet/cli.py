@@ -13,7 +13,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from . import config as live_config, controller, durations, policy, stackfile, view
+from . import config as live_config, controller, durations, package, policy, stackfile, view
+from .adapters.builder import Builder
 from .adapters.consul import Catalog, client as consul_client
 from .adapters.swarm import EngineUnavailable, Swarm
 from .convergence import State
@@ -31,6 +32,7 @@ JSON = typer.Option(False, "--json", help="one JSON document on stdout, nothing 
 CONSUL = typer.Option(None, "--consul", envvar="CONSUL_HTTP_ADDR",
                       help="Consul HTTP address [default: the stack's own Consul, on the node it runs on]")
 SERVICE = typer.Option("inference", "--service", help="the stack's service to roll out")
+BASE_IMAGE = "fleet/inference:base"  # scripts/images.sh builds it (the Dockerfile's `service` stage)
 FILES = typer.Option([Path("docker-stack.yml")], "-c", "--compose-file", help="stack file(s), merged in order")
 
 
@@ -69,6 +71,34 @@ def lint(files: list[Path] = FILES, as_json: bool = JSON):
             err.print(f, style="red" if f.severity is stackfile.Severity.ERROR else "yellow", highlight=False)
         err.print(f"{len(errors)} error(s), {len(findings) - len(errors)} warning(s)")
     raise typer.Exit(2 if errors else 0)
+
+
+@app.command()
+def build(model_dir: Path = typer.Argument(..., help="the model package: weights, manifest.json, golden set"),
+          tag: str = typer.Option(..., "--tag", "-t", help="the image to make, e.g. registry:5000/digits:2"),
+          base: str = typer.Option(BASE_IMAGE, "--base", envvar="FLEET_BASE_IMAGE",
+                                   help="the inference service's image without a model"),
+          push: bool = typer.Option(False, "--push", help="push the image to its registry once built"),
+          as_json: bool = JSON):
+    """Build a model package into an image fleet can deploy and roll out: the package on the service's
+    base image, with the labels fleet reads, checked against its weights inside the image before the tag
+    is given. Exit 2, no image made, when the package is wrong."""
+    try:
+        pkg = package.read_package(model_dir)
+        builder = Builder()
+        doc = builder.build(pkg, base, tag)
+        if push:
+            doc["digest"] = builder.push(tag)
+    except FleetError as e:
+        fail(e, as_json)
+    if as_json:
+        print(json.dumps({"ok": True, **doc}))
+    else:
+        check = doc["check"]
+        err.print(f"built {tag}: model {check['name']} version {check['version']}, input "
+                  f"{check['input_shape']}, {check['num_classes']} classes, golden accuracy "
+                  f"{check['golden_accuracy']:.4f} on {check['golden_rows']} rows"
+                  + (f"; pushed as {doc['digest']}" if push else ""), highlight=False)
 
 
 @app.command()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build fleet's images: fleet/inference:1 and :2 (model versions), fleet/gateway:1, fleet/consul:1.8.7,
+# Build fleet's images: fleet/inference:base (no model), :1 and :2 (model versions), fleet/gateway:1, fleet/consul:1.8.7,
 # fleet/prometheus:2.42.
 # Where a registry answers, the official bases are used (python:3.11-slim, haproxy:2.6); otherwise the
 # local Debian base from scripts/base-image.sh, with Python wheels downloaded on the host.
@@ -42,6 +42,8 @@ if [ "$(cat build/wheelhouse/.stamp 2>/dev/null)" != "$req_stamp" ]; then
 fi
 
 # 3. Images.
+log "fleet/inference:base (base $py_base): the service without a model, for \`fleet build\`"
+build -t fleet/inference:base --target service --build-arg "BASE=$py_base" --build-arg "PIP_ARGS=$pip_args" .
 for v in 1 2; do
   log "fleet/inference:$v (base $py_base)"
   build -t "fleet/inference:$v" --build-arg "BASE=$py_base" --build-arg "PIP_ARGS=$pip_args" \

@@ -43,6 +43,7 @@ class LoadLoop:
     failures: list = field(default_factory=list)
     # (time sent, status or "error", model version or None) per request
     served: list = field(default_factory=list)
+    inputs: list = field(default_factory=lambda: SAMPLE)  # the rows each request sends
 
     def __post_init__(self):
         self._stop = threading.Event()
@@ -56,7 +57,7 @@ class LoadLoop:
                     return
                 sent = time.time()
                 try:
-                    r = client.post(self.url, json={"inputs": SAMPLE})
+                    r = client.post(self.url, json={"inputs": self.inputs})
                     self.statuses[r.status_code] += 1
                     version = r.json().get("version") if r.status_code == 200 else None
                     self.served.append((sent, r.status_code, version))

@@ -104,7 +104,7 @@ def test_weight_zero_is_a_weight(raw, expected):
 @pytest.mark.parametrize("role,weight,live", [("canary", 0, False), ("canary", 5, True), ("stable", 100, True)])
 def test_only_replicas_with_a_weight_join_the_gateways_weighted_pool(role, weight, live):
     settings = Settings(role=role, task_id="t1", service_name="inference")
-    manifest = Manifest(name="m", version="2", sha256="0" * 64, file="model.pt", features=8, num_classes=4, accuracy=0.9)
+    manifest = Manifest(name="m", version="2", sha256="0" * 64, file="model.pt", input_shape=(8,), num_classes=4, accuracy=0.9)
     tags = service_definition(settings, manifest, "10.0.0.5", weight)["tags"]
     assert role in tags and "v2" in tags and (f"live-{role}" in tags) is live
 

@@ -7,7 +7,7 @@ from fleet_inference.model_store import Manifest
 from fleet_inference.oip import check_model, infer_response, model_metadata, parse_infer, split_body
 from fleet_inference.validation import InputError
 
-M = Manifest(name="quadrant-mlp", version="2", sha256="0" * 64, file="model.pt", features=8, num_classes=4,
+M = Manifest(name="quadrant-mlp", version="2", sha256="0" * 64, file="model.pt", input_shape=(8,), num_classes=4,
              accuracy=0.9, input_range=(-1e4, 1e4))
 ROW = [0.5] * 8
 

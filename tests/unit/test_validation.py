@@ -23,7 +23,7 @@ BAD = [
 @pytest.mark.parametrize("payload,status,message", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_inputs_name_the_problem(payload, status, message):
     with pytest.raises(InputError) as e:
-        validate_inputs(payload, features=8, max_rows=64)
+        validate_inputs(payload, shape=8, max_rows=64)
     assert e.value.status == status
     assert message in str(e.value)
 

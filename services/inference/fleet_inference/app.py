@@ -156,7 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
         if (no := refused()) is not None:
             return no
         try:
-            rows = validate_inputs(await json_body(request), replica.manifest.features, settings.max_rows,
+            rows = validate_inputs(await json_body(request), replica.manifest.input_shape, settings.max_rows,
                                    replica.manifest.input_range)
         except InputError as e:
             return JSONResponse({"error": str(e)}, status_code=e.status)

@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe v2) over HTTP, for the one model a replica serves: pure
 translation between its JSON documents and the rows /predict takes, with errors that name the fix.
 
-The model's tensors: one input `input` (FP32, shape [-1, features]) and two outputs, `probabilities`
+The model's tensors: one input `input` (FP32, shape [-1, *the manifest's input_shape]) and two outputs, `probabilities`
 (FP32, [-1, classes]) and `label` (INT64, [-1], the class with the highest probability). A request may
 send its input in any numeric datatype (converted to FP32, as Triton does for a compatible type) and its
 data flat (row-major, the protocol's form) or nested to the tensor's shape, or as raw little-endian bytes
@@ -50,7 +50,7 @@ def server_metadata(version: str) -> dict:
 
 def model_metadata(m: Manifest) -> dict:
     return {"name": m.name, "versions": [m.version], "platform": PLATFORM,
-            "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, m.features]}],
+            "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, *m.input_shape]}],
             "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, m.num_classes]},
                         {"name": "label", "datatype": "INT64", "shape": [-1]}]}
 
@@ -66,11 +66,12 @@ def check_model(m: Manifest, name: str, version: str | None) -> None:
 
 def parse_infer(payload: object, m: Manifest, max_rows: int,
                 binary: bytes = b"") -> tuple[list[list[float]], list[str], object]:
-    """The rows of an inference request (its tensor's data in the JSON, or in `binary`), the outputs it
-    asks for and its id; InputError (400, or 413 for too many rows) naming what is wrong."""
+    """The rows of an inference request, each flat (its tensor's data in the JSON, or in `binary`), the
+    outputs it asks for and its id; InputError (400, or 413 for too many rows) naming what is wrong."""
+    batched = "[N, " + ", ".join(map(str, m.input_shape)) + "]"
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise InputError('expected an inference request {"inputs": [{"name": "input", "shape": [N, '
-                         f'{m.features}], "datatype": "FP32", "data": [...]}}]}}', 400)
+                         f'{batched[4:]}, "datatype": "FP32", "data": [...]}}]}}', 400)
     inputs = payload["inputs"]
     if len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise InputError(f"the model takes exactly one input tensor, {INPUT!r}; the request has {len(inputs)}", 400)
@@ -81,16 +82,17 @@ def parse_infer(payload: object, m: Manifest, max_rows: int,
         raise InputError(f"input {INPUT!r} has datatype {t.get('datatype')!r}: send FP32 (or another numeric "
                          "datatype, converted to FP32)", 400)
     shape = t.get("shape")
-    if (not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(d, int) and not isinstance(d, bool)
-                                                                 for d in shape)):
-        raise InputError(f"input {INPUT!r} has shape {shape!r}: the model takes [N, {m.features}]", 400)
-    rows, features = shape
-    if features != m.features or rows < 1:
-        raise InputError(f"input {INPUT!r} has shape {shape}: the model takes [N, {m.features}] with N >= 1", 400)
+    if (not isinstance(shape, list) or len(shape) != 1 + len(m.input_shape)
+            or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)):
+        raise InputError(f"input {INPUT!r} has shape {shape!r}: the model takes {batched}", 400)
+    rows, features = shape[0], m.features
+    if tuple(shape[1:]) != m.input_shape or rows < 1:
+        raise InputError(f"input {INPUT!r} has shape {shape}: the model takes {batched} with N >= 1", 400)
     if rows > max_rows:
         raise InputError(f"input {INPUT!r} has {rows} rows, over the limit of {max_rows}: split the request", 413)
     size = (t.get("parameters") or {}).get("binary_data_size") if isinstance(t.get("parameters"), dict) else None
-    values = _binary(binary, size, t["datatype"]) if size is not None else list(_flat(t.get("data"), rows * features))
+    values = (_binary(binary, size, t["datatype"]) if size is not None
+              else list(_flat(t.get("data"), rows * features, len(shape))))
     if len(values) != rows * features:
         raise InputError(f"input {INPUT!r} has {len(values)} values for shape {shape}: send "
                          f"{rows * features}, row-major", 400)
@@ -125,15 +127,16 @@ def _binary(binary: bytes, size: object, datatype: str) -> list:
     return np.frombuffer(binary, dtype=DTYPES[datatype]).tolist()
 
 
-def _flat(data: object, limit: int) -> Iterable:
-    """The values of flat or nested `data`, row-major; stops after limit + 1 (enough to say it is too many)."""
+def _flat(data: object, limit: int, depth: int) -> Iterable:
+    """The values of flat or nested `data` (at most `depth` lists deep), row-major; stops after limit + 1
+    (enough to say it is too many)."""
     if not isinstance(data, list):
         raise InputError(f"input {INPUT!r} needs \"data\": a list of numbers, row-major", 400)
     stack, n = [iter(data)], 0
     while stack:
         for v in stack[-1]:
             if isinstance(v, list):
-                if len(stack) >= 2:
+                if len(stack) >= depth:
                     raise InputError(f"input {INPUT!r} data is nested deeper than its shape", 400)
                 stack.append(iter(v))
                 break

@@ -3,6 +3,7 @@ import asyncio
 import logging
 import threading
 import time
+from pathlib import Path
 
 import torch
 
@@ -69,7 +70,8 @@ class Replica:
             self.module, self.manifest = await asyncio.to_thread(
                 model_store.load_artifact, self.settings.model_path, self.device)
             self._set_phase(Phase.WARMING, f"first inference of model {self.manifest.version}")
-            await asyncio.to_thread(model_store.warm_up, self.module, self.manifest, self.device)
+            await asyncio.to_thread(model_store.warm_up, self.module, self.manifest, self.device,
+                                    Path(self.settings.model_path))
         except model_store.ArtifactError as e:
             self._set_phase(Phase.FAILED, str(e))
             return
@@ -138,5 +140,7 @@ class Replica:
         self.metrics.inference.observe(seconds)
 
     async def predict(self, rows: list[list[float]]) -> torch.Tensor:
+        """The model's outputs for `rows`, each flat (row-major), batched along the first dimension."""
         self.metrics.queue_depth.set(self.batcher.depth)
-        return await self.batcher.submit(torch.tensor(rows, dtype=torch.float32))
+        x = torch.tensor(rows, dtype=torch.float32).reshape(-1, *self.manifest.input_shape)
+        return await self.batcher.submit(x)

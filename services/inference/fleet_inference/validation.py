@@ -39,11 +39,14 @@ def outside(v: float, value_range: tuple[float, float] | None) -> str | None:
     return f"is {v:g}, outside the model's input range [{value_range[0]:g}, {value_range[1]:g}] (its manifest's input_range)"
 
 
-def validate_inputs(payload: object, features: int, max_rows: int,
+def validate_inputs(payload: object, shape: tuple[int, ...] | int, max_rows: int,
                     value_range: tuple[float, float] | None = None) -> list[list[float]]:
-    """Return the rows of a predict request, or raise InputError naming what is wrong."""
+    """Return the rows of a predict request, each flat (row-major), or raise InputError naming what is wrong.
+    `shape`: one row's shape from the manifest ([8] for 8 numbers, [1, 8, 8] for a one-channel image)."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    nested = "[" * len(shape) + "..." + "]" * len(shape)
     if not isinstance(payload, dict) or "inputs" not in payload:
-        raise InputError('expected a JSON object {"inputs": [[...], ...]}')
+        raise InputError(f'expected a JSON object {{"inputs": [{nested}, ...]}}')
     extra = sorted(set(payload) - {"inputs"})
     if extra:
         raise InputError(f"unknown field(s) {extra}: only 'inputs' is accepted")
@@ -54,18 +57,31 @@ def validate_inputs(payload: object, features: int, max_rows: int,
         raise InputError(f"'inputs' has {len(rows)} rows, over the limit of {max_rows}: split the request", 413)
     out = []
     for i, row in enumerate(rows):
-        if not isinstance(row, list):
-            raise InputError(f"inputs[{i}] must be a list of {features} numbers")
-        if len(row) != features:
-            raise InputError(f"inputs[{i}] has {len(row)} values; the model takes {features}")
-        for j, v in enumerate(row):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise InputError(f"inputs[{i}][{j}] is {type(v).__name__}, not a number")
-            if isinstance(v, int) and abs(v) > sys.float_info.max:
-                raise InputError(f"inputs[{i}][{j}] is an integer beyond any float: only finite numbers are accepted")
-            if not math.isfinite(v):
-                raise InputError(f"inputs[{i}][{j}] is {v}: only finite numbers are accepted")
-            if (why := outside(v, value_range)) is not None:
-                raise InputError(f"inputs[{i}][{j}] {why}")
-        out.append([float(v) for v in row])
+        flat: list[float] = []
+        _values(row, shape, f"inputs[{i}]", shape, flat, value_range)
+        out.append(flat)
     return out
+
+
+def _values(v: object, dims: tuple[int, ...], where: str, shape: tuple[int, ...], out: list[float],
+            value_range: tuple[float, float] | None) -> None:
+    """Append the numbers of `v` (nested as `dims`) to `out`, or raise InputError naming where it is wrong."""
+    if not dims:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise InputError(f"{where} is {type(v).__name__}, not a number")
+        if isinstance(v, int) and abs(v) > sys.float_info.max:
+            raise InputError(f"{where} is an integer beyond any float: only finite numbers are accepted")
+        if not math.isfinite(v):
+            raise InputError(f"{where} is {v}: only finite numbers are accepted")
+        if (why := outside(v, value_range)) is not None:
+            raise InputError(f"{where} {why}")
+        out.append(float(v))
+        return
+    if not isinstance(v, list):
+        raise InputError(f"{where} must be a list of {dims[0]} " + ("numbers" if len(dims) == 1 else "lists")
+                         + f": each row has shape {list(shape)}")
+    if len(v) != dims[0]:
+        raise InputError(f"{where} has {len(v)} values; the model takes {dims[0]} there (each row has shape "
+                         f"{list(shape)})" if len(shape) > 1 else f"{where} has {len(v)} values; the model takes {dims[0]}")
+    for j, item in enumerate(v):
+        _values(item, dims[1:], f"{where}[{j}]", shape, out, value_range)

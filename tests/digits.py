@@ -1,0 +1,64 @@
+"""A model made by the tests themselves, as a user would make theirs: a small CNN over the handwritten
+digits bundled with scikit-learn (8x8 images, NCHW [N, 1, 8, 8]), written as a model package for
+`fleet build`. Reproducible: same version, same weights and manifest."""
+import json
+from pathlib import Path
+
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+STEPS = {"1": 15, "2": 300}  # optimiser steps per version: v2 measurably more accurate on held-out digits
+HELD_OUT = 297  # the last digits: never trained on; the golden set is their first 200
+GOLDEN = 200
+
+
+class DigitsCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x), dim=-1)
+
+
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    d = load_digits()
+    return torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0, torch.tensor(d.target)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return round(float((model(x).argmax(dim=1) == y).float().mean()), 4)
+
+
+def train(version: str) -> nn.Module:
+    torch.manual_seed(0)
+    x, y = digits()
+    x, y = x[:-HELD_OUT], y[:-HELD_OUT]
+    model = DigitsCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(STEPS[version]):
+        idx = torch.randint(0, len(x), (64,), generator=g)
+        opt.zero_grad()
+        torch.nn.functional.nll_loss(torch.log(model(x[idx]) + 1e-9), y[idx]).backward()
+        opt.step()
+    return model.eval()
+
+
+def write_package(out: Path, version: str, name: str = "digits-cnn") -> Path:
+    """The package of `version` in `out`: model.pt (TorchScript), golden.json, manifest.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    model = train(version)
+    torch.jit.script(model).save(str(out / "model.pt"))
+    x, y = digits()
+    hx, hy = x[-HELD_OUT:], y[-HELD_OUT:]
+    gx, gy = hx[:GOLDEN], hy[:GOLDEN]
+    (out / "golden.json").write_text(json.dumps({"inputs": gx.tolist(), "labels": gy.tolist()}))
+    manifest = {"name": name, "version": version, "file": "model.pt", "input_shape": [1, 8, 8],
+                "input_dtype": "FP32", "input_range": [0, 1], "num_classes": 10,
+                "labels": [str(i) for i in range(10)], "accuracy": accuracy(model, hx, hy),
+                "golden": {"file": "golden.json", "size": GOLDEN, "accuracy": accuracy(model, gx, gy)}}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out

@@ -1,0 +1,79 @@
+"""A model package's checks that need no torch or Docker (fleet/package.py), its reproducible build
+context, and rows of a multi-dimensional input shape (an image's [1, 2, 2]) on both APIs."""
+import io
+import json
+import tarfile
+
+import pytest
+
+from fleet.errors import BadInput
+from fleet.package import read_package, write_context
+from fleet_inference.model_store import Manifest
+from fleet_inference.oip import parse_infer
+from fleet_inference.validation import InputError, validate_inputs
+
+
+def package(tmp_path, **changes):
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    (tmp_path / "golden.json").write_text(json.dumps({"inputs": [], "labels": []}))
+    manifest = {"name": "digits", "version": 3, "input_shape": [1, 2, 2], "num_classes": 10, "accuracy": 0.9,
+                "golden": {"file": "golden.json", "size": 0, "accuracy": 0.9}, **changes}
+    (tmp_path / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if v is not None}))
+    return tmp_path
+
+
+def test_a_good_package_gets_its_checksum_and_labels(tmp_path):
+    p = read_package(package(tmp_path))
+    assert p.version == "3" and p.files == ("golden.json", "model.pt")
+    assert p.labels["fleet.model-version"] == "3" and p.labels["fleet.model"] == "digits"
+    assert p.manifest["sha256"] == p.labels["fleet.model-sha256"] and len(p.manifest["sha256"]) == 64
+
+
+@pytest.mark.parametrize("changes,words", [
+    ({"golden": None}, "lacks the field(s) ['golden']"),
+    ({"version": "2 beta"}, "version '2 beta' must be letters"),
+    ({"file": "weights.pt"}, "file 'weights.pt' (the weights) is not in"),
+    ({"sha256": "0" * 64}, "sha256 000000000000… does not match model.pt"),
+    ({"golden": {"file": "nowhere.json"}}, "golden must be"),
+])
+def test_a_bad_manifest_names_the_field(tmp_path, changes, words):
+    with pytest.raises(BadInput) as e:
+        read_package(package(tmp_path, **changes))
+    assert words in str(e.value), str(e.value)
+
+
+def test_the_build_context_is_the_same_bytes_for_the_same_package(tmp_path):
+    p = read_package(package(tmp_path))
+    first, second = io.BytesIO(), io.BytesIO()
+    write_context(p, "fleet/inference:base", first)
+    (tmp_path / "model.pt").touch()  # a new time on a file: the same content
+    write_context(read_package(tmp_path), "fleet/inference:base", second)
+    assert first.getvalue() == second.getvalue()
+    inner = tarfile.open(fileobj=io.BytesIO(tarfile.open(fileobj=io.BytesIO(first.getvalue())).extractfile(
+        "package.tar").read()))
+    assert {m.name for m in inner.getmembers()} >= {"models/package/manifest.json", "models/package/model.pt"}
+    assert {m.mtime for m in inner.getmembers()} == {0}
+
+
+IMAGE = Manifest(name="digits", version="3", sha256="0" * 64, file="model.pt", input_shape=(1, 2, 2),
+                 num_classes=10, accuracy=0.9)
+
+
+def test_rows_of_an_image_shape_are_nested_to_it_and_come_out_flat():
+    assert validate_inputs({"inputs": [[[[1, 2], [3, 4]]]]}, IMAGE.input_shape, 8) == [[1.0, 2.0, 3.0, 4.0]]
+    with pytest.raises(InputError) as e:
+        validate_inputs({"inputs": [[1, 2, 3, 4]]}, IMAGE.input_shape, 8)
+    assert "inputs[0] has 4 values; the model takes 1 there (each row has shape [1, 2, 2])" in str(e.value)
+    with pytest.raises(InputError) as e:
+        validate_inputs({"inputs": [[[[1, 2], [3]]]]}, IMAGE.input_shape, 8)
+    assert "inputs[0][0][1] has 1 values; the model takes 2 there" in str(e.value)
+
+
+def test_the_open_inference_protocol_takes_the_batched_image_shape():
+    request = {"inputs": [{"name": "input", "shape": [2, 1, 2, 2], "datatype": "FP32", "data": list(range(8))}]}
+    rows, _, _ = parse_infer(request, IMAGE, 8)
+    assert rows == [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]]
+    request["inputs"][0]["shape"] = [2, 4]
+    with pytest.raises(InputError) as e:
+        parse_infer(request, IMAGE, 8)
+    assert e.value.status == 400 and "the model takes [N, 1, 2, 2]" in str(e.value)
