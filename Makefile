@@ -22,6 +22,7 @@ bench: setup
 	bash scripts/test-images.sh
 	$(PY) bench/service_bench.py
 	$(PY) bench/oip_bench.py
+	$(PY) bench/oip_bench.py --model digits --unbatched
 	$(PY) bench/deploy_bench.py
 	$(PY) bench/rollout_bench.py
 	$(PY) bench/consul_restart_bench.py

@@ -42,10 +42,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_service(max_batch: int) -> tuple[subprocess.Popen, str, str]:
-    """The service (pinned to CPU 1 where there are two); its URL and its probe server's URL."""
+def start_service(max_batch: int, model: Path | None = None) -> tuple[subprocess.Popen, str, str]:
+    """The service (pinned to CPU 1 where there are two) with `model` (default the demo's v2); its URL
+    and its probe server's URL."""
     port, admin_port = free_port(), free_port()
-    env = {**os.environ, "MODEL_PATH": str(ROOT / "build/models/v2"), "FLEET_PORT": str(port),
+    env = {**os.environ, "MODEL_PATH": str(model or ROOT / "build/models/v2"), "FLEET_PORT": str(port),
            "FLEET_ADMIN_PORT": str(admin_port), "FLEET_MAX_BATCH": str(max_batch),
            "PYTHONPATH": str(ROOT / "services/inference")}
     proc = subprocess.Popen([sys.executable, "-m", "fleet_inference"], env=env,

@@ -214,3 +214,22 @@ def judge_golden(canary: float, stable: float, manifest: float | None, tolerance
     if manifest is not None and canary < manifest - MANIFEST_TOLERANCE:
         return Judgement(Outcome.FAIL, f"{figures}: below its own manifest by {manifest - canary:.4f}")
     return Judgement(Outcome.PASS, figures)
+
+
+def judge_golden_outputs(canary: list, stable: list, tolerance: float, source: str = "") -> Judgement:
+    """Pure: the golden gate for a model of plain tensor outputs. The canary fails when any of its outputs
+    on the golden rows is further than `tolerance` (absolute) from the stable's."""
+    if len(canary) != len(stable) or any(len(_flat(c)) != len(_flat(s)) for c, s in zip(canary, stable)):
+        return Judgement(Outcome.FAIL, f"the canary's outputs on the golden rows ({source}) are not shaped like "
+                                       "the stable's")
+    gaps = [max((abs(a - b) for a, b in zip(_flat(c), _flat(s))), default=0.0) for c, s in zip(canary, stable)]
+    worst, beyond = max(gaps, default=0.0), sum(g > tolerance for g in gaps)
+    figures = (f"canary outputs differ from the stable's by at most {worst:.3g} on {len(gaps)} golden rows "
+               f"({source}); tolerance {tolerance:g}")
+    if beyond:
+        return Judgement(Outcome.FAIL, f"{figures}: {beyond} row(s) beyond it")
+    return Judgement(Outcome.PASS, figures)
+
+
+def _flat(v) -> list:
+    return [x for item in v for x in _flat(item)] if isinstance(v, list) else [v]

@@ -95,9 +95,10 @@ def build(model_dir: Path = typer.Argument(..., help="the model package: weights
         print(json.dumps({"ok": True, **doc}))
     else:
         check = doc["check"]
-        err.print(f"built {tag}: model {check['name']} version {check['version']}, input "
-                  f"{check['input_shape']}, {check['num_classes']} classes, golden accuracy "
-                  f"{check['golden_accuracy']:.4f} on {check['golden_rows']} rows"
+        golden = (f"golden accuracy {check['golden_accuracy']:.4f}" if "golden_accuracy" in check
+                  else f"golden outputs within {check['golden_max_difference']:g}")
+        err.print(f"built {tag}: model {check['name']} version {check['version']}, input {check['input_shape']}, "
+                  f"output {check['output']} {check['output_shape']}, {golden} on {check['golden_rows']} rows"
                   + (f"; pushed as {doc['digest']}" if push else ""), highlight=False)
 
 

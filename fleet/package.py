@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import BadInput
 
 MODEL_DIR = "/models/package"  # where the image holds the package (the base image's MODEL_PATH)
-REQUIRED = ("name", "version", "input_shape", "num_classes", "accuracy", "golden")
+REQUIRED = ("name", "version", "input_shape", "golden")  # and num_classes, accuracy, or output_shape (the image checks)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # a name or version that fits a URL path, a tag, a label
 VERSION_LABEL, MODEL_LABEL, SHA_LABEL = "fleet.model-version", "fleet.model", "fleet.model-sha256"
 
@@ -75,11 +75,8 @@ def read_package(directory: Path) -> Package:
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def dockerfile(base: str) -> str:

@@ -19,7 +19,7 @@ from .adapters import hooks
 from .watch import observe
 from .adapters.gateway import Gateway, GatewayError, ReplicaError
 from .adapters.prometheus import Prometheus, role_window
-from .analysis import Outcome, judge_golden
+from .analysis import Outcome, judge_golden, judge_golden_outputs
 from .convergence import State
 from .events import (ConsulView, ContainerEvent, ControlRequested, EventStream, GateAnswered, GoldenChecked,
                      MetricsSample, PromotionObserved, SourceUp, TaskFailed)
@@ -192,9 +192,13 @@ class Evidence:
                     raise GatewayError(f"the canary route answers {canary_info and canary_info.get('version')!r}, "
                                        f"waiting for version {plan.version!r} and a stable replica")
                 golden = gw.golden_set(plan.golden or None)
-                canary, stable = gw.accuracy("canary", golden), gw.accuracy("stable", golden)
-                j = judge_golden(canary, stable, golden.manifest_accuracy, plan.golden_tolerance,
-                                 len(golden.labels), golden.source)
+                if golden.labels is None:  # a model of tensor outputs: the canary's against the stable's
+                    j = judge_golden_outputs(gw.outputs("canary", golden), gw.outputs("stable", golden),
+                                             golden.tolerance, golden.source)
+                else:
+                    canary, stable = gw.accuracy("canary", golden), gw.accuracy("stable", golden)
+                    j = judge_golden(canary, stable, golden.manifest_accuracy, plan.golden_tolerance,
+                                     len(golden.labels), golden.source)
                 yield GoldenChecked(j.outcome is Outcome.PASS, j.reason)
                 return
             except ReplicaError as e:

@@ -62,3 +62,33 @@ def write_package(out: Path, version: str, name: str = "digits-cnn") -> Path:
                 "golden": {"file": "golden.json", "size": GOLDEN, "accuracy": accuracy(model, gx, gy)}}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return out
+
+
+class DigitsEmbedding(nn.Module):
+    """A model of plain tensor outputs: each digit image to 2 numbers (a fixed random projection, scaled)."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(7)
+        self.register_buffer("projection", torch.randn(64, 2, generator=g) * scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x.flatten(1) @ self.projection)
+
+
+def write_tensor_package(out: Path, version: str, scale: float = 0.25, tolerance: float = 0.001,
+                         name: str = "digits-embedding") -> Path:
+    """A package of a model whose output is a tensor [N, 2], not classes: its golden set holds the outputs
+    expected, and a canary's must be within `tolerance` of the stable's. `scale` changes what it answers."""
+    out.mkdir(parents=True, exist_ok=True)
+    model = DigitsEmbedding(scale).eval()
+    torch.jit.script(model).save(str(out / "model.pt"))
+    x = digits()[0][-HELD_OUT:][:GOLDEN]
+    with torch.no_grad():
+        y = model(x)
+    (out / "golden.json").write_text(json.dumps({"inputs": x.tolist(), "outputs": y.tolist()}))
+    manifest = {"name": name, "version": version, "file": "model.pt", "input_shape": [1, 8, 8], "input_range": [0, 1],
+                "output": "tensor", "output_shape": [2],
+                "golden": {"file": "golden.json", "size": GOLDEN, "tolerance": tolerance}}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out

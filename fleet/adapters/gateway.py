@@ -34,10 +34,26 @@ class ReplicaError(GatewayError):
 
 @dataclass(frozen=True)
 class GoldenSet:
+    """Golden inputs with their labels (a classifier's), or with the outputs expected (a model of plain
+    tensor outputs, whose canary must answer within `tolerance` of the stable)."""
     inputs: list
-    labels: list
+    labels: list | None
     source: str  # where it came from, for the report
     manifest_accuracy: float | None = None  # the canary model's own figure on it (its shipped set only)
+    outputs: list | None = None
+    tolerance: float | None = None
+
+    @classmethod
+    def of(cls, doc: dict, source: str, manifest: dict | None = None) -> "GoldenSet":
+        """From a golden file's JSON (and the canary's manifest's golden entry, for a shipped set)."""
+        manifest = manifest or {}
+        if doc.get("labels") is None and doc.get("outputs") is None:
+            raise KeyError("labels (a classifier's) or outputs (a tensor model's)")
+        tolerance = manifest.get("tolerance", doc.get("tolerance"))
+        if doc.get("labels") is None and not isinstance(tolerance, (int, float)):
+            raise KeyError("tolerance: how far a canary's outputs may be from the stable's")
+        return cls(doc["inputs"], doc.get("labels"), source, manifest.get("accuracy"), doc.get("outputs"),
+                   None if tolerance is None else float(tolerance))
 
 
 class Gateway:
@@ -74,15 +90,12 @@ class Gateway:
         """The golden set of `path` (JSON with inputs and labels), or the one shipped with the canary's model."""
         try:
             if path:
-                doc = json.loads(Path(path).read_text())
-                return GoldenSet(doc["inputs"], doc["labels"], path)
+                return GoldenSet.of(json.loads(Path(path).read_text()), path)
             info = self.info("canary") or {}
             r = self._get("canary", "/golden")
             if r.status_code != 200:
                 raise GatewayError(f"the canary's /golden answered {r.status_code}: {r.text[:200]}")
-            doc = r.json()
-            return GoldenSet(doc["inputs"], doc["labels"], f"model {info.get('model')} v{info.get('version')}",
-                             (info.get("golden") or {}).get("accuracy"))
+            return GoldenSet.of(r.json(), f"model {info.get('model')} v{info.get('version')}", info.get("golden"))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise GatewayError(f"cannot read the golden set {path or '(shipped with the canary)'}: {e!r}") from None
 
@@ -92,12 +105,22 @@ class Gateway:
 
     def accuracy(self, role: str, golden: GoldenSet) -> float:
         """The share of the golden rows a role's replicas classify right, through its route."""
-        right = 0
+        classes = [c for answer in self._answers(role, golden, "classes") for c in answer]
+        return sum(int(c == y) for c, y in zip(classes, golden.labels)) / len(golden.labels) if golden.labels else 0.0
+
+    def outputs(self, role: str, golden: GoldenSet) -> list:
+        """A role's replicas' outputs on the golden rows (a model of tensor outputs), through its route."""
+        return [row for answer in self._answers(role, golden, "outputs") for row in answer]
+
+    def _answers(self, role: str, golden: GoldenSet, field: str):
+        """`field` of each /predict answer to the golden rows, CHUNK rows a request."""
         for i in range(0, len(golden.inputs), CHUNK):
             r = self.predict(role, golden.inputs[i:i + CHUNK])
-            if r.status_code != 200:
-                why = f"/predict through the {role} route answered {r.status_code} on golden rows " \
-                      f"{i}..{i + CHUNK - 1}: {r.text[:200]}"
-                raise ReplicaError(why, role) if "X-Fleet-Server" in r.headers else GatewayError(why)
-            right += sum(int(c == y) for c, y in zip(r.json()["classes"], golden.labels[i:i + CHUNK]))
-        return right / len(golden.labels) if golden.labels else 0.0
+            why = f"/predict through the {role} route answered {r.status_code} on golden rows {i}..{i + CHUNK - 1}: " \
+                  f"{r.text[:200]}"
+            if r.status_code == 200 and field not in r.json():
+                why = f"/predict through the {role} route answers no {field!r}: its model is of another kind"
+            elif r.status_code == 200:
+                yield r.json()[field]
+                continue
+            raise ReplicaError(why, role) if "X-Fleet-Server" in r.headers else GatewayError(why)

@@ -1,8 +1,10 @@
 """Your own model, as a user brings it: a model package the test makes itself (a small CNN over
 scikit-learn's handwritten digits, NCHW [N, 1, 8, 8], tests/digits.py), built with `fleet build`,
 deployed, answering through the gateway on /predict and the Open Inference Protocol with the outputs the
-same model gives locally, then rolled out to its second version. And bad packages: `fleet build` exits
-2 naming the field, no image made. Clients go through the gateway at 127.0.0.1, bounded."""
+same model gives locally, then rolled out to its second version. A model of plain tensor outputs (not
+classes), whose canary the golden gate judges against the stable's outputs within the manifest's
+tolerance. And bad packages: `fleet build` exits 2 naming the field, no image made. Clients go through
+the gateway at 127.0.0.1, bounded."""
 import json
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import pytest
 import torch
 import tritonclient.http as triton
 
-from tests.digits import write_package
+from tests.digits import write_package, write_tensor_package
 from tests.helpers import LoadLoop, wait_until
 from tests.real.conftest import ROOT, StackUnderTest, converged, remove_stack
 from tests.real.test_canary_evidence import stable_image
@@ -23,7 +25,7 @@ from tests.real.test_rollout import canary_gone
 
 NAME = "fleettest-byom"
 IMAGE = "fleet/digits-test"  # the images this module builds, labelled fleet.model=digits-cnn / digits-bad
-MODELS = ("digits-cnn", "digits-bad")
+MODELS = ("digits-cnn", "digits-bad", "digits-embedding")
 
 
 def build(package, tag: str, *args: str) -> subprocess.CompletedProcess:
@@ -76,6 +78,7 @@ def test_a_users_image_classifier_is_built_deployed_served_on_both_apis_and_roll
     r = httpx.post(f"{byom.gateway}/predict", json={"inputs": rows}, timeout=10)
     assert r.status_code == 200, r.text
     assert r.json()["version"] == "1" and r.json()["classes"] == local.argmax(axis=1).tolist()
+    assert r.json()["labels"] == [str(c) for c in local.argmax(axis=1).tolist()]  # the manifest's names
     np.testing.assert_allclose(np.array(r.json()["probabilities"]), local, rtol=1e-5, atol=1e-6)
 
     client = triton.InferenceServerClient(f"127.0.0.1:{byom.gateway_port}")
@@ -150,3 +153,36 @@ def test_a_bad_package_is_refused_naming_the_field_and_no_image_is_made(byom, pa
     client = byom.swarm.client
     assert client.images.list(filters={"label": "fleet.model=digits-bad"}) == []
     assert client.containers.list(all=True, filters={"label": "fleet.build-check"}) == []
+
+
+def test_a_tensor_model_is_served_and_a_canary_whose_outputs_moved_past_the_tolerance_is_rolled_back(byom,
+                                                                                                  tmp_path):
+    same = write_tensor_package(tmp_path / "v1", "1")
+    moved = write_tensor_package(tmp_path / "v2", "2", scale=0.5)  # answers other numbers for the same digits
+    for package, tag in ((same, "embed-1"), (moved, "embed-2")):
+        p = build(package, f"{IMAGE}:{tag}")
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["check"]["golden_max_difference"] == 0.0
+    p = fleet(byom, "deploy", "--stack", NAME, "--replace-promoted", env={"FLEET_IMAGE": f"{IMAGE}:embed-1"},
+              timeout=400)
+    assert p.returncode == 0, p.stderr
+    golden = json.loads((same / "golden.json").read_text())
+    r = httpx.post(f"{byom.gateway}/predict", json={"inputs": golden["inputs"][:4]}, timeout=10)
+    assert r.status_code == 200 and "classes" not in r.json(), r.text
+    np.testing.assert_allclose(np.array(r.json()["outputs"]), np.array(golden["outputs"][:4]), atol=1e-6)
+    r = httpx.post(f"{byom.gateway}/v2/models/digits-embedding/infer", timeout=10, json={
+        "inputs": [{"name": "input", "shape": [4, 1, 8, 8], "datatype": "FP32", "data": golden["inputs"][:4]}]})
+    assert r.status_code == 200 and [o["name"] for o in r.json()["outputs"]] == ["output"], r.text
+    assert r.json()["outputs"][0]["shape"] == [4, 2]
+
+    with LoadLoop(f"{byom.gateway}/predict", max_requests=20_000, max_seconds=200, inputs=golden["inputs"][:4]) as load:
+        p = fleet(byom, "rollout", "--canary", "--image", f"{IMAGE}:embed-2", "--stack", NAME, "--json",
+                  "--steps", "50", "--step-duration", "10s", timeout=400)
+    doc = json.loads(p.stdout) if p.stdout.strip() else {}
+    assert p.returncode == 1 and doc["outcome"] == "rolled_back", (doc, p.stderr[-2000:])
+    assert "golden gate failed" in doc["reason"] and "tolerance 0.001" in doc["reason"], doc["reason"]
+    assert "row(s) beyond it" in doc["reason"], doc["reason"]
+    assert not [e for e in doc["timeline"] if e["event"] == "share"], "the canary must never get a share"
+    assert load.total > 10 and load.failures == [], load.failures[:5]
+    assert [v for _, _, v in load.served if v != "1"] == [], "every answer from the stable"
+    assert stable_image(byom) == f"{IMAGE}:embed-1" and canary_gone(byom)

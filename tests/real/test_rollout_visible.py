@@ -109,15 +109,20 @@ def test_a_promoted_rollout_is_watched_posted_gated_reported_and_in_prometheus(v
     reader.start()
     try:
         with LoadLoop(f"{vstack.gateway}/predict", max_requests=30_000, max_seconds=300) as load:
+            # the same image on both sides: this test is about what people see, and the latency judgement
+            # has its own tests (test_canary_evidence.py); here, on 2 busy cores beside a watcher, webhook
+            # receivers and a gate, a fresh canary's p50 has measured 1.5x the stable's (CI, stops 29 and 30)
             p, doc = rollout(vstack, "--steps", "25,50", "--step-duration", "12s", "--webhook", hook.url,
                              "--webhook", "http://127.0.0.1:9/down", "--webhook", slow.url,
-                             "--confirm-promotion", gate.url, "--gate-deadline", "2m")
+                             "--confirm-promotion", gate.url, "--gate-deadline", "2m", "--max-latency-ratio", "3")
         wait_until(lambda: any(v.get("ended") for view in views for v in view["rollouts"]), 30, "the live view to show the end")
     finally:
         watch.kill()
     views = [view for i, view in enumerate(views) if i <= next(
         i for i, view in enumerate(views) if any(v.get("ended") for v in view["rollouts"]))]
-    assert p.returncode == 0 and doc["outcome"] == "promoted", (doc, p.stderr[-2000:])
+    steps = [(round(e["at"] - p.started, 1), e["event"], e["detail"][:160]) for e in doc.get("timeline", [])
+             if e["event"] != "webhook"]
+    assert p.returncode == 0 and doc["outcome"] == "promoted", (doc.get("reason"), steps, p.stderr[-1000:])
     assert load.failures == [], (load.failures[:3], when(load, p.started, doc))
     timeline = doc["timeline"]
     print(f"\npromoted in {p.ended - p.started:.1f}s; {len(views)} live views; webhooks {posted(hook)}; "

@@ -76,7 +76,7 @@ def test_a_path_naming_another_model_or_version_is_a_404_naming_what_is_served()
 
 
 def test_the_response_holds_the_asked_outputs_row_major():
-    doc = infer_response(M, [[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]], [3, 0], ["label", "probabilities"], 7)
+    doc = infer_response(M, [0.1, 0.2, 0.3, 0.4, 0.4, 0.3, 0.2, 0.1], 2, [3, 0], ["label", "probabilities"], 7)
     assert doc["model_name"] == "quadrant-mlp" and doc["model_version"] == "2" and doc["id"] == 7
     assert doc["outputs"] == [
         {"name": "label", "datatype": "INT64", "shape": [2], "data": [3, 0]},

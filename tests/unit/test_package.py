@@ -1,11 +1,14 @@
 """A model package's checks that need no torch or Docker (fleet/package.py), its reproducible build
-context, and rows of a multi-dimensional input shape (an image's [1, 2, 2]) on both APIs."""
+context, rows of a multi-dimensional input shape (an image's [1, 2, 2]) on both APIs, and the golden
+gate of a model of plain tensor outputs."""
 import io
 import json
 import tarfile
 
 import pytest
 
+from fleet.adapters.gateway import GoldenSet
+from fleet.analysis import Outcome, judge_golden_outputs
 from fleet.errors import BadInput
 from fleet.package import read_package, write_context
 from fleet_inference.model_store import Manifest
@@ -77,3 +80,34 @@ def test_the_open_inference_protocol_takes_the_batched_image_shape():
     with pytest.raises(InputError) as e:
         parse_infer(request, IMAGE, 8)
     assert e.value.status == 400 and "the model takes [N, 1, 2, 2]" in str(e.value)
+
+
+def test_a_tensor_model_manifest_declares_its_output_shape_and_a_tolerance():
+    m = Manifest.parse({"name": "e", "version": "1", "sha256": "0" * 64, "input_shape": [1, 8, 8], "output": "tensor",
+                        "output_shape": [2], "golden": {"file": "golden.json", "tolerance": 0.001}})
+    assert not m.classifies and m.output_shape == (2,) and m.num_classes == 0
+    with pytest.raises(ValueError, match="golden.tolerance None must be a number"):
+        Manifest.parse({"name": "e", "version": "1", "sha256": "0", "input_shape": [4], "output": "tensor",
+                        "output_shape": [2], "golden": {"file": "golden.json"}})
+    with pytest.raises(ValueError, match="output 'boxes' is unknown"):
+        Manifest.parse({"name": "e", "version": "1", "sha256": "0", "input_shape": [4], "output": "boxes"})
+
+
+@pytest.mark.parametrize("canary,outcome,words", [
+    ([[0.1, 0.2], [0.3, 0.4]], Outcome.PASS, "by at most 0 on 2 golden rows"),
+    ([[0.1005, 0.2], [0.3, 0.4]], Outcome.PASS, "by at most 0.0005"),
+    ([[0.1, 0.2], [0.3, 0.5]], Outcome.FAIL, "1 row(s) beyond it"),
+    ([[0.1, 0.2]], Outcome.FAIL, "not shaped like the stable's"),
+])
+def test_the_golden_gate_for_tensor_outputs_compares_the_canary_with_the_stable(canary, outcome, words):
+    j = judge_golden_outputs(canary, [[0.1, 0.2], [0.3, 0.4]], 0.001, "model e v2")
+    assert j.outcome is outcome and words in j.reason, j.reason
+
+
+def test_a_golden_set_has_labels_or_outputs_with_a_tolerance():
+    assert GoldenSet.of({"inputs": [[1]], "labels": [0]}, "f").labels == [0]
+    tensor = GoldenSet.of({"inputs": [[1]], "outputs": [[0.5]]}, "shipped", {"tolerance": 0.01})
+    assert tensor.labels is None and tensor.outputs == [[0.5]] and tensor.tolerance == 0.01
+    for doc in ({"inputs": [[1]]}, {"inputs": [[1]], "outputs": [[0.5]]}):
+        with pytest.raises(KeyError):
+            GoldenSet.of(doc, "f")

@@ -121,9 +121,9 @@ def create_app(settings: Settings) -> FastAPI:
         check_content_type(request.headers.get("content-type"))
         return parse_body(await read_body(request, settings.max_body_bytes), settings.max_body_bytes)
 
-    async def infer(request: Request, rows: list[list[float]]) -> tuple[torch.Tensor, list[int]] | Response:
-        """The rows' class probabilities through the batcher and each row's class, or the answer to give
-        instead."""
+    async def infer(request: Request, rows: list[list[float]]) -> tuple[torch.Tensor, list[int] | None] | Response:
+        """The rows' outputs through the batcher and each row's class (None for a model of tensor outputs),
+        or the answer to give instead."""
         work = asyncio.ensure_future(replica.predict(rows))
         gone = asyncio.ensure_future(client_gone(request))
         await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
@@ -135,7 +135,7 @@ def create_app(settings: Settings) -> FastAPI:
             probs = work.result()
         except QueueFull as e:
             return JSONResponse({"error": f"overloaded: {e}"}, status_code=503, headers={"Retry-After": "1"})
-        finite = torch.isfinite(probs).all(dim=1)
+        finite = torch.isfinite(probs).flatten(1).all(dim=1)
         if not bool(finite.all()):
             # The inputs were finite and inside the model's declared range, so this is the model's fault: a
             # 5xx, which the gateway sends again to another replica and fleet counts against a canary.
@@ -145,6 +145,8 @@ def create_app(settings: Settings) -> FastAPI:
                       replica.manifest.version, row, len(rows))
             return JSONResponse({"error": f"the model gave a non-finite output (NaN or infinity) for row {row}: "
                                           "a fault of the model, not of the request"}, status_code=500)
+        if not replica.manifest.classifies:
+            return probs, None
         labels = probs.argmax(dim=1).tolist()
         origin = origin_of(request.scope)
         for label, n in Counter(labels).items():
@@ -165,7 +167,12 @@ def create_app(settings: Settings) -> FastAPI:
             return answer
         probs, labels = answer
         # A Response built here skips FastAPI's generic encoder: less work on the event loop per request.
-        return JSONResponse({"version": replica.manifest.version, "classes": labels, "probabilities": probs.tolist()})
+        if labels is None:
+            return JSONResponse({"version": replica.manifest.version, "outputs": probs.tolist()})
+        doc = {"version": replica.manifest.version, "classes": labels, "probabilities": probs.tolist()}
+        if replica.manifest.labels:  # the classes' names, where the manifest gives them
+            doc["labels"] = [replica.manifest.labels[i] for i in labels]
+        return JSONResponse(doc)
 
     # The Open Inference Protocol (KServe v2), HTTP/REST: health, metadata and inference.
     @app.get("/v2")
@@ -220,8 +227,8 @@ def create_app(settings: Settings) -> FastAPI:
         answer = await infer(request, rows)
         if isinstance(answer, Response):
             return answer
-        probs, labels = answer
-        return JSONResponse(oip.infer_response(m, probs.tolist(), labels, outputs, request_id))
+        out, labels = answer
+        return JSONResponse(oip.infer_response(m, out.flatten().tolist(), len(out), labels, outputs, request_id))
 
     @app.get("/metrics")
     async def metrics():

@@ -3,7 +3,8 @@
     python3 -m fleet_inference.check /models/package
 
 loads the weights (checksum, TorchScript), runs them on the golden inputs and checks the outputs' shape
-and the golden accuracy against the manifest. Prints one JSON line of figures; exit 2 with the reason
+and the golden accuracy (or, for tensor outputs, the golden outputs within the tolerance) against the
+manifest. Prints one JSON line of figures; exit 2 with the reason
 on stderr when the package is wrong (the message names the manifest's field)."""
 import json
 import sys
@@ -22,18 +23,26 @@ def check(directory: Path) -> dict:
     if not manifest.golden:
         raise ArtifactError("the manifest has no golden set (field golden: {\"file\", \"size\", \"accuracy\"}): "
                             "fleet's golden gate needs labelled inputs to judge a canary before it gets traffic")
-    inputs, labels = read_golden(directory, manifest)
+    inputs, expected = read_golden(directory, manifest)
     out = answer(module, manifest, inputs)
     if not bool(torch.isfinite(out).all()):
         raise ArtifactError("the model gives non-finite outputs (NaN or infinity) on its own golden inputs")
-    accuracy = float((out.argmax(dim=1) == torch.tensor(labels)).float().mean())
+    figures = {"name": manifest.name, "version": manifest.version, "input_shape": list(manifest.input_shape),
+               "output": manifest.output, "output_shape": list(manifest.output_shape), "golden_rows": len(inputs)}
+    if not manifest.classifies:
+        tolerance = float(manifest.golden["tolerance"])
+        gap = float((out - expected).abs().max())
+        if gap > tolerance:
+            raise ArtifactError(f"the weights' outputs on the golden inputs are up to {gap:.3g} from the golden "
+                                f"set's outputs, over golden.tolerance {tolerance:g}: fix the golden set or the "
+                                "weights")
+        return {**figures, "golden_max_difference": round(gap, 6)}
+    accuracy = float((out.argmax(dim=1) == torch.tensor(expected)).float().mean())
     claimed = manifest.golden.get("accuracy")
     if claimed is not None and abs(float(claimed) - accuracy) > ACCURACY_TOLERANCE:
         raise ArtifactError(f"golden.accuracy says {float(claimed):.4f} but the weights classify "
                             f"{accuracy:.4f} of the golden set right: fix the manifest or the weights")
-    return {"name": manifest.name, "version": manifest.version, "input_shape": list(manifest.input_shape),
-            "num_classes": manifest.num_classes, "golden_rows": len(labels), "golden_accuracy": round(accuracy, 4)}
-
+    return {**figures, "num_classes": manifest.num_classes, "golden_accuracy": round(accuracy, 4)}
 
 def main() -> None:
     try:

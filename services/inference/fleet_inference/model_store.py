@@ -13,6 +13,7 @@ class ArtifactError(RuntimeError):
 
 
 DTYPES = ("FP32",)  # the input datatypes a manifest may declare (the service feeds the model float32)
+PROBABILITIES, TENSOR = "probabilities", "tensor"  # what a model's output means: classes, or plain numbers
 
 
 @dataclass(frozen=True)
@@ -23,20 +24,27 @@ class Manifest:
     sha256: str
     file: str
     input_shape: tuple[int, ...]  # one row's shape, without the batch dimension: [8], or [1, 8, 8] (CHW)
-    num_classes: int
-    accuracy: float
-    golden: dict | None = None  # {"file", "size", "accuracy"}: the golden set shipped with the artifact
+    num_classes: int  # 0 for a model of plain tensor outputs
+    accuracy: float | None
+    golden: dict | None = None  # {"file", "size", "accuracy"}, or with "tolerance" for tensor outputs
     input_range: tuple[float, float] | None = None  # the values the model answers for; None: any finite
     labels: tuple[str, ...] | None = None  # the classes' names, in the order of the model's outputs
+    output: str = PROBABILITIES  # "probabilities" (one per class, [N, num_classes]) or "tensor"
+    tensor_shape: tuple[int, ...] = ()  # a tensor output's shape for one row (output "tensor" only)
+
+    @property
+    def classifies(self) -> bool:
+        return self.output == PROBABILITIES
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """One row's output shape: its classes' probabilities, or the declared tensor's."""
+        return (self.num_classes,) if self.classifies else self.tensor_shape
 
     @property
     def features(self) -> int:
         """Values in one row (the product of its shape)."""
         return math.prod(self.input_shape)
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.labels or tuple(str(i) for i in range(self.num_classes))
 
     @classmethod
     def read(cls, directory: Path) -> "Manifest":
@@ -60,6 +68,24 @@ class Manifest:
         dtype = m.get("input_dtype", "FP32")
         if dtype not in DTYPES:
             raise ValueError(f"input_dtype {dtype!r} is unknown: the service takes {', '.join(DTYPES)}")
+        output = m.get("output", PROBABILITIES)
+        if output == TENSOR:
+            tensor_shape = tuple(m["output_shape"])
+            if not tensor_shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                                           for d in tensor_shape):
+                raise ValueError(f"output_shape {list(tensor_shape)} must list one row's output dimensions, "
+                                 "positive integers: e.g. [3]")
+            tolerance = (m.get("golden") or {}).get("tolerance")
+            if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance < 0:
+                raise ValueError(f"golden.tolerance {tolerance!r} must be a number >= 0: how far (absolute, per "
+                                 "value) a canary's outputs may be from the stable's on the golden inputs")
+            return cls(name=m["name"], version=str(m["version"]), sha256=m["sha256"], file=m.get("file", "model.pt"),
+                       input_shape=shape, num_classes=0, accuracy=None, golden=m["golden"], output=TENSOR,
+                       tensor_shape=tensor_shape,
+                       input_range=tuple(map(float, m["input_range"])) if "input_range" in m else None)
+        if output != PROBABILITIES:
+            raise ValueError(f"output {output!r} is unknown: {PROBABILITIES!r} (class probabilities, the default) "
+                             f"or {TENSOR!r} (plain numbers, with output_shape)")
         labels = tuple(map(str, m["labels"])) if m.get("labels") is not None else None
         if labels is not None and len(labels) != int(m["num_classes"]):
             raise ValueError(f"labels names {len(labels)} classes but num_classes is {m['num_classes']}")
@@ -70,11 +96,8 @@ class Manifest:
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def select_device(wanted: str) -> torch.device:
@@ -123,9 +146,10 @@ def answer(module: torch.jit.ScriptModule, manifest: Manifest, x: torch.Tensor) 
         except Exception as e:
             raise ArtifactError(f"the model rejects input of shape {list(x.shape)} (its manifest's input_shape "
                                 f"{list(manifest.input_shape)}, batched {shape}): {last_line(e)}") from None
-    if tuple(out.shape) != (len(x), manifest.num_classes):
+    if tuple(out.shape) != (len(x), *manifest.output_shape):
+        field = "num_classes" if manifest.classifies else "output_shape"
         raise ArtifactError(f"the model answers shape {list(out.shape)} for {len(x)} rows; its manifest says "
-                            f"[{len(x)}, {manifest.num_classes}] (num_classes)")
+                            f"{[len(x), *manifest.output_shape]} ({field})")
     return out
 
 
@@ -135,20 +159,32 @@ def last_line(e: Exception) -> str:
     return lines[-1][:300] if lines else type(e).__name__
 
 
-def read_golden(directory: Path, manifest: Manifest) -> tuple[torch.Tensor, list[int]]:
-    """The golden set's inputs (a batch of the manifest's shape) and labels; ArtifactError naming the field."""
+def read_golden(directory: Path, manifest: Manifest) -> tuple[torch.Tensor, list[int] | torch.Tensor]:
+    """The golden set's inputs (a batch of the manifest's shape) and labels (class indices), or for a model
+    of tensor outputs the outputs expected; ArtifactError naming the field."""
     path = directory / manifest.golden.get("file", "golden.json")
+    expected = "labels" if manifest.classifies else "outputs"
     try:
         doc = json.loads(path.read_text())
-        inputs, labels = torch.tensor(doc["inputs"], dtype=torch.float32), doc["labels"]
+        inputs, answers = torch.tensor(doc["inputs"], dtype=torch.float32), doc[expected]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ArtifactError(f"golden set {path} (the manifest's golden.file) is unreadable: {e!r}; it needs "
-                            '{"inputs": [...], "labels": [...]}') from None
-    if tuple(inputs.shape[1:]) != manifest.input_shape or len(inputs) != len(labels):
-        raise ArtifactError(f"golden set {path} has inputs of shape {list(inputs.shape)} and {len(labels)} labels: "
-                            f"the manifest's input_shape {list(manifest.input_shape)} needs [N, "
-                            f"{', '.join(map(str, manifest.input_shape))}] and N labels")
-    if not all(isinstance(y, int) and 0 <= y < manifest.num_classes for y in labels):
+                            f'{{"inputs": [...], "{expected}": [...]}}') from None
+    if tuple(inputs.shape[1:]) != manifest.input_shape or len(inputs) != len(answers):
+        raise ArtifactError(f"golden set {path} has inputs of shape {list(inputs.shape)} and {len(answers)} "
+                            f"{expected}: the manifest's input_shape {list(manifest.input_shape)} needs [N, "
+                            f"{', '.join(map(str, manifest.input_shape))}] and N {expected}")
+    if not manifest.classifies:
+        try:
+            outputs = torch.tensor(answers, dtype=torch.float32)
+        except (ValueError, TypeError) as e:
+            raise ArtifactError(f"golden set {path}: outputs are not numbers of one shape ({e})") from None
+        if tuple(outputs.shape[1:]) != manifest.output_shape:
+            raise ArtifactError(f"golden set {path} has outputs of shape {list(outputs.shape)}: the manifest's "
+                                f"output_shape {list(manifest.output_shape)} needs [N, "
+                                f"{', '.join(map(str, manifest.output_shape))}]")
+        return inputs, outputs
+    if not all(isinstance(y, int) and 0 <= y < manifest.num_classes for y in answers):
         raise ArtifactError(f"golden set {path} has labels outside 0..{manifest.num_classes - 1} (num_classes): "
                             "each label is the index of the right class")
-    return inputs, labels
+    return inputs, answers

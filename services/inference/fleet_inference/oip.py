@@ -1,8 +1,9 @@
 """The Open Inference Protocol (KServe v2) over HTTP, for the one model a replica serves: pure
 translation between its JSON documents and the rows /predict takes, with errors that name the fix.
 
-The model's tensors: one input `input` (FP32, shape [-1, *the manifest's input_shape]) and two outputs, `probabilities`
-(FP32, [-1, classes]) and `label` (INT64, [-1], the class with the highest probability). A request may
+The model's tensors: one input `input` (FP32, shape [-1, *the manifest's input_shape]); a classifier's
+two outputs, `probabilities` (FP32, [-1, classes]) and `label` (INT64, [-1], the class with the highest
+probability), or a model of plain tensor outputs' one, `output` (FP32, [-1, *output_shape]). A request may
 send its input in any numeric datatype (converted to FP32, as Triton does for a compatible type) and its
 data flat (row-major, the protocol's form) or nested to the tensor's shape, or as raw little-endian bytes
 after the JSON (the protocol's binary tensor data extension, what Triton's own clients send by default).
@@ -20,7 +21,8 @@ from .validation import InputError, outside
 SERVER = "fleet-inference"
 PLATFORM = "pytorch_torchscript"
 INPUT = "input"
-OUTPUTS = ("probabilities", "label")
+OUTPUTS = ("probabilities", "label")  # a classifier's
+TENSOR_OUTPUT = "output"  # a model of plain tensor outputs has this one
 NUMERIC = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 FP32_MAX = 3.4028234663852886e38
 BINARY_HEADER = "inference-header-content-length"  # the binary extension: the JSON's length in the body
@@ -48,11 +50,16 @@ def server_metadata(version: str) -> dict:
     return {"name": SERVER, "version": version, "extensions": []}
 
 
+def output_names(m: Manifest) -> tuple[str, ...]:
+    return OUTPUTS if m.classifies else (TENSOR_OUTPUT,)
+
+
 def model_metadata(m: Manifest) -> dict:
+    outputs = ([{"name": "probabilities", "datatype": "FP32", "shape": [-1, m.num_classes]},
+                {"name": "label", "datatype": "INT64", "shape": [-1]}] if m.classifies
+               else [{"name": TENSOR_OUTPUT, "datatype": "FP32", "shape": [-1, *m.output_shape]}])
     return {"name": m.name, "versions": [m.version], "platform": PLATFORM,
-            "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, *m.input_shape]}],
-            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, m.num_classes]},
-                        {"name": "label", "datatype": "INT64", "shape": [-1]}]}
+            "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, *m.input_shape]}], "outputs": outputs}
 
 
 def check_model(m: Manifest, name: str, version: str | None) -> None:
@@ -105,14 +112,14 @@ def parse_infer(payload: object, m: Manifest, max_rows: int,
         if (why := outside(v, m.input_range)) is not None:
             raise InputError(f"input {INPUT!r} value {i} {why}", 400)
     wanted = payload.get("outputs")
-    names = list(OUTPUTS)
+    names = list(output_names(m))
     if wanted is not None:
         if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
             raise InputError('"outputs" must be a list of {"name": ...}', 400)
-        names = [o.get("name") for o in wanted]
-        unknown = [n for n in names if n not in OUTPUTS]
+        known, names = names, [o.get("name") for o in wanted]
+        unknown = [n for n in names if n not in known]
         if unknown:
-            raise InputError(f"unknown output(s) {unknown}: the model's outputs are {list(OUTPUTS)}", 400)
+            raise InputError(f"unknown output(s) {unknown}: the model's outputs are {known}", 400)
     return [[float(v) for v in values[r * features:(r + 1) * features]] for r in range(rows)], names, payload.get("id")
 
 
@@ -149,12 +156,15 @@ def _flat(data: object, limit: int, depth: int) -> Iterable:
             stack.pop()
 
 
-def infer_response(m: Manifest, probabilities: list[list[float]], labels: list[int], names: list[str],
+def infer_response(m: Manifest, values: list[float], rows: int, labels: list[int] | None, names: list[str],
                    request_id: object) -> dict:
-    rows = len(probabilities)
-    tensors = {"probabilities": {"name": "probabilities", "datatype": "FP32", "shape": [rows, m.num_classes],
-                                 "data": [p for row in probabilities for p in row]},
-               "label": {"name": "label", "datatype": "INT64", "shape": [rows], "data": labels}}
+    """The answer to an inference request: the model's output `values` (flat, row-major) for `rows` rows
+    and, for a classifier, each row's class."""
+    tensors = {TENSOR_OUTPUT: {"name": TENSOR_OUTPUT, "datatype": "FP32", "shape": [rows, *m.output_shape],
+                               "data": values}}
+    if m.classifies:
+        tensors = {"probabilities": {**tensors[TENSOR_OUTPUT], "name": "probabilities"},
+                   "label": {"name": "label", "datatype": "INT64", "shape": [rows], "data": labels}}
     doc = {"model_name": m.name, "model_version": m.version, "outputs": [tensors[n] for n in names]}
     if request_id is not None:
         doc["id"] = request_id
