@@ -9,6 +9,7 @@ import io
 import json
 import re
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,8 +91,19 @@ def dockerfile(base: str) -> str:
 def write_context(package: Package, base: str, out) -> None:
     """The build context as a tar in `out`: the Dockerfile and the package as a tar of its own, every entry
     with fixed owner, mode and time, in a fixed order: the same package and base give the same layers."""
-    inner = io.BytesIO()
-    with tarfile.open(fileobj=inner, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with tempfile.TemporaryFile() as inner:
+        _package_tar(package, inner)
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            _add(tar, "Dockerfile", dockerfile(base).encode())
+            info = tarfile.TarInfo("package.tar")
+            info.mode, info.mtime, info.size = 0o644, 0, inner.tell()
+            inner.seek(0)
+            tar.addfile(info, inner)
+
+
+def _package_tar(package: Package, out) -> None:
+    """The package as the image holds it, under MODEL_DIR (the weights streamed, never all in memory)."""
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         root = MODEL_DIR.strip("/")
         dirs = {str(d) for f in package.files for d in Path(f).parents} - {"."}
         for d in [str(p) for p in reversed(Path(root).parents) if str(p) != "."] + [root] + [
@@ -100,9 +112,6 @@ def write_context(package: Package, base: str, out) -> None:
         _add(tar, f"{root}/manifest.json", (json.dumps(package.manifest, indent=2, sort_keys=True) + "\n").encode())
         for f in package.files:
             _add(tar, f"{root}/{f}", source=package.directory / f)
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        _add(tar, "Dockerfile", dockerfile(base).encode())
-        _add(tar, "package.tar", inner.getvalue())
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes | None = None, source: Path | None = None,

@@ -39,18 +39,16 @@ class Builder:
             if not image.tags:  # the candidate was never tagged: nothing of it stays
                 self.client.images.remove(image.id, noprune=False)
             raise
-        repository, _, version = tag.rpartition(":") if ":" in tag.rsplit("/", 1)[-1] else (tag, "", "latest")
-        image.tag(repository, version)
+        image.tag(*split(tag))
         image.reload()
         return {"image": tag, "id": image.id, "layers": image.attrs["RootFS"]["Layers"], "labels": package.labels,
                 "check": figures}
 
     def push(self, tag: str) -> str:
         """Push `tag` to its registry; the digest the registry gave it."""
-        repository, _, version = tag.rpartition(":") if ":" in tag.rsplit("/", 1)[-1] else (tag, "", "latest")
         digest = ""
         try:
-            for line in self.client.images.push(repository, version, stream=True, decode=True):
+            for line in self.client.images.push(*split(tag), stream=True, decode=True):
                 if "error" in line:
                     raise OperationFailed(f"docker push {tag} failed: {line['error']}")
                 digest = (line.get("aux") or {}).get("Digest", digest)
@@ -80,3 +78,9 @@ class Builder:
         if code != 0:
             raise OperationFailed(f"the check in the image exited {code}: {err[-1000:]}")
         return json.loads(out.splitlines()[-1])
+
+
+def split(tag: str) -> tuple[str, str]:
+    """An image name's repository and tag ("latest" when it names none; a registry's port is no tag)."""
+    repository, _, version = tag.rpartition(":")
+    return (repository, version) if repository and "/" not in version else (tag, "latest")

@@ -6,7 +6,9 @@ import json
 import tarfile
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
+from fleet.adapters.builder import split
 from fleet.adapters.gateway import GoldenSet
 from fleet.analysis import Outcome, judge_golden_outputs
 from fleet.errors import BadInput
@@ -111,3 +113,39 @@ def test_a_golden_set_has_labels_or_outputs_with_a_tolerance():
     for doc in ({"inputs": [[1]]}, {"inputs": [[1]], "outputs": [[0.5]]}):
         with pytest.raises(KeyError):
             GoldenSet.of(doc, "f")
+
+
+NESTED = st.recursive(st.floats() | st.integers(min_value=-10 ** 40, max_value=10 ** 40) | st.booleans() | st.none()
+                      | st.text(max_size=3), lambda inner: st.lists(inner, max_size=4), max_leaves=40)
+FUZZ = settings(max_examples=300, deadline=None, derandomize=True)
+
+
+@FUZZ
+@given(rows=st.lists(NESTED, max_size=3))
+def test_any_rows_for_an_image_shape_give_flat_rows_in_range_or_an_input_error(rows):
+    try:
+        out = validate_inputs({"inputs": rows}, IMAGE.input_shape, 8, (0.0, 1.0))
+    except InputError as e:
+        assert e.status in (413, 422) and "Traceback" not in str(e)
+        return
+    assert len(out) == len(rows) and all(len(r) == 4 and all(type(v) is float and 0 <= v <= 1 for v in r) for r in out)
+
+
+@FUZZ
+@given(shape=st.lists(st.integers(min_value=-2, max_value=5), max_size=5), data=NESTED,
+       datatype=st.sampled_from(["FP32", "INT64", "BOOL", "BYTES", "FP8"]))
+def test_any_inference_tensor_for_an_image_shape_gives_rows_or_a_400(shape, data, datatype):
+    request = {"inputs": [{"name": "input", "shape": shape, "datatype": datatype, "data": data}]}
+    try:
+        rows, _, _ = parse_infer(request, IMAGE, 8)
+    except InputError as e:
+        assert e.status in (400, 413) and "Traceback" not in str(e)
+        return
+    assert shape[1:] == [1, 2, 2] and len(rows) == shape[0] and all(len(r) == 4 for r in rows)
+
+
+@pytest.mark.parametrize("tag,parts", [("digits", ("digits", "latest")), ("digits:2", ("digits", "2")),
+                                       ("localhost:5000/digits", ("localhost:5000/digits", "latest")),
+                                       ("localhost:5000/digits:2", ("localhost:5000/digits", "2"))])
+def test_an_image_name_splits_into_repository_and_tag(tag, parts):
+    assert split(tag) == parts

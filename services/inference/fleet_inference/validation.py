@@ -66,22 +66,28 @@ def validate_inputs(payload: object, shape: tuple[int, ...] | int, max_rows: int
 def _values(v: object, dims: tuple[int, ...], where: str, shape: tuple[int, ...], out: list[float],
             value_range: tuple[float, float] | None) -> None:
     """Append the numbers of `v` (nested as `dims`) to `out`, or raise InputError naming where it is wrong."""
-    if not dims:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise InputError(f"{where} is {type(v).__name__}, not a number")
-        if isinstance(v, int) and abs(v) > sys.float_info.max:
-            raise InputError(f"{where} is an integer beyond any float: only finite numbers are accepted")
-        if not math.isfinite(v):
-            raise InputError(f"{where} is {v}: only finite numbers are accepted")
-        if (why := outside(v, value_range)) is not None:
-            raise InputError(f"{where} {why}")
-        out.append(float(v))
-        return
     if not isinstance(v, list):
         raise InputError(f"{where} must be a list of {dims[0]} " + ("numbers" if len(dims) == 1 else "lists")
                          + f": each row has shape {list(shape)}")
     if len(v) != dims[0]:
         raise InputError(f"{where} has {len(v)} values; the model takes {dims[0]} there (each row has shape "
                          f"{list(shape)})" if len(shape) > 1 else f"{where} has {len(v)} values; the model takes {dims[0]}")
-    for j, item in enumerate(v):
-        _values(item, dims[1:], f"{where}[{j}]", shape, out, value_range)
+    if len(dims) > 1:
+        for j, item in enumerate(v):
+            _values(item, dims[1:], f"{where}[{j}]", shape, out, value_range)
+        return
+    top = sys.float_info.max
+    lo, hi = (max(value_range[0], -top), min(value_range[1], top)) if value_range else (-top, top)
+    for j, x in enumerate(v):  # the innermost dimension: the hot loop, no call a value
+        if type(x) is float and lo <= x <= hi:  # finite and in range (NaN fails the comparison)
+            out.append(x)
+            continue
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise InputError(f"{where}[{j}] is {type(x).__name__}, not a number")
+        if isinstance(x, int) and abs(x) > sys.float_info.max:
+            raise InputError(f"{where}[{j}] is an integer beyond any float: only finite numbers are accepted")
+        if not math.isfinite(x):
+            raise InputError(f"{where}[{j}] is {x}: only finite numbers are accepted")
+        if (why := outside(x, value_range)) is not None:
+            raise InputError(f"{where}[{j}] {why}")
+        out.append(float(x))
