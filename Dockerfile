@@ -1,17 +1,23 @@
 # The inference service image. Build arguments keep it buildable both where a registry answers
 # (the defaults) and offline (scripts/images.sh passes the local base); either way the wheels are the
 # locked ones the host downloaded and checked (build/wheelhouse), installed without an index.
-# Two stages: `service` is the service without a model (fleet/inference:base, what `fleet build` puts a
-# model package on); the last stage is the demo's images, fleet/inference:1 and :2.
+# The service without a model: fleet/inference:base. `fleet build` puts a model package on it, the demo's
+# fleet/inference:1 and :2 included (scripts/images.sh).
 ARG BASE=python:3.11-slim
 FROM ${BASE} AS service
 ARG PIP_ARGS=""
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 COPY build/wheelhouse /wheelhouse
 COPY services/inference/requirements.lock /tmp/requirements.lock
-# Exactly the locked wheels, each checked against its sha256 (scripts/lock-requirements.sh).
+# Exactly the locked wheels, each checked against its sha256 (scripts/lock-requirements.sh). Then the
+# parts of torch the service never loads (C++ headers, test binaries and libraries, protoc): about 190 MB.
+# torch/bin/torch_shm_manager stays: `import torch` looks for it.
 RUN python3 -m venv /opt/venv \
  && pip install --no-cache-dir --require-hashes --no-deps ${PIP_ARGS} -r /tmp/requirements.lock \
+ && torch=$(echo /opt/venv/lib/python3*/site-packages/torch) \
+ && rm -rf "$torch/include" "$torch/test" "$torch"/lib/lib*test*.so "$torch/lib/libaoti_custom_ops.so" \
+      "$torch/lib/libbackend_with_compiler.so" \
+ && find "$torch/bin" -type f ! -name torch_shm_manager -delete \
  && rm -rf /wheelhouse /root/.cache \
  && (getent passwd fleet >/dev/null || useradd --system --uid 10001 --no-create-home fleet)
 COPY services/inference/fleet_inference /app/fleet_inference
@@ -24,8 +30,3 @@ EXPOSE 8000 8001
 HEALTHCHECK --interval=2s --timeout=5s --start-period=20s --retries=3 CMD ["python3", "-m", "fleet_inference.healthcheck"]
 STOPSIGNAL SIGTERM
 CMD ["python3", "-m", "fleet_inference"]
-
-FROM service
-ARG MODEL_VERSION=2
-COPY build/models /models
-ENV MODEL_PATH=/models/v${MODEL_VERSION}

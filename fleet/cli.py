@@ -32,7 +32,7 @@ JSON = typer.Option(False, "--json", help="one JSON document on stdout, nothing 
 CONSUL = typer.Option(None, "--consul", envvar="CONSUL_HTTP_ADDR",
                       help="Consul HTTP address [default: the stack's own Consul, on the node it runs on]")
 SERVICE = typer.Option("inference", "--service", help="the stack's service to roll out")
-BASE_IMAGE = "fleet/inference:base"  # scripts/images.sh builds it (the Dockerfile's `service` stage)
+BASE_IMAGE = "fleet/inference:base"  # the root Dockerfile's image, which scripts/images.sh builds
 FILES = typer.Option([Path("docker-stack.yml")], "-c", "--compose-file", help="stack file(s), merged in order")
 
 

@@ -42,12 +42,13 @@ if [ "$(cat build/wheelhouse/.stamp 2>/dev/null)" != "$req_stamp" ]; then
 fi
 
 # 3. Images.
-log "fleet/inference:base (base $py_base): the service without a model, for \`fleet build\`"
-build -t fleet/inference:base --target service --build-arg "BASE=$py_base" --build-arg "PIP_ARGS=$pip_args" .
+log "fleet/inference:base (base $py_base): the service without a model"
+build -t fleet/inference:base --build-arg "BASE=$py_base" --build-arg "PIP_ARGS=$pip_args" .
+# The demo's versions, as users bring theirs: each model package on the base with `fleet build`, so they
+# share every layer but their own model's.
 for v in 1 2; do
-  log "fleet/inference:$v (base $py_base)"
-  build -t "fleet/inference:$v" --build-arg "BASE=$py_base" --build-arg "PIP_ARGS=$pip_args" \
-    --build-arg "MODEL_VERSION=$v" --label "fleet.model-version=$v" .
+  log "fleet/inference:$v: fleet build build/models/v$v"
+  out=$("$py" -m fleet.cli build "build/models/v$v" --tag "fleet/inference:$v" --json 2>&1) || { echo "$out" >&2; exit 1; }
 done
 log "fleet/gateway:1 (base $gw_base)"
 build -t fleet/gateway:1 --build-arg "BASE=$gw_base" stacks/gateway
