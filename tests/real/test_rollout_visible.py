@@ -111,7 +111,7 @@ def test_a_promoted_rollout_is_watched_posted_gated_reported_and_in_prometheus(v
         with LoadLoop(f"{vstack.gateway}/predict", max_requests=30_000, max_seconds=300) as load:
             # the same image on both sides: this test is about what people see, and the latency judgement
             # has its own tests (test_canary_evidence.py); here, on 2 busy cores beside a watcher, webhook
-            # receivers and a gate, a fresh canary's p50 has measured 1.5x the stable's (CI, stops 29 and 30)
+            # receivers and a gate, a fresh canary's p50 has measured 1.5x the stable's (stop 28's CI, and again after)
             p, doc = rollout(vstack, "--steps", "25,50", "--step-duration", "12s", "--webhook", hook.url,
                              "--webhook", "http://127.0.0.1:9/down", "--webhook", slow.url,
                              "--confirm-promotion", gate.url, "--gate-deadline", "2m", "--max-latency-ratio", "3")
