@@ -67,9 +67,10 @@ def assess(svc: ServiceView, tasks: list[Task], instances: list[Instance] | None
             return Verdict(State.FAILED, f"image {t.image} cannot be found: {t.error or t.message}. Build or push "
                                          f"it, or fix the tag", n, desired)
     # Swarm kills an unhealthy task ("... unhealthy container"); a container that crashed also ends
-    # with health "unhealthy", but that is a crash, told apart by its error.
+    # with health "unhealthy", but that is a crash, told apart by its error. A replica that Swarm is
+    # stopping drains (readiness 503, then its probes go) and turns unhealthy by design: not a fault.
     unhealthy = [t for t in tasks if "unhealthy" in t.error.lower()
-                 or (t.health == "unhealthy" and t.state in ("starting", "running"))]
+                 or (t.health == "unhealthy" and t.state in ("starting", "running") and t.desired_state == "running")]
     if unhealthy and (not new or len(unhealthy) >= UNHEALTHY_NEW):
         t = unhealthy[-1]
         return Verdict(State.FAILED, f"replica {t.id[:12]} turned unhealthy"

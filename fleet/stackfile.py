@@ -97,18 +97,21 @@ def lint(doc: dict, routing_mesh: bool = True, nodes: int | None = None) -> list
             add(Severity.WARNING, "deploy.update_config.failure_action",
                 f"is {update.get('failure_action', 'pause')!r}: set 'rollback' so Swarm reverts a failed update")
         if hc and not hc.get("disable"):
+            # A task that never turns healthy fails the update however short the monitor (Swarm counts a
+            # task that fails before it runs: seen on Docker 28); the monitor is what watches a task that
+            # passed its checks, and it must outlast the checks' failing in a row to see that one fail.
             try:
-                window = (_seconds(hc.get("start_period"), 0) + _seconds(hc.get("interval"), 30)
-                          * int(hc.get("retries", 3)))
+                window = _seconds(hc.get("interval"), 30) * int(hc.get("retries", 3))
+                _seconds(hc.get("start_period"), 0)
                 monitor = _seconds(update.get("monitor"), 5)
             except ValueError as e:
                 add(Severity.ERROR, "healthcheck", str(e))
             else:
                 if monitor <= window:
                     add(Severity.ERROR, "deploy.update_config.monitor",
-                        f"{monitor:g}s is not longer than start_period + interval x retries ({window:g}s): Swarm "
-                        f"would stop watching before a slow replica turns unhealthy and never roll back "
-                        f"(moby#37972); set monitor above {window:g}s")
+                        f"{monitor:g}s is not longer than interval x retries ({window:g}s): a replica that "
+                        f"passes its first check and then fails would turn unhealthy only after Swarm stopped "
+                        f"watching, and the update would never roll back; set monitor above {window:g}s")
         if svc.get("stop_grace_period") is not None or (svc.get("environment") or {}).get("FLEET_DRAIN_SECONDS"):
             env = svc.get("environment") or {}
             need = float(env.get("FLEET_DRAIN_SECONDS", 0) or 0) + float(env.get("FLEET_DRAIN_TIMEOUT", 10) or 0)

@@ -29,10 +29,13 @@ def doc_with(**changes):
 
 CASES = [
     ("good-stack-is-clean", {}, set()),
-    ("monitor-shorter-than-health-window", {"deploy__update_config__monitor": "10s"},
+    ("monitor-shorter-than-health-window", {"deploy__update_config__monitor": "5s"},
      {(Severity.ERROR, "deploy.update_config.monitor")}),
-    ("monitor-equal-to-window-is-too-short", {"deploy__update_config__monitor": "26s"},
+    ("monitor-equal-to-window-is-too-short", {"deploy__update_config__monitor": "6s"},
      {(Severity.ERROR, "deploy.update_config.monitor")}),
+    # Swarm fails an update whose task never turns healthy whatever the monitor: no need to outlast the start
+    ("start-period-longer-than-monitor-is-fine", {"deploy__update_config__monitor": "10s",
+                                                  "healthcheck__start_period": "60s"}, set()),
     ("no-healthcheck", {"healthcheck": None}, {(Severity.WARNING, "healthcheck")}),
     ("failure-action-pause", {"deploy__update_config__failure_action": "pause"},
      {(Severity.WARNING, "deploy.update_config.failure_action")}),
@@ -70,8 +73,8 @@ def test_host_port_single_replica_stop_first_is_not_flagged():
 
 
 def test_messages_name_the_fix():
-    (f,) = lint(doc_with(deploy__update_config__monitor="10s"))
-    assert "26s" in f.message and "moby#37972" in f.message and f.service == "inference"
+    (f,) = lint(doc_with(deploy__update_config__monitor="5s"))
+    assert "set monitor above 6s" in f.message and f.service == "inference"
 
 
 @pytest.mark.parametrize("var", ["CONSUL_HTTP_TOKEN", "DB_PASSWORD", "API_SECRET", "TLS_PRIVATE_KEY"])

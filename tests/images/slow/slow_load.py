@@ -8,7 +8,7 @@ _load = model_store.load_artifact
 
 
 def slow_load(*args, **kwargs):
-    time.sleep(float(os.environ.get("FLEET_TEST_LOAD_SECONDS", "40")))
+    time.sleep(float(os.environ.get("FLEET_TEST_LOAD_SECONDS", "60")))
     return _load(*args, **kwargs)
 
 
