@@ -159,11 +159,7 @@ class Swarm:
             state = self.client.api.inspect_container(container_id)["State"]
         except (NotFound, APIError):
             return None, ""
-        health = state.get("Health")
-        if not health:
-            return None, ""
-        log = health.get("Log") or []
-        return health.get("Status"), (log[-1].get("Output", "").strip() if log else "")
+        return health_of(state)
 
     def view(self, service) -> ServiceView:
         """What convergence needs to know of a service's spec and update status."""
@@ -300,6 +296,21 @@ class Swarm:
         svc = self.service(service_name)
         if svc:
             svc.remove()
+
+
+def health_of(state: dict) -> tuple[str | None, str]:
+    """A container's health status and its last check's output, from `docker inspect`'s State. Docker
+    marks a container that stopped `unhealthy` (it resets the status when health monitoring ends): unless
+    its last check failed, that is its exit, reported `stopped`, never a failed check. Pure."""
+    health = state.get("Health")
+    if not health:
+        return None, ""
+    log = health.get("Log") or []
+    last = log[-1] if log else {}
+    status = health.get("Status")
+    if status == "unhealthy" and not state.get("Running") and last.get("ExitCode", 0) == 0:
+        status = "stopped"
+    return status, last.get("Output", "").strip()
 
 
 def consul_name(service_name: str, spec: dict, default: str = "inference") -> str:

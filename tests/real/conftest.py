@@ -85,7 +85,10 @@ class StackUnderTest:
                 "CONSUL_HTTP_TOKEN_FILE": str(SECRETS / "fleet.token"),
                 # Swarm's rolling update for `fleet deploy` (the tests of fleet's canary through `fleet deploy`
                 # set canary): these stacks change their stable's image by deploying, to start from a known one
-                "FLEET_ROLLOUT_STRATEGY": "rolling"}
+                "FLEET_ROLLOUT_STRATEGY": "rolling",
+                # Swarm's monitor window, which every update of the replicas waits out: 10 s (> 2 s x 3 failed
+                # checks, as fleet lint asks) where users get 30 s
+                "FLEET_UPDATE_MONITOR": "10s"}
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,16 @@ def stable_spec(s: StackUnderTest) -> tuple[str, int]:
     return svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0], svc.attrs["Version"]["Index"]
 
 
+def settled_spec(s: StackUnderTest) -> tuple[str, int]:
+    """The stable's spec once no update or rollback of it is in flight (each step of one changes its
+    version): what a test compares against after the rollout it runs."""
+    def settled():
+        attrs = s.swarm.service(s.service("inference")).attrs
+        return (attrs.get("UpdateStatus") or {}).get("State") not in ("updating", "rollback_started") \
+            and stable_spec(s)
+    return wait_until(settled, 120, "the stable service's last update to settle")
+
+
 def canary_gone(s: StackUnderTest) -> bool:
     return (s.swarm.service(s.service("inference-canary")) is None
             and not any(i.role == "canary" for i in s.catalog.instances(s.consul_service)))
@@ -49,7 +59,7 @@ def rollout(s: StackUnderTest, image: str, *args: str, timeout: float = 400):
     (["--progress-deadline", "5 minutes"], "not a duration"),
 ])
 def test_bad_input_exits_2_and_changes_nothing(rstack, args, problem):
-    before = stable_spec(rstack)
+    before = settled_spec(rstack)
     argv = ["rollout", "--canary", "--image", GOOD, "--stack", NAME, "--json"]
     p = fleet(rstack, *argv, *args)
     assert p.returncode == 2, p.stderr
@@ -70,7 +80,7 @@ def phase(s: StackUnderTest) -> str | None:
 
 
 def test_concurrent_rollout_refused_and_killed_rollout_resumed(rstack):
-    before = stable_spec(rstack)
+    before = settled_spec(rstack)
     first = background_rollout(rstack, "--steps", "10", "--step-duration", "10m")
     try:
         wait_until(lambda: phase(rstack) == "stepping", 120, "the first rollout to step", while_running=first)
@@ -96,7 +106,7 @@ def test_concurrent_rollout_refused_and_killed_rollout_resumed(rstack):
     ("fleet/inference-test:corrupt", "failed"),  # the phase its health check reports
 ])
 def test_bad_canary_rolled_back_with_no_failed_requests(rstack, image, reason):
-    before = stable_spec(rstack)
+    before = settled_spec(rstack)
     with LoadLoop(f"{rstack.gateway}/predict", max_requests=20_000, max_seconds=240) as load:
         p, doc = rollout(rstack, image, "--progress-deadline", "90s")
     assert p.returncode == 1, p.stderr
@@ -107,7 +117,7 @@ def test_bad_canary_rolled_back_with_no_failed_requests(rstack, image, reason):
 
 
 def test_canary_answering_5xx_rolled_back_on_its_metrics(rstack):
-    before = stable_spec(rstack)
+    before = settled_spec(rstack)
     with LoadLoop(f"{rstack.gateway}/predict", max_requests=20_000, max_seconds=240) as load:
         p, doc = rollout(rstack, "fleet/inference-test:flaky", "--steps", "50", "--step-duration", "60s")
     assert p.returncode == 1, p.stderr
@@ -133,7 +143,7 @@ def test_canary_wrong_only_on_users_traffic_rolled_back_with_no_failed_requests(
     keep = [i for i, row in enumerate(golden["inputs"]) if row[0] < 1.0]
     (tmp_path / "golden.json").write_text(json.dumps({"inputs": [golden["inputs"][i] for i in keep],
                                                       "labels": [golden["labels"][i] for i in keep]}))
-    before = stable_spec(rstack)
+    before = settled_spec(rstack)
     with LoadLoop(f"{rstack.gateway}/predict", max_requests=20_000, max_seconds=240) as load:
         p, doc = rollout(rstack, image, "--steps", "50", "--step-duration", "60s", "--golden",
                          str(tmp_path / "golden.json"))
@@ -175,7 +185,7 @@ def test_good_canary_promoted_with_measured_split_then_rollback_to_any_revision(
 
 
 def test_abort_from_another_shell_reverts_the_running_rollout(rstack):
-    before = stable_spec(rstack)
+    before = settled_spec(rstack)
     running = background_rollout(rstack, "--steps", "10", "--step-duration", "10m")
     try:
         wait_until(lambda: phase(rstack) == "stepping", 120, "the rollout to step", while_running=running)

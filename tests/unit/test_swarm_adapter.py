@@ -1,7 +1,7 @@
 """The Swarm adapter's pure parts: image references, the docker CLI's environment, node flags."""
 import pytest
 
-from fleet.adapters.swarm import Swarm, names_registry
+from fleet.adapters.swarm import Swarm, health_of, names_registry
 from fleet.status import node_flag
 
 
@@ -52,3 +52,23 @@ def test_local_tags_are_not_looked_up_in_a_registry():
 ])
 def test_node_flags(state, availability, flag):
     assert node_flag({"state": state, "availability": availability}) == flag
+
+
+FAILED_CHECK = {"ExitCode": 1, "Output": "no answer from http://127.0.0.1:8001/ready: [Errno 111] refused\n"}
+PASSED_CHECK = {"ExitCode": 0, "Output": '{"phase":"ready"}'}
+
+
+@pytest.mark.parametrize("state,expected", [
+    ({"Running": True, "Health": {"Status": "starting", "Log": []}}, ("starting", "")),
+    ({"Running": True, "Health": {"Status": "unhealthy", "Log": [FAILED_CHECK]}},
+     ("unhealthy", FAILED_CHECK["Output"].strip())),
+    # Swarm killed it for its failed checks: still unhealthy, with what they said
+    ({"Running": False, "Health": {"Status": "unhealthy", "Log": [PASSED_CHECK, FAILED_CHECK]}},
+     ("unhealthy", FAILED_CHECK["Output"].strip())),
+    # a process that exited before its first check (a crash at start): Docker's reset, not a health verdict
+    ({"Running": False, "Health": {"Status": "unhealthy", "Log": []}}, ("stopped", "")),
+    ({"Running": False, "Health": {"Status": "unhealthy", "Log": [PASSED_CHECK]}}, ("stopped", '{"phase":"ready"}')),
+    ({"Running": True}, (None, "")),
+])
+def test_a_container_that_exited_is_stopped_not_unhealthy(state, expected):
+    assert health_of(state) == expected
