@@ -13,7 +13,7 @@ demo: setup
 test: setup
 	bash scripts/test-images.sh
 	bash scripts/browser.sh
-	$(PY) -m pytest -v -p no:cacheprovider tests
+	$(PY) -m pytest -v -p no:cacheprovider --durations=40 tests
 
 unit:
 	$(PY) -m pytest -q tests/unit

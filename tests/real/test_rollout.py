@@ -200,7 +200,8 @@ def test_abort_from_another_shell_reverts_the_running_rollout(rstack):
 
 
 def test_no_auto_promote_waits_for_fleet_promote(rstack):
-    running = background_rollout(rstack, "--steps", "20", "--step-duration", "5s", "--no-auto-promote")
+    # a 10 s step: a 5 s window of Prometheus counters held 18 to 20 canary requests and paused after 78 s
+    running = background_rollout(rstack, "--steps", "20", "--step-duration", "10s", "--no-auto-promote")
     try:
         with LoadLoop(f"{rstack.gateway}/predict", max_requests=30_000, max_seconds=300) as load:
             wait_until(lambda: phase(rstack) == "paused", 180, "the rollout to pause after its last step",
