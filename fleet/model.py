@@ -17,8 +17,8 @@ class Task:
     container_id: str = ""
     exit_code: int | None = None
     # starting | healthy | unhealthy | stopped (exited with no failed check); None without a healthcheck, or
-    # for a container on another node than the
-    # engine's (Swarm's state `running` then says its first check passed: a task starts until it does)
+    # for a container on another node than the engine's (Swarm's state `running` then says its first check
+    # passed: a task starts until it does)
     health: str | None = None
     health_output: str = ""
     spec_version: int | None = None

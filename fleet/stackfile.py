@@ -102,7 +102,7 @@ def lint(doc: dict, routing_mesh: bool = True, nodes: int | None = None) -> list
             # passed its checks, and it must outlast the checks' failing in a row to see that one fail.
             try:
                 window = _seconds(hc.get("interval"), 30) * int(hc.get("retries", 3))
-                _seconds(hc.get("start_period"), 0)
+                _seconds(hc.get("start_period"), 0)  # not in the window, but a bad one is still an error
                 monitor = _seconds(update.get("monitor"), 5)
             except ValueError as e:
                 add(Severity.ERROR, "healthcheck", str(e))
