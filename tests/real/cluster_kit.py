@@ -48,8 +48,7 @@ class Cluster:
         """fleet as an operator on another machine runs it: the remote manager, Consul found from the stack."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_HTTP_ADDR", "DOCKER_"))}
         return {**env, **self.env, "CONSUL_CACERT": CA, "CONSUL_HTTP_TOKEN_FILE": str(SECRETS / "fleet.token"),
-                "FLEET_REPLICAS": str(REPLICAS), "FLEET_ROLLOUT_STRATEGY": "rolling",
-                "FLEET_UPDATE_MONITOR": "10s", **extra}
+                "FLEET_REPLICAS": str(REPLICAS), "FLEET_ROLLOUT_STRATEGY": "rolling", **extra}
 
     def fleet(self, *args: str, timeout: float = 600, **extra: str) -> subprocess.CompletedProcess:
         started = time.monotonic()
