@@ -2,7 +2,10 @@
 import json
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
+from fleet_inference import oip
 from fleet_inference.model_store import Manifest
 from fleet_inference.oip import check_model, infer_response, model_metadata, parse_infer, split_body
 from fleet_inference.validation import InputError
@@ -27,12 +30,12 @@ def test_metadata_declares_the_models_tensors():
 @pytest.mark.parametrize("data", [ROW * 2, [ROW, ROW]], ids=["flat", "nested"])
 def test_flat_or_nested_data_become_rows(data):
     rows, outputs, rid = parse_infer(request(data, (2, 8), "FP64", id="r-1"), M, 64)
-    assert rows == [ROW, ROW] and outputs == ["probabilities", "label"] and rid == "r-1"
+    assert rows.tolist() == [ROW, ROW] and outputs == ["probabilities", "label"] and rid == "r-1"
 
 
 def test_integer_datatypes_are_converted_and_outputs_can_be_chosen():
     rows, outputs, rid = parse_infer(request([1] * 8, datatype="INT64", outputs=[{"name": "label"}]), M, 64)
-    assert rows == [[1.0] * 8] and outputs == ["label"] and rid is None
+    assert rows.tolist() == [[1.0] * 8] and outputs == ["label"] and rid is None
 
 
 BAD = [
@@ -91,7 +94,7 @@ def test_binary_tensor_data_after_the_json_is_read_as_the_datatype_says():
     doc["inputs"][0]["parameters"] = {"binary_data_size": len(raw)}
     head = json.dumps(doc).encode()
     payload, binary = split_body(head + raw, str(len(head)))
-    assert parse_infer(payload, M, 64, binary)[0] == [ROW, ROW]
+    assert parse_infer(payload, M, 64, binary)[0].tolist() == [ROW, ROW]
     with pytest.raises(InputError, match="binary_data_size 64, but 63 bytes follow"):
         parse_infer(payload, M, 64, binary[:-1])
     with pytest.raises(InputError, match="Inference-Header-Content-Length is '9999'"):
@@ -99,3 +102,24 @@ def test_binary_tensor_data_after_the_json_is_read_as_the_datatype_says():
     doc["inputs"][0]["datatype"] = "FP64"  # 64 bytes of FP64 are 8 values, not 16
     with pytest.raises(InputError, match="has 8 values for shape \\[2, 8\\]"):
         parse_infer(doc, M, 64, raw)
+
+
+VALUE = st.one_of(st.floats(), st.integers(-2**60, 2**60), st.booleans(), st.none(), st.text(max_size=2),
+                  st.sampled_from([-1.0, 1.0, 3.5e38, -3.4028234663852886e38, 10**400, -2**200]))
+
+
+@given(values=st.lists(VALUE, min_size=1, max_size=12), value_range=st.sampled_from([None, (-1.0, 1.0)]))
+@example(values=[0.5, 10**400], value_range=None)
+@example(values=[True, 0.0], value_range=None)
+def test_the_check_of_all_values_at_once_agrees_with_the_value_by_value_one(values, value_range):
+    """The tensor's values checked at once with numpy (the fast path) accept exactly what the check value by
+    value accepts, which names the first value that is wrong."""
+    at_once = oip._checked(values, value_range)
+    try:
+        oip._first_wrong(values, value_range)
+        one_by_one = True
+    except InputError:
+        one_by_one = False
+    assert (at_once is not None) == one_by_one
+    if at_once is not None:
+        assert at_once.tolist() == [float(v) for v in values]

@@ -77,7 +77,7 @@ def test_rows_of_an_image_shape_are_nested_to_it_and_come_out_flat():
 def test_the_open_inference_protocol_takes_the_batched_image_shape():
     request = {"inputs": [{"name": "input", "shape": [2, 1, 2, 2], "datatype": "FP32", "data": list(range(8))}]}
     rows, _, _ = parse_infer(request, IMAGE, 8)
-    assert rows == [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]]
+    assert rows.tolist() == [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]]
     request["inputs"][0]["shape"] = [2, 4]
     with pytest.raises(InputError) as e:
         parse_infer(request, IMAGE, 8)
