@@ -92,3 +92,43 @@ def write_tensor_package(out: Path, version: str, scale: float = 0.25, tolerance
                 "golden": {"file": "golden.json", "size": GOLDEN, "tolerance": tolerance}}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return out
+
+
+class DigitsTokens(nn.Module):
+    """A model of integer inputs, as a text model takes token ids: each of a digit's 64 pixels, its raw
+    intensity 0..16, is a token, embedded (nn.Embedding takes integer indices only) and classified."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(17, 4)
+        self.out = nn.Linear(64 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.out(self.embed(x).flatten(1)), dim=-1)
+
+
+def write_token_package(out: Path, version: str = "1", name: str = "digits-tokens") -> Path:
+    """The package of DigitsTokens, trained on scikit-learn's digits as integers (INT64 [N, 64])."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    d = load_digits()
+    x, y = torch.tensor(d.data, dtype=torch.int64), torch.tensor(d.target)
+    model = DigitsTokens()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(150):
+        idx = torch.randint(0, len(x) - HELD_OUT, (64,), generator=g)
+        opt.zero_grad()
+        torch.nn.functional.nll_loss(torch.log(model(x[idx]) + 1e-9), y[idx]).backward()
+        opt.step()
+    model.eval()
+    torch.jit.script(model).save(str(out / "model.pt"))
+    hx, hy = x[-HELD_OUT:], y[-HELD_OUT:]
+    gx, gy = hx[:GOLDEN], hy[:GOLDEN]
+    (out / "golden.json").write_text(json.dumps({"inputs": gx.tolist(), "labels": gy.tolist()}))
+    manifest = {"name": name, "version": version, "file": "model.pt", "input_shape": [64],
+                "input_dtype": "INT64", "input_range": [0, 16], "num_classes": 10,
+                "labels": [str(i) for i in range(10)], "accuracy": accuracy(model, hx, hy),
+                "golden": {"file": "golden.json", "size": GOLDEN, "accuracy": accuracy(model, gx, gy)}}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out

@@ -16,7 +16,7 @@ import pytest
 import torch
 import tritonclient.http as triton
 
-from tests.digits import write_package, write_tensor_package
+from tests.digits import write_package, write_tensor_package, write_token_package
 from tests.helpers import LoadLoop, wait_until
 from tests.real.conftest import ROOT, StackUnderTest, converged, remove_stack
 from tests.real.test_canary_evidence import stable_image
@@ -25,7 +25,7 @@ from tests.real.test_rollout import canary_gone
 
 NAME = "fleettest-byom"
 IMAGE = "fleet/digits-test"  # the images this module builds, labelled fleet.model=digits-cnn / digits-bad
-MODELS = ("digits-cnn", "digits-bad", "digits-embedding")
+MODELS = ("digits-cnn", "digits-bad", "digits-embedding", "digits-tokens")
 
 
 def build(package, tag: str, *args: str) -> subprocess.CompletedProcess:
@@ -117,6 +117,43 @@ def test_a_users_image_classifier_is_built_deployed_served_on_both_apis_and_roll
     assert load.total > 20 and load.failures == [], load.failures[:5]
     assert stable_image(byom) == f"{IMAGE}:2" and canary_gone(byom)
     wait_until(lambda: converged(byom, version="2"), 60, "the stable at version 2 in Consul")
+
+
+def test_a_model_of_integer_inputs_is_fed_its_datatype_on_both_apis(byom, run_replica, tmp_path):
+    """A manifest's input_dtype INT64 (a model that embeds its inputs, as a text model its token ids, and
+    rejects floats): the image's dry run and the replica feed the model integers; both APIs say and check
+    the datatype."""
+    package = write_token_package(tmp_path / "tokens")
+    p = build(package, f"{IMAGE}:tokens")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["check"]["input_dtype"] == "INT64"
+    replica = run_replica(f"{IMAGE}:tokens")
+    wait_until(lambda: httpx.get(f"{replica.url}/ready", timeout=2).status_code == 200, 90, "the replica ready")
+
+    rows = json.loads((package / "golden.json").read_text())["inputs"][:16]
+    with torch.no_grad():
+        local = torch.jit.load(str(package / "model.pt"))(torch.tensor(rows)).numpy()
+    r = httpx.post(f"{replica.url}/predict", json={"inputs": rows}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["classes"] == local.argmax(axis=1).tolist()
+    np.testing.assert_allclose(np.array(r.json()["probabilities"]), local, rtol=1e-5, atol=1e-6)
+
+    client = triton.InferenceServerClient(replica.url.removeprefix("http://"))
+    assert client.get_model_metadata("digits-tokens")["inputs"] == [
+        {"name": "input", "datatype": "INT64", "shape": [-1, 64]}]
+    x = triton.InferInput("input", [16, 64], "INT64")
+    x.set_data_from_numpy(np.array(rows, dtype=np.int64))  # binary, as Triton's client sends it
+    np.testing.assert_allclose(client.infer("digits-tokens", [x]).as_numpy("probabilities"), local, rtol=1e-5,
+                               atol=1e-6)
+
+    # a value the datatype cannot hold is the client's error, named, on both APIs; the replica stays ready
+    half = [rows[0][:-1] + [2.5]]
+    r = httpx.post(f"{replica.url}/predict", json={"inputs": half}, timeout=10)
+    assert r.status_code == 422 and "inputs[0][63] is 2.5, not a whole number: the model takes INT64" in r.text, r.text
+    r = httpx.post(f"{replica.url}/v2/models/digits-tokens/infer", timeout=10, json={
+        "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": half[0]}]})
+    assert r.status_code == 400 and "value 63 is 2.5, not a whole number" in r.text, r.text
+    assert httpx.get(f"{replica.url}/ready", timeout=2).status_code == 200
 
 
 def break_shape(m, g):

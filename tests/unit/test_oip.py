@@ -1,4 +1,5 @@
 """The Open Inference Protocol's documents for the replica's model (fleet_inference/oip.py): pure."""
+import dataclasses
 import json
 
 import pytest
@@ -108,18 +109,32 @@ VALUE = st.one_of(st.floats(), st.integers(-2**60, 2**60), st.booleans(), st.non
                   st.sampled_from([-1.0, 1.0, 3.5e38, -3.4028234663852886e38, 10**400, -2**200]))
 
 
-@given(values=st.lists(VALUE, min_size=1, max_size=12), value_range=st.sampled_from([None, (-1.0, 1.0)]))
-@example(values=[0.5, 10**400], value_range=None)
-@example(values=[True, 0.0], value_range=None)
-def test_the_check_of_all_values_at_once_agrees_with_the_value_by_value_one(values, value_range):
+@given(values=st.lists(VALUE, min_size=1, max_size=12), value_range=st.sampled_from([None, (-1.0, 1.0)]),
+       dtype=st.sampled_from(["FP32", "FP16", "FP64", "INT64", "INT32", "UINT8"]))
+@example(values=[0.5, 10**400], value_range=None, dtype="FP32")
+@example(values=[True, 0.0], value_range=None, dtype="FP32")
+@example(values=[1.0, 2.5], value_range=None, dtype="INT64")
+@example(values=[70000.0], value_range=None, dtype="FP16")
+def test_the_check_of_all_values_at_once_agrees_with_the_value_by_value_one(values, value_range, dtype):
     """The tensor's values checked at once with numpy (the fast path) accept exactly what the check value by
-    value accepts, which names the first value that is wrong."""
-    at_once = oip._checked(values, value_range)
+    value accepts, which names the first value that is wrong, for every input datatype."""
+    m = dataclasses.replace(M, input_range=value_range, input_dtype=dtype)
+    at_once = oip._checked(values, m)
     try:
-        oip._first_wrong(values, value_range)
+        oip._first_wrong(values, m)
         one_by_one = True
     except InputError:
         one_by_one = False
     assert (at_once is not None) == one_by_one
     if at_once is not None:
         assert at_once.tolist() == [float(v) for v in values]
+
+
+def test_the_metadata_and_a_bad_datatype_name_the_models_input_datatype():
+    tokens = dataclasses.replace(M, input_dtype="INT64", input_range=(0, 16))
+    assert model_metadata(tokens)["inputs"] == [{"name": "input", "datatype": "INT64", "shape": [-1, 8]}]
+    with pytest.raises(InputError, match="datatype 'BYTES': send INT64"):
+        parse_infer(request([1] * 8, datatype="BYTES"), tokens, 64)
+    with pytest.raises(InputError, match="value 7 is 2.5, not a whole number: the model takes INT64"):
+        parse_infer(request([1] * 7 + [2.5], datatype="FP32"), tokens, 64)
+    assert parse_infer(request([16] * 8, datatype="INT64"), tokens, 64)[0].tolist() == [[16.0] * 8]

@@ -6,6 +6,7 @@ import json
 import tarfile
 
 import pytest
+import torch
 from hypothesis import given, settings, strategies as st
 
 from fleet.adapters.builder import split
@@ -93,6 +94,16 @@ def test_a_tensor_model_manifest_declares_its_output_shape_and_a_tolerance():
                         "output_shape": [2], "golden": {"file": "golden.json"}})
     with pytest.raises(ValueError, match="output 'boxes' is unknown"):
         Manifest.parse({"name": "e", "version": "1", "sha256": "0", "input_shape": [4], "output": "boxes"})
+
+
+@pytest.mark.parametrize("dtype,torch_dtype", [("INT64", torch.int64), ("UINT8", torch.uint8), ("FP16", torch.float16),
+                                               ("FP32", torch.float32), (None, torch.float32)])
+def test_a_manifest_declares_the_datatype_its_model_is_fed(dtype, torch_dtype):
+    doc = {"name": "t", "version": "1", "sha256": "0", "input_shape": [64], "num_classes": 10, "accuracy": 0.9}
+    m = Manifest.parse({**doc, "input_dtype": dtype} if dtype else doc)
+    assert m.input_dtype == (dtype or "FP32") and m.torch_dtype == torch_dtype
+    with pytest.raises(ValueError, match="input_dtype 'BF8' is unknown: the service takes FP16, FP32, FP64, UINT8"):
+        Manifest.parse({**doc, "input_dtype": "BF8"})
 
 
 @pytest.mark.parametrize("canary,outcome,words", [

@@ -78,3 +78,24 @@ def test_a_value_outside_the_models_declared_range_is_a_422_naming_the_range():
     assert e.value.status == 422
     assert "inputs[1][7] is -20000, outside the model's input range [-10000, 10000]" in str(e.value)
     assert validate_inputs({"inputs": [[1e30] * 8]}, 8, 64) == [[1e30] * 8]  # a manifest without a range
+
+
+@pytest.mark.parametrize("dtype,value,words", [
+    ("INT64", 2.5, "inputs[0][0] is 2.5, not a whole number: the model takes INT64"),
+    ("INT64", 2 ** 53, "outside INT64's values"),  # an integer input travels as a float: exact ones only
+    ("UINT8", 256, "is 256, outside UINT8's values [0, 255]"),
+    ("UINT8", -1, "outside UINT8's values"),
+    ("INT32", 2 ** 31, "outside INT32's values"),
+    ("FP16", 70000.0, "is 70000 beyond FP16: only finite FP16 values are accepted"),
+    ("FP32", 1e39, "beyond FP32"),
+])
+def test_a_value_the_models_input_datatype_cannot_hold_is_a_422_naming_it(dtype, value, words):
+    with pytest.raises(InputError, match=words.replace("[", r"\[").replace("]", r"\]")) as e:
+        validate_inputs({"inputs": [[value] + ROW[1:]]}, 8, 64, dtype=dtype)
+    assert e.value.status == 422
+
+
+@pytest.mark.parametrize("dtype,row", [("INT64", [3, 2.0, 0, 1, 2 ** 53 - 1, -5, 7, 8]), ("UINT8", [255] * 8),
+                                       ("FP16", [65504.0, -1.5] + ROW[2:]), ("FP64", [1e300] + ROW[1:])])
+def test_values_the_datatype_holds_pass(dtype, row):
+    assert validate_inputs({"inputs": [row]}, 8, 64, dtype=dtype) == [[float(v) for v in row]]

@@ -158,8 +158,9 @@ def create_app(settings: Settings) -> FastAPI:
         if (no := refused()) is not None:
             return no
         try:
-            rows = validate_inputs(await json_body(request), replica.manifest.input_shape, settings.max_rows,
-                                   replica.manifest.input_range)
+            m = replica.manifest
+            rows = validate_inputs(await json_body(request), m.input_shape, settings.max_rows, m.input_range,
+                                   m.input_dtype)
         except InputError as e:
             return JSONResponse({"error": str(e)}, status_code=e.status)
         answer = await infer(request, rows)

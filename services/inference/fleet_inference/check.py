@@ -19,7 +19,7 @@ ACCURACY_TOLERANCE = 0.005  # the manifest's golden accuracy against the dry run
 
 def check(directory: Path) -> dict:
     module, manifest = load_artifact(str(directory), torch.device("cpu"))
-    answer(module, manifest, torch.zeros(2, *manifest.input_shape))
+    answer(module, manifest, torch.zeros(2, *manifest.input_shape, dtype=manifest.torch_dtype))
     if not manifest.golden:
         raise ArtifactError("the manifest has no golden set (field golden: {\"file\", \"size\", \"accuracy\"}): "
                             "fleet's golden gate needs labelled inputs to judge a canary before it gets traffic")
@@ -28,6 +28,7 @@ def check(directory: Path) -> dict:
     if not bool(torch.isfinite(out).all()):
         raise ArtifactError("the model gives non-finite outputs (NaN or infinity) on its own golden inputs")
     figures = {"name": manifest.name, "version": manifest.version, "input_shape": list(manifest.input_shape),
+               "input_dtype": manifest.input_dtype,
                "output": manifest.output, "output_shape": list(manifest.output_shape), "golden_rows": len(inputs)}
     if not manifest.classifies:
         tolerance = float(manifest.golden["tolerance"])

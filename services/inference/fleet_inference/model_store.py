@@ -12,7 +12,10 @@ class ArtifactError(RuntimeError):
     """The artifact is missing, corrupt or does not match its manifest."""
 
 
-DTYPES = ("FP32",)  # the input datatypes a manifest may declare (the service feeds the model float32)
+# The input datatypes a manifest may declare (the Open Inference Protocol's names) and the torch dtype the
+# model is fed: a text model's INT64 token ids, an image model's UINT8 pixels, a half-precision model's FP16.
+DTYPES = {"FP16": torch.float16, "FP32": torch.float32, "FP64": torch.float64, "UINT8": torch.uint8,
+          "INT32": torch.int32, "INT64": torch.int64}
 PROBABILITIES, TENSOR = "probabilities", "tensor"  # what a model's output means: classes, or plain numbers
 
 
@@ -31,6 +34,11 @@ class Manifest:
     labels: tuple[str, ...] | None = None  # the classes' names, in the order of the model's outputs
     output: str = PROBABILITIES  # "probabilities" (one per class, [N, num_classes]) or "tensor"
     tensor_shape: tuple[int, ...] = ()  # a tensor output's shape for one row (output "tensor" only)
+    input_dtype: str = "FP32"  # one of DTYPES
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.input_dtype]
 
     @property
     def classifies(self) -> bool:
@@ -68,6 +76,9 @@ class Manifest:
         dtype = m.get("input_dtype", "FP32")
         if dtype not in DTYPES:
             raise ValueError(f"input_dtype {dtype!r} is unknown: the service takes {', '.join(DTYPES)}")
+        common = {"name": m["name"], "version": str(m["version"]), "sha256": m["sha256"],
+                  "file": m.get("file", "model.pt"), "input_shape": shape, "input_dtype": dtype,
+                  "input_range": tuple(map(float, m["input_range"])) if "input_range" in m else None}
         output = m.get("output", PROBABILITIES)
         if output == TENSOR:
             tensor_shape = tuple(m["output_shape"])
@@ -79,20 +90,16 @@ class Manifest:
             if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance < 0:
                 raise ValueError(f"golden.tolerance {tolerance!r} must be a number >= 0: how far (absolute, per "
                                  "value) a canary's outputs may be from the stable's on the golden inputs")
-            return cls(name=m["name"], version=str(m["version"]), sha256=m["sha256"], file=m.get("file", "model.pt"),
-                       input_shape=shape, num_classes=0, accuracy=None, golden=m["golden"], output=TENSOR,
-                       tensor_shape=tensor_shape,
-                       input_range=tuple(map(float, m["input_range"])) if "input_range" in m else None)
+            return cls(**common, num_classes=0, accuracy=None, golden=m["golden"], output=TENSOR,
+                       tensor_shape=tensor_shape)
         if output != PROBABILITIES:
             raise ValueError(f"output {output!r} is unknown: {PROBABILITIES!r} (class probabilities, the default) "
                              f"or {TENSOR!r} (plain numbers, with output_shape)")
         labels = tuple(map(str, m["labels"])) if m.get("labels") is not None else None
         if labels is not None and len(labels) != int(m["num_classes"]):
             raise ValueError(f"labels names {len(labels)} classes but num_classes is {m['num_classes']}")
-        return cls(name=m["name"], version=str(m["version"]), sha256=m["sha256"], file=m.get("file", "model.pt"),
-                   input_shape=shape, num_classes=int(m["num_classes"]), accuracy=float(m["accuracy"]),
-                   golden=m.get("golden"), labels=labels,
-                   input_range=tuple(map(float, m["input_range"])) if "input_range" in m else None)
+        return cls(**common, num_classes=int(m["num_classes"]), accuracy=float(m["accuracy"]),
+                   golden=m.get("golden"), labels=labels)
 
 
 def sha256_of(path: Path) -> str:
@@ -131,7 +138,7 @@ def warm_up(module: torch.jit.ScriptModule, manifest: Manifest, device: torch.de
             directory: Path | None = None) -> None:
     """Run a first inference and check the output shape against the manifest; with the package's
     directory, a dry run on its golden inputs too (the manifest against the weights)."""
-    answer(module, manifest, torch.zeros(2, *manifest.input_shape, device=device))
+    answer(module, manifest, torch.zeros(2, *manifest.input_shape, dtype=manifest.torch_dtype, device=device))
     if directory is not None and manifest.golden:
         inputs, _ = read_golden(directory, manifest)
         answer(module, manifest, inputs.to(device))
@@ -144,8 +151,9 @@ def answer(module: torch.jit.ScriptModule, manifest: Manifest, x: torch.Tensor) 
         try:
             out = module(x)
         except Exception as e:
-            raise ArtifactError(f"the model rejects input of shape {list(x.shape)} (its manifest's input_shape "
-                                f"{list(manifest.input_shape)}, batched {shape}): {last_line(e)}") from None
+            raise ArtifactError(f"the model rejects input of shape {list(x.shape)} and datatype {manifest.input_dtype} "
+                                f"(its manifest's input_shape {list(manifest.input_shape)}, batched {shape}, and "
+                                f"input_dtype): {last_line(e)}") from None
     if tuple(out.shape) != (len(x), *manifest.output_shape):
         field = "num_classes" if manifest.classifies else "output_shape"
         raise ArtifactError(f"the model answers shape {list(out.shape)} for {len(x)} rows; its manifest says "
@@ -166,7 +174,7 @@ def read_golden(directory: Path, manifest: Manifest) -> tuple[torch.Tensor, list
     expected = "labels" if manifest.classifies else "outputs"
     try:
         doc = json.loads(path.read_text())
-        inputs, answers = torch.tensor(doc["inputs"], dtype=torch.float32), doc[expected]
+        inputs, answers = torch.tensor(doc["inputs"], dtype=manifest.torch_dtype), doc[expected]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ArtifactError(f"golden set {path} (the manifest's golden.file) is unreadable: {e!r}; it needs "
                             f'{{"inputs": [...], "{expected}": [...]}}') from None

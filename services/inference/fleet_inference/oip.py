@@ -1,10 +1,11 @@
 """The Open Inference Protocol (KServe v2) over HTTP, for the one model a replica serves: pure
 translation between its JSON documents and the rows /predict takes, with errors that name the fix.
 
-The model's tensors: one input `input` (FP32, shape [-1, *the manifest's input_shape]); a classifier's
-two outputs, `probabilities` (FP32, [-1, classes]) and `label` (INT64, [-1], the class with the highest
-probability), or a model of plain tensor outputs' one, `output` (FP32, [-1, *output_shape]). A request may
-send its input in any numeric datatype (converted to FP32, as Triton does for a compatible type) and its
+The model's tensors: one input `input` (the manifest's input_dtype, FP32 unless it says otherwise, shape
+[-1, *its input_shape]); a classifier's two outputs, `probabilities` (FP32, [-1, classes]) and `label`
+(INT64, [-1], the class with the highest probability), or a model of plain tensor outputs' one, `output`
+(FP32, [-1, *output_shape]). A request may send its input in any numeric datatype (converted to the
+model's, as Triton does for a compatible type, when every value fits it) and its
 data flat (row-major, the protocol's form) or nested to the tensor's shape, or as raw little-endian bytes
 after the JSON (the protocol's binary tensor data extension, what Triton's own clients send by default).
 """
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from .model_store import Manifest
-from .validation import InputError, outside
+from .validation import INTEGERS, InputError, limits, outside, unfit
 
 SERVER = "fleet-inference"
 PLATFORM = "pytorch_torchscript"
@@ -24,7 +25,6 @@ INPUT = "input"
 OUTPUTS = ("probabilities", "label")  # a classifier's
 TENSOR_OUTPUT = "output"  # a model of plain tensor outputs has this one
 NUMERIC = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
-FP32_MAX = 3.4028234663852886e38
 BINARY_HEADER = "inference-header-content-length"  # the binary extension: the JSON's length in the body
 DTYPES = {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "INT8": "i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
           "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8"}
@@ -59,7 +59,7 @@ def model_metadata(m: Manifest) -> dict:
                 {"name": "label", "datatype": "INT64", "shape": [-1]}] if m.classifies
                else [{"name": TENSOR_OUTPUT, "datatype": "FP32", "shape": [-1, *m.output_shape]}])
     return {"name": m.name, "versions": [m.version], "platform": PLATFORM,
-            "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, *m.input_shape]}], "outputs": outputs}
+            "inputs": [{"name": INPUT, "datatype": m.input_dtype, "shape": [-1, *m.input_shape]}], "outputs": outputs}
 
 
 def check_model(m: Manifest, name: str, version: str | None) -> None:
@@ -78,7 +78,7 @@ def parse_infer(payload: object, m: Manifest, max_rows: int,
     batched = "[N, " + ", ".join(map(str, m.input_shape)) + "]"
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise InputError('expected an inference request {"inputs": [{"name": "input", "shape": [N, '
-                         f'{batched[4:]}, "datatype": "FP32", "data": [...]}}]}}', 400)
+                         f'{batched[4:]}, "datatype": "{m.input_dtype}", "data": [...]}}]}}', 400)
     inputs = payload["inputs"]
     if len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise InputError(f"the model takes exactly one input tensor, {INPUT!r}; the request has {len(inputs)}", 400)
@@ -86,8 +86,8 @@ def parse_infer(payload: object, m: Manifest, max_rows: int,
     if t.get("name") != INPUT:
         raise InputError(f"unknown input {t.get('name')!r}: the model's input is named {INPUT!r}", 400)
     if t.get("datatype") not in NUMERIC:
-        raise InputError(f"input {INPUT!r} has datatype {t.get('datatype')!r}: send FP32 (or another numeric "
-                         "datatype, converted to FP32)", 400)
+        raise InputError(f"input {INPUT!r} has datatype {t.get('datatype')!r}: send {m.input_dtype} (or another "
+                         f"numeric datatype, converted to {m.input_dtype})", 400)
     shape = t.get("shape")
     if (not isinstance(shape, list) or len(shape) != 1 + len(m.input_shape)
             or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)):
@@ -108,9 +108,9 @@ def parse_infer(payload: object, m: Manifest, max_rows: int,
     if len(values) != rows * features:
         raise InputError(f"input {INPUT!r} has {len(values)} values for shape {shape}: send "
                          f"{rows * features}, row-major", 400)
-    matrix = _checked(values, m.input_range)
+    matrix = _checked(values, m)
     if matrix is None:
-        _first_wrong(values, m.input_range)
+        _first_wrong(values, m)
         matrix = np.asarray(values, dtype=np.float64)
     wanted = payload.get("outputs")
     names = list(output_names(m))
@@ -129,31 +129,36 @@ def _numbers(values: list) -> bool:
     return set(map(type, values)) <= {int, float}
 
 
-def _checked(values: list, value_range: tuple[float, float] | None) -> np.ndarray | None:
-    """The values as an array when every one is a finite FP32 number inside `value_range`, checked at once
-    (a request's values in C, not one by one in Python); None when any is not."""
+def _checked(values: list, m: Manifest) -> np.ndarray | None:
+    """The values as an array when every one is a finite number that the model's input datatype holds, inside
+    its input range, checked at once (a request's values in C, not one by one in Python); None when any is
+    not."""
     if not _numbers(values):
         return None
     try:
         a = np.asarray(values, dtype=np.float64)
     except OverflowError:  # an integer beyond any float
         return None
-    if not (np.isfinite(a).all() and (np.abs(a) <= FP32_MAX).all()):
+    lo, hi = limits(m.input_dtype)
+    if m.input_range is not None:
+        lo, hi = max(lo, m.input_range[0]), min(hi, m.input_range[1])
+    if not (np.isfinite(a).all() and lo <= a.min() and a.max() <= hi):
         return None
-    if value_range is not None and a.size and not (value_range[0] <= a.min() and a.max() <= value_range[1]):
+    if m.input_dtype in INTEGERS and not (a == np.trunc(a)).all():
         return None
     return a
 
 
-def _first_wrong(values: list, value_range: tuple[float, float] | None) -> None:
-    """InputError naming the first value that is not a finite FP32 number inside `value_range`."""
+def _first_wrong(values: list, m: Manifest) -> None:
+    """InputError naming the first value that is not a finite number that the model's input datatype holds,
+    inside its input range."""
     for i, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise InputError(f"input {INPUT!r} value {i} is {type(v).__name__}, not a number", 400)
-        if (isinstance(v, int) and abs(v) > sys.float_info.max) or not math.isfinite(v) or abs(v) > FP32_MAX:
+        if (isinstance(v, int) and abs(v) > sys.float_info.max) or not math.isfinite(v):
             raise InputError(f"input {INPUT!r} value {i} is {v if isinstance(v, float) else 'an integer'} "
-                             "beyond FP32: only finite FP32 values are accepted", 400)
-        if (why := outside(v, value_range)) is not None:
+                             f"beyond {m.input_dtype}: only finite {m.input_dtype} values are accepted", 400)
+        if (why := unfit(v, m.input_dtype) or outside(v, m.input_range)) is not None:
             raise InputError(f"input {INPUT!r} value {i} {why}", 400)
 
 

@@ -149,5 +149,5 @@ class Replica:
     async def predict(self, rows: list[list[float]] | np.ndarray) -> torch.Tensor:
         """The model's outputs for `rows`, each flat (row-major), batched along the first dimension."""
         self.metrics.queue_depth.set(self.batcher.depth)
-        x = torch.as_tensor(rows, dtype=torch.float32).reshape(-1, *self.manifest.input_shape)
+        x = torch.as_tensor(rows, dtype=self.manifest.torch_dtype).reshape(-1, *self.manifest.input_shape)
         return await self.batcher.submit(x)

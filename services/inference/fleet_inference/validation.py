@@ -4,6 +4,10 @@ import math
 import sys
 
 JSON_TYPES = ("application/json",)
+FP32_MAX = 3.4028234663852886e38
+EXACT = 2 ** 53 - 1  # the largest of the integers a float carries exactly: an integer input travels as one
+FLOATS = {"FP16": 65504.0, "FP32": FP32_MAX, "FP64": sys.float_info.max}  # each one's largest magnitude
+INTEGERS = {"UINT8": (0, 255), "INT32": (-2 ** 31, 2 ** 31 - 1), "INT64": (-EXACT, EXACT)}
 
 
 class InputError(ValueError):
@@ -39,10 +43,29 @@ def outside(v: float, value_range: tuple[float, float] | None) -> str | None:
     return f"is {v:g}, outside the model's input range [{value_range[0]:g}, {value_range[1]:g}] (its manifest's input_range)"
 
 
+def limits(dtype: str) -> tuple[float, float]:
+    """The values the model's input datatype holds (an integer type's as floats carry them). Pure."""
+    return INTEGERS[dtype] if dtype in INTEGERS else (-FLOATS[dtype], FLOATS[dtype])
+
+
+def unfit(v: float, dtype: str) -> str | None:
+    """Why a finite number is not a value of the model's input datatype `dtype` (beyond it, or not whole for
+    an integer type), or None; judged on the float it travels as, as the check of a whole tensor does. Pure."""
+    lo, hi, v = *limits(dtype), float(v)
+    if dtype not in INTEGERS:
+        return None if lo <= v <= hi else f"is {v:g} beyond {dtype}: only finite {dtype} values are accepted"
+    if not v.is_integer():
+        return f"is {v:g}, not a whole number: the model takes {dtype} (its manifest's input_dtype)"
+    if not lo <= v <= hi:
+        return f"is {v:g}, outside {dtype}'s values [{lo:g}, {hi:g}] (the model takes {dtype})"
+    return None
+
+
 def validate_inputs(payload: object, shape: tuple[int, ...] | int, max_rows: int,
-                    value_range: tuple[float, float] | None = None) -> list[list[float]]:
+                    value_range: tuple[float, float] | None = None, dtype: str = "FP32") -> list[list[float]]:
     """Return the rows of a predict request, each flat (row-major), or raise InputError naming what is wrong.
-    `shape`: one row's shape from the manifest ([8] for 8 numbers, [1, 8, 8] for a one-channel image)."""
+    `shape`: one row's shape from the manifest ([8] for 8 numbers, [1, 8, 8] for a one-channel image);
+    `dtype`: the model's input datatype, whose values each number must be."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     nested = "[" * len(shape) + "..." + "]" * len(shape)
     if not isinstance(payload, dict) or "inputs" not in payload:
@@ -58,13 +81,13 @@ def validate_inputs(payload: object, shape: tuple[int, ...] | int, max_rows: int
     out = []
     for i, row in enumerate(rows):
         flat: list[float] = []
-        _values(row, shape, f"inputs[{i}]", shape, flat, value_range)
+        _values(row, shape, f"inputs[{i}]", shape, flat, value_range, dtype)
         out.append(flat)
     return out
 
 
 def _values(v: object, dims: tuple[int, ...], where: str, shape: tuple[int, ...], out: list[float],
-            value_range: tuple[float, float] | None) -> None:
+            value_range: tuple[float, float] | None, dtype: str) -> None:
     """Append the numbers of `v` (nested as `dims`) to `out`, or raise InputError naming where it is wrong."""
     if not isinstance(v, list):
         raise InputError(f"{where} must be a list of {dims[0]} " + ("numbers" if len(dims) == 1 else "lists")
@@ -74,12 +97,13 @@ def _values(v: object, dims: tuple[int, ...], where: str, shape: tuple[int, ...]
                          f"{list(shape)})" if len(shape) > 1 else f"{where} has {len(v)} values; the model takes {dims[0]}")
     if len(dims) > 1:
         for j, item in enumerate(v):
-            _values(item, dims[1:], f"{where}[{j}]", shape, out, value_range)
+            _values(item, dims[1:], f"{where}[{j}]", shape, out, value_range, dtype)
         return
-    top = sys.float_info.max
-    lo, hi = (max(value_range[0], -top), min(value_range[1], top)) if value_range else (-top, top)
+    lo, hi = limits(dtype)
+    lo, hi = (max(value_range[0], lo), min(value_range[1], hi)) if value_range else (lo, hi)
+    floats = dtype not in INTEGERS
     for j, x in enumerate(v):  # the innermost dimension: the hot loop, no call a value
-        if type(x) is float and lo <= x <= hi:  # finite and in range (NaN fails the comparison)
+        if floats and type(x) is float and lo <= x <= hi:  # finite and in range (NaN fails the comparison)
             out.append(x)
             continue
         if isinstance(x, bool) or not isinstance(x, (int, float)):
@@ -88,6 +112,8 @@ def _values(v: object, dims: tuple[int, ...], where: str, shape: tuple[int, ...]
             raise InputError(f"{where}[{j}] is an integer beyond any float: only finite numbers are accepted")
         if not math.isfinite(x):
             raise InputError(f"{where}[{j}] is {x}: only finite numbers are accepted")
+        if (why := unfit(x, dtype)) is not None:
+            raise InputError(f"{where}[{j}] {why}")
         if (why := outside(x, value_range)) is not None:
             raise InputError(f"{where}[{j}] {why}")
         out.append(float(x))
