@@ -107,8 +107,9 @@ class DigitsTokens(nn.Module):
         return torch.softmax(self.out(self.embed(x).flatten(1)), dim=-1)
 
 
-def write_token_package(out: Path, version: str = "1", name: str = "digits-tokens") -> Path:
-    """The package of DigitsTokens, trained on scikit-learn's digits as integers (INT64 [N, 64])."""
+def write_token_package(out: Path, version: str = "1", name: str = "digits-tokens", export: bool = False) -> Path:
+    """The package of DigitsTokens, trained on scikit-learn's digits as integers (INT64 [N, 64]); with
+    `export`, its weights a torch.export program (model.pt2, any batch size) instead of TorchScript."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     d = load_digits()
@@ -122,11 +123,16 @@ def write_token_package(out: Path, version: str = "1", name: str = "digits-token
         torch.nn.functional.nll_loss(torch.log(model(x[idx]) + 1e-9), y[idx]).backward()
         opt.step()
     model.eval()
-    torch.jit.script(model).save(str(out / "model.pt"))
+    file = "model.pt2" if export else "model.pt"
+    if export:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        torch.export.save(torch.export.export(model, (x[:2],), dynamic_shapes=({0: batch},)), str(out / file))
+    else:
+        torch.jit.script(model).save(str(out / file))
     hx, hy = x[-HELD_OUT:], y[-HELD_OUT:]
     gx, gy = hx[:GOLDEN], hy[:GOLDEN]
     (out / "golden.json").write_text(json.dumps({"inputs": gx.tolist(), "labels": gy.tolist()}))
-    manifest = {"name": name, "version": version, "file": "model.pt", "input_shape": [64],
+    manifest = {"name": name, "version": version, "file": file, "input_shape": [64],
                 "input_dtype": "INT64", "input_range": [0, 16], "num_classes": 10,
                 "labels": [str(i) for i in range(10)], "accuracy": accuracy(model, hx, hy),
                 "golden": {"file": "golden.json", "size": GOLDEN, "accuracy": accuracy(model, gx, gy)}}

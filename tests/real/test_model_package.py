@@ -119,11 +119,11 @@ def test_a_users_image_classifier_is_built_deployed_served_on_both_apis_and_roll
     wait_until(lambda: converged(byom, version="2"), 60, "the stable at version 2 in Consul")
 
 
-def test_a_model_of_integer_inputs_is_fed_its_datatype_on_both_apis(byom, run_replica, tmp_path):
+def test_a_torch_export_program_of_integer_inputs_is_fed_its_datatype_on_both_apis(byom, run_replica, tmp_path):
     """A manifest's input_dtype INT64 (a model that embeds its inputs, as a text model its token ids, and
-    rejects floats): the image's dry run and the replica feed the model integers; both APIs say and check
-    the datatype."""
-    package = write_token_package(tmp_path / "tokens")
+    rejects floats), its weights a torch.export program (model.pt2): the image's dry run and the replica
+    load the program and feed it integers; both APIs say and check the datatype."""
+    package = write_token_package(tmp_path / "tokens", export=True)
     p = build(package, f"{IMAGE}:tokens")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["check"]["input_dtype"] == "INT64"
@@ -132,7 +132,7 @@ def test_a_model_of_integer_inputs_is_fed_its_datatype_on_both_apis(byom, run_re
 
     rows = json.loads((package / "golden.json").read_text())["inputs"][:16]
     with torch.no_grad():
-        local = torch.jit.load(str(package / "model.pt"))(torch.tensor(rows)).numpy()
+        local = torch.export.load(str(package / "model.pt2")).module()(torch.tensor(rows)).numpy()
     r = httpx.post(f"{replica.url}/predict", json={"inputs": rows}, timeout=10)
     assert r.status_code == 200, r.text
     assert r.json()["classes"] == local.argmax(axis=1).tolist()

@@ -1,4 +1,5 @@
-"""Loading a versioned model artifact: manifest, checksum, TorchScript, shape check and warm-up."""
+"""Loading a versioned model artifact: manifest, checksum, weights (TorchScript or a torch.export program),
+shape check and warm-up."""
 import hashlib
 import json
 import math
@@ -115,8 +116,9 @@ def select_device(wanted: str) -> torch.device:
     return torch.device(wanted)
 
 
-def load_artifact(model_path: str, device: torch.device) -> tuple[torch.jit.ScriptModule, Manifest]:
-    """Read the manifest, verify the checksum and load the TorchScript module onto the device."""
+def load_artifact(model_path: str, device: torch.device) -> tuple[torch.nn.Module, Manifest]:
+    """Read the manifest, verify the checksum and load the weights (TorchScript or torch.export) onto the
+    device."""
     directory = Path(model_path)
     manifest = Manifest.read(directory)
     file = directory / manifest.file
@@ -127,14 +129,22 @@ def load_artifact(model_path: str, device: torch.device) -> tuple[torch.jit.Scri
         raise ArtifactError(f"model file {file} is corrupt: sha256 {digest[:12]}… does not match the manifest's "
                             f"{manifest.sha256[:12]}…; rebuild the artifact with train.py")
     try:
-        module = torch.jit.load(str(file), map_location=device)
+        return load_module(file, device), manifest
     except Exception as e:  # torch raises several types for a bad archive
         raise ArtifactError(f"torch could not load {file}: {e}") from None
+
+
+def load_module(file: Path, device: torch.device) -> torch.nn.Module:
+    """The weights as a module ready for inference: a torch.export program (a `.pt2` file, from
+    torch.export.save; its graph was captured in eval mode) or TorchScript (any other name)."""
+    if file.suffix == ".pt2":
+        return torch.export.load(str(file)).module().to(device)
+    module = torch.jit.load(str(file), map_location=device)
     module.eval()
-    return module, manifest
+    return module
 
 
-def warm_up(module: torch.jit.ScriptModule, manifest: Manifest, device: torch.device,
+def warm_up(module: torch.nn.Module, manifest: Manifest, device: torch.device,
             directory: Path | None = None) -> None:
     """Run a first inference and check the output shape against the manifest; with the package's
     directory, a dry run on its golden inputs too (the manifest against the weights)."""
@@ -144,7 +154,7 @@ def warm_up(module: torch.jit.ScriptModule, manifest: Manifest, device: torch.de
         answer(module, manifest, inputs.to(device))
 
 
-def answer(module: torch.jit.ScriptModule, manifest: Manifest, x: torch.Tensor) -> torch.Tensor:
+def answer(module: torch.nn.Module, manifest: Manifest, x: torch.Tensor) -> torch.Tensor:
     """The model's output for a batch `x`, checked against the manifest's shape; ArtifactError else."""
     shape = [-1, *manifest.input_shape]
     with torch.inference_mode():
