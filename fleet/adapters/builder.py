@@ -50,10 +50,10 @@ class Builder:
         try:
             for line in self.client.images.push(*split(tag), stream=True, decode=True):
                 if "error" in line:
-                    raise OperationFailed(f"docker push {tag} failed: {line['error']}")
+                    raise OperationFailed(pushing_failed(tag, line["error"]))
                 digest = (line.get("aux") or {}).get("Digest", digest)
         except APIError as e:
-            raise OperationFailed(f"docker push {tag} failed: {e.explanation}") from None
+            raise OperationFailed(pushing_failed(tag, e.explanation)) from None
         return digest
 
     def _base(self, base: str) -> None:
@@ -84,3 +84,8 @@ def split(tag: str) -> tuple[str, str]:
     """An image name's repository and tag ("latest" when it names none; a registry's port is no tag)."""
     repository, _, version = tag.rpartition(":")
     return (repository, version) if repository and "/" not in version else (tag, "latest")
+
+
+def pushing_failed(tag: str, why: str) -> str:
+    return (f"docker push {tag} failed: {why}; the image is built here: check that its registry is reachable "
+            f"(and `docker login` to it if it asks), then `docker push {tag}`")

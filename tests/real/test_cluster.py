@@ -2,6 +2,7 @@
 load loops through the nodes' gateways on 127.0.0.1, bounded in count and time."""
 import json
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ import httpx
 import pytest
 import torch
 
+from tests.digits import write_package
 from tests.helpers import SAMPLE, LoadLoop, wait_until
 from tests.real.cluster_kit import NAME, NODES, REGISTRY, REPLICAS, Cluster, local_env, push, remove_stack
 from tests.real.conftest import ROOT
@@ -103,6 +105,35 @@ def test_a_tag_pushed_again_rolls_out_and_every_node_runs_its_digest(cluster):
 
 
 @contextmanager
+def test_a_model_built_with_push_is_in_the_registry_and_a_worker_pulls_it(cluster, tmp_path):
+    """`fleet build --push` (the way a user ships their model to a cluster): the registry holds the digest
+    fleet printed, and a worker's own engine pulls that image with its labels; a registry nobody answers
+    is an error naming the push and the fix, the image left built here."""
+    package = write_package(tmp_path / "digits", "1")
+    image = f"{REGISTRY}/fleet/digits-test:pushed"
+    built = subprocess.run([sys.executable, "-m", "fleet.cli", "build", str(package), "--tag", image, "--push",
+                            "--json"], capture_output=True, text=True, cwd=ROOT, timeout=600, env=local_env())
+    try:
+        assert built.returncode == 0, built.stderr
+        digest = json.loads(built.stdout)["digest"]
+        assert digest.startswith("sha256:") and digest == registry_digest("fleet/digits-test", "pushed")
+        worker = NODES[-1]
+        cluster.on(worker, "pull", "-q", image)
+        labels = json.loads(cluster.on(worker, "image", "inspect", "-f", "{{json .Config.Labels}}", image))
+        assert labels["fleet.model"] == "digits-cnn" and labels["fleet.model-version"] == "1", labels
+        assert cluster.on(worker, "image", "inspect", "-f", "{{index .RepoDigests 0}}", image).strip().endswith(digest)
+
+        nowhere = "127.0.0.1:9/fleet/digits-test:nowhere"  # the discard port: no registry answers there
+        p = subprocess.run([sys.executable, "-m", "fleet.cli", "build", str(package), "--tag", nowhere, "--push",
+                            "--json"], capture_output=True, text=True, cwd=ROOT, timeout=600, env=local_env())
+        error = json.loads(p.stdout)["error"]
+        assert p.returncode == 1 and f"docker push {nowhere} failed" in error and "registry is reachable" in error, p
+    finally:
+        cluster.on(NODES[-1], "image", "rm", "-f", image)
+        subprocess.run(["docker", "image", "rm", "-f", image, "127.0.0.1:9/fleet/digits-test:nowhere"],
+                       capture_output=True, env=local_env())
+
+
 def worker_under_load(cluster: Cluster, max_seconds: float):
     """A worker running a replica, and a load loop through node 1's gateway (bounded), already sending."""
     wait_until(lambda: cluster.whole("2"), 120, "the service to be whole")

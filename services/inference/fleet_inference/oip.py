@@ -73,8 +73,9 @@ def check_model(m: Manifest, name: str, version: str | None) -> None:
 
 def parse_infer(payload: object, m: Manifest, max_rows: int,
                 binary: bytes = b"") -> tuple[np.ndarray, list[str], object]:
-    """The rows of an inference request, [rows, values of a row] (its tensor's data in the JSON, or in
-    `binary`, flattened row-major), the outputs it asks for and its id; InputError (400, or 413 for too many rows) naming what is wrong."""
+    """The rows of an inference request as an array [rows, values of a row] (its tensor's data in the JSON,
+    or in `binary`, flattened row-major), the outputs it asks for and its id; InputError (400, or 413 for
+    too many rows) naming what is wrong."""
     batched = "[N, " + ", ".join(map(str, m.input_shape)) + "]"
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise InputError('expected an inference request {"inputs": [{"name": "input", "shape": [N, '
