@@ -104,7 +104,6 @@ def test_a_tag_pushed_again_rolls_out_and_every_node_runs_its_digest(cluster):
     print(f"\nrebuilt tag rolled out to {sorted(digests)} in {p.seconds:.1f}s")
 
 
-@contextmanager
 def test_a_model_built_with_push_is_in_the_registry_and_a_worker_pulls_it(cluster, tmp_path):
     """`fleet build --push` (the way a user ships their model to a cluster): the registry holds the digest
     fleet printed, and a worker's own engine pulls that image with its labels; a registry nobody answers
@@ -134,6 +133,7 @@ def test_a_model_built_with_push_is_in_the_registry_and_a_worker_pulls_it(cluste
                        capture_output=True, env=local_env())
 
 
+@contextmanager
 def worker_under_load(cluster: Cluster, max_seconds: float):
     """A worker running a replica, and a load loop through node 1's gateway (bounded), already sending."""
     wait_until(lambda: cluster.whole("2"), 120, "the service to be whole")
