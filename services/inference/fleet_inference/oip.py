@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from .model_store import Manifest
-from .validation import INTEGERS, InputError, limits, outside, unfit
+from .validation import INTEGERS, InputError, accepted, outside, unfit
 
 SERVER = "fleet-inference"
 PLATFORM = "pytorch_torchscript"
@@ -140,9 +140,7 @@ def _checked(values: list, m: Manifest) -> np.ndarray | None:
         a = np.asarray(values, dtype=np.float64)
     except OverflowError:  # an integer beyond any float
         return None
-    lo, hi = limits(m.input_dtype)
-    if m.input_range is not None:
-        lo, hi = max(lo, m.input_range[0]), min(hi, m.input_range[1])
+    lo, hi = accepted(m.input_dtype, m.input_range)
     if not (np.isfinite(a).all() and lo <= a.min() and a.max() <= hi):
         return None
     if m.input_dtype in INTEGERS and not (a == np.trunc(a)).all():

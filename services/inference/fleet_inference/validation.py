@@ -48,6 +48,12 @@ def limits(dtype: str) -> tuple[float, float]:
     return INTEGERS[dtype] if dtype in INTEGERS else (-FLOATS[dtype], FLOATS[dtype])
 
 
+def accepted(dtype: str, value_range: tuple[float, float] | None) -> tuple[float, float]:
+    """The values a request may send: those the datatype holds, inside the model's input range. Pure."""
+    lo, hi = limits(dtype)
+    return (max(value_range[0], lo), min(value_range[1], hi)) if value_range else (lo, hi)
+
+
 def unfit(v: float, dtype: str) -> str | None:
     """Why a finite number is not a value of the model's input datatype `dtype` (beyond it, or not whole for
     an integer type), or None; judged on the float it travels as, as the check of a whole tensor does. Pure."""
@@ -99,8 +105,7 @@ def _values(v: object, dims: tuple[int, ...], where: str, shape: tuple[int, ...]
         for j, item in enumerate(v):
             _values(item, dims[1:], f"{where}[{j}]", shape, out, value_range, dtype)
         return
-    lo, hi = limits(dtype)
-    lo, hi = (max(value_range[0], lo), min(value_range[1], hi)) if value_range else (lo, hi)
+    lo, hi = accepted(dtype, value_range)
     floats = dtype not in INTEGERS
     for j, x in enumerate(v):  # the innermost dimension: the hot loop, no call a value
         if floats and type(x) is float and lo <= x <= hi:  # finite and in range (NaN fails the comparison)
