@@ -97,7 +97,8 @@ def build(model_dir: Path = typer.Argument(..., help="the model package: weights
         check = doc["check"]
         golden = (f"golden accuracy {check['golden_accuracy']:.4f}" if "golden_accuracy" in check
                   else f"golden outputs within {check['golden_max_difference']:g}")
-        err.print(f"built {tag}: model {check['name']} version {check['version']}, input {check['input_shape']}, "
+        inputs = ", ".join(f"{i['name']} {i['shape']} {i['datatype']}" for i in check["inputs"])
+        err.print(f"built {tag}: model {check['name']} version {check['version']}, input {inputs}, "
                   f"output {check['output']} {check['output_shape']}, {golden} on {check['golden_rows']} rows"
                   + (f"; pushed as {doc['digest']}" if push else ""), highlight=False)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import BadInput
 
 MODEL_DIR = "/models/package"  # where the image holds the package (the base image's MODEL_PATH)
-REQUIRED = ("name", "version", "input_shape", "golden")  # and num_classes, accuracy, or output_shape (the image checks)
+REQUIRED = ("name", "version", "golden")  # and num_classes, accuracy, or output_shape (the image checks)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # a name or version that fits a URL path, a tag, a label
 VERSION_LABEL, MODEL_LABEL, SHA_LABEL = "fleet.model-version", "fleet.model", "fleet.model-sha256"
 
@@ -51,7 +51,8 @@ def read_package(directory: Path) -> Package:
         raise BadInput(f"{path} is not JSON: {e}") from None
     if not isinstance(manifest, dict):
         raise BadInput(f"{path} must hold a JSON object")
-    missing = [f for f in REQUIRED if f not in manifest]
+    missing = [f for f in REQUIRED if f not in manifest] + (
+        [] if "input_shape" in manifest or "inputs" in manifest else ["input_shape (one input) or inputs (several)"])
     if missing:
         raise BadInput(f"{path} lacks the field(s) {missing} (README, \"Your own model\", lists each)")
     for field in ("name", "version"):

@@ -241,9 +241,9 @@ class Evidence:
             try:
                 golden = golden or self.gateway().golden_set(self.plan.golden or None)
                 for _ in range(min(math.ceil(need - sample.canary.requests / window), SYNTHETIC_MAX_RPS)):
-                    i = (self.synthetic_sent * SYNTHETIC_ROWS) % max(1, len(golden.inputs) - SYNTHETIC_ROWS)
+                    i = (self.synthetic_sent * SYNTHETIC_ROWS) % max(1, golden.size - SYNTHETIC_ROWS)
                     for role in ("canary", "stable"):
-                        self.gateway().predict(role, golden.inputs[i:i + SYNTHETIC_ROWS])
+                        self.gateway().predict(role, golden.rows(i, i + SYNTHETIC_ROWS))
                     self.synthetic_sent += 1
             except GatewayError:
                 continue  # shows as too few requests in the judgement: no evidence, never a pass

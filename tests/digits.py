@@ -138,3 +138,37 @@ def write_token_package(out: Path, version: str = "1", name: str = "digits-token
                 "golden": {"file": "golden.json", "size": GOLDEN, "accuracy": accuracy(model, gx, gy)}}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return out
+
+
+class DigitsMasked(nn.Module):
+    """A model of two inputs, as a text model takes token ids and an attention mask: a digit image (FP32) and
+    a mask of the pixels to look at (UINT8, 1 keeps a pixel), classified by a trained DigitsCNN."""
+
+    def __init__(self, cnn: DigitsCNN) -> None:
+        super().__init__()
+        self.cnn = cnn
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.cnn(image * mask.to(image.dtype))
+
+
+def write_masked_package(out: Path, version: str = "2", name: str = "digits-masked") -> Path:
+    """The package of DigitsMasked over `version`'s CNN: a manifest of two `inputs`, a golden set of both
+    (each golden digit with a mask that keeps every pixel)."""
+    out.mkdir(parents=True, exist_ok=True)
+    model = DigitsMasked(train(version)).eval()
+    torch.jit.script(model).save(str(out / "model.pt"))
+    x, y = digits()
+    gx, gy = x[-HELD_OUT:][:GOLDEN], y[-HELD_OUT:][:GOLDEN]
+    mask = torch.ones_like(gx, dtype=torch.uint8)
+    (out / "golden.json").write_text(json.dumps({"inputs": {"image": gx.tolist(), "mask": mask.tolist()},
+                                                 "labels": gy.tolist()}))
+    with torch.no_grad():
+        golden_accuracy = round(float((model(gx, mask).argmax(dim=1) == gy).float().mean()), 4)
+    manifest = {"name": name, "version": version, "file": "model.pt",
+                "inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 8, 8], "range": [0, 1]},
+                           {"name": "mask", "datatype": "UINT8", "shape": [1, 8, 8], "range": [0, 1]}],
+                "num_classes": 10, "labels": [str(i) for i in range(10)], "accuracy": golden_accuracy,
+                "golden": {"file": "golden.json", "size": GOLDEN, "accuracy": golden_accuracy}}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out

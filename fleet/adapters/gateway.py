@@ -35,13 +35,25 @@ class ReplicaError(GatewayError):
 @dataclass(frozen=True)
 class GoldenSet:
     """Golden inputs with their labels (a classifier's), or with the outputs expected (a model of plain
-    tensor outputs, whose canary must answer within `tolerance` of the stable)."""
-    inputs: list
+    tensor outputs, whose canary must answer within `tolerance` of the stable). The inputs are rows, or for
+    a model of several inputs each input's name with its rows, as /predict takes them."""
+    inputs: list | dict
     labels: list | None
     source: str  # where it came from, for the report
     manifest_accuracy: float | None = None  # the canary model's own figure on it (its shipped set only)
     outputs: list | None = None
     tolerance: float | None = None
+
+    @property
+    def size(self) -> int:
+        """How many rows it has."""
+        return len(next(iter(self.inputs.values()), [])) if isinstance(self.inputs, dict) else len(self.inputs)
+
+    def rows(self, start: int, stop: int) -> list | dict:
+        """Its rows start..stop - 1, as /predict takes them."""
+        if isinstance(self.inputs, dict):
+            return {name: rows[start:stop] for name, rows in self.inputs.items()}
+        return self.inputs[start:stop]
 
     @classmethod
     def of(cls, doc: dict, source: str, manifest: dict | None = None) -> "GoldenSet":
@@ -99,7 +111,7 @@ class Gateway:
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise GatewayError(f"cannot read the golden set {path or '(shipped with the canary)'}: {e!r}") from None
 
-    def predict(self, role: str, inputs: list) -> httpx.Response:
+    def predict(self, role: str, inputs: list | dict) -> httpx.Response:
         return self._send("POST", "/predict", f"/predict ({role} route)", json={"inputs": inputs},
                           headers={ROUTE_HEADER: role, **SYNTHETIC})
 
@@ -114,8 +126,8 @@ class Gateway:
 
     def _answers(self, role: str, golden: GoldenSet, field: str):
         """`field` of each /predict answer to the golden rows, CHUNK rows a request."""
-        for i in range(0, len(golden.inputs), CHUNK):
-            r = self.predict(role, golden.inputs[i:i + CHUNK])
+        for i in range(0, golden.size, CHUNK):
+            r = self.predict(role, golden.rows(i, i + CHUNK))
             why = f"/predict through the {role} route answered {r.status_code} on golden rows {i}..{i + CHUNK - 1}: " \
                   f"{r.text[:200]}"
             if r.status_code == 200 and field not in r.json():

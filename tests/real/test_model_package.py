@@ -16,7 +16,9 @@ import pytest
 import torch
 import tritonclient.http as triton
 
-from tests.digits import write_package, write_tensor_package, write_token_package
+from fleet.adapters.gateway import Gateway
+from tests.digits import (write_masked_package, write_package, write_tensor_package,
+                          write_token_package)
 from tests.helpers import LoadLoop, wait_until
 from tests.real.conftest import ROOT, StackUnderTest, converged, remove_stack
 from tests.real.test_canary_evidence import stable_image
@@ -25,7 +27,7 @@ from tests.real.test_rollout import canary_gone
 
 NAME = "fleettest-byom"
 IMAGE = "fleet/digits-test"  # the images this module builds, labelled fleet.model=digits-cnn / digits-bad
-MODELS = ("digits-cnn", "digits-bad", "digits-embedding", "digits-tokens")
+MODELS = ("digits-cnn", "digits-bad", "digits-embedding", "digits-tokens", "digits-masked")
 
 
 def build(package, tag: str, *args: str) -> subprocess.CompletedProcess:
@@ -153,6 +155,61 @@ def test_a_torch_export_program_of_integer_inputs_is_fed_its_datatype_on_both_ap
     r = httpx.post(f"{replica.url}/v2/models/digits-tokens/infer", timeout=10, json={
         "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": half[0]}]})
     assert r.status_code == 400 and "value 63 is 2.5, not a whole number" in r.text, r.text
+    assert httpx.get(f"{replica.url}/ready", timeout=2).status_code == 200
+
+
+def test_a_model_of_two_inputs_is_fed_both_by_name_on_both_apis_and_judged_on_its_golden_set(byom, run_replica,
+                                                                                           tmp_path):
+    """A manifest of several `inputs` (an image, FP32, and a mask of the pixels to look at, UINT8), as a text
+    model takes token ids and an attention mask: built, its golden set of both inputs checked in the image;
+    /predict takes each input's rows by name, Triton's client sends both tensors binary in one request, and
+    fleet's golden gate sends the golden set of both through /predict."""
+    package = write_masked_package(tmp_path / "masked")
+    p = build(package, f"{IMAGE}:masked")
+    assert p.returncode == 0, p.stderr
+    assert [i["name"] for i in json.loads(p.stdout)["check"]["inputs"]] == ["image", "mask"]
+    replica = run_replica(f"{IMAGE}:masked")
+    wait_until(lambda: httpx.get(f"{replica.url}/ready", timeout=2).status_code == 200, 90, "the replica ready")
+
+    golden = json.loads((package / "golden.json").read_text())["inputs"]
+    image = golden["image"][:16]
+    mask = np.ones((16, 1, 8, 8), dtype=np.uint8)
+    mask[:, :, :, 4:] = 0  # the right half hidden: another answer than the whole image's, for some digits
+    model = torch.jit.load(str(package / "model.pt"))
+    with torch.no_grad():
+        local = model(torch.tensor(image), torch.tensor(mask)).numpy()
+        whole = model(torch.tensor(image), torch.ones(16, 1, 8, 8, dtype=torch.uint8)).numpy()
+    assert (local.argmax(axis=1) != whole.argmax(axis=1)).any()  # the mask is really applied
+    r = httpx.post(f"{replica.url}/predict", json={"inputs": {"mask": mask.tolist(), "image": image}}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["classes"] == local.argmax(axis=1).tolist()
+    np.testing.assert_allclose(np.array(r.json()["probabilities"]), local, rtol=1e-5, atol=1e-6)
+
+    client = triton.InferenceServerClient(replica.url.removeprefix("http://"))
+    assert client.get_model_metadata("digits-masked")["inputs"] == [
+        {"name": "image", "datatype": "FP32", "shape": [-1, 1, 8, 8]},
+        {"name": "mask", "datatype": "UINT8", "shape": [-1, 1, 8, 8]}]
+    x, m = triton.InferInput("image", [16, 1, 8, 8], "FP32"), triton.InferInput("mask", [16, 1, 8, 8], "UINT8")
+    x.set_data_from_numpy(np.array(image, dtype=np.float32))  # both binary, one after the other
+    m.set_data_from_numpy(mask)
+    np.testing.assert_allclose(client.infer("digits-masked", [m, x]).as_numpy("probabilities"), local, rtol=1e-5,
+                               atol=1e-6)
+
+    # a missing input, or a mask value the manifest's range refuses, is the client's error, named
+    r = httpx.post(f"{replica.url}/predict", json={"inputs": {"image": image}}, timeout=10)
+    assert r.status_code == 422 and "missing ['mask']" in r.text, r.text
+    r = httpx.post(f"{replica.url}/predict", json={"inputs": {"image": image[:1], "mask": [[[[2] * 8] * 8]]}},
+                   timeout=10)
+    assert r.status_code == 422 and "inputs['mask'][0][0][0][0] is 2, outside the model's input range" in r.text
+
+    # fleet's golden gate: the shipped golden set of both inputs, through /predict in chunks
+    gateway = Gateway(replica.url)
+    try:
+        g = gateway.golden_set()
+        assert g.size == 200 and gateway.accuracy("canary", g) == json.loads(
+            (package / "manifest.json").read_text())["golden"]["accuracy"]
+    finally:
+        gateway.close()
     assert httpx.get(f"{replica.url}/ready", timeout=2).status_code == 200
 
 

@@ -18,9 +18,10 @@ class Recorder:
         self.sizes, self.threads = [], set()
 
     def __call__(self, batch):
-        self.sizes.append(len(batch))
+        x, = batch  # one tensor per model input: one input here
+        self.sizes.append(len(x))
         self.threads.add(threading.get_ident())
-        return batch * 2
+        return x * 2
 
 
 def test_concurrent_requests_share_a_batch_and_get_their_own_rows():
@@ -29,7 +30,7 @@ def test_concurrent_requests_share_a_batch_and_get_their_own_rows():
     async def main():
         b = DynamicBatcher(rec, max_batch=32, max_wait_s=0.05, max_queue=100)
         b.start()
-        outs = await asyncio.gather(*(b.submit(torch.full((1, 2), float(i))) for i in range(8)))
+        outs = await asyncio.gather(*(b.submit((torch.full((1, 2), float(i)),)) for i in range(8)))
         await b.stop()
         return outs
 
@@ -46,7 +47,7 @@ def sizes_for(max_batch: int, requests: list[torch.Tensor]) -> list[int]:
     async def main():
         b = DynamicBatcher(rec, max_batch=max_batch, max_wait_s=0.05, max_queue=100)
         b.start()
-        await asyncio.gather(*(b.submit(r) for r in requests))
+        await asyncio.gather(*(b.submit((r,)) for r in requests))
         await b.stop()
 
     run(main())
@@ -64,10 +65,10 @@ def test_batch_does_not_exceed_max_batch_rows():
 
 def test_queue_bound_rejects():
     async def main():
-        b = DynamicBatcher(lambda x: x, max_batch=8, max_wait_s=0.01, max_queue=3)
+        b = DynamicBatcher(lambda x: x[0], max_batch=8, max_wait_s=0.01, max_queue=3)
         b.start()
         with pytest.raises(QueueFull):
-            await asyncio.gather(*(b.submit(torch.ones(2, 2)) for _ in range(2)))
+            await asyncio.gather(*(b.submit((torch.ones(2, 2),)) for _ in range(2)))
         await b.stop()
 
     run(main())
@@ -77,16 +78,16 @@ def test_model_error_reaches_every_caller_and_the_batcher_survives():
     calls = []
 
     def flaky(batch):
-        calls.append(len(batch))
+        calls.append(len(batch[0]))
         if len(calls) == 1:
             raise RuntimeError("boom")
-        return batch
+        return batch[0]
 
     async def main():
         b = DynamicBatcher(flaky, max_batch=8, max_wait_s=0.02, max_queue=100)
         b.start()
-        first = await asyncio.gather(b.submit(torch.ones(1, 2)), b.submit(torch.ones(1, 2)), return_exceptions=True)
-        second = await b.submit(torch.ones(1, 2))
+        first = await asyncio.gather(b.submit((torch.ones(1, 2),)), b.submit((torch.ones(1, 2),)), return_exceptions=True)
+        second = await b.submit((torch.ones(1, 2),))
         await b.stop()
         return first, second
 
@@ -107,7 +108,7 @@ def test_a_request_larger_than_max_batch_is_split_and_answered_whole():
     async def main():
         b = DynamicBatcher(rec, max_batch=2, max_wait_s=0.05, max_queue=100)
         b.start()
-        out = await b.submit(torch.arange(10, dtype=torch.float32).reshape(5, 2))
+        out = await b.submit((torch.arange(10, dtype=torch.float32).reshape(5, 2),))
         await b.stop()
         return out
 
@@ -122,16 +123,16 @@ def test_rows_of_a_caller_that_went_away_never_run():
 
     def slow(batch):  # holds the worker while the queue fills
         release.wait(5)
-        ran.append(batch[:, 0].tolist())
-        return batch
+        ran.append(batch[0][:, 0].tolist())
+        return batch[0]
 
     async def main():
         b = DynamicBatcher(slow, max_batch=1, max_wait_s=0.0, max_queue=100, on_dropped=dropped.append)
         b.start()
-        first = asyncio.ensure_future(b.submit(torch.zeros(1, 2)))
+        first = asyncio.ensure_future(b.submit((torch.zeros(1, 2),)))
         await asyncio.sleep(0.05)  # the first runs (blocked in the worker); the next ones queue
-        gone = [asyncio.ensure_future(b.submit(torch.full((1, 2), float(i)))) for i in (1, 2)]
-        kept = asyncio.ensure_future(b.submit(torch.full((1, 2), 3.0)))
+        gone = [asyncio.ensure_future(b.submit((torch.full((1, 2), float(i)),))) for i in (1, 2)]
+        kept = asyncio.ensure_future(b.submit((torch.full((1, 2), 3.0),)))
         await asyncio.sleep(0.05)
         for g in gone:
             g.cancel()  # what the app does when the client disconnects
@@ -156,3 +157,27 @@ def test_admission_refuses_only_when_the_queue_is_full():
         return seen
 
     assert run(main()) == [False, True]
+
+
+def test_several_inputs_are_batched_and_split_together():
+    """A model of two inputs (token ids and a mask): requests' rows are joined and split input by input,
+    so each row's tensors stay together and every caller gets its own rows' outputs."""
+    seen = []
+
+    def model(batch):
+        tokens, mask = batch
+        seen.append((len(tokens), len(mask)))
+        return (tokens * mask).sum(dim=1, keepdim=True).float()
+
+    async def main():
+        b = DynamicBatcher(model, max_batch=3, max_wait_s=0.05, max_queue=100)
+        b.start()
+        requests = [(torch.full((n, 4), i, dtype=torch.int64), torch.ones(n, 4, dtype=torch.int64)) for i, n in
+                    ((1, 2), (2, 1), (3, 5))]
+        outs = await asyncio.gather(*(b.submit(r) for r in requests))
+        await b.stop()
+        return outs
+
+    outs = run(main())
+    assert [o.flatten().tolist() for o in outs] == [[4.0] * 2, [8.0], [12.0] * 5]
+    assert all(t == m and t <= 3 for t, m in seen) and sum(t for t, _ in seen) == 8

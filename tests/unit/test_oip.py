@@ -30,12 +30,12 @@ def test_metadata_declares_the_models_tensors():
 
 @pytest.mark.parametrize("data", [ROW * 2, [ROW, ROW]], ids=["flat", "nested"])
 def test_flat_or_nested_data_become_rows(data):
-    rows, outputs, rid = parse_infer(request(data, (2, 8), "FP64", id="r-1"), M, 64)
+    (rows,), outputs, rid = parse_infer(request(data, (2, 8), "FP64", id="r-1"), M, 64)
     assert rows.tolist() == [ROW, ROW] and outputs == ["probabilities", "label"] and rid == "r-1"
 
 
 def test_integer_datatypes_are_converted_and_outputs_can_be_chosen():
-    rows, outputs, rid = parse_infer(request([1] * 8, datatype="INT64", outputs=[{"name": "label"}]), M, 64)
+    (rows,), outputs, rid = parse_infer(request([1] * 8, datatype="INT64", outputs=[{"name": "label"}]), M, 64)
     assert rows.tolist() == [[1.0] * 8] and outputs == ["label"] and rid is None
 
 
@@ -95,7 +95,7 @@ def test_binary_tensor_data_after_the_json_is_read_as_the_datatype_says():
     doc["inputs"][0]["parameters"] = {"binary_data_size": len(raw)}
     head = json.dumps(doc).encode()
     payload, binary = split_body(head + raw, str(len(head)))
-    assert parse_infer(payload, M, 64, binary)[0].tolist() == [ROW, ROW]
+    assert parse_infer(payload, M, 64, binary)[0][0].tolist() == [ROW, ROW]
     with pytest.raises(InputError, match="binary_data_size 64, but 63 bytes follow"):
         parse_infer(payload, M, 64, binary[:-1])
     with pytest.raises(InputError, match="Inference-Header-Content-Length is '9999'"):
@@ -119,9 +119,9 @@ def test_the_check_of_all_values_at_once_agrees_with_the_value_by_value_one(valu
     """The tensor's values checked at once with numpy (the fast path) accept exactly what the check value by
     value accepts, which names the first value that is wrong, for every input datatype."""
     m = dataclasses.replace(M, input_range=value_range, input_dtype=dtype)
-    at_once = oip._checked(values, m)
+    at_once = oip._checked(values, m.inputs[0])
     try:
-        oip._first_wrong(values, m)
+        oip._first_wrong(values, m.inputs[0])
         one_by_one = True
     except InputError:
         one_by_one = False
@@ -137,4 +137,4 @@ def test_the_metadata_and_a_bad_datatype_name_the_models_input_datatype():
         parse_infer(request([1] * 8, datatype="BYTES"), tokens, 64)
     with pytest.raises(InputError, match="value 7 is 2.5, not a whole number: the model takes INT64"):
         parse_infer(request([1] * 7 + [2.5], datatype="FP32"), tokens, 64)
-    assert parse_infer(request([16] * 8, datatype="INT64"), tokens, 64)[0].tolist() == [[16.0] * 8]
+    assert parse_infer(request([16] * 8, datatype="INT64"), tokens, 64)[0][0].tolist() == [[16.0] * 8]

@@ -77,7 +77,7 @@ def test_rows_of_an_image_shape_are_nested_to_it_and_come_out_flat():
 
 def test_the_open_inference_protocol_takes_the_batched_image_shape():
     request = {"inputs": [{"name": "input", "shape": [2, 1, 2, 2], "datatype": "FP32", "data": list(range(8))}]}
-    rows, _, _ = parse_infer(request, IMAGE, 8)
+    (rows,), _, _ = parse_infer(request, IMAGE, 8)
     assert rows.tolist() == [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]]
     request["inputs"][0]["shape"] = [2, 4]
     with pytest.raises(InputError) as e:
@@ -148,7 +148,7 @@ def test_any_rows_for_an_image_shape_give_flat_rows_in_range_or_an_input_error(r
 def test_any_inference_tensor_for_an_image_shape_gives_rows_or_a_400(shape, data, datatype):
     request = {"inputs": [{"name": "input", "shape": shape, "datatype": datatype, "data": data}]}
     try:
-        rows, _, _ = parse_infer(request, IMAGE, 8)
+        (rows,), _, _ = parse_infer(request, IMAGE, 8)
     except InputError as e:
         assert e.status in (400, 413) and "Traceback" not in str(e)
         return

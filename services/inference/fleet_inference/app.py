@@ -23,7 +23,7 @@ from .config import Settings
 from .model_store import Manifest
 from .phases import Phase, liveness_status
 from .replica import Replica
-from .validation import InputError, check_content_type, parse_body, validate_inputs
+from .validation import InputError, check_content_type, parse_body, validate_inputs, validate_named
 
 log = logging.getLogger("fleet_inference.app")
 SERVER_VERSION = "1"  # this server's own version, as the Open Inference Protocol's server metadata gives it
@@ -121,10 +121,10 @@ def create_app(settings: Settings) -> FastAPI:
         check_content_type(request.headers.get("content-type"))
         return parse_body(await read_body(request, settings.max_body_bytes), settings.max_body_bytes)
 
-    async def infer(request: Request, rows: list[list[float]]) -> tuple[torch.Tensor, list[int] | None] | Response:
-        """The rows' outputs through the batcher and each row's class (None for a model of tensor outputs),
-        or the answer to give instead."""
-        work = asyncio.ensure_future(replica.predict(rows))
+    async def infer(request: Request, inputs: list) -> tuple[torch.Tensor, list[int] | None] | Response:
+        """The outputs for a request's rows (one item per model input, its rows each flat) through the batcher
+        and each row's class (None for a model of tensor outputs), or the answer to give instead."""
+        work = asyncio.ensure_future(replica.predict(inputs))
         gone = asyncio.ensure_future(client_gone(request))
         await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
         if not work.done():  # the client went away: its rows are dropped before they run
@@ -142,7 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
             row = int((~finite).nonzero()[0, 0])
             replica.metrics.non_finite.inc()
             log.error("model %s v%s gave a non-finite output for row %d of %d", replica.manifest.name,
-                      replica.manifest.version, row, len(rows))
+                      replica.manifest.version, row, len(probs))
             return JSONResponse({"error": f"the model gave a non-finite output (NaN or infinity) for row {row}: "
                                           "a fault of the model, not of the request"}, status_code=500)
         if not replica.manifest.classifies:
@@ -159,11 +159,12 @@ def create_app(settings: Settings) -> FastAPI:
             return no
         try:
             m = replica.manifest
-            rows = validate_inputs(await json_body(request), m.input_shape, settings.max_rows, m.input_range,
-                                   m.input_dtype)
+            payload = await json_body(request)
+            inputs = ([validate_inputs(payload, m.input_shape, settings.max_rows, m.input_range, m.input_dtype)]
+                      if m.single else validate_named(payload, m.inputs, settings.max_rows))
         except InputError as e:
             return JSONResponse({"error": str(e)}, status_code=e.status)
-        answer = await infer(request, rows)
+        answer = await infer(request, inputs)
         if isinstance(answer, Response):
             return answer
         probs, labels = answer
@@ -222,10 +223,10 @@ def create_app(settings: Settings) -> FastAPI:
             if header is None:
                 check_content_type(request.headers.get("content-type"))
             payload, binary = oip.split_body(await read_body(request, settings.max_body_bytes), header)
-            rows, outputs, request_id = oip.parse_infer(payload, m, settings.max_rows, binary)
+            inputs, outputs, request_id = oip.parse_infer(payload, m, settings.max_rows, binary)
         except InputError as e:
             return JSONResponse({"error": str(e)}, status_code=400 if e.status == 422 else e.status)
-        answer = await infer(request, rows)
+        answer = await infer(request, inputs)
         if isinstance(answer, Response):
             return answer
         out, labels = answer

@@ -15,13 +15,23 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+Batch = tuple[torch.Tensor, ...]  # rows: one tensor per model input, each batched along its first dimension
+
+
+def _size(rows: Batch) -> int:
+    return len(rows[0])
+
+
+def _cat(parts: list[Batch]) -> Batch:
+    return tuple(torch.cat(xs) for xs in zip(*parts))
+
 
 class QueueFull(RuntimeError):
     pass
 
 
 class DynamicBatcher:
-    def __init__(self, infer: Callable[[torch.Tensor], torch.Tensor], max_batch: int, max_wait_s: float,
+    def __init__(self, infer: Callable[[Batch], torch.Tensor], max_batch: int, max_wait_s: float,
                  max_queue: int, on_batch: Callable[[int, float], None] | None = None,
                  on_dropped: Callable[[int], None] | None = None):
         self._infer = infer
@@ -50,14 +60,15 @@ class DynamicBatcher:
         """No room for even one more row: admission control refuses before reading a request's body."""
         return self.depth >= self.max_queue
 
-    async def submit(self, rows: torch.Tensor) -> torch.Tensor:
-        if self.depth + len(rows) > self.max_queue:
+    async def submit(self, rows: Batch) -> torch.Tensor:
+        if self.depth + _size(rows) > self.max_queue:
             raise QueueFull(f"queue holds {self.depth} rows; bound is {self.max_queue}")
         loop = asyncio.get_running_loop()
-        parts = torch.split(rows, self.max_batch) if len(rows) > self.max_batch else (rows,)
+        parts = (list(zip(*(torch.split(x, self.max_batch) for x in rows))) if _size(rows) > self.max_batch
+                 else (rows,))
         futures = [loop.create_future() for _ in parts]
         for part, fut in zip(parts, futures):
-            self.depth += len(part)
+            self.depth += _size(part)
             self._queue.put_nowait((part, fut))
         # The caller going away cancels the gather, which cancels its parts: those not yet run are dropped.
         outs = await asyncio.gather(*futures)
@@ -75,15 +86,15 @@ class DynamicBatcher:
                     return None
             if not item[1].cancelled():
                 return item
-            self.depth -= len(item[0])
-            self._on_dropped(len(item[0]))
+            self.depth -= _size(item[0])
+            self._on_dropped(_size(item[0]))
 
     async def _collect(self) -> list:
         first = self._next()
         while first is None:
             self._held = await self._queue.get()
             first = self._next()
-        items, rows = [first], len(first[0])
+        items, rows = [first], _size(first[0])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait_s
         while rows < self.max_batch:
@@ -99,19 +110,19 @@ class DynamicBatcher:
                 except TimeoutError:
                     break
                 continue
-            if rows + len(item[0]) > self.max_batch:
+            if rows + _size(item[0]) > self.max_batch:
                 self._held = item  # it would overshoot: it opens the next batch
                 break
             items.append(item)
-            rows += len(item[0])
+            rows += _size(item[0])
         return items
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             items = await self._collect()
-            batch = torch.cat([rows for rows, _ in items]) if len(items) > 1 else items[0][0]
-            self.depth -= len(batch)
+            batch = _cat([rows for rows, _ in items]) if len(items) > 1 else items[0][0]
+            self.depth -= _size(batch)
             started = loop.time()
             try:
                 out = await loop.run_in_executor(self._executor, self._infer, batch)
@@ -120,9 +131,9 @@ class DynamicBatcher:
                     if not fut.done():
                         fut.set_exception(e)
                 continue
-            self._on_batch(len(batch), loop.time() - started)
+            self._on_batch(_size(batch), loop.time() - started)
             offset = 0
             for rows, fut in items:
                 if not fut.done():
-                    fut.set_result(out[offset:offset + len(rows)])
-                offset += len(rows)
+                    fut.set_result(out[offset:offset + _size(rows)])
+                offset += _size(rows)

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
-from .model_store import ArtifactError, answer, load_artifact, read_golden
+from .model_store import ArtifactError, answer, load_artifact, read_golden, zeros
 
 ACCURACY_TOLERANCE = 0.005  # the manifest's golden accuracy against the dry run's (another CPU, same torch)
 
 
 def check(directory: Path) -> dict:
     module, manifest = load_artifact(str(directory), torch.device("cpu"))
-    answer(module, manifest, torch.zeros(2, *manifest.input_shape, dtype=manifest.torch_dtype))
+    answer(module, manifest, zeros(manifest, 2))
     if not manifest.golden:
         raise ArtifactError("the manifest has no golden set (field golden: {\"file\", \"size\", \"accuracy\"}): "
                             "fleet's golden gate needs labelled inputs to judge a canary before it gets traffic")
@@ -29,7 +29,8 @@ def check(directory: Path) -> dict:
         raise ArtifactError("the model gives non-finite outputs (NaN or infinity) on its own golden inputs")
     figures = {"name": manifest.name, "version": manifest.version, "input_shape": list(manifest.input_shape),
                "input_dtype": manifest.input_dtype,
-               "output": manifest.output, "output_shape": list(manifest.output_shape), "golden_rows": len(inputs)}
+               "inputs": [{"name": i.name, "datatype": i.dtype, "shape": list(i.shape)} for i in manifest.inputs],
+               "output": manifest.output, "output_shape": list(manifest.output_shape), "golden_rows": len(inputs[0])}
     if not manifest.classifies:
         tolerance = float(manifest.golden["tolerance"])
         gap = float((out - expected).abs().max())

@@ -6,7 +6,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import model_store, registration, tuning
@@ -138,16 +137,18 @@ class Replica:
                 "/ready": [r.status_code, self.answer(r.phase, r.reason)]}
 
     # inference -------------------------------------------------------------------------------
-    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
+    def _infer(self, batch: model_store.Batch) -> torch.Tensor:
         with torch.inference_mode():
-            return self.module(batch.to(self.device)).cpu()
+            return self.module(*(x.to(self.device) for x in batch)).cpu()
 
     def _observe_batch(self, size: int, seconds: float) -> None:
         self.metrics.batch_size.observe(size)
         self.metrics.inference.observe(seconds)
 
-    async def predict(self, rows: list[list[float]] | np.ndarray) -> torch.Tensor:
-        """The model's outputs for `rows`, each flat (row-major), batched along the first dimension."""
+    async def predict(self, inputs: list) -> torch.Tensor:
+        """The model's outputs for a request's rows: one item per model input (the manifest's order), its rows
+        each flat (row-major, a list of lists or an array); batched along the first dimension."""
         self.metrics.queue_depth.set(self.batcher.depth)
-        x = torch.as_tensor(rows, dtype=self.manifest.torch_dtype).reshape(-1, *self.manifest.input_shape)
-        return await self.batcher.submit(x)
+        batch = tuple(torch.as_tensor(rows, dtype=i.torch_dtype).reshape(-1, *i.shape)
+                      for rows, i in zip(inputs, self.manifest.inputs))
+        return await self.batcher.submit(batch)

@@ -2,6 +2,7 @@
 import json
 import math
 import sys
+from collections.abc import Sequence
 
 JSON_TYPES = ("application/json",)
 FP32_MAX = 3.4028234663852886e38
@@ -74,20 +75,51 @@ def validate_inputs(payload: object, shape: tuple[int, ...] | int, max_rows: int
     `dtype`: the model's input datatype, whose values each number must be."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     nested = "[" * len(shape) + "..." + "]" * len(shape)
+    rows = _only_inputs(payload, f"[{nested}, ...]")
+    return _rows(rows, "inputs", shape, max_rows, value_range, dtype)
+
+
+def validate_named(payload: object, inputs: Sequence, max_rows: int) -> list[list[list[float]]]:
+    """The rows of a predict request for a model of several inputs, {"inputs": {name: rows, ...}}: for each
+    of `inputs` (the manifest's, each with name, shape, dtype and range), its rows each flat; InputError
+    naming what is wrong."""
+    names = [i.name for i in inputs]
+    form = "{" + ", ".join(f'"{n}": [...]' for n in names) + "}"
+    given = _only_inputs(payload, form)
+    if not isinstance(given, dict):
+        raise InputError(f"'inputs' must map each of the model's inputs to its rows: {form}")
+    unknown, missing = sorted(set(given) - set(names)), [n for n in names if n not in given]
+    if unknown or missing:
+        raise InputError(f"'inputs' names {sorted(given)}: the model's inputs are {names}"
+                         + (f"; unknown {unknown}" if unknown else "") + (f"; missing {missing}" if missing else ""))
+    out = [_rows(given[i.name], f"inputs[{i.name!r}]", tuple(i.shape), max_rows, i.range, i.dtype) for i in inputs]
+    counts = {n: len(rows) for n, rows in zip(names, out)}
+    if len(set(counts.values())) > 1:
+        raise InputError(f"the inputs have different numbers of rows {counts}: each row needs a value of every input")
+    return out
+
+
+def _only_inputs(payload: object, form: str) -> object:
     if not isinstance(payload, dict) or "inputs" not in payload:
-        raise InputError(f'expected a JSON object {{"inputs": [{nested}, ...]}}')
+        raise InputError(f'expected a JSON object {{"inputs": {form}}}')
     extra = sorted(set(payload) - {"inputs"})
     if extra:
         raise InputError(f"unknown field(s) {extra}: only 'inputs' is accepted")
-    rows = payload["inputs"]
+    return payload["inputs"]
+
+
+def _rows(rows: object, field: str, shape: tuple[int, ...], max_rows: int,
+          value_range: tuple[float, float] | None, dtype: str) -> list[list[float]]:
+    """The rows of `field` ("inputs", or inputs['name']), each flat; InputError naming what is wrong."""
+    label = f"'{field}'" if field == "inputs" else field
     if not isinstance(rows, list) or not rows:
-        raise InputError("'inputs' must be a non-empty list of rows")
+        raise InputError(f"{label} must be a non-empty list of rows")
     if len(rows) > max_rows:
-        raise InputError(f"'inputs' has {len(rows)} rows, over the limit of {max_rows}: split the request", 413)
+        raise InputError(f"{label} has {len(rows)} rows, over the limit of {max_rows}: split the request", 413)
     out = []
     for i, row in enumerate(rows):
         flat: list[float] = []
-        _values(row, shape, f"inputs[{i}]", shape, flat, value_range, dtype)
+        _values(row, shape, f"{field}[{i}]", shape, flat, value_range, dtype)
         out.append(flat)
     return out
 
