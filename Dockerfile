@@ -1,13 +1,13 @@
 # The inference service image. Build arguments keep it buildable both where a registry answers
-# (the defaults) and offline (scripts/images.sh passes the local base); either way the wheels are the
-# locked ones the host downloaded and checked (build/wheelhouse), installed without an index.
+# (the defaults: the wheels from the index) and offline: scripts/images.sh passes the local base and
+# PIP_ARGS pointing pip at the locked wheels the host downloaded and checked (build/wheelhouse), served on
+# 127.0.0.1 to this build (docker build --network host), so the wheels never become a layer of the image.
 # The service without a model: fleet/inference:base. `fleet build` puts a model package on it, the demo's
 # fleet/inference:1 and :2 included (scripts/images.sh).
 ARG BASE=python:3.11-slim
 FROM ${BASE} AS service
 ARG PIP_ARGS=""
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
-COPY build/wheelhouse /wheelhouse
 COPY services/inference/requirements.lock /tmp/requirements.lock
 # Exactly the locked wheels, each checked against its sha256 (scripts/lock-requirements.sh). Then the
 # parts of torch the service never loads (C++ headers, test binaries and libraries, protoc): about 190 MB.
@@ -18,7 +18,7 @@ RUN python3 -m venv /opt/venv \
  && rm -rf "$torch/include" "$torch/test" "$torch"/lib/lib*test*.so "$torch/lib/libaoti_custom_ops.so" \
       "$torch/lib/libbackend_with_compiler.so" \
  && find "$torch/bin" -type f ! -name torch_shm_manager -delete \
- && rm -rf /wheelhouse /root/.cache \
+ && rm -rf /root/.cache \
  && (getent passwd fleet >/dev/null || useradd --system --uid 10001 --no-create-home fleet)
 COPY services/inference/fleet_inference /app/fleet_inference
 WORKDIR /app
