@@ -25,16 +25,16 @@ ENV = {**os.environ, "FLEET_ROLLOUT_STRATEGY": "rolling", "FLEET_CONSUL_PORT": "
 FLEET = [sys.executable, "-m", "fleet.cli"]
 
 
-def remove_stack(client: docker.DockerClient) -> None:
-    subprocess.run(["docker", "stack", "rm", STACK], capture_output=True)
-    label = f"com.docker.stack.namespace={STACK}"
+def remove_stack(client: docker.DockerClient, stack: str = STACK) -> None:
+    subprocess.run(["docker", "stack", "rm", stack], capture_output=True)
+    label = f"com.docker.stack.namespace={stack}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if not (client.services.list(filters={"label": label}) or client.containers.list(all=True, filters={"label": label})
                 or client.networks.list(filters={"label": label})):
             return
         time.sleep(0.5)
-    raise SystemExit(f"stack {STACK} was not removed within 120 s")
+    raise SystemExit(f"stack {stack} was not removed within 120 s")
 
 
 def timed(cmd: list[str]) -> float:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build fleet's images: fleet/inference:base (no model), :1 and :2 (model versions), fleet/gateway:1, fleet/consul:1.8.7,
 # fleet/prometheus:2.42.
-#   scripts/images.sh [bases|models]   (both by default)
+#   scripts/images.sh [bases|train|models]   (all by default)
 # bases: everything that needs no .venv (scripts/setup.sh runs it while .venv installs), given the locked
-# wheels (scripts/wheels.sh); models: the demo's model versions, trained with .venv, and their images.
+# wheels (scripts/wheels.sh); train: the demo's model versions, trained with .venv (setup.sh: as soon as
+# .venv is ready); models: their images (training them first where needed).
 # Where a registry answers, the official bases are used (python:3.11-slim, haproxy:2.6); otherwise the
 # local Debian base from scripts/base-image.sh, with Python wheels downloaded on the host.
 # Docker's layer cache makes a second run take seconds.
@@ -72,7 +73,7 @@ bases() {
   rm -rf "$prom_ctx"
 }
 
-models() {
+train() {
   # Models, reproducibly (skipped when the training script is unchanged).
   stamp=$(sha256sum services/inference/train.py services/inference/fleet_inference/modeldef.py | sha256sum | cut -c1-16)
   if [ "$(cat build/models/.stamp 2>/dev/null)" != "$stamp" ]; then
@@ -80,6 +81,10 @@ models() {
     rm -rf build/models && "$py" services/inference/train.py --out build/models
     echo "$stamp" >build/models/.stamp
   fi
+}
+
+models() {
+  train
 
   # The demo's versions, as users bring theirs: each model package on the base with `fleet build`, so they
   # share every layer but their own model's.
@@ -91,8 +96,9 @@ models() {
 
 case $stage in
   bases) bases ;;
+  train) train; exit 0 ;;
   models) models ;;
   all) bases; models ;;
-  *) echo "usage: scripts/images.sh [bases|models]" >&2; exit 2 ;;
+  *) echo "usage: scripts/images.sh [bases|train|models]" >&2; exit 2 ;;
 esac
 log "done: $(docker images --format '{{.Repository}}:{{.Tag}}' 'fleet/*' | sort | tr '\n' ' ')"

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Everything `make demo` and `make test` need, installed or started only when missing:
 # Python environment, Docker engine in Swarm mode, Consul, the images. Safe to run again.
-# Two paths at once, where a fresh machine spends its time: .venv installing (pip), and the engine, the
-# local Debian base and the images that need no .venv (scripts/images.sh bases); then the demo's models,
-# trained with .venv, and their images.
+# Two paths at once, where a fresh machine spends its time: .venv installing (pip), then the demo's models
+# trained with it; and the engine, the local Debian base and the images that need no .venv
+# (scripts/images.sh bases). Then the models' images.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 bash scripts/wheels.sh  # the locked wheels, which both paths use
-bash scripts/venv.sh &
+(bash scripts/venv.sh && bash scripts/images.sh train) &
 venv=$!
 bash scripts/engine.sh
 bash scripts/images.sh bases || { kill "$venv" 2>/dev/null; exit 1; }

@@ -22,7 +22,8 @@ def request(data, shape=(1, 8), datatype="FP32", name="input", **extra) -> dict:
 
 def test_metadata_declares_the_models_tensors():
     doc = model_metadata(M)
-    assert doc["name"] == "quadrant-mlp" and doc["versions"] == ["2"]
+    assert doc["name"] == "quadrant-mlp" and doc["versions"] == ["2"] and doc["platform"] == "pytorch_torchscript"
+    assert model_metadata(dataclasses.replace(M, file="model.pt2"))["platform"] == "pytorch_export"
     assert doc["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 8]}]
     assert [(o["name"], o["datatype"], o["shape"]) for o in doc["outputs"]] == [
         ("probabilities", "FP32", [-1, 4]), ("label", "INT64", [-1])]

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-Batch = tuple[torch.Tensor, ...]  # rows: one tensor per model input, each batched along its first dimension
+from .model_store import Batch  # rows: one tensor per model input, each batched along its first dimension
 
 
 def _size(rows: Batch) -> int:

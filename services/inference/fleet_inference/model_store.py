@@ -261,7 +261,7 @@ def answer(module: torch.nn.Module, manifest: Manifest, xs: Batch) -> torch.Tens
                                 f"{last_line(e)}") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (rows, *manifest.output_shape):
         field = "num_classes" if manifest.classifies else "output_shape"
-        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        got = f"shape {list(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}, not a tensor,"
         raise ArtifactError(f"the model answers {got} for {rows} rows; its manifest says "
                             f"{[rows, *manifest.output_shape]} ({field})")
     return out

@@ -2,9 +2,9 @@
 translation between its JSON documents and the rows /predict takes, with errors that name the fix.
 
 The model's tensors: its manifest's inputs (one named `input`, of its input_dtype, FP32 unless it says
-otherwise, and shape [-1, *its input_shape]; or several, named as its `inputs` say); a classifier's two outputs, `probabilities` (FP32, [-1, classes]) and `label`
-(INT64, [-1], the class with the highest probability), or a model of plain tensor outputs' one, `output`
-(FP32, [-1, *output_shape]). A request may send each input in any numeric datatype (converted to the
+otherwise, and shape [-1, *its input_shape]; or several, named as its `inputs` say); a classifier's two
+outputs, `probabilities` (FP32, [-1, classes]) and `label` (INT64, [-1], the class with the highest
+probability), or a model of plain tensor outputs' one, `output` (FP32, [-1, *output_shape]). A request may send each input in any numeric datatype (converted to the
 model's, as Triton does for a compatible type, when every value fits it) and its
 data flat (row-major, the protocol's form) or nested to the tensor's shape, or as raw little-endian bytes
 after the JSON (the protocol's binary tensor data extension, what Triton's own clients send by default).
@@ -13,6 +13,7 @@ import json
 import math
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from .model_store import Input, Manifest
 from .validation import INTEGERS, InputError, accepted, outside, unfit
 
 SERVER = "fleet-inference"
-PLATFORM = "pytorch_torchscript"
+PLATFORMS = {".pt2": "pytorch_export"}  # the weights' format by file suffix; TorchScript otherwise
 OUTPUTS = ("probabilities", "label")  # a classifier's
 TENSOR_OUTPUT = "output"  # a model of plain tensor outputs has this one
 NUMERIC = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
@@ -57,7 +58,8 @@ def model_metadata(m: Manifest) -> dict:
     outputs = ([{"name": "probabilities", "datatype": "FP32", "shape": [-1, m.num_classes]},
                 {"name": "label", "datatype": "INT64", "shape": [-1]}] if m.classifies
                else [{"name": TENSOR_OUTPUT, "datatype": "FP32", "shape": [-1, *m.output_shape]}])
-    return {"name": m.name, "versions": [m.version], "platform": PLATFORM,
+    platform = PLATFORMS.get(Path(m.file).suffix, "pytorch_torchscript")
+    return {"name": m.name, "versions": [m.version], "platform": platform,
             "inputs": [{"name": i.name, "datatype": i.dtype, "shape": [-1, *i.shape]} for i in m.inputs],
             "outputs": outputs}
 
