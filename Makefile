@@ -24,6 +24,7 @@ bench: setup
 	$(PY) bench/oip_bench.py
 	$(PY) bench/oip_bench.py --model digits --unbatched
 	$(PY) bench/peer_bench.py
+	$(PY) bench/gateway_bench.py
 	$(PY) bench/deploy_bench.py
 	$(PY) bench/rollout_bench.py
 	$(PY) bench/consul_restart_bench.py

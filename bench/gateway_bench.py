@@ -33,7 +33,8 @@ ENV = {**os.environ, **PORTS, "FLEET_IMAGE": IMAGE, "FLEET_REPLICAS": "2",
        "CONSUL_HTTP_ADDR": f"https://127.0.0.1:{PORTS['FLEET_CONSUL_PORT']}",
        "CONSUL_CACERT": str(ROOT / "build/consul/secrets/ca.pem"),
        "CONSUL_HTTP_TOKEN_FILE": str(ROOT / "build/consul/secrets/fleet.token")}
-GATEWAY = f"http://127.0.0.1:{PORTS['FLEET_GATEWAY_PORT']}"
+GATEWAY = f"http://127.0.0.1:{PORTS['FLEET_GATEWAY_PORT']}"  # the public port: the load goes there
+OPS = f"http://127.0.0.1:{PORTS['FLEET_GATEWAY_OPS_PORT']}"  # fleet's port, with /info: whose config applies
 
 
 def fleet(*args: str, timeout: float = 600) -> str:
@@ -48,7 +49,7 @@ def batching_is(max_batch: int, deadline_s: float = 60) -> None:
     """Wait until every answer through the gateway comes from a replica applying max_batch."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        seen = [httpx.get(f"{GATEWAY}/info", timeout=5).json()["config"]["max_batch"] for _ in range(10)]
+        seen = [httpx.get(f"{OPS}/info", timeout=5).json()["config"]["max_batch"] for _ in range(10)]
         if set(seen) == {max_batch}:
             return
         time.sleep(0.5)
