@@ -10,11 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from contextlib import contextmanager
+
 import httpx
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from fleet_inference.model_store import sha256_of
 from tests.helpers import wait_until
+from tests.unit.test_several_inputs import DOC, MASK, TOKENS, Masked
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
@@ -34,10 +39,11 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-@pytest.fixture(scope="module")
-def replica():
+@contextmanager
+def serving(model_path: Path):
+    """A replica process serving the package at `model_path` on 127.0.0.1, ready: a client to it."""
     port, admin = free_port(), free_port()
-    env = {**os.environ, "MODEL_PATH": str(ROOT / "build/models/v2"), "FLEET_PORT": str(port),
+    env = {**os.environ, "MODEL_PATH": str(model_path), "FLEET_PORT": str(port),
            "FLEET_ADMIN_PORT": str(admin), "PYTHONPATH": str(ROOT / "services/inference")}
     proc = subprocess.Popen([sys.executable, "-m", "fleet_inference"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -52,6 +58,24 @@ def replica():
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def replica():
+    with serving(ROOT / "build/models/v2") as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def two_inputs(tmp_path_factory):
+    """A replica of a model of two inputs (tokens INT64 [4] in 0..9, mask FP32 [4]: tests/unit's Masked)."""
+    path = tmp_path_factory.mktemp("masked")
+    torch.jit.script(Masked()).save(str(path / "model.pt"))
+    (path / "golden.json").write_text(json.dumps({"inputs": {"tokens": TOKENS, "mask": MASK}, "labels": [0, 0]}))
+    (path / "manifest.json").write_text(json.dumps({**DOC, "sha256": sha256_of(path / "model.pt"),
+                                                    "golden": {"file": "golden.json", "size": 2, "accuracy": 1.0}}))
+    with serving(path) as client:
+        yield client
 
 
 def answered_safely(r: httpx.Response, allowed: set[int]) -> None:
@@ -116,6 +140,37 @@ def test_inference_tensors_of_arbitrary_numbers_get_an_answer_or_a_4xx(replica, 
     body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [len(rows), 8], "data": rows}]}
     answered_safely(replica.post(INFER, content=json.dumps(body).encode(), headers={"content-type": "application/json"}),
                     {200, 400, 413, 422})
+
+
+MASKED = "/v2/models/masked/infer"
+NAMES = st.sampled_from(["tokens", "mask", "x"])
+
+
+@FUZZ
+@given(payload=json_values, named=st.dictionaries(NAMES, json_values, max_size=3))
+def test_a_model_of_two_inputs_answers_arbitrary_predict_bodies_or_a_4xx(two_inputs, payload, named):
+    for body in (payload, {"inputs": payload}, {"inputs": named}):
+        answered_safely(two_inputs.post("/predict", content=json.dumps(body).encode(),
+                                        headers={"content-type": "application/json"}), {200, 400, 413, 422})
+
+
+tensors = st.lists(st.fixed_dictionaries(
+    {"name": NAMES, "datatype": st.sampled_from(["FP32", "INT64", "UINT8", "BYTES"]),
+     "shape": st.lists(st.integers(min_value=-2, max_value=70), max_size=3)},
+    optional={"data": json_values, "parameters": st.fixed_dictionaries(
+        {"binary_data_size": st.integers(min_value=-4, max_value=600) | st.none() | st.text(max_size=3)})}),
+    max_size=3)
+
+
+@FUZZ
+@given(inputs=tensors, binary=st.binary(max_size=600))
+def test_a_model_of_two_inputs_answers_arbitrary_tensors_and_binary_data_or_a_4xx(two_inputs, inputs, binary):
+    """Several tensors, each JSON or binary, with sizes that may not add up to the bytes after the JSON."""
+    head = json.dumps({"inputs": inputs}).encode()
+    answered_safely(two_inputs.post(MASKED, content=head + binary, headers={
+        "content-type": "application/octet-stream", "inference-header-content-length": str(len(head))}),
+        {200, 400, 413, 422})
+    assert two_inputs.get("/ready").status_code == 200
 
 
 def test_after_the_fuzz_the_replica_is_ready_and_its_memory_bounded(replica):
