@@ -7,7 +7,8 @@ PY := .venv/bin/python
 setup:
 	bash scripts/setup.sh
 
-demo: setup
+demo:
+	bash scripts/setup.sh demo
 	bash scripts/demo.sh
 
 test: setup

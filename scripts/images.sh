@@ -88,10 +88,15 @@ models() {
 
   # The demo's versions, as users bring theirs: each model package on the base with `fleet build`, so they
   # share every layer but their own model's.
+  # Both at once: each mostly waits on the engine and its dry run in the image.
+  local pids=()
   for v in 1 2; do
     log "fleet/inference:$v: fleet build build/models/v$v"
-    out=$("$py" -m fleet.cli build "build/models/v$v" --tag "fleet/inference:$v" --json 2>&1) || { echo "$out" >&2; exit 1; }
+    (out=$("$py" -m fleet.cli build "build/models/v$v" --tag "fleet/inference:$v" --json 2>&1) \
+      || { echo "$out" >&2; exit 1; }) &
+    pids+=($!)
   done
+  for pid in "${pids[@]}"; do wait "$pid"; done
 }
 
 case $stage in
