@@ -23,7 +23,7 @@ import docker
 import httpx
 
 from deploy_bench import ROOT, remove_stack
-from oip_bench import LEVELS, bodies, load, model
+from oip_bench import HEADER, levels, model
 from service_bench import ensure_wrk
 
 STACK, IMAGE = "fleetbench-gw", "fleet/digits-bench:2"
@@ -71,20 +71,12 @@ def main() -> None:
             fleet("deploy", "--stack", STACK, "--timeout", "5m")
             print(f"2 replicas of the digits CNN (row shape {shape}) behind the gateway, {args.rows} rows a request, "
                   f"{args.seconds:g} s a level")
-            print(f"{'max_batch':>9} {'api':>12} {'conc':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
-                  f"{'vs /predict':>12} {'vs batched':>11}")
+            print(HEADER)
             batched: dict = {}
             for max_batch in (32, 1):
                 fleet("config", "set", "--stack", STACK, f"max_batch={max_batch}")
                 batching_is(max_batch)
-                for c in LEVELS:
-                    base = None
-                    for api, (path, body, headers) in bodies(infer, rows, shape).items():
-                        r = load(f"{GATEWAY}{path}", body, headers, c, args.seconds)
-                        base = base or r["rps"]
-                        batched.setdefault((api, c), r["rps"])
-                        print(f"{max_batch:>9} {api:>12} {c:>5} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
-                              f"{r['errors']:>8} {r['rps'] / base:>11.2f}x {r['rps'] / batched[(api, c)]:>10.2f}x")
+                levels(GATEWAY, infer, rows, shape, max_batch, args.seconds, batched)
         finally:
             remove_stack(client, STACK)
             for image in client.images.list(name=IMAGE.split(":")[0]):

@@ -80,6 +80,23 @@ def load(url: str, body: bytes, headers: dict, concurrency: int, seconds: float,
             "p99": to_ms(re.search(r"\s99%\s+(\S+)", out).group(1)), "errors": int(bad.group(1)) if bad else 0}
 
 
+HEADER = (f"{'max_batch':>9} {'api':>12} {'conc':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
+          f"{'vs /predict':>12} {'vs batched':>11}")
+
+
+def levels(url: str, infer: str, rows: list, shape: list[int], max_batch: int, seconds: float, batched: dict) -> None:
+    """Every concurrency level on every API against `url`, a line each; `batched` keeps the batched figures
+    (the first run's) that the unbatched ones are compared with."""
+    for c in LEVELS:
+        base = None
+        for api, (path, body, headers) in bodies(infer, rows, shape).items():
+            r = load(f"{url}{path}", body, headers, c, seconds)
+            base = base or r["rps"]
+            batched.setdefault((api, c), r["rps"])
+            print(f"{max_batch:>9} {api:>12} {c:>5} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
+                  f"{r['errors']:>8} {r['rps'] / base:>11.2f}x {r['rps'] / batched[(api, c)]:>10.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -94,20 +111,12 @@ def main() -> None:
         package, infer, rows, shape = model(args.model, args.rows, Path(workdir))
         print(f"one replica of {args.model} (row shape {shape}), {args.rows} rows a request, {args.seconds:g} s a "
               f"level{' (service on CPU 1, wrk on CPU 0)' if PINNED else ''}")
-        print(f"{'max_batch':>9} {'api':>12} {'conc':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
-              f"{'vs /predict':>12} {'vs batched':>11}")
+        print(HEADER)
         batched: dict = {}
         for max_batch in (32, 1) if args.unbatched else (32,):
             proc, url, _ = start_service(max_batch=max_batch, model=package)
             try:
-                for c in LEVELS:
-                    base = None
-                    for api, (path, body, headers) in bodies(infer, rows, shape).items():
-                        r = load(f"{url}{path}", body, headers, c, args.seconds)
-                        base = base or r["rps"]
-                        batched.setdefault((api, c), r["rps"])
-                        print(f"{max_batch:>9} {api:>12} {c:>5} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
-                              f"{r['errors']:>8} {r['rps'] / base:>11.2f}x {r['rps'] / batched[(api, c)]:>10.2f}x")
+                levels(url, infer, rows, shape, max_batch, args.seconds, batched)
             finally:
                 proc.terminate()
                 proc.wait(30)
