@@ -96,7 +96,7 @@ class Manifest:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.input_dtype]
+        return self.inputs[0].torch_dtype
 
     @property
     def single(self) -> bool:
@@ -114,8 +114,8 @@ class Manifest:
 
     @property
     def features(self) -> int:
-        """Values in one row (the product of its shape)."""
-        return math.prod(self.input_shape)
+        """Values in one row of its first (or only) input."""
+        return self.inputs[0].features
 
     @classmethod
     def read(cls, directory: Path) -> "Manifest":

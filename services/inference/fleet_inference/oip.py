@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .model_store import Input, Manifest
-from .validation import INTEGERS, InputError, accepted, outside, unfit
+from .validation import INTEGERS, InputError, accepted, outside, same_rows, unfit
 
 SERVER = "fleet-inference"
 PLATFORMS = {".pt2": "pytorch_export"}  # the weights' format by file suffix; TorchScript otherwise
@@ -96,10 +96,7 @@ def parse_infer(payload: object, m: Manifest, max_rows: int,
     chunks = _binary_chunks(given, binary)
     arrays = {t["name"]: _tensor(t, next(i for i in m.inputs if i.name == t["name"]), max_rows, chunk)
               for t, chunk in zip(given, chunks)}
-    counts = {n: len(a) for n, a in arrays.items()}
-    if len(set(counts.values())) > 1:
-        raise InputError(f"the input tensors have different numbers of rows {counts}: each row needs a value "
-                         "of every input", 400)
+    same_rows({n: len(a) for n, a in arrays.items()}, "input tensors", 400)
     wanted = payload.get("outputs")
     outputs = list(output_names(m))
     if wanted is not None:

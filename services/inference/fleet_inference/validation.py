@@ -93,10 +93,15 @@ def validate_named(payload: object, inputs: Sequence, max_rows: int) -> list[lis
         raise InputError(f"'inputs' names {sorted(given)}: the model's inputs are {names}"
                          + (f"; unknown {unknown}" if unknown else "") + (f"; missing {missing}" if missing else ""))
     out = [_rows(given[i.name], f"inputs[{i.name!r}]", tuple(i.shape), max_rows, i.range, i.dtype) for i in inputs]
-    counts = {n: len(rows) for n, rows in zip(names, out)}
-    if len(set(counts.values())) > 1:
-        raise InputError(f"the inputs have different numbers of rows {counts}: each row needs a value of every input")
+    same_rows({n: len(rows) for n, rows in zip(names, out)}, "inputs")
     return out
+
+
+def same_rows(counts: dict[str, int], what: str, status: int = 422) -> None:
+    """InputError unless every input of a request has as many rows (`counts`: rows by input name). Pure."""
+    if len(set(counts.values())) > 1:
+        raise InputError(f"the {what} have different numbers of rows {counts}: each row needs a value of every "
+                         "input", status)
 
 
 def _only_inputs(payload: object, form: str) -> object:
