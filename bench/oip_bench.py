@@ -3,7 +3,7 @@ Protocol's infer route, its JSON form and its binary tensor form (what Triton's 
 concurrencies, side by side in one run, with dynamic batching on (the default) and, with --unbatched,
 off (max_batch 1) too.
 
-    .venv/bin/python bench/oip_bench.py [--seconds 5] [--rows 8] [--model quadrant|digits] [--unbatched]
+    .venv/bin/python bench/oip_bench.py [--seconds 5] [--rows 8] [--model tabular|digits] [--unbatched]
 
 --model digits serves an image classifier over NCHW tensors ([N, 1, 8, 8]: the small CNN over
 scikit-learn's digits that tests/digits.py packages) instead of the demo's 8-number MLP.
@@ -61,7 +61,7 @@ def model(kind: str, rows: int, workdir: Path) -> tuple[Path | None, str, list, 
         (package / "manifest.json").write_text(json.dumps(read_package(package).manifest))
         golden = json.loads((package / "golden.json").read_text())["inputs"]
         return package, "/v2/models/digits-cnn/infer", golden[:rows], [1, 8, 8]
-    return None, "/v2/models/quadrant-mlp/infer", [ROW] * rows, [8]
+    return None, "/v2/models/breast-cancer-mlp/infer", [ROW] * rows, [8]
 
 
 def load(url: str, body: bytes, headers: dict, concurrency: int, seconds: float, max_requests: int = 200_000) -> dict:
@@ -101,7 +101,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rows", type=int, default=8)
-    ap.add_argument("--model", choices=("quadrant", "digits"), default="quadrant")
+    ap.add_argument("--model", choices=("tabular", "digits"), default="tabular")
     ap.add_argument("--unbatched", action="store_true", help="also run with max_batch 1, side by side")
     args = ap.parse_args()
     ensure_wrk()

@@ -10,14 +10,15 @@ cport=${FLEET_CONSUL_PORT:-8501}
 . build/consul/fleet.env  # HTTPS with the stack's CA, fleet's own token (scripts/consul-secrets.sh)
 .venv/bin/fleet deploy --stack "$stack" --timeout 5m
 echo
-echo "prediction through the gateway:"
+echo "prediction through the gateway, for two held-out tumours (8 measurements each; README, \"The demo's model\"):"
 curl -fsS -X POST "http://127.0.0.1:$gw/predict" -H 'content-type: application/json' \
-  -d '{"inputs": [[0.5, -1.2, 0.3, 2.0, -0.7, 0.1, 1.5, -0.4]]}'
+  -d '{"inputs": [[11.94, 18.24, 75.71, 437.6, 0.0826, 0.0475, 0.0197, 0.0135],
+                  [20.92, 25.09, 143.0, 1347.0, 0.1099, 0.2236, 0.3174, 0.1474]]}'
 echo
 cat <<EOT
 
 stack $stack is up:
-  gateway      http://127.0.0.1:$gw/predict   (POST {"inputs": [[8 numbers], ...]})
+  gateway      http://127.0.0.1:$gw/predict   (POST {"inputs": [[8 measurements], ...]})
   consul       https://127.0.0.1:$cport (HTTPS, ACLs: . build/consul/fleet.env for fleet's token and the CA)
   tasks        docker stack ps $stack
   instances    curl -s --cacert build/consul/secrets/ca.pem https://127.0.0.1:$cport/v1/health/service/inference

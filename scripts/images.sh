@@ -75,7 +75,7 @@ bases() {
 
 train() {
   # Models, reproducibly (skipped when the training script is unchanged).
-  stamp=$(sha256sum services/inference/train.py services/inference/fleet_inference/modeldef.py | sha256sum | cut -c1-16)
+  stamp=$(sha256sum services/inference/train.py | sha256sum | cut -c1-16)
   if [ "$(cat build/models/.stamp 2>/dev/null)" != "$stamp" ]; then
     log "training model versions"
     rm -rf build/models && "$py" services/inference/train.py --out build/models

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create or refresh .venv with fleet, the service's runtime (torch==2.13.0, CPU build) and the test tools.
 #   scripts/venv.sh [dev|demo]   dev (the default): with the test tools (make test, make bench); demo: what
-#   `make demo` runs only (fleet and the service's runtime), 50 s less to install on a fresh machine.
+#   `make demo` runs only (fleet, the service's runtime, scikit-learn for training), faster to install.
 # The locked wheels come first (scripts/wheels.sh), and the install takes torch from them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,7 +14,7 @@ have=$(cat .venv/.stamp 2>/dev/null || true)
 echo "[venv] installing into .venv ($kind)" >&2
 [ -x .venv/bin/python ] || python3 -m venv .venv
 bash scripts/wheels.sh
-target=.; [ "$kind" = dev ] && target=".[dev]"
+target=".[train]"; [ "$kind" = dev ] && target=".[dev]"
 .venv/bin/pip install -q --find-links build/wheelhouse -r services/inference/requirements.txt -e "$target" \
   2> >(grep -v "is ignored: it is neither" >&2)
 echo "$base-$kind" >.venv/.stamp

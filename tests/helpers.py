@@ -9,7 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
-SAMPLE = [[0.5, -1.2, 0.3, 2.0, -0.7, 0.1, 1.5, -0.4], [1.0, 1.0, -0.2, 0.1, 0.0, 0.0, 0.0, 0.0]]
+# Two held-out tumours the demo's model v1 and v2 both classify right (train.py: 8 measurements each): benign
+# (mean radius 11.94) and malignant (20.92).
+SAMPLE = [[11.94, 18.24, 75.71, 437.6, 0.0826, 0.0475, 0.0197, 0.0135],
+          [20.92, 25.09, 143.0, 1347.0, 0.1099, 0.2236, 0.3174, 0.1474]]
 
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.5, while_running=None):

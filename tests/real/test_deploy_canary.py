@@ -14,7 +14,7 @@ from tests.real.conftest import ROOT, StackUnderTest, converged, remove_stack
 from tests.real.test_deploy import fleet
 
 NAME = "fleettest-dc"
-V1, V2 = "fleet/inference:1", "fleet/inference:2"  # golden accuracy 0.67 and 0.91
+V1, V2 = "fleet/inference:1", "fleet/inference:2"  # golden accuracy 0.79 and 0.905
 AGAIN = "fleet/inference-test:again"  # v2's image under another tag: a new release of an equal model
 CANARY = {"FLEET_ROLLOUT_STRATEGY": "canary", "FLEET_ROLLOUT_STEPS": "50", "FLEET_ROLLOUT_STEP_DURATION": "5s"}
 

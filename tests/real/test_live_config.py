@@ -6,11 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from fleet.adapters.prometheus import Prometheus
-from tests.helpers import wait_until
+from tests.helpers import SAMPLE, wait_until
 from tests.real.conftest import StackUnderTest
 from tests.real.test_deploy import fleet, running_ids
 
-ROWS3 = {"inputs": [[0.5, -1.2, 0.3, 2.0, -0.7, 0.1, 1.5, -0.4]] * 3}
+ROWS3 = {"inputs": SAMPLE[:1] * 3}
 REQUESTS = 30
 
 

@@ -132,14 +132,14 @@ def test_canary_answering_5xx_rolled_back_on_its_metrics(rstack):
 
 @pytest.mark.parametrize("image,reason", [
     ("fleet/inference-test:nan", "error rate"),  # NaN out: the model's 500, retried on the stable
-    ("fleet/inference-test:shift", "prediction mix total variation 0.50"),  # class 0 instead of SAMPLE's 2
+    ("fleet/inference-test:shift", "prediction mix total variation 0.50"),  # benign for SAMPLE's malignant
 ])
 def test_canary_wrong_only_on_users_traffic_rolled_back_with_no_failed_requests(rstack, tmp_path, image, reason):
-    """Both images are v2, wrong for rows whose first feature is 1.0 or more (tests/images/nan). On a golden
+    """Both images are v2, wrong for rows whose first measurement is 17 or more (tests/images/nan). On a golden
     set without such rows they are as good as v2, so the gate passes them; on users' traffic (SAMPLE's
     second row) one answers NaN, the other another class: judged on the replicas' own counts."""
     golden = json.loads((ROOT / "build/models/v2/golden.json").read_text())
-    keep = [i for i, row in enumerate(golden["inputs"]) if row[0] < 1.0]
+    keep = [i for i, row in enumerate(golden["inputs"]) if row[0] < 17.0]
     (tmp_path / "golden.json").write_text(json.dumps({"inputs": [golden["inputs"][i] for i in keep],
                                                       "labels": [golden["labels"][i] for i in keep]}))
     before = settled_spec(rstack)

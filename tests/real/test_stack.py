@@ -57,13 +57,13 @@ def test_a_standard_open_inference_protocol_client_works_through_the_gateway(sta
     client = oip.InferenceServerClient(stack.gateway.removeprefix("http://"), network_timeout=10)
     try:
         assert client.is_server_live() and client.is_server_ready()
-        assert client.is_model_ready("quadrant-mlp") and not client.is_model_ready("resnet")
-        meta = client.get_model_metadata("quadrant-mlp")
+        assert client.is_model_ready("breast-cancer-mlp") and not client.is_model_ready("resnet")
+        meta = client.get_model_metadata("breast-cancer-mlp")
         assert meta["versions"] == ["2"] and meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 8]}]
         tensor = oip.InferInput("input", [len(SAMPLE), 8], "FP32")
         tensor.set_data_from_numpy(np.array(SAMPLE, dtype=np.float32))
         for _ in range(5):
-            result = client.infer("quadrant-mlp", [tensor], request_id="r-7",
+            result = client.infer("breast-cancer-mlp", [tensor], request_id="r-7",
                                   outputs=[oip.InferRequestedOutput("probabilities"), oip.InferRequestedOutput("label")])
             assert result.get_response()["id"] == "r-7" and result.get_response()["model_version"] == "2"
             assert result.as_numpy("label").tolist() == expected.argmax(dim=1).tolist()
@@ -71,9 +71,9 @@ def test_a_standard_open_inference_protocol_client_works_through_the_gateway(sta
         wrong = oip.InferInput("input", [1, 4], "FP32")
         wrong.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))
         with pytest.raises(InferenceServerException, match=r"the model takes \[N, 8\]"):
-            client.infer("quadrant-mlp", [wrong])
+            client.infer("breast-cancer-mlp", [wrong])
         with pytest.raises(InferenceServerException, match="serves version '2'"):
-            client.infer("quadrant-mlp", [tensor], model_version="1")
+            client.infer("breast-cancer-mlp", [tensor], model_version="1")
     finally:
         client.close()
     wait_until(lambda: predictions(stack, "/v2/infer") >= before + 5, 30, "Prometheus to scrape the inferences")

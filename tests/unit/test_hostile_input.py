@@ -120,7 +120,7 @@ def test_arbitrary_bytes_and_deep_nesting_never_a_5xx(replica, body, content_typ
                     {400, 413, 422})
 
 
-INFER = "/v2/models/quadrant-mlp/infer"  # the Open Inference Protocol's route (fleet_inference/oip.py)
+INFER = "/v2/models/breast-cancer-mlp/infer"  # the Open Inference Protocol's route (fleet_inference/oip.py)
 
 
 @FUZZ

@@ -5,13 +5,12 @@ import pytest
 import torch
 
 from fleet_inference import model_store
-from fleet_inference.modeldef import Classifier, make_data
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "services" / "inference"))
-from train import write_artifact  # noqa: E402
+from train import Classifier, records, write_artifact  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -19,14 +18,15 @@ CPU = torch.device("cpu")
 @pytest.fixture
 def artifact(tmp_path):
     torch.manual_seed(0)
-    write_artifact(Classifier(), tmp_path, version=7, acc=0.5, steps=0, golden=make_data(16, 3))
+    held_x, held_y = records()[1]
+    write_artifact(Classifier(), tmp_path, version=7, acc=0.5, steps=0, golden=(held_x[:16], held_y[:16]))
     return tmp_path
 
 
 def test_good_artifact_loads_and_warms(artifact):
     module, manifest = model_store.load_artifact(str(artifact), CPU)
     assert manifest.version == "7" and manifest.features == 8
-    assert manifest.input_range == (-10_000.0, 10_000.0)  # what the replica validates requests against
+    assert manifest.input_range == (0.0, 10_000.0)  # what the replica validates requests against
     model_store.warm_up(module, manifest, CPU)
 
 

@@ -11,7 +11,7 @@ from fleet_inference.model_store import Manifest
 from fleet_inference.oip import check_model, infer_response, model_metadata, parse_infer, split_body
 from fleet_inference.validation import InputError
 
-M = Manifest(name="quadrant-mlp", version="2", sha256="0" * 64, file="model.pt", input_shape=(8,), num_classes=4,
+M = Manifest(name="tabular-mlp", version="2", sha256="0" * 64, file="model.pt", input_shape=(8,), num_classes=4,
              accuracy=0.9, input_range=(-1e4, 1e4))
 ROW = [0.5] * 8
 
@@ -22,7 +22,7 @@ def request(data, shape=(1, 8), datatype="FP32", name="input", **extra) -> dict:
 
 def test_metadata_declares_the_models_tensors():
     doc = model_metadata(M)
-    assert doc["name"] == "quadrant-mlp" and doc["versions"] == ["2"] and doc["platform"] == "pytorch_torchscript"
+    assert doc["name"] == "tabular-mlp" and doc["versions"] == ["2"] and doc["platform"] == "pytorch_torchscript"
     assert model_metadata(dataclasses.replace(M, file="model.pt2"))["platform"] == "pytorch_export"
     assert doc["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 8]}]
     assert [(o["name"], o["datatype"], o["shape"]) for o in doc["outputs"]] == [
@@ -70,19 +70,19 @@ def test_bad_requests_name_the_problem(payload, status, message):
 
 
 def test_a_path_naming_another_model_or_version_is_a_404_naming_what_is_served():
-    check_model(M, "quadrant-mlp", None)
-    check_model(M, "quadrant-mlp", "2")
+    check_model(M, "tabular-mlp", None)
+    check_model(M, "tabular-mlp", "2")
     with pytest.raises(InputError) as e:
         check_model(M, "resnet", None)
-    assert e.value.status == 404 and "serves 'quadrant-mlp'" in str(e.value)
+    assert e.value.status == 404 and "serves 'tabular-mlp'" in str(e.value)
     with pytest.raises(InputError) as e:
-        check_model(M, "quadrant-mlp", "1")
+        check_model(M, "tabular-mlp", "1")
     assert e.value.status == 404 and "serves version '2'" in str(e.value)
 
 
 def test_the_response_holds_the_asked_outputs_row_major():
     doc = infer_response(M, [0.1, 0.2, 0.3, 0.4, 0.4, 0.3, 0.2, 0.1], 2, [3, 0], ["label", "probabilities"], 7)
-    assert doc["model_name"] == "quadrant-mlp" and doc["model_version"] == "2" and doc["id"] == 7
+    assert doc["model_name"] == "tabular-mlp" and doc["model_version"] == "2" and doc["id"] == 7
     assert doc["outputs"] == [
         {"name": "label", "datatype": "INT64", "shape": [2], "data": [3, 0]},
         {"name": "probabilities", "datatype": "FP32", "shape": [2, 4], "data": [0.1, 0.2, 0.3, 0.4, 0.4, 0.3, 0.2, 0.1]}]
