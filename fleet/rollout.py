@@ -45,6 +45,7 @@ class Reason(str, Enum):
     TASK_FAILED = "task_failed"
     UNHEALTHY = "unhealthy"
     CONSUL_CRITICAL = "consul_critical"
+    DEGRADED = "canary_degraded"  # a canary warning in Consul: short of GPU memory, or its queue over its bound
     METRICS = "metrics"
     GOLDEN = "golden"
     DEADLINE = "progress_deadline"
@@ -275,14 +276,20 @@ def _control(r: Rollout, action: str, now: float) -> tuple[Rollout, list[Action]
 def _consul(r: Rollout, event: ConsulView, now: float, plan: Plan) -> tuple[Rollout, list[Action]]:
     canaries = [i for i in event.instances if i.role == "canary" and i.version == plan.version]
     passing = [i for i in canaries if i.status == "passing"]
+    degraded = [i for i in canaries if i.status == "warning"]
+    said = f"; canary {degraded[0].id} is degraded: {degraded[0].output[:200]}" if degraded else ""
     if not r.ready:
         if len(passing) >= plan.canary_replicas:
             return replace(r, ready=True, phase=Phase.VERIFYING, phase_since=now), [CheckGolden()]
-        return replace(r, last_seen=f"{len(passing)}/{plan.canary_replicas} canary replicas passing in Consul"), []
+        return replace(r, last_seen=f"{len(passing)}/{plan.canary_replicas} canary replicas passing in Consul"
+                                    f"{said}"[:300]), []
     critical = [i for i in canaries if i.status == "critical"]
     if critical:
         return fail(r, now, Reason.CONSUL_CRITICAL, f"canary {critical[0].id} is critical in Consul: "
                                                     f"{critical[0].output[:200]}")
+    if len(passing) < plan.canary_replicas and degraded:
+        return fail(r, now, Reason.DEGRADED, f"canary {degraded[0].id} is degraded (a warning in Consul): "
+                                             f"{degraded[0].output[:200]}")
     if len(passing) < plan.canary_replicas:
         return fail(r, now, Reason.CONSUL_CRITICAL, f"only {len(passing)}/{plan.canary_replicas} canary "
                                                     "replicas left in Consul")

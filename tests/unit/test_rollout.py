@@ -54,6 +54,9 @@ CASES = [
      Phase.ROLLED_BACK, [CutCanary, Finish], "critical"),
     ("canary-gone-from-consul-fails", stepping(), ConsulView(()), T0 + 2, Phase.ROLLED_BACK, [CutCanary, Finish],
      "0/1"),
+    ("degraded-canary-fails-saying-so", stepping(),
+     ConsulView((canary("warning", output="GPU memory free 100 MiB is under the watermark 512 MiB"),)), T0 + 2,
+     Phase.ROLLED_BACK, [CutCanary, Finish], "canary inference-c1 is degraded (a warning in Consul): GPU memory free"),
     ("bad-error-rate-fails-mid-step", stepping(), MetricsSample(Stats(100, 30, 1.0), Stats(900, 0, 9.0)), T0 + 3,
      Phase.ROLLED_BACK, [CutCanary, Finish], "error rate 30.0%"),
     ("slow-canary-fails", stepping(), MetricsSample(Stats(100, 0, 5.0), Stats(900, 0, 9.0)), T0 + 3,
@@ -117,6 +120,16 @@ def test_no_auto_promote_pauses_then_promotes_on_request():
     assert r.phase is Phase.PAUSED and actions == []
     r, actions = step(r, ControlRequested("promote"), T0 + 99, plan)
     assert r.phase is Phase.PROMOTING and actions == [PromoteStable()]
+
+
+def test_a_canary_degraded_from_the_start_is_named_when_its_deadline_passes():
+    """A canary short of GPU memory never passes: the deadline's message says it is degraded and why, not
+    only that none passed."""
+    r, _ = step(start(T0), ConsulView((canary("warning", output="GPU memory 97.0% used is over 95%"),)), T0 + 5, PLAN)
+    assert r.phase is Phase.STARTING
+    r, actions = step(r, Tick(), T0 + 61, PLAN)
+    assert r.phase is Phase.ROLLED_BACK and Finish(Phase.ROLLED_BACK) in actions
+    assert "0/1 canary replicas passing in Consul; canary inference-c1 is degraded: GPU memory 97.0% used" in r.reason
 
 
 def test_steps_follow_the_plan_through_to_promotion():
