@@ -190,14 +190,6 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def select_device(wanted: str) -> torch.device:
-    if wanted == "cuda" and not torch.cuda.is_available():
-        raise ArtifactError("FLEET_DEVICE=cuda but torch sees no CUDA device: use auto or cpu, or give the task a GPU")
-    if wanted == "auto":
-        wanted = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(wanted)
-
-
 def load_artifact(model_path: str, device: torch.device) -> tuple[torch.nn.Module, Manifest]:
     """Read the manifest, verify the checksum and load the weights (TorchScript or torch.export) onto the
     device."""

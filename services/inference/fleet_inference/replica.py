@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from . import model_store, registration, tuning
+from . import devices, model_store, registration, tuning
 from .batching import DynamicBatcher
 from .config import Settings
 from .metrics import Metrics
@@ -25,6 +25,8 @@ class Replica:
         self.phase = Phase.LOADING
         self.reason = f"loading {settings.model_path}"
         self.device: torch.device | None = None
+        self.gpu: devices.GpuWatch | None = None  # on CUDA: the device's memory, sampled off the event loop
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.manifest: model_store.Manifest | None = None
         self.module = None
         self.in_flight = 0
@@ -47,6 +49,7 @@ class Replica:
 
     async def start(self) -> None:
         torch.set_num_threads(self.settings.torch_threads)
+        self._loop = asyncio.get_running_loop()
         self.batcher.start()
         self.probes.start()
         self._tasks.append(asyncio.create_task(self._load()))
@@ -67,13 +70,15 @@ class Replica:
     async def _load(self) -> None:
         started = time.monotonic()
         try:
-            self.device = model_store.select_device(self.settings.device)
+            self.device = await asyncio.to_thread(devices.select_device, self.settings.device)
+            if self.device.type == "cuda":
+                self.gpu = devices.GpuWatch(devices.cuda_reader(self.device)).start()
             self.module, self.manifest = await asyncio.to_thread(
                 model_store.load_artifact, self.settings.model_path, self.device)
             self._set_phase(Phase.WARMING, f"first inference of model {self.manifest.version}")
             await asyncio.to_thread(model_store.warm_up, self.module, self.manifest, self.device,
                                     Path(self.settings.model_path))
-        except model_store.ArtifactError as e:
+        except (model_store.ArtifactError, devices.DeviceError) as e:
             self._set_phase(Phase.FAILED, str(e))
             return
         m = self.manifest
@@ -111,17 +116,19 @@ class Replica:
             t.cancel()
         if self.follower:
             self.follower.stop()
+        if self.gpu:
+            self.gpu.stop()
         await self.batcher.stop()
         await self.probes.stop()
 
     # readiness -------------------------------------------------------------------------------
     def gpu_memory(self) -> GpuMemory | None:
-        if self.device is None or self.device.type != "cuda":
-            return None
-        free, total = torch.cuda.mem_get_info(self.device)
-        self.metrics.gpu_free.set(free)
-        self.metrics.gpu_total.set(total)
-        return GpuMemory(free, total)
+        """The last sample of the GPU's memory (None on CPU, or before the first): never a CUDA call here."""
+        memory = self.gpu.latest if self.gpu else None
+        if memory is not None:
+            self.metrics.gpu_free.set(memory.free_bytes)
+            self.metrics.gpu_total.set(memory.total_bytes)
+        return memory
 
     def readiness(self) -> Readiness:
         return readiness(self.phase, self.reason, self.batcher.depth, self.gpu_memory(), self.limits)
@@ -138,8 +145,15 @@ class Replica:
 
     # inference -------------------------------------------------------------------------------
     def _infer(self, batch: model_store.Batch) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.module(*(x.to(self.device) for x in batch)).cpu()
+        """The batch's outputs (in the batcher's thread). A CUDA error leaves the device unusable: the replica
+        turns failed with it (liveness 500, so Swarm replaces it); running out of memory only fails the batch."""
+        try:
+            with torch.inference_mode():
+                return self.module(*(x.to(self.device) for x in batch)).cpu()
+        except Exception as e:
+            if self.device is not None and self.device.type == "cuda" and devices.is_cuda_error(e):
+                self._loop.call_soon_threadsafe(self._set_phase, Phase.FAILED, f"CUDA error at inference: {e}"[:300])
+            raise
 
     def _observe_batch(self, size: int, seconds: float) -> None:
         self.metrics.batch_size.observe(size)
