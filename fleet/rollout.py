@@ -277,20 +277,20 @@ def _consul(r: Rollout, event: ConsulView, now: float, plan: Plan) -> tuple[Roll
     canaries = [i for i in event.instances if i.role == "canary" and i.version == plan.version]
     passing = [i for i in canaries if i.status == "passing"]
     degraded = [i for i in canaries if i.status == "warning"]
-    said = f"; canary {degraded[0].id} is degraded: {degraded[0].output[:200]}" if degraded else ""
     if not r.ready:
         if len(passing) >= plan.canary_replicas:
             return replace(r, ready=True, phase=Phase.VERIFYING, phase_since=now), [CheckGolden()]
+        said = f"; canary {degraded[0].id} is degraded: {degraded[0].output[:200]}" if degraded else ""
         return replace(r, last_seen=f"{len(passing)}/{plan.canary_replicas} canary replicas passing in Consul"
                                     f"{said}"[:300]), []
     critical = [i for i in canaries if i.status == "critical"]
     if critical:
         return fail(r, now, Reason.CONSUL_CRITICAL, f"canary {critical[0].id} is critical in Consul: "
                                                     f"{critical[0].output[:200]}")
-    if len(passing) < plan.canary_replicas and degraded:
-        return fail(r, now, Reason.DEGRADED, f"canary {degraded[0].id} is degraded (a warning in Consul): "
-                                             f"{degraded[0].output[:200]}")
     if len(passing) < plan.canary_replicas:
+        if degraded:
+            return fail(r, now, Reason.DEGRADED, f"canary {degraded[0].id} is degraded (a warning in Consul): "
+                                                 f"{degraded[0].output[:200]}")
         return fail(r, now, Reason.CONSUL_CRITICAL, f"only {len(passing)}/{plan.canary_replicas} canary "
                                                     "replicas left in Consul")
     return r, []
