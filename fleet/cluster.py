@@ -2,7 +2,7 @@
 service, its canary service, and the traffic weights and maintenance mode that steer the gateway."""
 import consul
 
-from . import changes
+from . import capacity, changes
 from .adapters.consul import Catalog
 from .adapters.store import Store
 from .adapters.swarm import Swarm
@@ -63,8 +63,16 @@ class SwarmCluster:
     def update_stable(self, image: str, container: dict | None = None) -> None:
         spec = self._stable().attrs["Spec"]
         flags = changes.update_flags(changes.live(spec), container) if container else []
-        self.swarm.update_image(self.stable_name, image, promotion_flags(
-            spec.get("UpdateConfig"), spec["Mode"].get("Replicated", {}).get("Replicas", 1)) + flags)
+        replicas = spec["Mode"].get("Replicated", {}).get("Replicas", 1)
+        per_replica = capacity.reservations(spec["TaskTemplate"])
+        batch = capacity.promotion_batch(per_replica, replicas, self.swarm.capacity()) if per_replica else None
+        self.swarm.update_image(self.stable_name, image,
+                                promotion_flags(spec.get("UpdateConfig"), replicas, batch) + flags)
+
+    def canary_shortfall(self, replicas: int) -> str | None:
+        """Why `replicas` canary replicas (reserving what a stable one does) cannot be placed now, or None."""
+        per_replica = capacity.reservations(self._stable().attrs["Spec"]["TaskTemplate"])
+        return capacity.canary_shortfall(per_replica, replicas, self.swarm.capacity()) if per_replica else None
 
     def revert_stable(self) -> None:
         if not (self.swarm.view(self._stable()).update_state or "").startswith("rollback"):

@@ -148,6 +148,9 @@ def prepare(t: Target, image: str, plan: Plan, container: dict | None = None) ->
     t.gateway_endpoints(), t.prometheus_endpoints()  # the evidence comes through them: fail before changing anything
     if plan.golden and not Path(plan.golden).is_file():
         raise BadInput(f"--golden {plan.golden}: no such file; give a JSON file with inputs and labels")
+    shortfall = t.cluster().canary_shortfall(plan.canary_replicas)
+    if shortfall:
+        raise BadInput(shortfall)
     return replace(plan, version=labels[VERSION_LABEL])
 
 

@@ -70,6 +70,21 @@ def task_nodes(swarm: Swarm | None = None) -> int | None:
         return None
 
 
+def advertised_resources(swarm: Swarm | None = None) -> dict[str, int] | None:
+    """The generic resources (GPUs) the nodes taking tasks advertise, kind -> how many; None when no engine
+    answers."""
+    try:
+        swarm = swarm or Swarm()
+        total: dict[str, int] = {}
+        for node in swarm.capacity():
+            if node.takes_tasks:
+                for kind, n in node.advertised.items():
+                    total[kind] = total.get(kind, 0) + n
+        return total
+    except (EngineUnavailable, DockerException, OSError):
+        return None
+
+
 def deploy(files: list[Path], stack: str, images: dict[str, str], timeout: float, consul_addr: str | None,
            on_progress: Callable[[dict[str, Verdict]], None] = lambda v: None,
            swarm: Swarm | None = None, poll: float = 1.0, replace_promoted: bool = False,
@@ -155,7 +170,8 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
         raise BadInput(f"--image names {unknown}, not in the stack file (services: {sorted(doc['services'])})")
     for name, image in images.items():
         doc["services"][name] = {**doc["services"][name], "image": image}
-    findings = stackfile.lint(doc, routing_mesh=routing_mesh_available(), nodes=task_nodes(swarm))
+    findings = stackfile.lint(doc, routing_mesh=routing_mesh_available(), nodes=task_nodes(swarm),
+                              resources=advertised_resources(swarm))
     errors = [f for f in findings if f.severity is stackfile.Severity.ERROR]
     if errors:
         raise BadInput("the stack file has errors; nothing was deployed:\n" + "\n".join(map(str, errors)))

@@ -70,11 +70,23 @@ def _seconds(value, default: float) -> float:
     return default if value is None else durations.parse(value)
 
 
-def lint(doc: dict, routing_mesh: bool = True, nodes: int | None = None) -> list[Finding]:
+def reserved_resources(deploy: dict) -> dict[str, int]:
+    """kind -> how many one replica reserves, from a compose service's `deploy` (discrete_resource_spec)."""
+    wanted: dict[str, int] = {}
+    for r in ((deploy.get("resources") or {}).get("reservations") or {}).get("generic_resources") or []:
+        spec = (r or {}).get("discrete_resource_spec") or {}
+        if spec.get("kind"):
+            wanted[spec["kind"]] = wanted.get(spec["kind"], 0) + int(spec.get("value", 1))
+    return wanted
+
+
+def lint(doc: dict, routing_mesh: bool = True, nodes: int | None = None,
+         resources: dict[str, int] | None = None) -> list[Finding]:
     """Findings for a stack document, errors first. Pure: reads only `doc` and the facts given.
 
     routing_mesh: whether the engine can route ingress-mode ports (it needs IPVS in the kernel).
     nodes: the Swarm's nodes that take tasks (ready, active), when known.
+    resources: the generic resources (GPUs) those nodes advertise, kind -> how many, when known.
     """
     found: list[Finding] = []
     for name, svc in sorted((doc.get("services") or {}).items()):
@@ -126,6 +138,18 @@ def lint(doc: dict, routing_mesh: bool = True, nodes: int | None = None) -> list
                         f"{need:g}s): Swarm would kill replicas mid-request; raise it above {need:g}s")
         host_ports = any(isinstance(p, dict) and p.get("mode") == "host" for p in svc.get("ports") or [])
         per_node = (deploy.get("placement") or {}).get("max_replicas_per_node")
+        if replicas and resources is not None:
+            for kind, each in reserved_resources(deploy).items():
+                need, have = replicas * each, resources.get(kind, 0)
+                if need > have:
+                    add(Severity.ERROR, "deploy.resources.reservations.generic_resources",
+                        f"{replicas} replicas reserve {each} {kind} each ({need}) but the Swarm's nodes taking tasks "
+                        f"advertise {have}: {need - have} would stay pending ('no suitable node'); lower replicas "
+                        "or advertise more (node-generic-resources in the nodes' daemon.json)")
+                elif need + each > have:
+                    add(Severity.WARNING, "deploy.resources.reservations.generic_resources",
+                        f"{replicas} replicas take {need} of the Swarm's {have} {kind}: none is left for a canary, "
+                        "so `fleet rollout` would be refused and a promotion goes stop-first, one replica at a time")
         if host_ports and replicas and nodes is not None and replicas > nodes:
             add(Severity.ERROR, "deploy.replicas",
                 f"{replicas} replicas publish a host-mode port but the Swarm has {nodes} node(s) taking tasks: one "

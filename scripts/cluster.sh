@@ -8,7 +8,8 @@
 # Each node is a container running Debian's dockerd (image fleet/node:bookworm, from debootstrap). What
 # the host reaches is published on 127.0.0.1 only (node i: gateway 3i080, ops 3i081, Consul 3i501,
 # Prometheus 3i090), and the manager's engine answers on 127.0.0.1:31376 over TLS with certificates
-# made here: `. build/cluster/cluster.env` points docker, fleet and the tests at it.
+# made here: `. build/cluster/cluster.env` points docker, fleet and the tests at it. Each node advertises
+# one fake GPU (NVIDIA-GPU=GPU-fake-node<i>) for the GPU placement tests.
 # The registry (Debian's docker-registry, plain HTTP and no login, Debian's htpasswd block taken out: a
 # test bed's registry, never a production one) is 127.0.0.1:31500 from the host and, through a forwarder
 # in every node, from the nodes too: one name for an image everywhere, and Docker trusts a registry on
@@ -68,7 +69,9 @@ node_up() {  # start node $1 (index) unless it runs
   for bit in "${!caps[@]}"; do (( (bnd >> bit) & 1 )) || missing+=(--cap-drop "${caps[$bit]}"); done
   local ports=(-p "127.0.0.1:3${i}080:8080" -p "127.0.0.1:3${i}081:8081" -p "127.0.0.1:3${i}501:8501"
                -p "127.0.0.1:3${i}090:9090")
-  local engine=(-H unix:///var/run/docker.sock)
+  # one fake GPU a node, as a GPU node's daemon.json names its GPUs (node-generic-resources): Swarm places
+  # replicas that reserve one (stacks/gpu.yml) by it, which tests/real/test_cluster_gpu.py checks with no GPU
+  local engine=(-H unix:///var/run/docker.sock --node-generic-resource "NVIDIA-GPU=GPU-fake-node$i")
   if [ "$i" = 1 ]; then
     ports+=(-p "127.0.0.1:$engine_port:2376")
     engine+=(-H tcp://0.0.0.0:2376 --tlsverify --tlscacert=/certs/ca.pem --tlscert=/certs/server-cert.pem

@@ -8,7 +8,7 @@ from datetime import datetime
 import docker
 from docker.errors import APIError, DockerException, NotFound, ImageNotFound
 
-from .. import changes
+from .. import capacity, changes
 from ..convergence import ServiceView
 from ..errors import Unreachable
 from ..model import Task
@@ -110,6 +110,20 @@ class Swarm:
         return [{"id": n.id, "hostname": n.attrs["Description"]["Hostname"], "role": n.attrs["Spec"]["Role"],
                  "state": n.attrs["Status"]["State"], "availability": n.attrs["Spec"]["Availability"],
                  "address": n.attrs["Status"].get("Addr", "")} for n in self.client.nodes.list()]
+
+    def capacity(self) -> list[capacity.NodeCapacity]:
+        """Each node's generic resources (GPUs): those its engine advertises, and those assigned to the tasks
+        Swarm keeps on it (desired running: starting, running, or being replaced)."""
+        held: dict[str, dict[str, int]] = {}
+        for t in self.client.api.tasks(filters={"desired-state": "running"}):
+            node = held.setdefault(t.get("NodeID", ""), {})
+            for kind, n in capacity.count(t.get("AssignedGenericResources")).items():
+                node[kind] = node.get(kind, 0) + n
+        return [capacity.NodeCapacity(
+            node=n.attrs["Description"]["Hostname"],
+            takes_tasks=n.attrs["Status"]["State"] == "ready" and n.attrs["Spec"]["Availability"] == "active",
+            advertised=capacity.count(n.attrs["Description"].get("Resources", {}).get("GenericResources")),
+            held=held.get(n.id, {})) for n in self.client.nodes.list()]
 
     def task_nodes(self) -> int:
         """The nodes that take tasks: ready and active (not down, drained or paused)."""

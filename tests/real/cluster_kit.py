@@ -4,19 +4,22 @@ up once a session (reused when it runs) and takes it down at the end, unless FLE
 runs from the host as from an operator's laptop: DOCKER_HOST=tcp://127.0.0.1:31376 with TLS, and no
 CONSUL_HTTP_ADDR (fleet finds the stack's Consul on its node). Node i publishes its gateway on
 127.0.0.1:3i080; load loops go there, bounded in count and time."""
+import json
 import os
 import shlex
 import subprocess
 import sys
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import consul
 import docker
+import httpx
 
 from fleet.adapters.consul import Catalog
 from fleet.adapters.swarm import API_VERSION, Swarm
-from tests.helpers import wait_until
+from tests.helpers import SAMPLE, LoadLoop, wait_until
 from tests.real.conftest import CA, ROOT, SECRETS
 
 NAME = "fleetcluster"
@@ -133,3 +136,40 @@ def bring_up() -> Cluster:
 def take_down() -> None:
     if os.environ.get("FLEET_KEEP_CLUSTER") != "1":
         subprocess.run(["bash", str(ROOT / "scripts/cluster.sh"), "down"], check=True, timeout=300, env=local_env())
+
+
+def stable_spec(c: Cluster) -> tuple[str, int]:
+    svc = c.swarm.service(f"{NAME}_inference")
+    return svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0], svc.attrs["Version"]["Index"]
+
+
+def canary_gone(c: Cluster) -> bool:
+    return (c.swarm.service(f"{NAME}_inference-canary") is None
+            and not any(i.role == "canary" for i in c.catalog.instances(c.consul_service)))
+
+
+def rollout(c: Cluster, image: str, *args: str, timeout: float = 400) -> tuple[subprocess.CompletedProcess, dict]:
+    p = c.fleet("rollout", "--canary", "--image", image, "--json", *args, timeout=timeout)
+    return p, json.loads(p.stdout) if p.stdout.strip() else {}
+
+
+@contextmanager
+def clients(*nodes: int, seconds: float = 240):
+    """A bounded load loop through each given node's gateway (node i: 127.0.0.1:3i080), already sending.
+    Each gateway serves first: a node an earlier test stopped is ready in Swarm before its gateway's new
+    task listens, and a client's failure there belongs to no rollout."""
+    for i in nodes:
+        wait_until(lambda: serves(f"http://127.0.0.1:3{i}080/predict"), 120, f"fleet-node{i}'s gateway to serve")
+    with ExitStack() as stack:
+        loads = [stack.enter_context(LoadLoop(f"http://127.0.0.1:3{i}080/predict", max_requests=int(seconds * 60),
+                                              max_seconds=seconds)) for i in nodes]
+        wait_until(lambda: all(load.total >= 10 for load in loads), 30, "the load loops to start")
+        yield loads
+
+
+def serves(url: str) -> bool:
+    return httpx.post(url, json={"inputs": SAMPLE}, timeout=10).status_code == 200
+
+
+def failed(loads) -> list:
+    return [f for load in loads for f in load.failures]

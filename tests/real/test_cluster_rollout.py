@@ -12,13 +12,13 @@ import subprocess
 import tarfile
 import time
 import uuid
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 
-import httpx
 import pytest
 
-from tests.helpers import SAMPLE, LoadLoop, wait_until
-from tests.real.cluster_kit import NAME, REGISTRY, Cluster, local_env, push, remove_stack
+from tests.helpers import wait_until
+from tests.real.cluster_kit import (NAME, REGISTRY, Cluster, canary_gone, clients, failed, local_env, push, remove_stack,
+                                    rollout, stable_spec)
 
 REPLICAS = "2"
 WORKERS_ONLY = """version: "3.8"
@@ -55,49 +55,12 @@ def tiny_tar() -> bytes:
     return tar.getvalue()
 
 
-def stable_spec(c: Cluster) -> tuple[str, int]:
-    svc = c.swarm.service(f"{NAME}_inference")
-    return svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0], svc.attrs["Version"]["Index"]
-
-
-def canary_gone(c: Cluster) -> bool:
-    return (c.swarm.service(f"{NAME}_inference-canary") is None
-            and not any(i.role == "canary" for i in c.catalog.instances(c.consul_service)))
-
-
 def workers_whole(c: Cluster) -> bool:
     """The stable's replicas running on the workers and passing in Consul, and no canary left."""
     running = {t.id: t.node for t in c.tasks()}
     passing = [i for i in c.catalog.instances(c.consul_service) if i.status == "passing" and i.task_id in running]
     return len(running) == int(REPLICAS) and "fleet-node1" not in running.values() \
         and len(passing) == int(REPLICAS) and canary_gone(c)
-
-
-def rollout(c: Cluster, image: str, *args: str, timeout: float = 400) -> tuple[subprocess.CompletedProcess, dict]:
-    p = c.fleet("rollout", "--canary", "--image", image, "--json", *args, timeout=timeout)
-    return p, json.loads(p.stdout) if p.stdout.strip() else {}
-
-
-@contextmanager
-def clients(*nodes: int, seconds: float = 240):
-    """A bounded load loop through each given node's gateway (node i: 127.0.0.1:3i080), already sending.
-    Each gateway serves first: a node an earlier test stopped is ready in Swarm before its gateway's new
-    task listens, and a client's failure there belongs to no rollout."""
-    for i in nodes:
-        wait_until(lambda: serves(f"http://127.0.0.1:3{i}080/predict"), 120, f"fleet-node{i}'s gateway to serve")
-    with ExitStack() as stack:
-        loads = [stack.enter_context(LoadLoop(f"http://127.0.0.1:3{i}080/predict", max_requests=int(seconds * 60),
-                                              max_seconds=seconds)) for i in nodes]
-        wait_until(lambda: all(load.total >= 10 for load in loads), 30, "the load loops to start")
-        yield loads
-
-
-def serves(url: str) -> bool:
-    return httpx.post(url, json={"inputs": SAMPLE}, timeout=10).status_code == 200
-
-
-def failed(loads) -> list:
-    return [f for load in loads for f in load.failures]
 
 
 @contextmanager

@@ -132,3 +132,22 @@ def test_a_mode_change_is_named_with_its_fix():
     (msg,) = mode_changes(doc, "s", live)
     assert "s_gateway runs replicated but the file says global" in msg and "docker service rm s_gateway" in msg
     assert mode_changes(doc, "s", {"s_gateway": "global"}) == []
+
+
+GPU_RESERVATION = {"reservations": {"generic_resources": [{"discrete_resource_spec": {"kind": "NVIDIA-GPU", "value": 1}}]}}
+
+
+@pytest.mark.parametrize("replicas,gpus,expected", [
+    (3, {"NVIDIA-GPU": 2}, {(Severity.ERROR, "deploy.resources.reservations.generic_resources")}),
+    (3, {}, {(Severity.ERROR, "deploy.resources.reservations.generic_resources")}),  # a Swarm without GPUs
+    (2, {"NVIDIA-GPU": 2}, {(Severity.WARNING, "deploy.resources.reservations.generic_resources")}),  # none for a canary
+    (2, {"NVIDIA-GPU": 3}, set()),
+])
+def test_replicas_reserving_more_gpus_than_the_swarm_advertises_are_an_error(replicas, gpus, expected):
+    doc = doc_with(deploy__replicas=replicas, deploy__resources=GPU_RESERVATION)
+    found = lint(doc, resources=gpus)
+    assert {(f.severity, f.key) for f in found} == expected
+    if expected and min(expected)[0] is Severity.ERROR:
+        assert f"{replicas} replicas reserve 1 NVIDIA-GPU each ({replicas}) but the Swarm's nodes taking tasks " \
+               f"advertise {gpus.get('NVIDIA-GPU', 0)}" in found[0].message
+    assert not any("generic_resources" in f.key for f in lint(doc))  # resources unknown: nothing said of them
