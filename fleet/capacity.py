@@ -54,11 +54,11 @@ def replicas_that_fit(per_replica: dict[str, int], nodes: list[NodeCapacity]) ->
 
 
 def describe(per_replica: dict[str, int], nodes: list[NodeCapacity]) -> str:
-    """e.g. 'NVIDIA-GPU free: fleet-node1 0/1, fleet-node2 0/1 (down)'."""
+    """e.g. 'NVIDIA-GPU free: fleet-node1 0/1, fleet-node2 0/1 (not taking tasks)'."""
     parts = []
     for kind in per_replica:
-        each = ", ".join(f"{n.node} {n.free(kind)}/{n.advertised.get(kind, 0)}" + ("" if n.takes_tasks else " (not taking tasks)")
-                         for n in nodes)
+        each = ", ".join(f"{n.node} {n.free(kind)}/{n.advertised.get(kind, 0)}"
+                         + ("" if n.takes_tasks else " (not taking tasks)") for n in nodes)
         parts.append(f"{kind} free: {each or 'no nodes'}")
     return "; ".join(parts)
 
