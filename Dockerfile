@@ -3,12 +3,14 @@
 # PIP_ARGS pointing pip at the locked wheels the host downloaded and checked (build/wheelhouse), served on
 # 127.0.0.1 to this build (docker build --network host), so the wheels never become a layer of the image.
 # The service without a model: fleet/inference:base. `fleet build` puts a model package on it, the demo's
-# fleet/inference:1 and :2 included (scripts/images.sh).
+# fleet/inference:1 and :2 included (scripts/images.sh). LOCK=services/inference/requirements-cuda.lock
+# makes the same service on torch's CUDA build: fleet/inference:cuda-base (scripts/images.sh cuda).
 ARG BASE=python:3.11-slim
 FROM ${BASE} AS service
 ARG PIP_ARGS=""
+ARG LOCK=services/inference/requirements.lock
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
-COPY services/inference/requirements.lock /tmp/requirements.lock
+COPY ${LOCK} /tmp/requirements.lock
 # Exactly the locked wheels, each checked against its sha256 (scripts/lock-requirements.sh). Then the
 # parts of torch the service never loads (C++ headers, test binaries and libraries, protoc): about 190 MB.
 # torch/bin/torch_shm_manager stays: `import torch` looks for it.

@@ -2,7 +2,7 @@
 # Both install what is missing first (Python env, Docker engine + Swarm, Consul, images).
 PY := .venv/bin/python
 
-.PHONY: setup demo test unit bench clean cluster cluster-down
+.PHONY: setup demo test unit bench clean cluster cluster-down cuda-image
 
 setup:
 	bash scripts/setup.sh
@@ -30,6 +30,10 @@ bench: setup
 	$(PY) bench/rollout_bench.py
 	$(PY) bench/consul_restart_bench.py
 	$(PY) bench/scale_bench.py
+
+# fleet/inference:cuda-base, :1-cuda and :2-cuda: the service on torch's CUDA build (several GB; not in CI)
+cuda-image: setup
+	bash scripts/images.sh cuda
 
 # a disposable 3-node Swarm of docker-in-docker nodes with a registry (scripts/cluster.sh; README, "Several nodes")
 cluster: setup

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Build fleet's images: fleet/inference:base (no model), :1 and :2 (model versions), fleet/gateway:1, fleet/consul:1.8.7,
 # fleet/prometheus:2.42.
-#   scripts/images.sh [bases|train|models]   (all by default)
+#   scripts/images.sh [bases|train|models|cuda]   (all but cuda by default)
 # bases: everything that needs no .venv (scripts/setup.sh runs it while .venv installs), given the locked
 # wheels (scripts/wheels.sh); train: the demo's model versions, trained with .venv (setup.sh: as soon as
 # .venv is ready); models: their images (training them first where needed).
+# cuda: fleet/inference:cuda-base, the same service on torch's CUDA build (requirements-cuda.lock), and the
+# demo's versions on it, fleet/inference:1-cuda and :2-cuda. Never in CI: its wheels are several GB. It
+# needs no GPU to build (each model's dry run in the image runs on the CPU); the NVIDIA driver comes from
+# the node at run time (README, "GPUs").
 # Where a registry answers, the official bases are used (python:3.11-slim, haproxy:2.6); otherwise the
 # local Debian base from scripts/base-image.sh, with Python wheels downloaded on the host.
 # Docker's layer cache makes a second run take seconds.
@@ -18,11 +22,11 @@ log() { echo "[images] $*" >&2; }
 build() { local out; out=$(docker build -q "$@" 2>&1) || { echo "$out" >&2; return 1; }; }
 pulled() { timeout 120 docker pull -q "$1" >/dev/null 2>&1; }
 
-# An HTTP server on 127.0.0.1 for build/wheelhouse, for the build of fleet/inference:base (on the host's
+# An HTTP server on 127.0.0.1 for a wheelhouse (build/wheelhouse), for the build of a service image (on the host's
 # network): pip installs the wheels from it, and they never become a layer of the image.
 serve_wheels() {
-  local port_file=$1
-  python3 - "$root/build/wheelhouse" "$port_file" <<'PY' >/dev/null 2>&1 &
+  local dir=$1 port_file=$2
+  python3 - "$root/$dir" "$port_file" <<'PY' >/dev/null 2>&1 &
 import functools, http.server, pathlib, sys
 handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -32,7 +36,7 @@ PY
   echo $!
 }
 
-bases() {
+pick_bases() {
   # Bases: pull where a registry answers, else the local offline base.
   if pulled python:3.11-slim && pulled haproxy:2.6; then
     py_base=python:3.11-slim; gw_base=haproxy:2.6
@@ -40,16 +44,25 @@ bases() {
     bash scripts/base-image.sh
     py_base=${FLEET_LOCAL_BASE:-fleet/base:bookworm}; gw_base=$py_base
   fi
-  bash scripts/wheels.sh
-  log "fleet/inference:base (base $py_base): the service without a model"
-  local port_file server
+}
+
+# The service without a model, TAG, from the wheels of LOCK (downloaded into WHEELHOUSE and checked).
+service_image() {
+  local tag=$1 lock=$2 wheelhouse=$3 port_file server
+  LOCK=$lock WHEELHOUSE=$wheelhouse bash scripts/wheels.sh
+  log "$tag (base $py_base, $lock): the service without a model"
   port_file=$(mktemp)
-  server=$(serve_wheels "$port_file")
+  server=$(serve_wheels "$wheelhouse" "$port_file")
   for _ in $(seq 1 100); do [ -s "$port_file" ] && break; sleep 0.1; done
-  build -t fleet/inference:base --network host --build-arg "BASE=$py_base" \
+  build -t "$tag" --network host --build-arg "BASE=$py_base" --build-arg "LOCK=$lock" \
     --build-arg "PIP_ARGS=--no-index --find-links http://127.0.0.1:$(cat "$port_file")/" . \
     || { kill "$server"; rm -f "$port_file"; exit 1; }
   kill "$server"; rm -f "$port_file"
+}
+
+bases() {
+  pick_bases
+  service_image fleet/inference:base services/inference/requirements.lock build/wheelhouse
   log "fleet/gateway:1 (base $gw_base)"
   build -t fleet/gateway:1 --build-arg "BASE=$gw_base" stacks/gateway
   if ! docker image inspect fleet/consul:1.8.7 >/dev/null 2>&1; then
@@ -83,20 +96,25 @@ train() {
   fi
 }
 
+# The demo's versions, as users bring theirs: each model package on BASE with `fleet build`, tagged
+# fleet/inference:<version><SUFFIX>, so they share every layer but their own model's.
 models() {
+  local base=${1:-fleet/inference:base} suffix=${2:-} pids=()
   train
-
-  # The demo's versions, as users bring theirs: each model package on the base with `fleet build`, so they
-  # share every layer but their own model's.
   # Both at once: each mostly waits on the engine and its dry run in the image.
-  local pids=()
   for v in 1 2; do
-    log "fleet/inference:$v: fleet build build/models/v$v"
-    (out=$("$py" -m fleet.cli build "build/models/v$v" --tag "fleet/inference:$v" --json 2>&1) \
+    log "fleet/inference:$v$suffix: fleet build build/models/v$v on $base"
+    (out=$("$py" -m fleet.cli build "build/models/v$v" --base "$base" --tag "fleet/inference:$v$suffix" --json 2>&1) \
       || { echo "$out" >&2; exit 1; }) &
     pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid"; done
+}
+
+cuda() {
+  pick_bases
+  service_image fleet/inference:cuda-base services/inference/requirements-cuda.lock build/wheelhouse-cuda
+  models fleet/inference:cuda-base -cuda
 }
 
 case $stage in
@@ -104,6 +122,7 @@ case $stage in
   train) train; exit 0 ;;
   models) models ;;
   all) bases; models ;;
-  *) echo "usage: scripts/images.sh [bases|train|models]" >&2; exit 2 ;;
+  cuda) cuda ;;
+  *) echo "usage: scripts/images.sh [bases|train|models|cuda]" >&2; exit 2 ;;
 esac
 log "done: $(docker images --format '{{.Repository}}:{{.Tag}}' 'fleet/*' | sort | tr '\n' ' ')"

@@ -117,13 +117,15 @@ class Swarm:
         held: dict[str, dict[str, int]] = {}
         for t in self.client.api.tasks(filters={"desired-state": "running"}):
             node = held.setdefault(t.get("NodeID", ""), {})
-            for kind, n in capacity.count(t.get("AssignedGenericResources")).items():
+            # the engine API names swarmkit's AssignedGenericResources "GenericResources" on a task
+            for kind, n in capacity.count(t.get("GenericResources")).items():
                 node[kind] = node.get(kind, 0) + n
+        nodes = sorted(self.client.nodes.list(), key=lambda n: n.attrs["Description"]["Hostname"])
         return [capacity.NodeCapacity(
             node=n.attrs["Description"]["Hostname"],
             takes_tasks=n.attrs["Status"]["State"] == "ready" and n.attrs["Spec"]["Availability"] == "active",
             advertised=capacity.count(n.attrs["Description"].get("Resources", {}).get("GenericResources")),
-            held=held.get(n.id, {})) for n in self.client.nodes.list()]
+            held=held.get(n.id, {})) for n in nodes]
 
     def task_nodes(self) -> int:
         """The nodes that take tasks: ready and active (not down, drained or paused)."""

@@ -39,7 +39,7 @@ def gc(cluster_session, tmp_path_factory):
 def assigned(c: Cluster) -> dict[str, str]:
     """task id -> the GPU Swarm assigned it, for the stable's tasks desired running."""
     tasks = c.swarm.client.api.tasks(filters={"service": f"{NAME}_inference", "desired-state": "running"})
-    return {t["ID"]: r["NamedResourceSpec"]["Value"] for t in tasks for r in t.get("AssignedGenericResources") or []
+    return {t["ID"]: r["NamedResourceSpec"]["Value"] for t in tasks for r in t.get("GenericResources") or []
             if r.get("NamedResourceSpec", {}).get("Kind") == "NVIDIA-GPU"}
 
 
@@ -58,15 +58,16 @@ def test_2_a_canary_with_every_gpu_taken_is_refused_before_anything_changes(gc):
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert doc["error"].startswith("the canary needs 1 NVIDIA-GPU for each of its 1 replica(s) and the cluster has "
                                    "room for 0"), doc
-    assert "fleet-node1 0/1, " in doc["error"] and "scale the stable down" in doc["error"], doc
+    assert "fleet-node1 0/1" in doc["error"] and "scale the stable down" in doc["error"], doc
     assert stable_spec(gc) == before and canary_gone(gc)
 
 
 def test_3_a_promotion_on_a_full_cluster_goes_one_replica_at_a_time_with_no_failed_request(gc):
     """2 stable replicas and the canary hold the 3 GPUs: the promotion has none free, so it stops one old
     replica before starting its successor, one at a time."""
-    gc.swarm.client.services.get(f"{NAME}_inference").scale(2)
-    wait_until(lambda: len(assigned(gc)) == 2 and len(gc.passing()) == 2, 180, "2 replicas, one GPU free")
+    gc.docker("service", "scale", "--detach", f"{NAME}_inference=2")  # docker-py's scale() replaces every task
+    wait_until(lambda: len(assigned(gc)) == 2 and len(gc.passing()) == 2
+               and sum(n.free("NVIDIA-GPU") for n in gc.swarm.capacity()) == 1, 180, "2 replicas, one GPU free")
     image = push("fleet/inference:2", f"inference:gpu-{uuid.uuid4().hex[:8]}")
     with clients(1) as loads:
         p, doc = rollout(gc, image, "--steps", "50", "--step-duration", "15s")
