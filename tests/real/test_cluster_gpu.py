@@ -4,11 +4,14 @@ still run on CPU), so Swarm's placement by GPU, a canary refused for want of one
 cluster are Swarm's own. Clients go through the manager's gateway, bounded in count and time.
 """
 import json
+import subprocess
+import sys
 import uuid
 
 import pytest
 
 from tests.helpers import wait_until
+from tests.real.conftest import ROOT
 from tests.real.cluster_kit import NAME, Cluster, canary_gone, clients, failed, push, remove_stack, rollout, stable_spec
 
 GPU_RESERVATION = """version: "3.8"
@@ -81,3 +84,18 @@ def test_3_a_promotion_on_a_full_cluster_goes_one_replica_at_a_time_with_no_fail
     assert total > 100 and failed(loads) == [], failed(loads)[:5]
     wait_until(lambda: len(assigned(gc)) == 2 and canary_gone(gc), 120, "the promoted replicas each on a GPU")
     assert len(set(assigned(gc).values())) == 2
+
+
+@pytest.mark.parametrize("replicas", [3, 4])
+def test_4_fleet_lint_counts_the_swarms_gpus(gc, replicas):
+    """Against the 3 fake GPUs the nodes advertise: 4 replicas of one GPU each is an error, 3 a warning."""
+    p = subprocess.run([sys.executable, "-m", "fleet.cli", "lint", *gc.stack_files, "--json"], cwd=ROOT, text=True,
+                       capture_output=True, env=gc.fleet_env(FLEET_REPLICAS=str(replicas)), timeout=120)
+    gpu = [f for f in json.loads(p.stdout)["findings"] if "generic_resources" in f["key"]]
+    assert len(gpu) == 1, (p.stdout, p.stderr)
+    if replicas == 4:
+        assert p.returncode == 2 and gpu[0]["severity"] == "error", gpu
+        assert gpu[0]["message"].startswith("4 replicas reserve 1 NVIDIA-GPU each (4) but the Swarm's nodes taking "
+                                            "tasks advertise 3: 1 would stay pending"), gpu
+    else:
+        assert p.returncode == 0 and gpu[0]["severity"] == "warning" and "none is left for a canary" in gpu[0]["message"]
