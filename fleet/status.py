@@ -52,8 +52,13 @@ def status(swarm: Swarm, catalog: Catalog, stack: str) -> dict:
                             "output": by_task[t.id].output} if t.id in by_task else None),
             } for t in tasks],
         })
-    return {"stack": stack, "services": services, "nodes": nodes, "consul_error": consul_error,
-            "rollouts": [] if consul_error else rollouts(catalog, stack)}
+    found = []
+    if not consul_error:
+        try:
+            found = rollouts(catalog, stack)
+        except ConsulUnavailable as e:  # Consul lost since the catalog answered: said, never a traceback
+            consul_error = str(e)
+    return {"stack": stack, "services": services, "nodes": nodes, "consul_error": consul_error, "rollouts": found}
 
 
 def node_flag(node: dict) -> str | None:
@@ -68,7 +73,8 @@ def rollouts(catalog: Catalog, stack: str) -> list[dict]:
     """Rollouts in progress, from Consul KV; `orphaned` when no fleet process holds the lock (the
     controller died): `fleet rollout --resume` finishes or reverts them."""
     found = []
-    for svc in sorted({s["Key"].split("/")[3] for s in catalog.consul.kv.get(f"fleet/rollouts/{stack}/", recurse=True)[1] or []}):
+    _, keys = call(catalog.consul.kv.get, f"fleet/rollouts/{stack}/", recurse=True)
+    for svc in sorted({s["Key"].split("/")[3] for s in keys or []}):
         store = Store(catalog.consul, stack, svc)
         doc = store.load()
         if doc:
