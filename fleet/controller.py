@@ -64,8 +64,9 @@ class Target:
 
     @property
     def consul_name(self) -> str:
-        """The Consul service of the replicas (`<stack>-inference` with the stack's file)."""
-        return consul_name(self.stable_name, self.stable().attrs["Spec"], default=self.service)
+        """The Consul service of the replicas (`<stack>-inference` with the stack's file); without
+        FLEET_SERVICE_NAME, the replica's own default, as `fleet status` reads it too."""
+        return consul_name(self.stable_name, self.stable().attrs["Spec"])
 
     def gateway_endpoints(self) -> Endpoints:
         """The gateway's ops port (per-role routes) on every live node that runs one, or --gateway's URLs."""

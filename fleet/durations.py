@@ -1,4 +1,5 @@
-"""Go-style durations as Docker and Consul write them ("1m30s", "500ms", "2h"): parse and format. Pure."""
+"""Go-style durations as Docker and Consul write them ("1m30s", "500ms", "2h"), and Docker's nanoseconds,
+read as seconds. Pure."""
 import re
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}

@@ -72,3 +72,18 @@ PASSED_CHECK = {"ExitCode": 0, "Output": '{"phase":"ready"}'}
 ])
 def test_a_container_that_exited_is_stopped_not_unhealthy(state, expected):
     assert health_of(state) == expected
+
+
+def test_the_consul_name_without_fleet_service_name_is_the_replicas_default_whatever_the_service():
+    """A stack whose service is not called `inference` and sets no FLEET_SERVICE_NAME: its replicas register
+    as `inference` (fleet_inference/config.py), and the rollout's target looks there, as `fleet status` does."""
+    from types import SimpleNamespace
+
+    from fleet.controller import Target
+    spec = {"TaskTemplate": {"ContainerSpec": {"Env": ["CONSUL_HTTP_ADDR=consul:8500"]}}, "Labels": {}}
+    swarm = SimpleNamespace(service=lambda name: SimpleNamespace(attrs={"Spec": spec}))
+    t = Target("shop", "model", swarm, catalog=None, store=None)
+    assert t.consul_name == "inference"
+    named = {**spec, "TaskTemplate": {"ContainerSpec": {"Env": ["FLEET_SERVICE_NAME={{.Service.Name}}-x"]}}}
+    swarm.service = lambda name: SimpleNamespace(attrs={"Spec": named})
+    assert t.consul_name == "shop_model-x"
