@@ -98,10 +98,18 @@ def build(model_dir: Path = typer.Argument(..., help="the model package: weights
         check = doc["check"]
         golden = (f"golden accuracy {check['golden_accuracy']:.4f}" if "golden_accuracy" in check
                   else f"golden outputs within {check['golden_max_difference']:g}")
-        inputs = ", ".join(f"{i['name']} {i['shape']} {i['datatype']}" for i in check["inputs"])
+        inputs = inputs_text(check)
         err.print(f"built {tag}: model {check['name']} version {check['version']}, input {inputs}, "
                   f"output {check['output']} {check['output_shape']}, {golden} on {check['golden_rows']} rows"
                   + (f"; pushed as {doc['digest']}" if push else ""), highlight=False)
+
+
+def inputs_text(check: dict) -> str:
+    """The model's inputs as the image's check reported them; a base image older than models of several
+    inputs reports only `input_shape` (and `input_dtype`)."""
+    if "inputs" in check:
+        return ", ".join(f"{i['name']} {i['shape']} {i['datatype']}" for i in check["inputs"])
+    return f"{check.get('input_shape')} {check.get('input_dtype', 'FP32')}"
 
 
 @app.command()
