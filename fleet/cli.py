@@ -18,7 +18,7 @@ from .adapters.builder import Builder
 from .adapters.consul import Catalog, client as consul_client
 from .adapters.swarm import EngineUnavailable, Swarm
 from .convergence import State
-from .deploy import advertised_resources, deploy as run_deploy, parse_images, routing_mesh_available, task_nodes
+from .deploy import deploy as run_deploy, parse_images, routing_mesh_available, swarm_facts
 from .errors import BadInput, FleetError, OperationFailed, Unreachable
 from .rollout import Phase, Rollout
 from .status import status as read_status, watch_rollouts
@@ -58,8 +58,7 @@ def progress_table(verdicts) -> Table:
 def lint(files: list[Path] = FILES, as_json: bool = JSON):
     """Check a stack file for what would make rollouts unsafe. Exit 2 on errors."""
     try:
-        findings = stackfile.lint(stackfile.load(files), routing_mesh=routing_mesh_available(), nodes=task_nodes(),
-                                  resources=advertised_resources())
+        findings = stackfile.lint(stackfile.load(files), routing_mesh=routing_mesh_available(), **swarm_facts())
     except FleetError as e:
         fail(e, as_json)
     errors = [f for f in findings if f.severity is stackfile.Severity.ERROR]

@@ -61,28 +61,21 @@ def mode_changes(doc: dict, stack: str, live: dict[str, str]) -> list[str]:
     return found
 
 
-def task_nodes(swarm: Swarm | None = None) -> int | None:
-    """The Swarm's nodes that take tasks (ready and active); None when no engine answers (lint works offline)."""
+def swarm_facts(swarm: Swarm | None = None) -> dict:
+    """What `fleet lint` weighs a stack file against (stackfile.lint's keyword arguments): the nodes that take
+    tasks (ready and active), the managers, and the generic resources (GPUs) the task-taking nodes advertise,
+    kind -> how many. All None when no engine answers: lint works offline."""
     try:
         swarm = swarm or Swarm()
-        return swarm.task_nodes()
-    except (EngineUnavailable, DockerException, OSError):
-        return None
-
-
-def advertised_resources(swarm: Swarm | None = None) -> dict[str, int] | None:
-    """The generic resources (GPUs) the nodes taking tasks advertise, kind -> how many; None when no engine
-    answers."""
-    try:
-        swarm = swarm or Swarm()
-        total: dict[str, int] = {}
+        resources: dict[str, int] = {}
         for node in swarm.capacity():
             if node.takes_tasks:
                 for kind, n in node.advertised.items():
-                    total[kind] = total.get(kind, 0) + n
-        return total
+                    resources[kind] = resources.get(kind, 0) + n
+        return {"nodes": swarm.task_nodes(), "managers": sum(n["role"] == "manager" for n in swarm.nodes()),
+                "resources": resources}
     except (EngineUnavailable, DockerException, OSError):
-        return None
+        return {"nodes": None, "managers": None, "resources": None}
 
 
 def deploy(files: list[Path], stack: str, images: dict[str, str], timeout: float, consul_addr: str | None,
@@ -170,8 +163,7 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
         raise BadInput(f"--image names {unknown}, not in the stack file (services: {sorted(doc['services'])})")
     for name, image in images.items():
         doc["services"][name] = {**doc["services"][name], "image": image}
-    findings = stackfile.lint(doc, routing_mesh=routing_mesh_available(), nodes=task_nodes(swarm),
-                              resources=advertised_resources(swarm))
+    findings = stackfile.lint(doc, routing_mesh=routing_mesh_available(), **swarm_facts(swarm))
     errors = [f for f in findings if f.severity is stackfile.Severity.ERROR]
     if errors:
         raise BadInput("the stack file has errors; nothing was deployed:\n" + "\n".join(map(str, errors)))

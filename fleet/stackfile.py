@@ -80,13 +80,44 @@ def reserved_resources(deploy: dict) -> dict[str, int]:
     return wanted
 
 
+def nodes_matching(constraints: list[str] | None, nodes: int | None, managers: int | None) -> int | None:
+    """How many of the Swarm's nodes placement constraints leave a task, when the facts tell: 1 for a pin to
+    one node (node.hostname, node.id or a node label), the managers for `node.role == manager`, the others for
+    `node.role == worker`; None when unknown. Pure."""
+    if not constraints:
+        return nodes
+    said = [re.sub(r"\s+", "", c) for c in constraints]
+    if any(c.startswith(("node.hostname==", "node.id==", "node.labels.")) and "==" in c for c in said):
+        return 1
+    if "node.role==manager" in said:
+        return managers
+    if "node.role==worker" in said:
+        return None if nodes is None or managers is None else max(0, nodes - managers)
+    return nodes
+
+
+def consul_servers(command) -> int | None:
+    """The server count a Consul agent's command expects (`agent -server -bootstrap-expect=N`); None for a
+    command that starts no Consul server. Pure."""
+    args = command.split() if isinstance(command, str) else [str(a) for a in command or []]
+    if "-server" not in args:
+        return None
+    for i, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("-bootstrap-expect=") else \
+            args[i + 1] if arg == "-bootstrap-expect" and i + 1 < len(args) else None
+        if value is not None:
+            return int(value) if value.isdigit() else None
+    return 1 if "-bootstrap" in args else None
+
+
 def lint(doc: dict, routing_mesh: bool = True, nodes: int | None = None,
-         resources: dict[str, int] | None = None) -> list[Finding]:
+         resources: dict[str, int] | None = None, managers: int | None = None) -> list[Finding]:
     """Findings for a stack document, errors first. Pure: reads only `doc` and the facts given.
 
     routing_mesh: whether the engine can route ingress-mode ports (it needs IPVS in the kernel).
     nodes: the Swarm's nodes that take tasks (ready, active), when known.
     resources: the generic resources (GPUs) those nodes advertise, kind -> how many, when known.
+    managers: the Swarm's manager nodes, when known.
     """
     found: list[Finding] = []
     for name, svc in sorted((doc.get("services") or {}).items()):
@@ -168,6 +199,20 @@ def lint(doc: dict, routing_mesh: bool = True, nodes: int | None = None,
                     f"named volume {source!r} without a placement constraint: a volume lives on the node that "
                     "made it, so a task moved to another node starts with an empty one; pin the service "
                     "(placement.constraints, e.g. node.role == manager or a node label)")
+            elif kind == "volume" and source and not source.startswith(("/", ".")):
+                matching = nodes_matching(placed, nodes, managers)
+                if matching is not None and matching > 1:
+                    add(Severity.WARNING, "deploy.placement.constraints",
+                        f"named volume {source!r} is pinned only by {' and '.join(placed)}, which {matching} nodes "
+                        "of this Swarm match: Swarm may reschedule the task to another of them, where the volume "
+                        "is empty (for Consul: fleet's rollouts, history and live config gone); pin it to one "
+                        "node (node.hostname == <node>, or a node label set on that node only)")
+        servers = consul_servers(svc.get("command"))
+        if servers is not None and nodes is not None and nodes > 1 and servers - (servers // 2 + 1) < 1:
+            add(Severity.WARNING, "command",
+                f"{servers} Consul server(s) (-bootstrap-expect={servers}) on a Swarm of {nodes} nodes cannot keep "
+                "quorum when one is lost: the node it runs on is the control plane's single point of failure "
+                "(rollouts stop, replicas cannot register); run 3 servers, each on a node of its own")
         # A host-mode port cannot be held by two tasks on one node, so start-first is not an option there.
         if update.get("order", "stop-first") == "stop-first" and replicas == 1 and not host_ports:
             add(Severity.WARNING, "deploy.update_config.order",

@@ -151,3 +151,50 @@ def test_replicas_reserving_more_gpus_than_the_swarm_advertises_are_an_error(rep
         assert f"{replicas} replicas reserve 1 NVIDIA-GPU each ({replicas}) but the Swarm's nodes taking tasks " \
                f"advertise {gpus.get('NVIDIA-GPU', 0)}" in found[0].message
     assert not any("generic_resources" in f.key for f in lint(doc))  # resources unknown: nothing said of them
+
+
+@pytest.mark.parametrize("constraints,nodes,managers,flagged", [
+    (["node.role == manager"], 3, 1, False),  # one manager: the role is a pin to it
+    (["node.role == manager"], 3, 3, True),  # three managers: Swarm may move it to an empty volume
+    (["node.role == manager"], None, None, False),  # the Swarm unknown (offline): nothing said
+    (["node.role == manager", "node.hostname == node1"], 3, 3, False),
+    (["node.labels.consul == 1"], 3, 3, False),
+    (["node.role==worker"], 3, 1, True),
+    (["node.platform.os == linux"], 3, 1, True),
+    (["node.platform.os == linux"], 1, 1, False),
+])
+def test_a_named_volume_pinned_only_by_what_several_nodes_match_is_a_warning(constraints, nodes, managers, flagged):
+    doc = doc_with(volumes=["data:/data"], deploy__placement={"constraints": constraints})
+    found = [f for f in lint(doc, nodes=nodes, managers=managers) if f.key == "deploy.placement.constraints"]
+    assert bool(found) is flagged, found
+    if flagged:
+        assert found[0].severity is Severity.WARNING and "'data' is pinned only by" in found[0].message
+        assert "node.hostname == <node>" in found[0].message
+
+
+@pytest.mark.parametrize("command,nodes,flagged", [
+    (["agent", "-server", "-bootstrap-expect=1", "-data-dir=/consul/data"], 3, True),
+    (["agent", "-server", "-bootstrap-expect=2"], 3, True),  # 2 servers: losing one loses quorum
+    (["agent", "-server", "-bootstrap-expect=3"], 3, False),
+    ("agent -server -bootstrap-expect 5", 5, False),
+    (["agent", "-server", "-bootstrap-expect=1"], 1, False),  # one node: nothing to spread over
+    (["agent", "-server", "-bootstrap-expect=1"], None, False),  # the Swarm unknown
+    (["agent", "-retry-join=consul"], 3, False),  # a client agent
+])
+def test_consul_servers_that_cannot_keep_quorum_when_a_node_is_lost_are_a_warning(command, nodes, flagged):
+    doc = doc_with(command=command)
+    found = [f for f in lint(doc, nodes=nodes) if f.key == "command"]
+    assert bool(found) is flagged, found
+    if flagged:
+        assert found[0].severity is Severity.WARNING and "cannot keep quorum when one is lost" in found[0].message
+
+
+def test_the_shipped_stack_warns_of_its_single_consul_server_only_on_several_nodes():
+    from pathlib import Path
+
+    from fleet.stackfile import load
+    doc = load([Path(__file__).resolve().parents[2] / "docker-stack.yml"])
+    assert not [f for f in lint(doc, nodes=1, managers=1) if f.key == "command"]
+    (single,) = [f for f in lint(doc, nodes=3, managers=1) if f.key == "command"]
+    assert single.service == "consul" and single.message.startswith("1 Consul server(s) (-bootstrap-expect=1) on a "
+                                                                     "Swarm of 3 nodes")
