@@ -91,7 +91,8 @@ def test_4_fleet_lint_counts_the_swarms_gpus(gc, replicas):
     """Against the 3 fake GPUs the nodes advertise: 4 replicas of one GPU each is an error, 3 a warning."""
     p = subprocess.run([sys.executable, "-m", "fleet.cli", "lint", *gc.stack_files, "--json"], cwd=ROOT, text=True,
                        capture_output=True, env=gc.fleet_env(FLEET_REPLICAS=str(replicas)), timeout=120)
-    gpu = [f for f in json.loads(p.stdout)["findings"] if "generic_resources" in f["key"]]
+    findings = json.loads(p.stdout)["findings"]
+    gpu = [f for f in findings if "generic_resources" in f["key"]]
     assert len(gpu) == 1, (p.stdout, p.stderr)
     if replicas == 4:
         assert p.returncode == 2 and gpu[0]["severity"] == "error", gpu
@@ -99,3 +100,6 @@ def test_4_fleet_lint_counts_the_swarms_gpus(gc, replicas):
                                             "tasks advertise 3: 1 would stay pending"), gpu
     else:
         assert p.returncode == 0 and gpu[0]["severity"] == "warning" and "none is left for a canary" in gpu[0]["message"]
+    # the engine's facts for the other multi-node traps: the stack's one Consul server on 3 nodes
+    (quorum,) = [f for f in findings if f["key"] == "command"]
+    assert quorum["service"] == "consul" and "on a Swarm of 3 nodes cannot keep quorum" in quorum["message"], quorum
