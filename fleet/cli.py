@@ -4,6 +4,7 @@ import json
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,6 +47,15 @@ def fail(e: FleetError, as_json: bool) -> None:
     raise typer.Exit(e.exit_code)
 
 
+@contextmanager
+def failing(as_json: bool):
+    """Run a command's body; a FleetError ends it as the contract says (fail: its exit code, its message)."""
+    try:
+        yield
+    except FleetError as e:
+        fail(e, as_json)
+
+
 def progress_table(verdicts) -> Table:
     table = Table("service", "state", "running", "why")
     colour = {State.CONVERGED: "green", State.PROGRESSING: "yellow", State.FAILED: "red"}
@@ -57,10 +67,8 @@ def progress_table(verdicts) -> Table:
 @app.command()
 def lint(files: list[Path] = FILES, as_json: bool = JSON):
     """Check a stack file for what would make rollouts unsafe. Exit 2 on errors."""
-    try:
+    with failing(as_json):
         findings = stackfile.lint(stackfile.load(files), routing_mesh=routing_mesh_available(), **swarm_facts())
-    except FleetError as e:
-        fail(e, as_json)
     errors = [f for f in findings if f.severity is stackfile.Severity.ERROR]
     if as_json:
         print(json.dumps({"ok": not errors, "findings": [
@@ -83,14 +91,12 @@ def build(model_dir: Path = typer.Argument(..., help="the model package: weights
     """Build a model package into an image fleet can deploy and roll out: the package on the service's
     base image, with the labels fleet reads, checked against its weights inside the image before the tag
     is given. Exit 2, no image made, when the package is wrong."""
-    try:
+    with failing(as_json):
         pkg = package.read_package(model_dir)
         builder = Builder()
         doc = builder.build(pkg, base, tag)
         if push:
             doc["digest"] = builder.push(tag)
-    except FleetError as e:
-        fail(e, as_json)
     if as_json:
         print(json.dumps({"ok": True, **doc}))
     else:
@@ -121,7 +127,7 @@ def deploy(files: list[Path] = FILES, stack: str = STACK,
            consul: str = CONSUL, as_json: bool = JSON):
     """Deploy the stack file: a governed service's container change runs as a canary, the rest through
     Swarm; wait until everything has converged and is healthy, or say why not."""
-    try:
+    with failing(as_json):
         seconds = _duration("--timeout", timeout)
         images = parse_images(image)
         live = Live(console=err, transient=False) if err.is_terminal and not as_json else None
@@ -151,8 +157,6 @@ def deploy(files: list[Path] = FILES, stack: str = STACK,
         finally:
             if live:
                 live.stop()
-    except FleetError as e:
-        fail(e, as_json)
     if as_json:
         print(json.dumps({"ok": True, "stack": stack, "seconds": round(result.seconds, 2), "warnings": result.warnings,
                           "plan": plan_doc(result.plan),
@@ -369,7 +373,7 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
             consul: str = CONSUL, as_json: bool = JSON):
     """Roll out a new image as a canary: stepped traffic, judged on evidence, promoted or rolled back.
     Settings not given here come from the service's rollout policy (`fleet.rollout.*` labels)."""
-    try:
+    with failing(as_json):
         if resume:
             report(controller.resume(controller.connect(stack, service, consul, gateway, prometheus),
                                      on_progress=show_progress(as_json)),
@@ -404,23 +408,19 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
                            "; ".join(f"{key}: {why}" for key, why in errors) + "; fix the stack file and deploy it")
         plan = replace(chosen.plan, pause_timeout=pause, golden=str(golden.resolve()) if golden else "")
         report(controller.rollout(target, image, plan, on_progress=show_progress(as_json)), as_json)
-    except FleetError as e:
-        fail(e, as_json)
 
 
 @app.command()
 def promote(stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
     """Promote the canary now (skipping any steps left), and wait for the outcome."""
-    try:
+    with failing(as_json):
         report(controller.request(controller.connect(stack, service, consul), "promote"), as_json)
-    except FleetError as e:
-        fail(e, as_json)
 
 
 @app.command()
 def abort(stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
     """Abort the rollout in progress: canary share 0, canary removed, stable as it was."""
-    try:
+    with failing(as_json):
         t = controller.connect(stack, service, consul)
         try:
             result = controller.request(t, "abort")
@@ -429,18 +429,14 @@ def abort(stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_j
                 raise
             result = e.result
         report(result, as_json)
-    except FleetError as e:
-        fail(e, as_json)
 
 
 @app.command()
 def rollback(to: int = typer.Option(None, "--to", help="revision number from `fleet history`"),
              stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
     """Return the service to a past revision (default: the one before the current)."""
-    try:
+    with failing(as_json):
         report(controller.rollback(controller.connect(stack, service, consul), to), as_json)
-    except FleetError as e:
-        fail(e, as_json)
 
 
 @app.command()
@@ -450,7 +446,7 @@ def history(revision: int = typer.Argument(None, help="one revision (with --repo
             prometheus: str = typer.Option("", "--prometheus", help="Prometheus's URL (default: found from the stack)"),
             stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
     """Past revisions of the service and how their rollouts ended; `--report` draws one."""
-    try:
+    with failing(as_json):
         t = controller.connect(stack, service, consul, prometheus_url=prometheus)
         records = controller.history(t)
         if revision is not None:
@@ -467,8 +463,6 @@ def history(revision: int = typer.Argument(None, help="one revision (with --repo
             else:
                 err.print(f"[green]revision {records[-1]['revision']}: report written to {report_file}[/]")
             return
-    except FleetError as e:
-        fail(e, as_json)
     if as_json:
         print(json.dumps({"ok": True, "revisions": records}))
         return
@@ -487,12 +481,10 @@ app.add_typer(config_app, name="config")
 
 def _config(stack: str, service: str, consul: str | None, as_json: bool, change=None) -> None:
     """Read (and with `change`, edit) the live configuration of the stack's service, then print it."""
-    try:
+    with failing(as_json):
         t = controller.connect(stack, service, consul)
         name = t.consul_name
         doc = change(t.catalog.consul, name) if change else live_config.read(t.catalog.consul, name)[1]
-    except FleetError as e:
-        fail(e, as_json)
     if as_json:
         print(json.dumps({"ok": True, "key": live_config.key(name), "config": doc}))
         return
@@ -512,10 +504,8 @@ def config_get(stack: str = STACK, service: str = SERVICE, consul: str = CONSUL,
 def config_set(assignments: list[str] = typer.Argument(..., help="KNOB=VALUE, e.g. max_batch=8"),
                stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
     """Set knobs; every value is checked first (a bad one: exit 2, nothing written)."""
-    try:
+    with failing(as_json):
         values = live_config.parse_assignments(assignments)
-    except FleetError as e:
-        fail(e, as_json)
     _config(stack, service, consul, as_json, lambda c, name: live_config.set_knobs(c, name, values))
 
 
@@ -523,10 +513,8 @@ def config_set(assignments: list[str] = typer.Argument(..., help="KNOB=VALUE, e.
 def config_unset(knobs: list[str] = typer.Argument(..., help="knob names, e.g. max_batch"),
                  stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
     """Give knobs back to the service's environment."""
-    try:
+    with failing(as_json):
         live_config.check_names(knobs)
-    except FleetError as e:
-        fail(e, as_json)
     _config(stack, service, consul, as_json, lambda c, name: live_config.unset_knobs(c, name, knobs))
 
 
