@@ -100,7 +100,7 @@ def consul_servers(command) -> int | None:
     """The server count a Consul agent's command expects (`agent -server -bootstrap-expect=N`); None for a
     command that starts no Consul server. Pure."""
     args = command.split() if isinstance(command, str) else [str(a) for a in command or []]
-    if "-server" not in args:
+    if "agent" not in args or "-server" not in args:
         return None
     for i, arg in enumerate(args):
         value = arg.split("=", 1)[1] if arg.startswith("-bootstrap-expect=") else \
@@ -205,7 +205,7 @@ def lint(doc: dict, routing_mesh: bool = True, nodes: int | None = None,
                     add(Severity.WARNING, "deploy.placement.constraints",
                         f"named volume {source!r} is pinned only by {' and '.join(placed)}, which {matching} nodes "
                         "of this Swarm match: Swarm may reschedule the task to another of them, where the volume "
-                        "is empty (for Consul: fleet's rollouts, history and live config gone); pin it to one "
+                        "is empty (for the stack's Consul: fleet's rollouts, history and live config); pin it to one "
                         "node (node.hostname == <node>, or a node label set on that node only)")
         servers = consul_servers(svc.get("command"))
         if servers is not None and nodes is not None and nodes > 1 and servers - (servers // 2 + 1) < 1:

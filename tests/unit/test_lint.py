@@ -198,3 +198,8 @@ def test_the_shipped_stack_warns_of_its_single_consul_server_only_on_several_nod
     (single,) = [f for f in lint(doc, nodes=3, managers=1) if f.key == "command"]
     assert single.service == "consul" and single.message.startswith("1 Consul server(s) (-bootstrap-expect=1) on a "
                                                                      "Swarm of 3 nodes")
+
+
+def test_only_a_consul_agents_server_flag_counts():
+    doc = doc_with(command=["my-app", "-server", "-bootstrap-expect=1"])  # not `consul agent -server`
+    assert not [f for f in lint(doc, nodes=3) if f.key == "command"]
