@@ -67,12 +67,12 @@ def swarm_facts(swarm: Swarm | None = None) -> dict:
     kind -> how many. All None when no engine answers: lint works offline."""
     try:
         swarm = swarm or Swarm()
+        taking = [node for node in swarm.capacity() if node.takes_tasks]
         resources: dict[str, int] = {}
-        for node in swarm.capacity():
-            if node.takes_tasks:
-                for kind, n in node.advertised.items():
-                    resources[kind] = resources.get(kind, 0) + n
-        return {"nodes": swarm.task_nodes(), "managers": sum(n["role"] == "manager" for n in swarm.nodes()),
+        for node in taking:
+            for kind, n in node.advertised.items():
+                resources[kind] = resources.get(kind, 0) + n
+        return {"nodes": len(taking), "managers": sum(n["role"] == "manager" for n in swarm.nodes()),
                 "resources": resources}
     except (EngineUnavailable, DockerException, OSError):
         return {"nodes": None, "managers": None, "resources": None}
