@@ -14,14 +14,15 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from . import config as live_config, controller, durations, package, policy, stackfile, view
+from . import tuning as live_config, controller, package, stackfile
+from .core import durations, policy, view
 from .adapters.builder import Builder
 from .adapters.consul import Catalog, client as consul_client
 from .adapters.swarm import EngineUnavailable, Swarm
-from .convergence import State
+from .core.convergence import State
 from .deploy import deploy as run_deploy, parse_images, routing_mesh_available, swarm_facts
 from .errors import BadInput, FleetError, OperationFailed, Unreachable
-from .rollout import Phase, Rollout
+from .core.rollout import Phase, Rollout
 from .status import status as read_status, watch_rollouts
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)

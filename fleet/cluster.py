@@ -2,11 +2,11 @@
 service, its canary service, and the traffic weights and maintenance mode that steer the gateway."""
 import consul
 
-from . import capacity, changes
+from .core import capacity, changes
 from .adapters.consul import Catalog
 from .adapters.store import Store
 from .adapters.swarm import Swarm
-from .promotion import promotion_flags
+from .core.promotion import promotion_flags
 
 
 class SwarmCluster:

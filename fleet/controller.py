@@ -1,6 +1,6 @@
 """The rollout use cases: `fleet rollout --canary` (and `--resume`), promote, abort, rollback, history.
 
-The evidence comes from fleet/sources.py, the decisions from the pure `rollout.step`, and the executor
+The evidence comes from fleet/evidence.py, the decisions from the pure `rollout.step`, and the executor
 (fleet/executor.py) saves each decision's state before carrying out its actions through the intent-named
 `Cluster` (fleet/cluster.py). Everything lives in Consul KV under a fenced per-service lock, so a killed
 controller's rollout can be found and brought to a safe end, and a paused one cannot act after another
@@ -17,22 +17,24 @@ import requests
 import tenacity
 from docker.errors import APIError, DockerException
 
-from . import gates, report, view
+from .core import gates, view
+from . import report
 from .adapters import browser, hooks, remote_write
 from .adapters.endpoints import Endpoints, fixed
 from .adapters.prometheus import Prometheus, ProviderError
 from .adapters.consul import Catalog, ConsulUnavailable, check_access, client as consul_client
 from .adapters.store import LockLost, Store
 from .adapters.swarm import EngineUnavailable, Swarm, consul_name
-from .analysis import Thresholds
+from .core.analysis import Thresholds
 from .cluster import SwarmCluster, image_of as _image
-from .control import ControlRequest
-from .convergence import State
+from .core.control import ControlRequest
+from .core.convergence import State
 from .errors import BadInput, FleetError, OperationFailed, Unreachable
-from .events import ControlRequested, Event, EventStream, GoldenChecked, MetricsSample
+from .core.events import ControlRequested, Event, GoldenChecked, MetricsSample
+from .stream import EventStream
 from .executor import Executor, run_loop
-from .rollout import TERMINAL, Action, Phase, Plan, Rollout, resumed, start, step
-from .sources import Evidence, stable_verdicts
+from .core.rollout import TERMINAL, Action, Phase, Plan, Rollout, resumed, start, step
+from .evidence import Evidence, stable_verdicts
 
 TICK = 0.25  # seconds between clock ticks when no evidence arrives
 SAVE_PATIENCE = 30.0  # seconds a state write waits out a Consul restart before the rollout stops
@@ -201,7 +203,8 @@ def _pre_rollout_gate(t: Target, doc: dict, plan: Plan) -> None:
     """Ask the pre-rollout gate before anything changes; a refusal (or silence past the gate deadline) is
     recorded as a rolled-back revision and raised (exit 1), with nothing changed."""
     started, links = time.time(), _links(t)
-    payload = gates.event(doc, {"phase": "pre-rollout", "share": 0}, t.stack, t.service, "pre-rollout", links)
+    payload = gates.event(doc, {"phase": "pre-rollout", "share": 0}, t.stack, t.service, "pre-rollout", links,
+                          at=time.time())
     answer = hooks.wait_for(plan.pre_rollout, payload, time.monotonic() + plan.gate_deadline)
     if answer.approved:
         doc["timeline"].append({"at": time.time(), "event": "gate", "detail": f"pre-rollout gate approved: {answer.detail}"})
@@ -215,7 +218,7 @@ def _pre_rollout_gate(t: Target, doc: dict, plan: Plan) -> None:
     t.store.record(record)
     out = hooks.Webhooks(plan.webhooks)
     out.post(gates.event(doc, {"phase": record["outcome"], "share": 0, "reason": reason}, t.stack, t.service, "end",
-                         links))
+                         links, at=time.time()))
     out.close()
     raise OperationFailed(f"rollout of {doc['image']} not started: {reason}; nothing was changed",
                           result=Result(doc["revision"], Phase.ROLLED_BACK, reason, doc["image"],
@@ -294,7 +297,7 @@ def _drive(t: Target, doc: dict, r: Rollout, plan: Plan, actions: list[Action],
             x.note("webhook", hook_failures.pop(0))
         if new.phase not in TERMINAL and posted["at"] != (new.phase, new.share):
             posted["at"] = (new.phase, new.share)
-            out.post(gates.event(doc, new.to_dict(), t.stack, t.service, "phase", links))
+            out.post(gates.event(doc, new.to_dict(), t.stack, t.service, "phase", links, at=time.time()))
             metrics.push(view.series(t.stack, t.service, {**doc, "rollout": new.to_dict()}))
         on_progress(new)
 
@@ -340,7 +343,7 @@ def _drive(t: Target, doc: dict, r: Rollout, plan: Plan, actions: list[Action],
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         final = Rollout.from_dict(doc["rollout"]) if r.phase not in TERMINAL else r
-        out.post(gates.event(doc, final.to_dict(), t.stack, t.service, "end", links))
+        out.post(gates.event(doc, final.to_dict(), t.stack, t.service, "end", links, at=time.time()))
         if final.phase in TERMINAL:
             try:
                 metrics.push(view.series(t.stack, t.service, {**doc, "rollout": final.to_dict()}, t.store.history()))

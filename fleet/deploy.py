@@ -1,5 +1,5 @@
 """`fleet deploy`: the stack file is the desired state. Lint it, plan what changes in each service
-(fleet/changes.py), refuse what would undo a promotion, then apply: `docker stack deploy` for everything
+(fleet/core/changes.py), refuse what would undo a promotion, then apply: `docker stack deploy` for everything
 but the containers of services with a canary rollout policy, wait until every service has converged
 (running, healthy, passing in Consul with the expected version) or say exactly why not, then run those
 container changes through fleet's canary. On failure the services this deploy changed go back to their
@@ -13,13 +13,14 @@ from pathlib import Path
 
 from docker.errors import DockerException
 
-from . import changes, controller, policy, stackfile
+from .core import changes, policy
+from . import controller, stackfile
 from .adapters.consul import Catalog, ConsulUnavailable, check_access, client as consul_client
 from .adapters.store import Store
 from .adapters.swarm import EngineUnavailable, Swarm
-from .changes import DeployPlan, How
-from .convergence import State, Verdict
-from .rollout import Phase, Rollout
+from .core.changes import DeployPlan, How
+from .core.convergence import State, Verdict
+from .core.rollout import Phase, Rollout
 from .watch import observe
 from .errors import BadInput, OperationFailed, Unreachable
 

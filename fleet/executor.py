@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from .events import Event
-from .rollout import (TERMINAL, Action, AskGate, CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable,
+from .core.events import Event
+from .core.rollout import (TERMINAL, Action, AskGate, CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable,
                       RevertStable, Rollout, SetShare, StableObserved, step)
-from .traffic import weights_for
+from .core.traffic import weights_for
 
 
 class Cluster(Protocol):

@@ -14,7 +14,7 @@ import time
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .analysis import PREDICTIONS
+from .core.analysis import PREDICTIONS
 
 RATE = "5s"  # the rate window of every series (the stack scrapes every 250 ms)
 _PREDICT = 'service="{s}",' + PREDICTIONS

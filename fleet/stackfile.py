@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from . import durations, policy
+from .core import durations, policy
 from .errors import BadInput
 
 

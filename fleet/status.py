@@ -2,7 +2,7 @@
 the live view of rollouts in progress (`--watch`)."""
 import json
 
-from . import view
+from .core import view
 from .adapters.consul import Catalog, ConsulUnavailable, call, check_access
 from .adapters.store import Store
 from .adapters.swarm import Swarm
@@ -85,7 +85,7 @@ def rollouts(catalog: Catalog, stack: str) -> list[dict]:
 
 
 def watch_rollouts(catalog: Catalog, stack: str, stopped, wait: str = "2s"):
-    """The stack's rollouts as live views (fleet/view.py), each time their state in Consul changes (a
+    """The stack's rollouts as live views (fleet/core/view.py), each time their state in Consul changes (a
     blocking query on the stack's rollout keys), or every `wait` when nothing does. A rollout that ended
     since is shown once more, from its history record, with its outcome."""
     index, running = None, {}

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from .adapters.consul import Catalog, ConsulUnavailable
 from .adapters.swarm import Swarm
-from .convergence import Verdict, assess
+from .core.convergence import Verdict, assess
 
 
 def observe(swarm: Swarm, catalog: Catalog | None, stack: str, since: float,

@@ -7,7 +7,7 @@ import consul
 import requests
 
 from ..errors import BadInput, Unreachable
-from ..model import Instance
+from ..core.tasks import Instance
 
 STATUS_ORDER = {"passing": 0, "warning": 1, "critical": 2}
 

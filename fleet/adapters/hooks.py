@@ -1,4 +1,4 @@
-"""Gates asked and webhooks posted (fleet/gates.py says what they mean): over HTTP with httpx, commands
+"""Gates asked and webhooks posted (fleet/core/gates.py says what they mean): over HTTP with httpx, commands
 with subprocess, retries with tenacity. A webhook's URL gets a thread of its own, so a slow or dead
 receiver never holds up the evidence loop or another receiver; its failure is reported, never a verdict.
 """
@@ -14,7 +14,7 @@ import time
 import httpx
 import tenacity
 
-from ..gates import Answer, answer_of, is_url
+from ..core.gates import Answer, answer_of, is_url
 
 log = logging.getLogger("fleet.hooks")
 ASK_TIMEOUT = 10.0  # seconds one ask of a gate may take

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ..analysis import PREDICTIONS, Stats
+from ..core.analysis import PREDICTIONS, Stats
 from .endpoints import Endpoints, Unanswered, fixed
 
 

@@ -2,7 +2,7 @@
 
 Keys, under fleet/rollouts/<stack>/<service>/: `lock` (held through a Consul session, TTL renewed by a
 thread; it lapses when the holder dies), `state` (the rollout in progress, JSON), `control` (a promote or
-abort request for one rollout, written by other fleet processes: fleet/control.py), `history/<revision>` (one JSON record per revision).
+abort request for one rollout, written by other fleet processes: fleet/core/control.py), `history/<revision>` (one JSON record per revision).
 Traffic weights live in fleet/traffic/<consul service>/<role>, which the replicas follow. They are held
 by the lock's session (Consul's `lock` verb, session behaviour `delete`): when the controller dies, its
 session lapses and Consul deletes them, so every replica falls back to its own default weight (a
@@ -27,7 +27,7 @@ import consul
 from consul.callback import CB
 from consul.exceptions import ClientError
 
-from ..control import ControlRequest, decode
+from ..core.control import ControlRequest, decode
 from .consul import call
 
 SESSION_TTL = 10  # seconds; Consul may take up to twice this to let a dead holder's lock go

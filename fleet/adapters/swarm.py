@@ -8,10 +8,10 @@ from datetime import datetime
 import docker
 from docker.errors import APIError, DockerException, NotFound, ImageNotFound
 
-from .. import capacity, changes
-from ..convergence import ServiceView
+from ..core import capacity, changes
+from ..core.convergence import ServiceView
 from ..errors import Unreachable
-from ..model import Task
+from ..core.tasks import Task
 from .registry import Registry, RegistryError
 
 STACK_LABEL = "com.docker.stack.namespace"

@@ -13,9 +13,10 @@ from types import SimpleNamespace
 import pytest
 
 from fleet.adapters.store import Store
-from fleet.events import ContainerEvent, EventStream, SourceFailed, SourceUp
-from fleet.rollout import Plan
-from fleet.sources import Evidence
+from fleet.core.events import ContainerEvent, SourceFailed, SourceUp
+from fleet.stream import EventStream
+from fleet.core.rollout import Plan
+from fleet.evidence import Evidence
 from tests.consul_restart import RestartStack
 from tests.helpers import LoadLoop, wait_until
 from tests.real.conftest import ROOT, STACK as SHARED_STACK

@@ -1,8 +1,8 @@
-"""GPU capacity (fleet/capacity.py): a replica's reservation, free resources per node, a canary refused up
-front naming the resource, and a promotion ordered by what is free (fleet/promotion.py)."""
-from fleet.capacity import (NodeCapacity, canary_shortfall, count, promotion_batch, replicas_that_fit,
+"""GPU capacity (fleet/core/capacity.py): a replica's reservation, free resources per node, a canary refused up
+front naming the resource, and a promotion ordered by what is free (fleet/core/promotion.py)."""
+from fleet.core.capacity import (NodeCapacity, canary_shortfall, count, promotion_batch, replicas_that_fit,
                             reservations)
-from fleet.promotion import promotion_flags
+from fleet.core.promotion import promotion_flags
 
 GPU = "NVIDIA-GPU"
 TEMPLATE = {"ContainerSpec": {"Image": "x"}, "Resources": {"Reservations": {"GenericResources": [

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 import pytest
 
 from fleet.adapters.consul import ConsulUnavailable
-from fleet.analysis import Stats
+from fleet.core.analysis import Stats
 from fleet.controller import _abandon
 from fleet.errors import Unreachable
-from fleet.events import ConsulView, GoldenChecked, MetricsSample, PromotionObserved, Tick
+from fleet.core.events import ConsulView, GoldenChecked, MetricsSample, PromotionObserved, Tick
 from fleet.executor import Executor, run_loop
-from fleet.model import Instance
-from fleet.rollout import TERMINAL, Phase, Plan, Rollout, resumed, start
+from fleet.core.tasks import Instance
+from fleet.core.rollout import TERMINAL, Phase, Plan, Rollout, resumed, start
 
 OLD, NEW = "fleet/inference:1", "fleet/inference:2"
 PLAN = Plan(steps=(10, 50), step_duration=10, progress_deadline=60, canary_replicas=1, version="2")

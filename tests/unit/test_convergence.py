@@ -1,7 +1,7 @@
 import pytest
 
-from fleet.convergence import ServiceView, State, assess
-from fleet.model import Instance, Task
+from fleet.core.convergence import ServiceView, State, assess
+from fleet.core.tasks import Instance, Task
 
 NOW = 1_000.0
 SVC = ServiceView(name="s_inference", image="fleet/inference:2", replicas=2, has_healthcheck=True,

@@ -2,8 +2,8 @@
 deploy does to each service) as a truth table."""
 import pytest
 
-from fleet import changes, policy
-from fleet.changes import How
+from fleet.core import changes, policy
+from fleet.core.changes import How
 from fleet.stackfile import Severity, lint
 
 V1, V2, V3 = "fleet/inference:1", "fleet/inference:2", "fleet/inference:3"

@@ -1,6 +1,6 @@
 import pytest
 
-from fleet.durations import parse
+from fleet.core.durations import parse
 
 
 @pytest.mark.parametrize("text,seconds", [("30s", 30), ("1m30s", 90), ("500ms", 0.5), ("2h", 7200), ("10", 10),

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from fleet.analysis import Outcome, Stats, Thresholds, judge, judge_golden
+from fleet.core.analysis import Outcome, Stats, Thresholds, judge, judge_golden
 from fleet_inference.config import Settings
 from fleet_inference.model_store import Manifest
 from fleet_inference.registration import parse_weight, service_definition

@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from fleet import gates, policy, view
+from fleet.core import gates, policy, view
 from fleet.adapters import hooks
-from fleet.analysis import Stats
-from fleet.events import MetricsSample
+from fleet.core.analysis import Stats
+from fleet.core.events import MetricsSample
 from tests.helpers import Receiver
 
 
@@ -23,11 +23,11 @@ def test_an_http_answer_reads_as_approve_refuse_or_not_yet(status, approved):
 def test_the_event_names_the_rollout():
     e = gates.event({"revision": 7, "image": "fleet/inference:3", "previous_image": "fleet/inference:2",
                      "cause": "fleet rollout"}, {"phase": "stepping", "share": 25, "step": 1, "reason": "ok"},
-                    "fleet", "inference", "phase", {"history": "fleet history"})
+                    "fleet", "inference", "phase", {"history": "fleet history"}, at=1700000000.5)
     assert {k: e[k] for k in ("kind", "stack", "service", "revision", "phase", "share", "reason")} == {
         "kind": "phase", "stack": "fleet", "service": "inference", "revision": 7, "phase": "stepping", "share": 25,
         "reason": "ok"}
-    assert e["links"] == {"history": "fleet history"} and e["at"] > 0
+    assert e["links"] == {"history": "fleet history"} and e["at"] == 1700000000.5
 
 
 @pytest.mark.parametrize("label,value,says", [

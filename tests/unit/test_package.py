@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from fleet.adapters.builder import split
 from fleet.adapters.gateway import GoldenSet
-from fleet.analysis import Outcome, judge_golden_outputs
+from fleet.core.analysis import Outcome, judge_golden_outputs
 from fleet.errors import BadInput
 from fleet.package import read_package, write_context
 from fleet_inference.model_store import Manifest

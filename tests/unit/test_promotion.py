@@ -1,4 +1,4 @@
-from fleet.promotion import promotion_flags
+from fleet.core.promotion import promotion_flags
 
 START_FIRST = {"Parallelism": 1, "Delay": 2_000_000_000, "Order": "start-first", "FailureAction": "rollback",
                "Monitor": 30_000_000_000}

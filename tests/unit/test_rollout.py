@@ -3,13 +3,13 @@ from dataclasses import replace
 
 import pytest
 
-from fleet.analysis import Outcome, Stats, Thresholds, judge
-from fleet.events import (ConsulView, ContainerEvent, ControlRequested, GateAnswered, GoldenChecked, MetricsSample,
+from fleet.core.analysis import Outcome, Stats, Thresholds, judge
+from fleet.core.events import (ConsulView, ContainerEvent, ControlRequested, GateAnswered, GoldenChecked, MetricsSample,
                           PromotionObserved, SourceFailed, SourceUp, Tick)
-from fleet.model import Instance
-from fleet.rollout import (AskGate, CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable, Reason, RevertStable, Rollout,
+from fleet.core.tasks import Instance
+from fleet.core.rollout import (AskGate, CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable, Reason, RevertStable, Rollout,
                            SetShare, StableObserved, parse_steps, resumed, start, step)
-from fleet.traffic import share_of, weights_for
+from fleet.core.traffic import share_of, weights_for
 
 T0 = 1_000.0
 PLAN = Plan(steps=(10, 50), step_duration=30, progress_deadline=60, canary_replicas=1, version="2")
@@ -227,7 +227,7 @@ def test_judge(canary_stats, stable_stats, outcome):
     assert judge(canary_stats, stable_stats, Thresholds()).outcome is outcome
 
 
-# the confirm-promotion gate (fleet/gates.py asks it; the core decides) --------------------------------
+# the confirm-promotion gate (fleet/core/gates.py asks it; the core decides) --------------------------------
 GATED = replace(PLAN, confirm_promotion="http://127.0.0.1:9/approve", gate_deadline=120)
 
 

@@ -4,11 +4,11 @@ import pytest
 
 from fleet.adapters.registry import Reference, loopback
 from fleet.adapters.swarm import node_address
-from fleet.control import ControlRequest, decode, to_apply
-from fleet.events import TaskFailed
-from fleet.model import Task
-from fleet.rollout import CutCanary, Finish, Phase, Plan, Reason, start, step
-from fleet.taskstates import PENDING_BOUND, task_failure
+from fleet.core.control import ControlRequest, decode, to_apply
+from fleet.core.events import TaskFailed
+from fleet.core.tasks import Task
+from fleet.core.rollout import CutCanary, Finish, Phase, Plan, Reason, start, step
+from fleet.core.taskstates import PENDING_BOUND, task_failure
 
 
 def task(state="running", desired="running", node="fleet-node2", err="", message="", exit_code=None, id="t1"):
@@ -132,9 +132,9 @@ def test_instances_of_another_canary_never_count_for_this_one():
     not among this canary's tasks in Swarm), so it can neither fail nor ready this rollout."""
     from types import SimpleNamespace
 
-    from fleet.events import EventStream
-    from fleet.model import Instance
-    from fleet.sources import Evidence
+    from fleet.stream import EventStream
+    from fleet.core.tasks import Instance
+    from fleet.evidence import Evidence
     asked = []
     swarm = SimpleNamespace(tasks=lambda service, desired_state=None: asked.append(service) or [task(id="mine")])
     ev = Evidence(SimpleNamespace(swarm=swarm, consul_name="s-inference"), {"canary_id": "svc-id"}, EventStream(), Plan())

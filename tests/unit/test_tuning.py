@@ -1,9 +1,9 @@
-"""Live configuration knobs (fleet_inference/tuning.py, fleet/config.py) and the torch thread count."""
+"""Live configuration knobs (fleet_inference/tuning.py, fleet/tuning.py) and the torch thread count."""
 import json
 
 import pytest
 
-from fleet import config as fleet_config
+from fleet import tuning as fleet_config
 from fleet_inference import tuning
 from fleet_inference.config import Settings, cpu_quota, torch_threads
 

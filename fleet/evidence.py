@@ -1,4 +1,4 @@
-"""The evidence sources of one controller run, merged into one EventStream (fleet/events.py).
+"""The evidence sources of one controller run, merged into one EventStream (fleet/stream.py).
 
 The canary's task states from Swarm (every node's, read from the manager), Docker's container events
 for the canary (the manager's own node: detail), Consul's health of the service (blocking queries, only
@@ -14,17 +14,18 @@ import math
 import threading
 import time
 
-from . import gates
+from .core import gates
 from .adapters import hooks
 from .watch import observe
 from .adapters.gateway import Gateway, GatewayError, ReplicaError
 from .adapters.prometheus import Prometheus, role_window
-from .analysis import Outcome, judge_golden, judge_golden_outputs
-from .convergence import State
-from .events import (ConsulView, ContainerEvent, ControlRequested, EventStream, GateAnswered, GoldenChecked,
-                     MetricsSample, PromotionObserved, SourceUp, TaskFailed)
-from .control import to_apply
-from .taskstates import task_failure
+from .core.analysis import Outcome, judge_golden, judge_golden_outputs
+from .core.convergence import State
+from .core.control import to_apply
+from .core.events import (ConsulView, ContainerEvent, ControlRequested, GateAnswered, GoldenChecked, MetricsSample,
+                          PromotionObserved, SourceUp, TaskFailed)
+from .core.taskstates import task_failure
+from .stream import EventStream
 
 TASKS_EVERY = 0.5  # seconds between reads of the canary's task states from Swarm
 SCRAPE_EVERY = 0.25  # seconds between metric windows (the stack's Prometheus scrapes as often)
@@ -104,7 +105,7 @@ class Evidence:
 
     def _tasks_source(self):
         """The canary's tasks as the manager sees them on every node, every TASKS_EVERY: a task that failed,
-        was rejected, lost its node or waits for one too long fails the canary (fleet/taskstates.py)."""
+        was rejected, lost its node or waits for one too long fails the canary (fleet/core/taskstates.py)."""
         pending_since: dict[str, float] = {}
         reported = False
         yield SourceUp("tasks")
@@ -132,7 +133,7 @@ class Evidence:
         return tuple(i for i in instances if i.role != "canary" or i.task_id in self.canary_tasks)
 
     def _control(self):
-        """`fleet promote`/`fleet abort` requests, each applied once (fleet/control.py): for this rollout,
+        """`fleet promote`/`fleet abort` requests, each applied once (fleet/core/control.py): for this rollout,
         made while this controller holds the lock; the ids applied are kept in the rollout's state."""
         applied = self.doc.setdefault("control_applied", [])
         index = None
@@ -216,7 +217,8 @@ class Evidence:
     def _gate(self, name: str):
         """Ask the confirm-promotion gate every ASK_EVERY seconds and pass on each answer, the first yes or
         no ending it; the rollout's deadline for it is the pure core's (Plan.gate_deadline)."""
-        payload = gates.event(self.doc, self.doc["rollout"], self.t.stack, self.t.service, name)
+        payload = gates.event(self.doc, self.doc["rollout"], self.t.stack, self.t.service, name,
+                              at=time.time())
         for answer in hooks.answers(self.plan.confirm_promotion, payload, self.stream.stopped):
             yield GateAnswered(name, answer.approved, answer.detail)
 

@@ -9,7 +9,7 @@ rollback` stays the net for a task that fails to start or turns unhealthy. With 
 since updating everything at once would stop every replica together.
 
 Where replicas reserve GPUs (generic resources), a new task starts only on a free one: `batch` is how many
-the cluster can start at once (fleet/capacity.py). start-first then updates that many at a time, and
+the cluster can start at once (fleet/core/capacity.py). start-first then updates that many at a time, and
 with none free the promotion goes stop-first, one replica at a time, since a start-first one would wait
 forever on a new task Swarm cannot place ("no suitable node", moby#44378).
 

@@ -5,7 +5,7 @@ This is a purely computational module with no side-effects: it never calls Docke
 """
 from collections.abc import Iterable, Mapping
 
-from .model import Task
+from .tasks import Task
 
 FAILED_STATES = {"failed", "rejected", "orphaned", "remove"}  # Swarm gave up on the task, or it is lost
 PENDING_BOUND = 15.0  # seconds a task may wait for a node (Swarm's "pending") before the canary fails

@@ -5,7 +5,7 @@ Like compose's `convergence_plan()`, the decision is a value: `plan()` compares 
 to one shape (`desired` and `live`), and says per service and key what changes and how:
 
 - create / remove: services only in the file / only running (removed last, once the rest worked);
-- canary: a service whose rollout policy is `canary` (fleet/policy.py) and whose containers change
+- canary: a service whose rollout policy is `canary` (fleet/core/policy.py) and whose containers change
   (image or digest, environment, command, entrypoint, resources) goes through fleet's canary;
 - rolling: other container changes go through Swarm's rolling update (the service's update_config);
 - update: replica count and labels, applied by Swarm without replacing containers;

@@ -6,7 +6,7 @@ the clock value it is given; it never calls Docker, Consul or the clock itself.
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .model import Instance, Task
+from .tasks import Instance, Task
 
 MISSING_IMAGE = ("no such image", "pull access denied", "manifest unknown", "not found: manifest",
                  "repository does not exist", "invalid reference format")

@@ -13,7 +13,6 @@ A webhook is a URL POSTed the same event at each phase change and at the end. As
 fleet/adapters/hooks.py; this module is pure.
 """
 import shlex
-import time
 from dataclasses import dataclass
 
 NOT_YET = {408, 425, 429}
@@ -53,9 +52,10 @@ def answer_of(status: int, body: str) -> Answer:
     return Answer(None, said)
 
 
-def event(doc: dict, rollout: dict, stack: str, service: str, kind: str, links: dict | None = None) -> dict:
-    """The JSON a webhook or gate receives. Pure."""
+def event(doc: dict, rollout: dict, stack: str, service: str, kind: str, links: dict | None = None, *,
+          at: float) -> dict:
+    """The JSON a webhook or gate receives, sent at `at` (epoch seconds). Pure."""
     return {"kind": kind, "stack": stack, "service": service, "revision": doc.get("revision"),
             "image": doc.get("image"), "previous_image": doc.get("previous_image"), "cause": doc.get("cause"),
             "phase": rollout.get("phase"), "share": rollout.get("share"), "step": rollout.get("step"),
-            "reason": rollout.get("reason", ""), "at": time.time(), "links": links or {}}
+            "reason": rollout.get("reason", ""), "at": at, "links": links or {}}

@@ -13,7 +13,7 @@ so `docker stack deploy` still takes the file by hand and the policy travels wit
         fleet.rollout.progress-deadline: 5m
         fleet.rollout.auto-promote: "true"
         fleet.rollout.canary-replicas: "1"
-        fleet.rollout.webhooks: "https://chat.example/hooks/fleet"   # comma-separated URLs (fleet/gates.py)
+        fleet.rollout.webhooks: "https://chat.example/hooks/fleet"   # comma-separated URLs (fleet/core/gates.py)
         fleet.rollout.pre-rollout: "https://ci.example/load-test"    # gates: a URL, or a command line
         fleet.rollout.confirm-promotion: "https://ci.example/approve"
         fleet.rollout.gate-deadline: 10m

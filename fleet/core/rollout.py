@@ -28,7 +28,7 @@ class Phase(str, Enum):
     VERIFYING = "verifying"  # replicas ready; golden inputs being checked, no traffic yet
     STEPPING = "stepping"  # the canary gets steps[step] percent of the traffic
     PAUSED = "paused"  # all steps passed, waiting for `fleet promote`
-    CONFIRMING = "confirming"  # all steps passed, waiting for the confirm-promotion gate (fleet/gates.py)
+    CONFIRMING = "confirming"  # all steps passed, waiting for the confirm-promotion gate (fleet/core/gates.py)
     PROMOTING = "promoting"  # the stable service is being updated to the new image
     PROMOTED = "promoted"
     ROLLED_BACK = "rolled_back"
@@ -71,7 +71,7 @@ class Plan:
     pause_timeout: float = 3600.0  # PAUSED waits this long for `fleet promote`, then rolls back
     golden: str = ""  # a golden set (JSON: inputs, labels); empty: the one shipped with the canary's model
     golden_tolerance: float = 0.01  # accuracy the canary may fall below the stable's on the golden set
-    pre_rollout: str = ""  # a gate (URL or command, fleet/gates.py) asked before the canary is created
+    pre_rollout: str = ""  # a gate (URL or command, fleet/core/gates.py) asked before the canary is created
     confirm_promotion: str = ""  # a gate asked once all steps passed, before an automatic promotion
     gate_deadline: float = 600.0  # seconds a gate may go without answering; then the rollout rolls back
     webhooks: tuple[str, ...] = ()  # URLs posted a JSON event at each phase change and at the end
@@ -96,7 +96,7 @@ class CutCanary:
 
 @dataclass(frozen=True)
 class AskGate:
-    """Ask a gate (fleet/gates.py) until it approves or refuses; its answer comes back as GateAnswered."""
+    """Ask a gate (fleet/core/gates.py) until it approves or refuses; its answer comes back as GateAnswered."""
     gate: str
 
 
