@@ -449,9 +449,9 @@ def history(revision: int = typer.Argument(None, help="one revision (with --repo
     """Past revisions of the service and how their rollouts ended; `--report` draws one."""
     with failing(as_json):
         t = controller.connect(stack, service, consul, prometheus_url=prometheus)
-        records = controller.history(t)
+        records, current = controller.history(t)
         if revision is not None:
-            records = [h for h in records if h["revision"] == revision]
+            records = [h for h in records if h.revision == revision]
             if not records:
                 raise BadInput(f"no revision {revision}; `fleet history` lists them")
         if report_file is not None:
@@ -459,18 +459,18 @@ def history(revision: int = typer.Argument(None, help="one revision (with --repo
                 raise BadInput("no revision to report on yet")
             written = controller.write_report(t, records[-1], report_file)
             if as_json:
-                print(json.dumps({"ok": True, "report": str(report_file), "revision": records[-1]["revision"],
+                print(json.dumps({"ok": True, "report": str(report_file), "revision": records[-1].revision,
                                   "series": written}))
             else:
-                err.print(f"[green]revision {records[-1]['revision']}: report written to {report_file}[/]")
+                err.print(f"[green]revision {records[-1].revision}: report written to {report_file}[/]")
             return
     if as_json:
-        print(json.dumps({"ok": True, "revisions": records}))
+        print(json.dumps({"ok": True, "revisions": [{**h.to_dict(), "current": h.revision == current} for h in records]}))
         return
     table = Table("revision", "image", "outcome", "ended", "reason", title=f"{stack}_{service}")
     for h in records:
-        ended = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["ended_at"])) if h.get("ended_at") else ""
-        table.add_row(f"{h['revision']}{' *' if h['current'] else ''}", h["image"], h["outcome"], ended, h["reason"])
+        ended = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.ended_at)) if h.ended_at else ""
+        table.add_row(f"{h.revision}{' *' if h.revision == current else ''}", h.image, h.outcome, ended, h.reason)
     out.print(table)
 
 

@@ -42,6 +42,10 @@ class SwarmCluster:
     def create_canary(self, image: str, replicas: int, container: dict | None = None) -> str:
         return self.swarm.create_canary(self._stable(), self.canary_name, image, replicas, container)
 
+    def canary_image(self) -> str:
+        """The canary's image as Swarm pinned it (with its digest)."""
+        return self.swarm.service(self.canary_name).attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+
     def set_weights(self, stable: int | None, canary: int | None) -> None:
         self.store.set_weights(self.consul_name, {"stable": stable, "canary": canary})  # fenced by the lock
 

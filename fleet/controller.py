@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import requests
@@ -25,7 +25,6 @@ from .adapters.prometheus import Prometheus, ProviderError
 from .adapters.consul import Catalog, ConsulUnavailable, check_access, client as consul_client
 from .adapters.store import LockLost, Store
 from .adapters.swarm import EngineUnavailable, Swarm, consul_name
-from .core.analysis import Thresholds
 from .cluster import SwarmCluster, image_of as _image
 from .core.control import ControlRequest
 from .core.convergence import State
@@ -33,6 +32,7 @@ from .errors import BadInput, FleetError, OperationFailed, Unreachable
 from .core.events import ControlRequested, Event, GoldenChecked, MetricsSample
 from .stream import EventStream
 from .executor import Executor, run_loop
+from .core.records import IN_PROGRESS, Revision, RolloutState, plan_to_dict
 from .core.rollout import TERMINAL, Action, Phase, Plan, Rollout, resumed, start, step
 from .evidence import Evidence, stable_verdicts
 
@@ -167,62 +167,47 @@ def run_canary(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout
     if t.swarm.service(t.canary_name):
         raise BadInput(f"a canary service {t.canary_name} exists without a recorded rollout: "
                        f"remove it with `docker service rm {t.canary_name}`")
-    stable = t.stable()
-    current = _image(stable)
+    current = _image(t.stable())
     history = t.store.history()
     if not history:
-        t.store.record({"revision": 1, "image": current, "outcome": "deployed", "reason": "running before "
-                        "fleet's first rollout", "started_at": None, "ended_at": time.time()})
+        t.store.record(Revision(1, current, "deployed", "running before fleet's first rollout", ended_at=time.time()))
         history = t.store.history()
-    revision = history[-1]["revision"] + 1
     now = time.time()
-    doc = {"revision": revision, "image": image, "previous_image": current, "canary": t.canary_name,
-           "stable_spec_version": stable.attrs["Version"]["Index"], "plan": _plan_doc(plan),
-           "rollout": start(now).to_dict(), "timeline": [], "cause": cause}
+    state = RolloutState(history[-1].revision + 1, image, current, plan, start(now), cause, container=container)
     if plan.pre_rollout:
-        _pre_rollout_gate(t, doc, plan)
-    if container:
-        doc["container"] = container
-    t.cluster().set_weights(None, 0)  # no share for the canary until its gate passes, whatever a key said
-    t.store.begin(doc)  # the intent first: a controller killed from now on leaves a rollout to resume
-    t.store.record({"revision": revision, "image": image, "previous_image": current, "outcome": "in_progress",
-                    "reason": "", "cause": cause, "started_at": now, "ended_at": None})
+        _pre_rollout_gate(t, state, plan)
+    x = Executor(t.cluster(), t.store, state)
     try:
-        doc["canary_id"] = t.cluster().create_canary(image, plan.canary_replicas, container)
-        doc["canary_image"] = t.swarm.service(t.canary_name).attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
-        t.store.save(doc)
+        x.begin(plan.canary_replicas, now)
     except APIError as e:
-        r = replace(Rollout.from_dict(doc["rollout"]), phase=Phase.ROLLED_BACK,
-                    reason=f"cannot create the canary: {e.explanation or e}")
-        Executor(t.cluster(), t.store, doc).finish(r, _bounded(30))
+        r = replace(state.rollout, phase=Phase.ROLLED_BACK, reason=f"cannot create the canary: {e.explanation or e}")
+        x.finish(r, _bounded(30))
         raise OperationFailed(f"cannot create the canary service: {e.explanation or e}") from None
-    return _drive(t, doc, Rollout.from_dict(doc["rollout"]), plan, [], on_progress)
+    return _drive(t, state, state.rollout, plan, [], on_progress)
 
 
-def _pre_rollout_gate(t: Target, doc: dict, plan: Plan) -> None:
+def _pre_rollout_gate(t: Target, state: RolloutState, plan: Plan) -> None:
     """Ask the pre-rollout gate before anything changes; a refusal (or silence past the gate deadline) is
     recorded as a rolled-back revision and raised (exit 1), with nothing changed."""
     started, links = time.time(), _links(t)
-    payload = gates.event(doc, {"phase": "pre-rollout", "share": 0}, t.stack, t.service, "pre-rollout", links,
+    payload = gates.event(state, {"phase": "pre-rollout", "share": 0}, t.stack, t.service, "pre-rollout", links,
                           at=time.time())
     answer = hooks.wait_for(plan.pre_rollout, payload, time.monotonic() + plan.gate_deadline)
     if answer.approved:
-        doc["timeline"].append({"at": time.time(), "event": "gate", "detail": f"pre-rollout gate approved: {answer.detail}"})
+        state.note(time.time(), "gate", f"pre-rollout gate approved: {answer.detail}")
         return
     reason = (f"the pre-rollout gate refused: {answer.detail}" if answer.approved is False else
               f"the pre-rollout gate gave no answer within its deadline ({plan.gate_deadline:g}s): {answer.detail}")
-    record = {"revision": doc["revision"], "image": doc["image"], "previous_image": doc["previous_image"],
-              "outcome": Phase.ROLLED_BACK.value, "reason": reason, "cause": doc["cause"], "started_at": started,
-              "ended_at": time.time(), "plan": doc["plan"],
-              "timeline": [{"at": time.time(), "event": "gate", "detail": reason}]}
+    record = replace(state.started(started), outcome=Phase.ROLLED_BACK.value, reason=reason, ended_at=time.time(),
+                     plan=plan_to_dict(plan), timeline=[{"at": time.time(), "event": "gate", "detail": reason}])
     t.store.record(record)
     out = hooks.Webhooks(plan.webhooks)
-    out.post(gates.event(doc, {"phase": record["outcome"], "share": 0, "reason": reason}, t.stack, t.service, "end",
+    out.post(gates.event(state, {"phase": record.outcome, "share": 0, "reason": reason}, t.stack, t.service, "end",
                          links, at=time.time()))
     out.close()
-    raise OperationFailed(f"rollout of {doc['image']} not started: {reason}; nothing was changed",
-                          result=Result(doc["revision"], Phase.ROLLED_BACK, reason, doc["image"],
-                                        time.time() - started, record["timeline"], out.failures))
+    raise OperationFailed(f"rollout of {state.image} not started: {reason}; nothing was changed",
+                          result=Result(state.revision, Phase.ROLLED_BACK, reason, state.image,
+                                        time.time() - started, record.timeline, out.failures))
 
 
 def _links(t: Target) -> dict:
@@ -243,44 +228,43 @@ def resume(t: Target, first: Event | None = None, on_progress: Callable[[Rollout
     too: abort reverts; promote judges the canary afresh and promotes only on fresh passing evidence."""
     lock(t, "rollout --resume", wait=lock_wait)
     try:
-        doc = t.store.load()
-        if not doc:
+        state = t.store.load()
+        if not state:
             raise BadInput(f"no unfinished rollout of {t.stable_name} to resume")
-        plan = _plan_from(doc["plan"])
-        x = Executor(t.cluster(), t.store, doc)
-        r, actions = actions_on_resume(x, Rollout.from_dict(doc["rollout"]), first)
-        return _drive(t, doc, r, plan, actions, on_progress)
+        x = Executor(t.cluster(), t.store, state)
+        r, actions = actions_on_resume(x, state.rollout, first)
+        return _drive(t, state, r, state.plan, actions, on_progress)
     finally:
         t.store.release()
 
 
 def request(t: Target, action: str, timeout: float = 600.0) -> Result:
     """`fleet promote` / `fleet abort`: ask the running controller (through KV), or act on an orphan."""
-    doc = t.store.load()
-    if not doc:
+    state = t.store.load()
+    if not state:
         raise BadInput(f"no rollout of {t.stable_name} in progress; `fleet history` lists past ones")
     if t.store.holder() is None:
         return resume(t, ControlRequested(action))
-    t.store.request(ControlRequest.new(action, doc["revision"]))  # for this rollout only, applied once
+    t.store.request(ControlRequest.new(action, state.revision))  # for this rollout only, applied once
     deadline = time.monotonic() + timeout
     index = None
     while time.monotonic() < deadline:  # the controller records the outcome in the revision's history
-        record = next((h for h in t.store.history() if h["revision"] == doc["revision"]), {})
-        if record.get("outcome") not in (None, "in_progress"):
-            return Result(doc["revision"], Phase(record["outcome"]), record.get("reason", ""), doc["image"],
-                          (record.get("ended_at") or 0) - (record.get("started_at") or 0))
+        record = t.store.revision(state.revision)
+        if record is not None and record.outcome != IN_PROGRESS:
+            return Result(state.revision, Phase(record.outcome), record.reason, state.image,
+                          (record.ended_at or 0) - (record.started_at or 0))
         index, _, _ = t.store.control(index, wait="2s")
     raise OperationFailed(f"the controller did not act on `{action}` within {timeout:g}s")
 
 
 # the loop -----------------------------------------------------------------------------------------
-def _drive(t: Target, doc: dict, r: Rollout, plan: Plan, actions: list[Action],
+def _drive(t: Target, state: RolloutState, r: Rollout, plan: Plan, actions: list[Action],
            on_progress: Callable[[Rollout], None]) -> Result:
     """Run the rollout to its end. Any error ends in the safe path (see `_abandon`); a lost lock ends it
     without touching anything (another fleet owns the rollout now)."""
     stream = EventStream()
-    evidence = Evidence(t, doc, stream, plan)
-    x = Executor(t.cluster(), _PatientLedger(t.store), doc, evidence)
+    evidence = Evidence(t, state, stream, plan)
+    x = Executor(t.cluster(), _PatientLedger(t.store), state, evidence)
     links = _links(t)
     hook_failures: list[str] = []
     out = hooks.Webhooks(plan.webhooks, on_failure=hook_failures.append)
@@ -297,8 +281,8 @@ def _drive(t: Target, doc: dict, r: Rollout, plan: Plan, actions: list[Action],
             x.note("webhook", hook_failures.pop(0))
         if new.phase not in TERMINAL and posted["at"] != (new.phase, new.share):
             posted["at"] = (new.phase, new.share)
-            out.post(gates.event(doc, new.to_dict(), t.stack, t.service, "phase", links, at=time.time()))
-            metrics.push(view.series(t.stack, t.service, {**doc, "rollout": new.to_dict()}))
+            out.post(gates.event(state, new.to_dict(), t.stack, t.service, "phase", links, at=time.time()))
+            metrics.push(view.series(t.stack, t.service, replace(state, rollout=new)))
         on_progress(new)
 
     saved = {"at": 0.0}
@@ -307,16 +291,16 @@ def _drive(t: Target, doc: dict, r: Rollout, plan: Plan, actions: list[Action],
         """The next event; the latest evidence and the golden gate's answer kept in the state for watchers."""
         e = stream.next(TICK)
         if isinstance(e, GoldenChecked):
-            doc["golden"] = {"passed": e.passed, "detail": e.detail}
+            state.golden = {"passed": e.passed, "detail": e.detail}
         elif isinstance(e, MetricsSample):
-            doc["evidence"] = {**view.figures(e), "at": time.time()}
+            state.evidence = {**view.figures(e), "at": time.time()}
             if time.monotonic() - saved["at"] >= view.EVIDENCE_EVERY:
                 saved["at"] = time.monotonic()
                 try:  # for watchers only: never waits out a Consul restart (the next state write does)
-                    t.store.save(doc)
+                    t.store.save(state)
                 except ConsulUnavailable:
                     saved["at"] += 10  # and not again for a while: the loop must not wait on an absent Consul
-                metrics.push(view.series(t.stack, t.service, doc))  # the series stay current while it runs
+                metrics.push(view.series(t.stack, t.service, state))  # the series stay current while it runs
         return e
 
     previous = {}
@@ -332,28 +316,28 @@ def _drive(t: Target, doc: dict, r: Rollout, plan: Plan, actions: list[Action],
     except LockLost as e:
         raise OperationFailed(f"{e}; `fleet status` shows who holds the rollout now") from None
     except (ConsulUnavailable, EngineUnavailable) as e:
-        _abandon(x, Rollout.from_dict(doc["rollout"]), e)
+        _abandon(x, state.rollout, e)
     except FleetError:
         raise
     except Exception as e:
-        _abandon(x, Rollout.from_dict(doc["rollout"]), e)
+        _abandon(x, state.rollout, e)
     finally:
         stream.stop()
         evidence.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        final = Rollout.from_dict(doc["rollout"]) if r.phase not in TERMINAL else r
-        out.post(gates.event(doc, final.to_dict(), t.stack, t.service, "end", links, at=time.time()))
+        final = state.rollout if r.phase not in TERMINAL else r
+        out.post(gates.event(state, final.to_dict(), t.stack, t.service, "end", links, at=time.time()))
         if final.phase in TERMINAL:
             try:
-                metrics.push(view.series(t.stack, t.service, {**doc, "rollout": final.to_dict()}, t.store.history()))
+                metrics.push(view.series(t.stack, t.service, replace(state, rollout=final), t.store.history()))
             except ConsulUnavailable:
                 pass
         out.close()
         metrics.close()
-    result = replace(_result(doc, r), notify_failures=out.failures + metrics.failures)
+    result = replace(_result(state, r), notify_failures=out.failures + metrics.failures)
     if r.phase is not Phase.PROMOTED:
-        raise OperationFailed(f"rollout of {doc['image']} {r.phase.value.replace('_', ' ')}: {r.reason}",
+        raise OperationFailed(f"rollout of {state.image} {r.phase.value.replace('_', ' ')}: {r.reason}",
                               result=result)
     return result
 
@@ -390,12 +374,12 @@ def _abandon(x: Executor, r: Rollout, error: Exception) -> None:
                 left.append(f"{what} ({type(e).__name__}: {e})")
     detail = f"the rollout stopped on an error ({why})" + (
         f"; left in place: {'; '.join(left)}" if left else "; canary removed, traffic and stable as before")
-    raise (Unreachable if unreachable else OperationFailed)(detail, result=_result(x.doc, r))
+    raise (Unreachable if unreachable else OperationFailed)(detail, result=_result(x.state, r))
 
 
-def _result(doc: dict, r: Rollout) -> Result:
+def _result(state: RolloutState, r: Rollout) -> Result:
     """What a rollout got to, for the CLI (and --json)."""
-    return Result(doc["revision"], r.phase, r.reason, doc["image"], time.time() - r.started_at, doc["timeline"])
+    return Result(state.revision, r.phase, r.reason, state.image, time.time() - r.started_at, state.timeline)
 
 
 def _bounded(seconds: float) -> Callable[[], bool]:
@@ -420,11 +404,14 @@ class _PatientLedger:
     def load(self):
         return self._retry(self.store.load)
 
-    def save(self, doc):
-        self._retry(self.store.save, doc)
+    def begin(self, state: RolloutState):
+        self._retry(self.store.begin, state)
 
-    def record(self, doc):
-        self._retry(self.store.record, doc)
+    def save(self, state: RolloutState):
+        self._retry(self.store.save, state)
+
+    def record(self, revision: Revision):
+        self._retry(self.store.record, revision)
 
     def history(self):
         return self._retry(self.store.history)
@@ -434,15 +421,15 @@ class _PatientLedger:
 
 
 # rollback and history -----------------------------------------------------------------------------
-def history(t: Target) -> list[dict]:
+def history(t: Target) -> tuple[list[Revision], int | None]:
+    """The service's revisions, and the one its stable service runs now (None when none matches)."""
     current = _image(t.stable())
     records = t.store.history()
-    live = [h for h in records if h["outcome"] in ("deployed", "promoted") and h["image"] == current]
-    current_rev = live[-1]["revision"] if live else None
-    return [{**h, "current": h["revision"] == current_rev} for h in records]
+    live = [h for h in records if h.stable and h.image == current]
+    return records, live[-1].revision if live else None
 
 
-def write_report(t: Target, record: dict, path: Path) -> dict:
+def write_report(t: Target, record: Revision, path: Path) -> dict:
     """A revision's report (fleet/report.py) from its history record and the stack's Prometheus; returns
     how many points each role's series has."""
     prom = Prometheus(t.prometheus_endpoints())
@@ -463,38 +450,37 @@ def rollback(t: Target, to: int | None, timeout: float = 600.0) -> Result:
     try:
         if t.store.load():
             raise BadInput(f"a rollout of {t.stable_name} is in progress: `fleet abort` it first")
-        records = history(t)
-        good = [h for h in records if h["outcome"] in ("deployed", "promoted")]
-        current = next((h for h in records if h["current"]), None)
+        records, current_rev = history(t)
+        good = [h for h in records if h.stable]
+        current = next((h for h in records if h.revision == current_rev), None)
         if to is None:
-            earlier = [h for h in good if current and h["revision"] < current["revision"] and h["image"] != current["image"]]
+            earlier = [h for h in good if current and h.revision < current.revision and h.image != current.image]
             if not earlier:
                 raise BadInput("no earlier revision to roll back to; `fleet history` lists them")
             target = earlier[-1]
         else:
-            target = next((h for h in records if h["revision"] == to), None)
+            target = next((h for h in records if h.revision == to), None)
             if target is None:
-                raise BadInput(f"no revision {to}; `fleet history` lists revisions {[h['revision'] for h in records]}")
-            if target["outcome"] not in ("deployed", "promoted"):
-                raise BadInput(f"revision {to} ({target['image']}) was {target['outcome']}, never stable: choose a "
+                raise BadInput(f"no revision {to}; `fleet history` lists revisions {[h.revision for h in records]}")
+            if not target.stable:
+                raise BadInput(f"revision {to} ({target.image}) was {target.outcome}, never stable: choose a "
                                "deployed or promoted one")
         started = time.time()
-        if _image(t.stable()) == target["image"]:
-            return Result(target["revision"], Phase.PROMOTED, f"already on revision {target['revision']} "
-                          f"({target['image']}): nothing to do", target["image"], 0.0)
-        t.swarm.update_image(t.stable_name, target["image"])
+        if _image(t.stable()) == target.image:
+            return Result(target.revision, Phase.PROMOTED, f"already on revision {target.revision} "
+                          f"({target.image}): nothing to do", target.image, 0.0)
+        t.swarm.update_image(t.stable_name, target.image)
         deadline = time.monotonic() + timeout
         for v in stable_verdicts(t, started - 1, threading.Event()):
             if v.state is State.CONVERGED:
                 break
             if v.state is State.FAILED or time.monotonic() > deadline:
-                raise OperationFailed(f"rollback to revision {target['revision']} failed: {v.reason}; Swarm's "
+                raise OperationFailed(f"rollback to revision {target.revision} failed: {v.reason}; Swarm's "
                                       "failure_action restores the previous spec")
-        revision = records[-1]["revision"] + 1
-        reason = f"rollback to revision {target['revision']}"
-        t.store.record({"revision": revision, "image": target["image"], "outcome": "deployed", "reason": reason,
-                        "started_at": started, "ended_at": time.time()})
-        return Result(revision, Phase.PROMOTED, reason, target["image"], time.time() - started)
+        revision = records[-1].revision + 1
+        reason = f"rollback to revision {target.revision}"
+        t.store.record(Revision(revision, target.image, "deployed", reason, started_at=started, ended_at=time.time()))
+        return Result(revision, Phase.PROMOTED, reason, target.image, time.time() - started)
     finally:
         t.store.release()
 
@@ -513,12 +499,3 @@ def holder_text(holder: dict) -> str:
     """Who holds a rollout lock: "`fleet COMMAND` (pid P on HOST, since HH:MM:SS)"."""
     since = time.strftime("%H:%M:%S", time.localtime(holder.get("since", 0)))
     return f"`fleet {holder.get('command')}` (pid {holder.get('pid')} on {holder.get('host')}, since {since})"
-
-
-def _plan_doc(plan: Plan) -> dict:
-    return {**asdict(plan), "steps": list(plan.steps), "webhooks": list(plan.webhooks)}
-
-
-def _plan_from(d: dict) -> Plan:
-    return Plan(**{**d, "steps": tuple(d["steps"]), "webhooks": tuple(d.get("webhooks") or ()),
-                   "thresholds": Thresholds(**d["thresholds"])})

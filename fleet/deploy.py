@@ -20,6 +20,7 @@ from .adapters.store import Store
 from .adapters.swarm import EngineUnavailable, Swarm
 from .core.changes import DeployPlan, How
 from .core.convergence import State, Verdict
+from .core.records import Revision
 from .core.rollout import Phase, Rollout
 from .watch import observe
 from .errors import BadInput, OperationFailed, Unreachable
@@ -280,9 +281,9 @@ def _record(s: _Situation, stores: dict[str, Store], started: float) -> None:
             store = stores[c.service]
             history = store.history()
             image = str(s.doc["services"][c.service]["image"])
-            store.record({"revision": (history[-1]["revision"] + 1) if history else 1, "image": image,
-                          "outcome": "deployed", "reason": "fleet deploy (Swarm's rolling update)",
-                          "cause": "fleet deploy", "started_at": started, "ended_at": time.time()})
+            store.record(Revision((history[-1].revision + 1) if history else 1, image, "deployed",
+                                  "fleet deploy (Swarm's rolling update)", cause="fleet deploy", started_at=started,
+                                  ended_at=time.time()))
 
 
 def diagnosis(swarm: Swarm, failed: dict[str, Verdict]) -> str:

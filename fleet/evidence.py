@@ -22,6 +22,7 @@ from .adapters.prometheus import Prometheus, role_window
 from .core.analysis import Outcome, judge_golden, judge_golden_outputs
 from .core.convergence import State
 from .core.control import to_apply
+from .core.records import RolloutState
 from .core.events import (ConsulView, ContainerEvent, ControlRequested, GateAnswered, GoldenChecked, MetricsSample,
                           PromotionObserved, SourceUp, TaskFailed)
 from .core.taskstates import task_failure
@@ -37,8 +38,8 @@ SYNTHETIC_MAX = 20_000  # synthetic requests per route in one rollout, at most
 
 
 class Evidence:
-    def __init__(self, t, doc: dict, stream: EventStream, plan):
-        self.t, self.doc, self.stream, self.plan = t, doc, stream, plan
+    def __init__(self, t, state: RolloutState, stream: EventStream, plan):
+        self.t, self.state, self.stream, self.plan = t, state, stream, plan
         self._gateway: Gateway | None = None
         self.last_sample: MetricsSample | None = None
         self.synthetic_sent = 0  # synthetic requests sent through each route
@@ -84,7 +85,7 @@ class Evidence:
     # sources ------------------------------------------------------------------------------------
     def _docker_events(self):
         since = self.last_docker_event  # a restarted stream replays what happened in the gap
-        self.docker_events = self.t.swarm.container_events(self.doc.get("canary_id", "none"), since)
+        self.docker_events = self.t.swarm.container_events(self.state.canary_id or "none", since)
         yield SourceUp("docker")
         for e in self.docker_events:
             self.last_docker_event = max(self.last_docker_event, e.get("time", 0) - 1)
@@ -121,7 +122,7 @@ class Evidence:
                 yield TaskFailed(why)
 
     def _read_tasks(self):
-        tasks = self.t.swarm.tasks(self.doc.get("canary_id", "none"), desired_state=None)
+        tasks = self.t.swarm.tasks(self.state.canary_id or "none", desired_state=None)
         self.canary_tasks = {task.id for task in tasks}
         return tasks
 
@@ -135,7 +136,7 @@ class Evidence:
     def _control(self):
         """`fleet promote`/`fleet abort` requests, each applied once (fleet/core/control.py): for this rollout,
         made while this controller holds the lock; the ids applied are kept in the rollout's state."""
-        applied = self.doc.setdefault("control_applied", [])
+        applied = self.state.control_applied
         index = None
         first = True
         while not self.stream.stopped.is_set():
@@ -143,7 +144,7 @@ class Evidence:
             if first:
                 yield SourceUp("control")
                 first = False
-            request = to_apply(request, written, self.doc["revision"], self.t.store.lock_index, applied)
+            request = to_apply(request, written, self.state.revision, self.t.store.lock_index, applied)
             if request is not None:
                 applied.append(request.id)
                 yield ControlRequested(request.action)
@@ -217,7 +218,7 @@ class Evidence:
     def _gate(self, name: str):
         """Ask the confirm-promotion gate every ASK_EVERY seconds and pass on each answer, the first yes or
         no ending it; the rollout's deadline for it is the pure core's (Plan.gate_deadline)."""
-        payload = gates.event(self.doc, self.doc["rollout"], self.t.stack, self.t.service, name,
+        payload = gates.event(self.state, self.state.rollout.to_dict(), self.t.stack, self.t.service, name,
                               at=time.time())
         for answer in hooks.answers(self.plan.confirm_promotion, payload, self.stream.stopped):
             yield GateAnswered(name, answer.approved, answer.detail)
@@ -252,8 +253,8 @@ class Evidence:
 
     def _promotion(self, since: float):
         for verdict in stable_verdicts(self.t, since, self.stream.stopped):
-            canary = self.doc.get("canary_image") or self.doc["image"]
-            differs = self.t.cluster().stable_differs(canary, self.doc.get("container"))
+            canary = self.state.canary_image or self.state.image
+            differs = self.t.cluster().stable_differs(canary, self.state.container)
             if differs and not self.t.cluster().stable_rolled_back_since(since):  # not ours, and not Swarm's rollback
                 yield PromotionObserved("superseded", f"the stable service's spec was changed during the promotion "
                                         f"and is not the canary's ({differs}): a `docker stack deploy` or `docker "

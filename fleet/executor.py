@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .core.events import Event
+from .core.records import Revision, RolloutState
 from .core.rollout import (TERMINAL, Action, AskGate, CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable,
                       RevertStable, Rollout, SetShare, StableObserved, step)
 from .core.traffic import weights_for
@@ -30,7 +31,11 @@ class Cluster(Protocol):
 
     def stable_rolled_back_since(self, since: float) -> bool: ...
 
-    def create_canary(self, image: str, replicas: int) -> str: ...
+    def create_canary(self, image: str, replicas: int, container: dict | None) -> str:
+        """The canary service beside the stable (the stable's spec with `image` and `container`); its id."""
+
+    def canary_image(self) -> str:
+        """The canary's image as Swarm pinned it (with its digest)."""
 
     def set_weights(self, stable: int | None, canary: int | None) -> None: ...
 
@@ -52,13 +57,16 @@ class Cluster(Protocol):
 class Ledger(Protocol):
     """The rollout's state, control and history; writes are refused once the lock is lost."""
 
-    def load(self) -> dict | None: ...
+    def load(self) -> RolloutState | None: ...
 
-    def save(self, doc: dict) -> None: ...
+    def begin(self, state: RolloutState) -> None:
+        """A new rollout's state, with no control request left from before it."""
 
-    def record(self, doc: dict) -> None: ...
+    def save(self, state: RolloutState) -> None: ...
 
-    def history(self) -> list[dict]: ...
+    def record(self, revision: Revision) -> None: ...
+
+    def history(self) -> list[Revision]: ...
 
     def clear(self) -> None: ...
 
@@ -90,20 +98,32 @@ class NoHooks:
 
 
 class Executor:
-    def __init__(self, cluster: Cluster, ledger: Ledger, doc: dict, hooks: Hooks = NoHooks(),
+    def __init__(self, cluster: Cluster, ledger: Ledger, state: RolloutState, hooks: Hooks = NoHooks(),
                  clock: Callable[[], float] = time.time):
-        self.cluster, self.ledger, self.doc, self.hooks, self.clock = cluster, ledger, doc, hooks, clock
+        self.cluster, self.ledger, self.state, self.hooks, self.clock = cluster, ledger, state, hooks, clock
+
+    def begin(self, replicas: int, now: float) -> None:
+        """The start of every canary, in the order that a kill at any point leaves safe: no share for the
+        canary whatever a key said, the intent saved (from here a killed controller leaves a rollout to
+        resume), the history's in-progress record, then the canary, its id and pinned image saved."""
+        s = self.state
+        self.cluster.set_weights(None, 0)
+        self.ledger.begin(s)
+        self.ledger.record(s.started(now))
+        s.canary_id = self.cluster.create_canary(s.image, replicas, s.container)
+        s.canary_image = self.cluster.canary_image()
+        self.ledger.save(s)
 
     def intend(self, r: Rollout, actions: list[Action], event: Event | None = None) -> None:
         """Save the state that intends `actions` before any of them runs (fenced: raises LockLost)."""
-        if any(isinstance(a, PromoteStable) for a in actions):
-            self.doc.setdefault("promotion_started", self.clock() - 1)
-        before = self.doc.get("rollout") or {}
-        self.doc["rollout"] = r.to_dict()
-        if event is not None and (before.get("phase"), before.get("share")) != (r.phase.value, r.share):
+        if any(isinstance(a, PromoteStable) for a in actions) and self.state.promotion_started is None:
+            self.state.promotion_started = self.clock() - 1
+        before = self.state.rollout
+        self.state.rollout = r
+        if event is not None and (before.phase, before.share) != (r.phase, r.share):
             self.note("phase", f"{r.phase.value} at {r.share}% after {type(event).__name__}: {r.reason}"
                       if r.reason else f"{r.phase.value} at {r.share}%")
-        self.ledger.save(self.doc)
+        self.ledger.save(self.state)
 
     def execute(self, a: Action, plan: Plan) -> None:
         c = self.cluster
@@ -123,20 +143,20 @@ class Executor:
             self.note("gate", f"asking the {a.gate} gate")
             self.hooks.gate(a.gate)
         elif isinstance(a, PromoteStable):
-            if not c.stable_runs(self.doc["image"], self.doc.get("container")):
-                c.update_stable(self.doc["image"], self.doc.get("container"))
-            self.note("promote", f"updating the stable service to {self.doc['image']}")
-            self.hooks.promotion(self.doc["promotion_started"])
+            if not c.stable_runs(self.state.image, self.state.container):
+                c.update_stable(self.state.image, self.state.container)
+            self.note("promote", f"updating the stable service to {self.state.image}")
+            self.hooks.promotion(self.state.promotion_started)
         elif isinstance(a, RevertStable):
-            if c.stable_runs(self.doc["image"], self.doc.get("container")):
+            if c.stable_runs(self.state.image, self.state.container):
                 c.revert_stable()
             self.note("revert", "the stable service rolled back to its previous spec")
         elif isinstance(a, Finish):
             self.note("finish", a.phase.value)
 
     def observe_stable(self) -> StableObserved:
-        since = self.doc.get("promotion_started")
-        return StableObserved(on_new_image=self.cluster.stable_runs(self.doc["image"], self.doc.get("container")),
+        since = self.state.promotion_started
+        return StableObserved(on_new_image=self.cluster.stable_runs(self.state.image, self.state.container),
                               rolled_back=since is not None and self.cluster.stable_rolled_back_since(since))
 
     def finish(self, r: Rollout, wait: Callable[[], bool] = lambda: True) -> None:
@@ -146,16 +166,12 @@ class Executor:
         while not self.cluster.canary_gone() and wait():
             pass
         self.cluster.set_weights(None, None)
-        record = next((h for h in self.ledger.history() if h["revision"] == self.doc["revision"]), {})
-        self.ledger.record({**record, "revision": self.doc["revision"], "image": self.doc["image"],
-                            "outcome": r.phase.value, "reason": r.reason, "ended_at": self.clock(),
-                            # what `fleet history N --report` draws: the steps, when each began, the gate
-                            "plan": self.doc.get("plan"), "timeline": self.doc.get("timeline", []),
-                            "golden": self.doc.get("golden")})
+        record = next((h for h in self.ledger.history() if h.revision == self.state.revision), None)
+        self.ledger.record((record or self.state.started(None)).ended(self.state, r, self.clock()))
         self.ledger.clear()
 
     def note(self, what: str, detail: str, at: float | None = None) -> None:
-        self.doc["timeline"].append({"at": at or self.clock(), "event": what, "detail": detail})
+        self.state.note(at or self.clock(), what, detail)
 
 
 def run_loop(x: Executor, r: Rollout, plan: Plan, actions: list[Action], next_event: Callable[[], Event],

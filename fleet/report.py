@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .core.analysis import PREDICTIONS
+from .core.records import Revision
 
 RATE = "5s"  # the rate window of every series (the stack scrapes every 250 ms)
 _PREDICT = 'service="{s}",' + PREDICTIONS
@@ -33,25 +34,25 @@ def query(series: str, service_name: str) -> str:
     return QUERIES[series].replace("{s}", service_name)
 
 
-def window(record: dict) -> tuple[float, float, float]:
+def window(record: Revision) -> tuple[float, float, float]:
     """The range the report covers (a little around the rollout) and its step. Pure."""
-    start = (record.get("started_at") or record.get("ended_at") or time.time()) - 10
-    end = (record.get("ended_at") or time.time()) + 10
+    start = (record.started_at or record.ended_at or time.time()) - 10
+    end = (record.ended_at or time.time()) + 10
     return start, end, max(1.0, round((end - start) / 400, 1))
 
 
-def collect(prom, record: dict, stable_name: str, canary_name: str) -> dict:
+def collect(prom, record: Revision, stable_name: str, canary_name: str) -> dict:
     """Every series of both roles over the rollout, from Prometheus: {role: {series: [(t, v)]}}."""
     start, end, step = window(record)
     return {role: {series: prom.range(query(series, name), start, end, step) for series in QUERIES}
             for role, name in (("stable", stable_name), ("canary", canary_name))}
 
 
-def shares(record: dict) -> list[tuple[float, float]]:
+def shares(record: Revision) -> list[tuple[float, float]]:
     """The canary's share over time, as steps, from the timeline. Pure."""
-    points = [(record["started_at"], 0.0)] if record.get("started_at") else []
+    points = [(record.started_at, 0.0)] if record.started_at else []
     promoted = False  # from the promotion on, the new version has every request (its canary's cut is moot)
-    for e in record.get("timeline") or []:
+    for e in record.timeline or []:
         if e["event"] == "share" and not promoted:
             points.append((e["at"], float(e["detail"].split("%")[0])))
         elif e["event"] == "cut" and not promoted:
@@ -59,13 +60,13 @@ def shares(record: dict) -> list[tuple[float, float]]:
         elif e["event"] == "promote":
             promoted = True
             points.append((e["at"], 100.0))
-    if record.get("ended_at") and points:
-        points.append((record["ended_at"], points[-1][1]))
+    if record.ended_at and points:
+        points.append((record.ended_at, points[-1][1]))
     return points
 
 
-def figure(record: dict, data: dict) -> go.Figure:
-    plan = record.get("plan") or {}
+def figure(record: Revision, data: dict) -> go.Figure:
+    plan = record.plan or {}
     thresholds = plan.get("thresholds") or {}
     fig = make_subplots(rows=5, cols=1, shared_xaxes=True, vertical_spacing=0.04,
                         subplot_titles=("canary share (%)", "requests per second (dotted: fleet's synthetic)",
@@ -105,27 +106,27 @@ def figure(record: dict, data: dict) -> go.Figure:
     return fig
 
 
-def page(record: dict, data: dict, stack: str, service: str) -> str:
+def page(record: Revision, data: dict, stack: str, service: str) -> str:
     """The whole page: header, plots, golden figures, timeline, and the data as JSON. Pure."""
     e = html.escape
-    plan = record.get("plan") or {}
-    golden = record.get("golden") or {}
+    plan = record.plan or {}
+    golden = record.golden or {}
     rows = "".join(f"<tr><td>{e(_clock(x['at']))}</td><td>{e(x['event'])}</td><td>{e(x['detail'])}</td></tr>"
-                   for x in record.get("timeline") or [])
-    took = (record["ended_at"] - record["started_at"]) if record.get("ended_at") and record.get("started_at") else None
+                   for x in record.timeline or [])
+    took = (record.ended_at - record.started_at) if record.ended_at and record.started_at else None
     plots = figure(record, data).to_html(full_html=False, include_plotlyjs=True, div_id="fleet-report-plots")
-    embedded = json.dumps({"stack": stack, "service": service, "record": record, "series": data}).replace("</", "<\\/")
+    embedded = json.dumps({"stack": stack, "service": service, "record": record.to_dict(), "series": data}).replace("</", "<\\/")
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>fleet: {e(stack)}_{e(service)} revision {record.get('revision')}</title>
+<html><head><meta charset="utf-8"><title>fleet: {e(stack)}_{e(service)} revision {record.revision}</title>
 <style>body{{font-family:sans-serif;margin:24px;max-width:1150px}} td{{padding:2px 8px;vertical-align:top}}
 .promoted{{color:#2a7}} .rolled_back,.aborted,.superseded{{color:#c33}} table{{border-collapse:collapse}}
 tr:nth-child(even){{background:#f4f4f4}}</style></head><body>
-<h1>{e(stack)}_{e(service)} revision {record.get('revision')}:
-<span class="{e(str(record.get('outcome')))}" id="outcome">{e(str(record.get('outcome')))}</span></h1>
-<p>{e(str(record.get('previous_image') or ''))} &rarr; <b>{e(str(record.get('image')))}</b>
-({e(str(record.get('cause') or 'fleet rollout'))}); {e(_clock(record.get('started_at')))} to
-{e(_clock(record.get('ended_at')))}{f', {took:.0f} s' if took is not None else ''}</p>
-<p id="verdict">{e(record.get('reason') or '')}</p>
+<h1>{e(stack)}_{e(service)} revision {record.revision}:
+<span class="{e(str(record.outcome))}" id="outcome">{e(str(record.outcome))}</span></h1>
+<p>{e(str(record.previous_image or ''))} &rarr; <b>{e(str(record.image))}</b>
+({e(str(record.cause or 'fleet rollout'))}); {e(_clock(record.started_at))} to
+{e(_clock(record.ended_at))}{f', {took:.0f} s' if took is not None else ''}</p>
+<p id="verdict">{e(record.reason or '')}</p>
 <p>steps {e(str(plan.get('steps')))} of {plan.get('step_duration', '?')} s; limits: error rate
 {e(str((plan.get('thresholds') or {}).get('max_error_rate')))}, latency ratio
 {e(str((plan.get('thresholds') or {}).get('max_latency_ratio')))}; golden tolerance {plan.get('golden_tolerance')}</p>

@@ -1,11 +1,9 @@
 """`fleet status`: one view merging Swarm's services and tasks, Docker health and Consul's checks, and
 the live view of rollouts in progress (`--watch`)."""
-import json
-
-from .core import view
-from .adapters.consul import Catalog, ConsulUnavailable, call, check_access
-from .adapters.store import Store
+from .adapters.consul import Catalog, ConsulUnavailable, check_access
+from .adapters.store import stack_rollouts
 from .adapters.swarm import Swarm
+from .core import view
 
 LIVE_STATES = {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running"}
 
@@ -72,16 +70,10 @@ def node_flag(node: dict) -> str | None:
 def rollouts(catalog: Catalog, stack: str) -> list[dict]:
     """Rollouts in progress, from Consul KV; `orphaned` when no fleet process holds the lock (the
     controller died): `fleet rollout --resume` finishes or reverts them."""
-    found = []
-    _, keys = call(catalog.consul.kv.get, f"fleet/rollouts/{stack}/", recurse=True)
-    for svc in sorted({s["Key"].split("/")[3] for s in keys or []}):
-        store = Store(catalog.consul, stack, svc)
-        doc = store.load()
-        if doc:
-            r = doc["rollout"]
-            found.append({"service": svc, "revision": doc["revision"], "image": doc["image"], "phase": r["phase"],
-                          "share": r["share"], "reason": r["reason"], "orphaned": store.holder() is None})
-    return found
+    _, found = stack_rollouts(catalog.consul, stack)
+    return [{"service": svc, "revision": e.state.revision, "image": e.state.image, "phase": e.state.phase.value,
+             "share": e.state.rollout.share, "reason": e.state.rollout.reason, "orphaned": not e.held}
+            for svc, e in sorted(found.items()) if e.state]
 
 
 def watch_rollouts(catalog: Catalog, stack: str, stopped, wait: str = "2s"):
@@ -90,19 +82,13 @@ def watch_rollouts(catalog: Catalog, stack: str, stopped, wait: str = "2s"):
     since is shown once more, from its history record, with its outcome."""
     index, running = None, {}
     while not stopped.is_set():
-        index, items = call(catalog.consul.kv.get, f"fleet/rollouts/{stack}/", recurse=True, index=index, wait=wait)
-        keys = {i["Key"]: i for i in items or []}
+        index, found = stack_rollouts(catalog.consul, stack, index=index, wait=wait)
         now, views = {}, []
-        for svc in sorted({k.split("/")[3] for k in keys}):
-            store = Store(catalog.consul, stack, svc)
-            state = keys.get(f"{store.prefix}/state")
-            if state and state.get("Value"):
-                doc = json.loads(state["Value"])
-                now[svc] = doc["revision"]
-                lock = keys.get(f"{store.prefix}/lock")
-                views.append(view.rollout_view(svc, doc, orphaned=not (lock and lock.get("Session"))))
+        for svc, e in sorted(found.items()):
+            if e.state:
+                now[svc] = e.state.revision
+                views.append(view.rollout_view(svc, e.state, orphaned=not e.held))
             elif svc in running:
-                record = keys.get(store.history_key(running[svc]))
-                views.append(view.ended_view(svc, json.loads(record["Value"]) if record else {}))
+                views.append(view.ended_view(svc, e.history.get(running[svc])))
         running = now
         yield views

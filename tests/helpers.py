@@ -9,6 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
+from fleet.core.records import Revision
+
 # Two held-out tumours the demo's model v1 and v2 both classify right (train.py: 8 measurements each): benign
 # (mean radius 11.94) and malignant (20.92).
 SAMPLE = [[11.94, 18.24, 75.71, 437.6, 0.0826, 0.0475, 0.0197, 0.0135],
@@ -124,7 +126,7 @@ class Receiver:
 
 # a promoted rollout's history record and series, for the report's tests
 REPORT_T0 = T0 = 1_700_000_000.0
-REPORT_RECORD = {
+REPORT_RECORD = Revision.from_dict({
     "revision": 5, "image": "fleet/inference:3", "previous_image": "fleet/inference:2", "outcome": "promoted",
     "reason": "all steps passed", "cause": "fleet rollout", "started_at": T0, "ended_at": T0 + 100,
     "plan": {"steps": [10, 50], "step_duration": 30, "golden_tolerance": 0.01,
@@ -133,7 +135,7 @@ REPORT_RECORD = {
     "timeline": [{"at": T0 + 10, "event": "share", "detail": "10% (weights stable 9, canary 1)"},
                  {"at": T0 + 40, "event": "share", "detail": "50% (weights stable 1, canary 1)"},
                  {"at": T0 + 70, "event": "promote", "detail": "updating the stable service"},
-                 {"at": T0 + 90, "event": "cut", "detail": "promoted"}]}
+                 {"at": T0 + 90, "event": "cut", "detail": "promoted"}]})
 REPORT_DATA = {role: {"requests": [(T0 + i, 10.0 + i % 3) for i in range(0, 100, 2)],
                       "synthetic": [(T0 + i, 1.0) for i in range(10, 60, 2)],
                       "error_rate": [(T0 + i, 0.0) for i in range(0, 100, 2)],

@@ -1,8 +1,10 @@
 """Rollout state, control requests, history and the per-service lock, in Consul KV (py-consul).
 
 Keys, under fleet/rollouts/<stack>/<service>/: `lock` (held through a Consul session, TTL renewed by a
-thread; it lapses when the holder dies), `state` (the rollout in progress, JSON), `control` (a promote or
-abort request for one rollout, written by other fleet processes: fleet/core/control.py), `history/<revision>` (one JSON record per revision).
+thread; it lapses when the holder dies), `state` (the rollout in progress: a `RolloutState`), `control` (a
+promote or abort request for one rollout, written by other fleet processes: fleet/core/control.py),
+`history/<revision>` (one `Revision` each). The records and their JSON are fleet/core/records.py; this
+module is the only one that reads or writes them in Consul.
 Traffic weights live in fleet/traffic/<consul service>/<role>, which the replicas follow. They are held
 by the lock's session (Consul's `lock` verb, session behaviour `delete`): when the controller dies, its
 session lapses and Consul deletes them, so every replica falls back to its own default weight (a
@@ -22,12 +24,14 @@ import os
 import socket
 import threading
 import time
+from dataclasses import dataclass, field
 
 import consul
 from consul.callback import CB
 from consul.exceptions import ClientError
 
 from ..core.control import ControlRequest, decode
+from ..core.records import Revision, RolloutState
 from .consul import call
 
 SESSION_TTL = 10  # seconds; Consul may take up to twice this to let a dead holder's lock go
@@ -112,9 +116,9 @@ class Store:
                 self.session = None
 
     # state and control ----------------------------------------------------------------------
-    def load(self) -> dict | None:
+    def load(self) -> RolloutState | None:
         _, item = self._get("state")
-        return json.loads(item["Value"]) if item and item.get("Value") else None
+        return _state(item)
 
     def write(self, changes: dict[str, str | None], held: bool = False) -> None:
         """Set (None: delete) these keys in one transaction that Consul applies only while this process's
@@ -132,9 +136,9 @@ class Store:
             self.lost.set()
             self.check()
 
-    def save(self, doc: dict) -> None:
+    def save(self, state: RolloutState) -> None:
         """Write the state, fenced: only while this process's session holds the lock."""
-        self.write({f"{self.prefix}/state": json.dumps(doc)})
+        self.write({f"{self.prefix}/state": json.dumps(state.to_dict())})
 
     def set_weights(self, consul_service: str, weights: dict[str, int | None]) -> None:
         """The weight each role's replicas register with (None puts back their own default), fenced, and
@@ -142,9 +146,9 @@ class Store:
         self.write({weight_key(consul_service, role): None if w is None else str(w) for role, w in weights.items()},
                    held=True)
 
-    def begin(self, doc: dict) -> None:
+    def begin(self, state: RolloutState) -> None:
         """The state of a new rollout, and no control request left from before it, in one fenced write."""
-        self.write({f"{self.prefix}/state": json.dumps(doc), f"{self.prefix}/control": None})
+        self.write({f"{self.prefix}/state": json.dumps(state.to_dict()), f"{self.prefix}/control": None})
 
     def clear(self) -> None:
         self.write({f"{self.prefix}/state": None, f"{self.prefix}/control": None})
@@ -159,15 +163,55 @@ class Store:
         return index, decode(item["Value"] if item else None), (item or {}).get("ModifyIndex", 0)
 
     # history --------------------------------------------------------------------------------
-    def history(self) -> list[dict]:
+    def history(self) -> list[Revision]:
         _, items = self._get("history/", recurse=True)
-        return sorted((json.loads(i["Value"]) for i in items or []), key=lambda r: r["revision"])
+        return sorted((_revision(i) for i in items or []), key=lambda r: r.revision)
 
-    def record(self, doc: dict) -> None:
-        self.write({self.history_key(doc["revision"]): json.dumps(doc)})
+    def revision(self, number: int) -> Revision | None:
+        return next((h for h in self.history() if h.revision == number), None)
+
+    def record(self, revision: Revision) -> None:
+        self.write({self.history_key(revision.revision): json.dumps(revision.to_dict())})
 
     def history_key(self, revision: int) -> str:
         return f"{self.prefix}/history/{revision:06d}"
+
+
+@dataclass
+class StackRollout:
+    """One service's rollout records as a read of the whole stack's keys finds them."""
+    state: RolloutState | None = None  # the rollout in progress, if any
+    held: bool = False  # a fleet process holds the lock (else an unfinished rollout is orphaned)
+    history: dict[int, Revision] = field(default_factory=dict)
+
+
+def stack_rollouts(c: consul.Consul, stack: str, index: int | None = None,
+                   wait: str | None = None) -> tuple[int, dict[str, StackRollout]]:
+    """Every service's rollout records in a stack, in one read (a blocking query with `index`)."""
+    kw = {"index": index, "wait": wait} if wait else {}
+    index, items = call(c.kv.get, f"fleet/rollouts/{stack}/", recurse=True, **kw)
+    found: dict[str, StackRollout] = {}
+    for item in items or []:
+        parts = item["Key"].split("/")  # fleet/rollouts/<stack>/<service>/<key>[/<revision>]
+        if len(parts) < 5:
+            continue
+        entry = found.setdefault(parts[3], StackRollout())
+        if parts[4] == "state":
+            entry.state = _state(item)
+        elif parts[4] == "lock":
+            entry.held = bool(item.get("Session") and item.get("Value"))
+        elif parts[4] == "history" and item.get("Value"):
+            record = _revision(item)
+            entry.history[record.revision] = record
+    return index, found
+
+
+def _state(item: dict | None) -> RolloutState | None:
+    return RolloutState.from_dict(json.loads(item["Value"])) if item and item.get("Value") else None
+
+
+def _revision(item: dict) -> Revision:
+    return Revision.from_dict(json.loads(item["Value"]))
 
 
 def weight_key(consul_service: str, role: str) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from . import policy
+from .records import Revision
 
 CONTAINER_KEYS = ("image", "digest", "environment", "command", "entrypoint", "resources")
 SERVICE_KEYS = ("replicas", "labels")
@@ -179,23 +180,22 @@ def differences(want: dict, have: dict) -> list[KeyChange]:
     return found
 
 
-def reverts(file_image: str, running_image: str, history: list[dict]) -> dict | None:
+def reverts(file_image: str, running_image: str, history: list[Revision]) -> Revision | None:
     """The promotion the file's image would undo, else None. The rule: the service runs an image that a
     fleet rollout promoted (revision b), and the file names an image the service ran before it (a
     deployed or promoted revision a < b). A file naming an image new to the history is a new release, not
     a revert; one naming the running image changes nothing."""
     if file_image == running_image:
         return None
-    promoted = [h for h in history if h.get("outcome") == "promoted" and _image(h["image"])[0] == running_image]
+    promoted = [h for h in history if h.outcome == "promoted" and _image(h.image)[0] == running_image]
     if not promoted:
         return None
     b = promoted[-1]
-    earlier = [h for h in history if h["revision"] < b["revision"] and h.get("outcome") in ("deployed", "promoted")
-               and _image(h["image"])[0] == file_image]
+    earlier = [h for h in history if h.revision < b.revision and h.stable and _image(h.image)[0] == file_image]
     return b if earlier else None
 
 
-def plan(want: dict[str, dict], have: dict[str, dict], history: dict[str, list[dict]] | None = None,
+def plan(want: dict[str, dict], have: dict[str, dict], history: dict[str, list[Revision]] | None = None,
          replace_promoted: bool = False) -> DeployPlan:
     """What a deploy does to each service. `want`: the file's services (short name -> `desired`);
     `have`: the running ones (short name -> `live`); `history`: fleet's revisions per service.
@@ -214,7 +214,7 @@ def plan(want: dict[str, dict], have: dict[str, dict], history: dict[str, list[d
         undone = reverts(want[name]["image"], have[name]["image"], (history or {}).get(name, []))
         if undone and not replace_promoted:
             out.append(ServiceChange(name, How.REFUSE, changes, note=(
-                f"the file names {want[name]['image']}, but revision {undone['revision']} promoted "
+                f"the file names {want[name]['image']}, but revision {undone.revision} promoted "
                 f"{have[name]['image']} since: deploying would undo that promotion. Put {have[name]['image']} in "
                 f"the stack file, or deploy again with --replace-promoted to roll back to "
                 f"{want[name]['image']} through a canary")))

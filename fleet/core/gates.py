@@ -15,6 +15,8 @@ fleet/adapters/hooks.py; this module is pure.
 import shlex
 from dataclasses import dataclass
 
+from .records import RolloutState
+
 NOT_YET = {408, 425, 429}
 
 
@@ -52,10 +54,10 @@ def answer_of(status: int, body: str) -> Answer:
     return Answer(None, said)
 
 
-def event(doc: dict, rollout: dict, stack: str, service: str, kind: str, links: dict | None = None, *,
+def event(state: RolloutState, rollout: dict, stack: str, service: str, kind: str, links: dict | None = None, *,
           at: float) -> dict:
     """The JSON a webhook or gate receives, sent at `at` (epoch seconds). Pure."""
-    return {"kind": kind, "stack": stack, "service": service, "revision": doc.get("revision"),
-            "image": doc.get("image"), "previous_image": doc.get("previous_image"), "cause": doc.get("cause"),
+    return {"kind": kind, "stack": stack, "service": service, "revision": state.revision,
+            "image": state.image, "previous_image": state.previous_image, "cause": state.cause,
             "phase": rollout.get("phase"), "share": rollout.get("share"), "step": rollout.get("step"),
             "reason": rollout.get("reason", ""), "at": at, "links": links or {}}

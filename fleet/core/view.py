@@ -5,6 +5,7 @@ The controller keeps the latest metrics window in the rollout's state (`evidence
 EVIDENCE_EVERY seconds) and the golden gate's answer (`golden`), so a watcher sees what was judged, not
 a figure of its own.
 """
+from .records import Revision, RolloutState
 from .rollout import TERMINAL, Phase
 
 EVIDENCE_EVERY = 2.0  # seconds between saves of the latest evidence into the rollout's state
@@ -23,24 +24,26 @@ def figures(sample) -> dict:
             "canary": role(sample.canary, sample.synthetic), "stable": role(sample.stable)}
 
 
-def rollout_view(service: str, doc: dict, orphaned: bool = False) -> dict:
-    """One rollout in progress, from its state document, as the live view shows it."""
-    r, plan = doc.get("rollout") or {}, doc.get("plan") or {}
-    judgement = r.get("judgement") or {}
-    return {"service": service, "revision": doc.get("revision"), "image": doc.get("image"),
-            "previous_image": doc.get("previous_image"), "cause": doc.get("cause"),
-            "phase": r.get("phase"), "step": r.get("step"), "steps": plan.get("steps"), "share": r.get("share"),
-            "reason": r.get("reason", ""), "verdict": judgement.get("outcome"), "verdict_reason": judgement.get("reason"),
-            "missing": r.get("missing") or [], "golden": doc.get("golden"), "evidence": doc.get("evidence"),
-            "orphaned": orphaned}
+def rollout_view(service: str, state: RolloutState, orphaned: bool = False) -> dict:
+    """One rollout in progress, from its state, as the live view shows it."""
+    r, judgement = state.rollout, state.rollout.judgement
+    return {"service": service, "revision": state.revision, "image": state.image,
+            "previous_image": state.previous_image, "cause": state.cause,
+            "phase": r.phase.value, "step": r.step, "steps": list(state.plan.steps), "share": r.share,
+            "reason": r.reason, "verdict": judgement.outcome.value if judgement else None,
+            "verdict_reason": judgement.reason if judgement else None,
+            "missing": list(r.missing), "golden": state.golden, "evidence": state.evidence, "orphaned": orphaned}
 
 
-def ended_view(service: str, record: dict) -> dict:
-    """A rollout that just ended, from its history record."""
-    return {"service": service, "revision": record.get("revision"), "image": record.get("image"),
-            "previous_image": record.get("previous_image"), "cause": record.get("cause"),
-            "phase": record.get("outcome"), "share": 100 if record.get("outcome") == "promoted" else 0,
-            "reason": record.get("reason", ""), "ended": True}
+def ended_view(service: str, record: Revision | None) -> dict:
+    """A rollout that just ended, from its history record (None: the record could not be read)."""
+    if record is None:
+        return {"service": service, "revision": None, "image": None, "previous_image": None, "cause": None,
+                "phase": None, "share": 0, "reason": "", "ended": True}
+    return {"service": service, "revision": record.revision, "image": record.image,
+            "previous_image": record.previous_image, "cause": record.cause,
+            "phase": record.outcome, "share": 100 if record.outcome == "promoted" else 0,
+            "reason": record.reason, "ended": True}
 
 
 def changed(a: dict | None, b: dict) -> bool:
@@ -79,24 +82,25 @@ ENDED = tuple(p.value for p in Phase if p in TERMINAL)
 VERDICTS = {"pass": 1, "unknown": 0, "fail": -1}
 
 
-def series(stack: str, service: str, doc: dict, history: list[dict] | None = None) -> list[tuple[str, dict, float]]:
+def series(stack: str, service: str, state: RolloutState,
+           history: list[Revision] | None = None) -> list[tuple[str, dict, float]]:
     """fleet's own series of a rollout, as [(name, labels, value)] for the stack's Prometheus: its share,
     its phase (1 on the current one, 0 on the others), whether one is in progress, the verdict so far;
     with `history` (at its end) the count of rollouts per outcome and when this one ended."""
-    r = doc.get("rollout") or {}
+    r = state.rollout
     who = {"stack": stack, "service": service}
-    rev = {**who, "revision": str(doc.get("revision"))}
-    phase = r.get("phase")
-    out = [("fleet_rollout_share", rev, float(r.get("share") or 0)),
+    rev = {**who, "revision": str(state.revision)}
+    phase = r.phase.value
+    out = [("fleet_rollout_share", rev, float(r.share)),
            ("fleet_rollout_in_progress", who, 0.0 if phase in ENDED else 1.0)]
     out += [("fleet_rollout_phase", {**rev, "phase": p}, 1.0 if p == phase else 0.0) for p in PHASES]
-    judgement = (r.get("judgement") or {}).get("outcome")
+    judgement = r.judgement.outcome.value if r.judgement else None
     if judgement in VERDICTS:
         out.append(("fleet_rollout_verdict", rev, float(VERDICTS[judgement])))
     if history is not None:
-        out += [("fleet_rollouts_total", {**who, "outcome": o}, float(sum(h.get("outcome") == o for h in history)))
+        out += [("fleet_rollouts_total", {**who, "outcome": o}, float(sum(h.outcome == o for h in history)))
                 for o in ENDED]
-        ended = next((h.get("ended_at") for h in history if h.get("revision") == doc.get("revision")), None)
+        ended = next((h.ended_at for h in history if h.revision == state.revision), None)
         if phase in ENDED and ended:
             out.append(("fleet_rollout_ended_timestamp_seconds", {**who, "outcome": phase}, ended))
     return out

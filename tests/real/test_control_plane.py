@@ -8,15 +8,17 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 
 from fleet.adapters.store import Store
 from fleet.core.events import ContainerEvent, SourceFailed, SourceUp
-from fleet.stream import EventStream
-from fleet.core.rollout import Plan
+from fleet.core.records import Revision, RolloutState
+from fleet.core.rollout import Plan, start
 from fleet.evidence import Evidence
+from fleet.stream import EventStream
 from tests.consul_restart import RestartStack
 from tests.helpers import LoadLoop, wait_until
 from tests.real.conftest import ROOT, STACK as SHARED_STACK
@@ -53,7 +55,8 @@ def canary_gone(s) -> bool:
 
 
 def state(s) -> dict | None:
-    return Store(s.consul(), s.name, "inference").load()
+    loaded = Store(s.consul(), s.name, "inference").load()
+    return loaded.to_dict() if loaded else None
 
 
 def phase(s) -> str | None:
@@ -119,8 +122,7 @@ def test_consul_restart_under_load_fails_no_request_and_loses_nothing(cp, how):
     store = Store(s.consul(), s.name, "inference")
     if not store.history():  # a revision on record, to be found again after the restart
         assert store.acquire("test") is None
-        store.record({"revision": 1, "image": STABLE, "outcome": "deployed", "reason": "test record",
-                      "started_at": None, "ended_at": time.time()})
+        store.record(Revision(1, STABLE, "deployed", "test record", ended_at=time.time()))
         store.release()
     before = history(s)
     m = cp.restart_under_load(how)
@@ -224,10 +226,11 @@ def test_every_write_of_a_holder_whose_session_ended_is_refused_by_consul(cp):
     s = cp.stack
     c = s.consul("master")
     store = Store(s.consul(), s.name, "fence-probe")
+    probe = RolloutState(1, "probe:2", "probe:1", Plan(), start(0.0))
     assert store.acquire("test: fenced writes") is None
     try:
         store.set_weights("fence-probe", {"stable": 10, "canary": 20})
-        store.save({"probe": 1})
+        store.save(probe)
         assert c.kv.get("fleet/traffic/fence-probe/canary")[1]["Value"] == b"20"
         assert c.kv.get("fleet/traffic/fence-probe/canary")[1]["Session"] == store.session  # held by the lock
         c.session.destroy(store.session)
@@ -238,8 +241,8 @@ def test_every_write_of_a_holder_whose_session_ended_is_refused_by_consul(cp):
             store.set_weights("fence-probe", {"stable": None, "canary": 99})
         assert c.kv.get("fleet/traffic/fence-probe/canary")[1] is None  # the refused write set nothing
         with pytest.raises(LockLost):
-            store.save({"probe": 2})
-        assert store.load() == {"probe": 1}
+            store.save(replace(probe, revision=2))
+        assert store.load() == probe
     finally:
         store.release()
         c.kv.delete("fleet/traffic/fence-probe/", recurse=True)
@@ -255,7 +258,8 @@ def test_docker_event_stream_cut_is_restarted_and_replays_the_gap(swarm):
         c.remove(force=True)
     stream = EventStream()
     t = SimpleNamespace(swarm=swarm, consul_name="inference")
-    ev = Evidence(t, {"canary_id": "fleet-test-cut"}, stream, Plan())
+    ev = Evidence(t, RolloutState(1, "probe:2", "probe:1", Plan(), start(0.0), canary_id="fleet-test-cut"), stream,
+                  Plan())
     ev.last_docker_event = time.time() - 1
     seen = []
 

@@ -48,12 +48,12 @@ def stable(s: StackUnderTest) -> tuple[str, int]:
 
 
 def history(s: StackUnderTest) -> list[dict]:
-    return Store(s.consul(), NAME, "inference").history()
+    return [h.to_dict() for h in Store(s.consul(), NAME, "inference").history()]
 
 
 def phase(s: StackUnderTest) -> str | None:
-    doc = Store(s.consul(), NAME, "inference").load()
-    return doc["rollout"]["phase"] if doc else None
+    state = Store(s.consul(), NAME, "inference").load()
+    return state.phase.value if state else None
 
 
 def canary_gone(s: StackUnderTest) -> bool:

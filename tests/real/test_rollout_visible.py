@@ -16,6 +16,7 @@ import pytest
 
 from fleet import report
 from fleet.adapters import browser
+from fleet.core.records import Revision
 from tests.helpers import REPORT_DATA, REPORT_RECORD, LoadLoop, Receiver, wait_until
 from tests.real.conftest import ROOT, StackUnderTest, remove_stack
 from tests.real.test_deploy import fleet
@@ -191,7 +192,7 @@ def test_a_promoted_rollout_is_watched_posted_gated_reported_and_in_prometheus(v
     data = json.loads(re.search(r'id="fleet-report-data">(.*?)</script>', page.read_text(), re.S).group(1))
     assert {k: data["record"][k] for k in ("revision", "outcome", "reason", "timeline")} == \
         {k: record[k] for k in ("revision", "outcome", "reason", "timeline")}
-    start, end, step = report.window(record)
+    start, end, step = report.window(Revision.from_dict(record))
     theirs = prom(vstack, report.query("requests", vstack.service("inference-canary")), start=f"{start:.3f}",
                   end=f"{end:.3f}", step=f"{step:g}")
     ours = data["series"]["canary"]["requests"]

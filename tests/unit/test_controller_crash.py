@@ -6,6 +6,7 @@ ends safely and the history says what really happened:
 - otherwise the stable service is exactly as it was (never updated, or rolled back by Swarm);
 - no canary service, no canary in maintenance left registered, no weights left, no state left.
 """
+import json
 from dataclasses import dataclass, field
 
 import pytest
@@ -15,9 +16,10 @@ from fleet.core.analysis import Stats
 from fleet.controller import _abandon
 from fleet.errors import Unreachable
 from fleet.core.events import ConsulView, GoldenChecked, MetricsSample, PromotionObserved, Tick
-from fleet.executor import Executor, run_loop
-from fleet.core.tasks import Instance
+from fleet.core.records import Revision, RolloutState
 from fleet.core.rollout import TERMINAL, Phase, Plan, Rollout, resumed, start
+from fleet.core.tasks import Instance
+from fleet.executor import Executor, run_loop
 
 OLD, NEW = "fleet/inference:1", "fleet/inference:2"
 PLAN = Plan(steps=(10, 50), step_duration=10, progress_deadline=60, canary_replicas=1, version="2")
@@ -36,8 +38,8 @@ class World:
     canary: bool = False
     weights: dict = field(default_factory=dict)
     maintenance: bool = False
-    state: dict | None = None
-    history: dict = field(default_factory=dict)
+    state: RolloutState | None = None
+    history: dict[int, Revision] = field(default_factory=dict)
     budget: int | None = None
     swarm_fails_promotion: bool = False
 
@@ -61,10 +63,13 @@ class FakeCluster:
     def stable_rolled_back_since(self, since):
         return self.w.rolled_back
 
-    def create_canary(self, image, replicas):
+    def create_canary(self, image, replicas, container):
         self.w.act()
         self.w.canary = True
         return "canary-id"
+
+    def canary_image(self):
+        return f"{NEW}@sha256:{'0' * 64}" if self.w.canary else ""
 
     def set_weights(self, stable, canary):
         self.w.act()
@@ -105,13 +110,16 @@ class FakeLedger:
     def load(self):
         return self.w.state
 
-    def save(self, doc):
-        self.w.act()
-        self.w.state = {**doc, "timeline": list(doc["timeline"])}
+    def begin(self, state):
+        self.save(state)
 
-    def record(self, doc):
+    def save(self, state):  # as Consul keeps it: JSON
         self.w.act()
-        self.w.history[doc["revision"]] = dict(doc)
+        self.w.state = RolloutState.from_dict(json.loads(json.dumps(state.to_dict())))
+
+    def record(self, revision):
+        self.w.act()
+        self.w.history[revision.revision] = Revision.from_dict(json.loads(json.dumps(revision.to_dict())))
 
     def history(self):
         return [self.w.history[k] for k in sorted(self.w.history)]
@@ -153,14 +161,11 @@ def evidence(w: World, clock: Clock):
 
 
 def begin(w: World, clock: Clock) -> tuple[Executor, Rollout]:
-    """What `controller.rollout` does before its loop: record, save the intent, create the canary."""
-    ledger = FakeLedger(w)
-    doc = {"revision": 2, "image": NEW, "previous_image": OLD, "timeline": [], "rollout": start(clock()).to_dict()}
-    ledger.save(doc)  # the intent first, then the history's in-progress record
-    ledger.record({"revision": 2, "image": NEW, "outcome": "in_progress"})
-    doc["canary_id"] = FakeCluster(w).create_canary(NEW, 1)
-    ledger.save(doc)
-    return Executor(FakeCluster(w), ledger, doc, clock=clock), Rollout.from_dict(doc["rollout"])
+    """The start of a rollout before its loop, as `controller.run_canary` makes it: `Executor.begin`."""
+    state = RolloutState(2, NEW, OLD, PLAN, start(clock()))
+    x = Executor(FakeCluster(w), FakeLedger(w), state, clock=clock)
+    x.begin(PLAN.canary_replicas, clock())
+    return x, state.rollout
 
 
 def drive(x: Executor, r: Rollout, actions, w: World, clock: Clock) -> Rollout:
@@ -173,10 +178,10 @@ def resume(w: World, clock: Clock) -> Rollout | None:
     """What `fleet rollout --resume` does: decide from the saved state and what Swarm shows now."""
     if w.state is None:
         return None
-    doc = {**w.state, "timeline": list(w.state["timeline"])}
-    x = Executor(FakeCluster(w), FakeLedger(w), doc, clock=clock)
+    state = RolloutState.from_dict(w.state.to_dict())
+    x = Executor(FakeCluster(w), FakeLedger(w), state, clock=clock)
     clock.now += 60  # the dead holder's lock lapses
-    r, actions = resumed(Rollout.from_dict(doc["rollout"]), clock(), x.observe_stable())
+    r, actions = resumed(state.rollout, clock(), x.observe_stable())
     return drive(x, r, actions, w, clock)
 
 
@@ -192,12 +197,12 @@ def assert_safe(w: World, outcome: str | None):
     assert not w.canary and not w.maintenance and w.weights == {}
     record = w.history[2]
     if w.stable_image == NEW:
-        assert record["outcome"] == "promoted", record
+        assert record.outcome == "promoted", record
     else:
-        assert record["outcome"] in ("aborted", "rolled_back"), record
+        assert record.outcome in ("aborted", "rolled_back"), record
         assert w.stable_image == OLD
     if outcome is not None:
-        assert record["outcome"] == outcome
+        assert record.outcome == outcome
 
 
 def test_an_uninterrupted_rollout_promotes():
@@ -252,7 +257,7 @@ def test_an_adapter_error_mid_rollout_ends_in_the_safe_path_and_names_what_is_le
     with pytest.raises(ConsulUnavailable) as raised:
         run_loop(x, r, PLAN, [], evidence(w, clock), clock=clock)
     with pytest.raises(Unreachable) as ended:
-        _abandon(x, Rollout.from_dict(x.doc["rollout"]), raised.value)
+        _abandon(x, x.state.rollout, raised.value)
     message = str(ended.value)
     assert ended.value.exit_code == 3
     assert not w.canary and w.stable_image == OLD and w.stable_updates == 0  # canary removed, stable untouched

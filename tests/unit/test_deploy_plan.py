@@ -4,6 +4,7 @@ import pytest
 
 from fleet.core import changes, policy
 from fleet.core.changes import How
+from fleet.core.records import Revision
 from fleet.stackfile import Severity, lint
 
 V1, V2, V3 = "fleet/inference:1", "fleet/inference:2", "fleet/inference:3"
@@ -95,7 +96,7 @@ def have(**kw) -> dict:
     return changes.live(spec(**kw))
 
 
-PROMOTED_V2 = [{"revision": 1, "image": V1, "outcome": "deployed"}, {"revision": 2, "image": V2, "outcome": "promoted"}]
+PROMOTED_V2 = [Revision(1, V1, "deployed"), Revision(2, V2, "promoted")]
 
 TABLE = [
     # id, file (want), running (have or None), history, replace_promoted, how, keys
@@ -126,10 +127,10 @@ TABLE = [
     ("promoted-image-in-the-file-is-fine", want(replicas=3), have(), PROMOTED_V2, False, How.UPDATE, ["replicas"]),
     ("an-image-new-to-history-is-a-release", want(image=V3), have(), PROMOTED_V2, False, How.CANARY, ["image"]),
     ("deployed-not-promoted-is-no-revert", want(image=V1), have(),
-     [{"revision": 1, "image": V1, "outcome": "deployed"}, {"revision": 2, "image": V2, "outcome": "deployed"}], False,
+     [Revision(1, V1, "deployed"), Revision(2, V2, "deployed")], False,
      How.CANARY, ["image"]),
     ("a-rolled-back-image-is-no-revert", want(image=V3), have(),
-     PROMOTED_V2 + [{"revision": 3, "image": V3, "outcome": "rolled_back"}], False, How.CANARY, ["image"]),
+     PROMOTED_V2 + [Revision(3, V3, "rolled_back")], False, How.CANARY, ["image"]),
 ]
 
 

@@ -7,9 +7,16 @@ import pytest
 
 from fleet.core import gates, policy, view
 from fleet.adapters import hooks
-from fleet.core.analysis import Stats
+from fleet.core.analysis import Judgement, Outcome, Stats
 from fleet.core.events import MetricsSample
+from fleet.core.records import Revision, RolloutState
+from fleet.core.rollout import Phase, Plan, Rollout
 from tests.helpers import Receiver
+
+
+def a_state(revision, image="fleet/inference:3", previous="fleet/inference:2", plan=Plan(),
+            rollout=Rollout(Phase.STARTING, 0, 0), **kw) -> RolloutState:
+    return RolloutState(revision, image, previous, plan, rollout, **kw)
 
 
 @pytest.mark.parametrize("status,approved", [(200, True), (204, True), (403, False), (409, False), (404, False),
@@ -21,8 +28,7 @@ def test_an_http_answer_reads_as_approve_refuse_or_not_yet(status, approved):
 
 
 def test_the_event_names_the_rollout():
-    e = gates.event({"revision": 7, "image": "fleet/inference:3", "previous_image": "fleet/inference:2",
-                     "cause": "fleet rollout"}, {"phase": "stepping", "share": 25, "step": 1, "reason": "ok"},
+    e = gates.event(a_state(7, "fleet/inference:3", "fleet/inference:2", cause="fleet rollout"), {"phase": "stepping", "share": 25, "step": 1, "reason": "ok"},
                     "fleet", "inference", "phase", {"history": "fleet history"}, at=1700000000.5)
     assert {k: e[k] for k in ("kind", "stack", "service", "revision", "phase", "share", "reason")} == {
         "kind": "phase", "stack": "fleet", "service": "inference", "revision": 7, "phase": "stepping", "share": 25,
@@ -135,11 +141,10 @@ def test_the_view_shows_the_step_share_golden_and_each_roles_figures():
     buckets = ((0.01, 50.0), (0.05, 95.0), (float("inf"), 100.0))
     sample = MetricsSample(Stats(100, 1, 2.0, buckets, 1, ((0.01, 20.0), (0.05, 30.0), (float("inf"), 30.0))),
                            Stats(300, 0, 6.0, buckets, 2), synthetic=30, window=12.34)
-    doc = {"revision": 4, "image": "fleet/inference:3", "previous_image": "fleet/inference:2",
-           "plan": {"steps": [10, 25, 50]}, "golden": {"passed": True, "detail": "accuracy 0.97 vs 0.97"},
-           "evidence": view.figures(sample),
-           "rollout": {"phase": "stepping", "step": 1, "share": 25, "reason": "10% passed",
-                       "judgement": {"outcome": "pass", "reason": "error rate 1.0%"}}}
+    doc = a_state(4, "fleet/inference:3", "fleet/inference:2", Plan(steps=(10, 25, 50)),
+                  Rollout(Phase.STEPPING, 0, 0, step=1, share=25, reason="10% passed",
+                          judgement=Judgement(Outcome.PASS, "error rate 1.0%")),
+                  golden={"passed": True, "detail": "accuracy 0.97 vs 0.97"}, evidence=view.figures(sample))
     v = view.rollout_view("inference", doc)
     assert (v["phase"], v["step"], v["share"], v["verdict"]) == ("stepping", 1, 25, "pass")
     assert v["evidence"]["canary"] == {"requests": 100, "synthetic": 30, "error_rate": 0.01, "p50_ms": 10.0,
@@ -152,15 +157,15 @@ def test_the_view_shows_the_step_share_golden_and_each_roles_figures():
 
 # fleet's own series ---------------------------------------------------------------------------------
 def test_the_series_name_the_phase_share_verdict_and_the_outcomes():
-    doc = {"revision": 9, "rollout": {"phase": "stepping", "share": 25, "judgement": {"outcome": "pass"}}}
+    doc = a_state(9, rollout=Rollout(Phase.STEPPING, 0, 0, share=25, judgement=Judgement(Outcome.PASS, "")))
     s = {(name, tuple(sorted(labels.items()))): v for name, labels, v in view.series("fleet", "inference", doc)}
     rev = (("revision", "9"), ("service", "inference"), ("stack", "fleet"))
     assert s[("fleet_rollout_share", rev)] == 25 and s[("fleet_rollout_verdict", rev)] == 1
     assert s[("fleet_rollout_phase", tuple(sorted(dict(rev, phase="stepping").items())))] == 1
     assert sum(v for (name, _), v in s.items() if name == "fleet_rollout_phase") == 1
     assert s[("fleet_rollout_in_progress", (("service", "inference"), ("stack", "fleet")))] == 1
-    history = [{"revision": 8, "outcome": "promoted"}, {"revision": 9, "outcome": "rolled_back", "ended_at": 123.0}]
-    ended = view.series("fleet", "inference", {"revision": 9, "rollout": {"phase": "rolled_back", "share": 0}}, history)
+    history = [Revision(8, "fleet/inference:2", "promoted"), Revision(9, "fleet/inference:3", "rolled_back", ended_at=123.0)]
+    ended = view.series("fleet", "inference", a_state(9, rollout=Rollout(Phase.ROLLED_BACK, 0, 0, share=0)), history)
     totals = {labels["outcome"]: v for name, labels, v in ended if name == "fleet_rollouts_total"}
     assert totals == {"promoted": 1, "rolled_back": 1, "aborted": 0, "superseded": 0}
     assert ("fleet_rollout_ended_timestamp_seconds", {"stack": "fleet", "service": "inference",

@@ -133,11 +133,13 @@ def test_instances_of_another_canary_never_count_for_this_one():
     from types import SimpleNamespace
 
     from fleet.stream import EventStream
+    from fleet.core.records import RolloutState
     from fleet.core.tasks import Instance
     from fleet.evidence import Evidence
     asked = []
     swarm = SimpleNamespace(tasks=lambda service, desired_state=None: asked.append(service) or [task(id="mine")])
-    ev = Evidence(SimpleNamespace(swarm=swarm, consul_name="s-inference"), {"canary_id": "svc-id"}, EventStream(), Plan())
+    state = RolloutState(2, "fleet/inference:2", "fleet/inference:1", Plan(), start(0.0), canary_id="svc-id")
+    ev = Evidence(SimpleNamespace(swarm=swarm, consul_name="s-inference"), state, EventStream(), Plan())
 
     def instance(task_id, role, status="passing"):
         return Instance(id=f"i-{task_id}", name="s-inference", address="10.0.0.1", port=8000, version="2", role=role,

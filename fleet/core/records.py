@@ -1,0 +1,103 @@
+"""What fleet keeps of a rollout, as typed records with their JSON in one place. Pure.
+
+`RolloutState` is the rollout in progress (Consul KV `fleet/rollouts/<stack>/<service>/state`): what it
+rolls out, its plan, the state machine's `Rollout`, its timeline, and the latest evidence kept for
+watchers. `Revision` is one entry of the service's history (`.../history/<revision>`): what ran, how it
+ended, and what its report draws. fleet/adapters/store.py is the only reader and writer of both.
+"""
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from .analysis import Thresholds
+from .rollout import Phase, Plan, Rollout
+
+STABLE_OUTCOMES = ("deployed", "promoted")  # a revision that ran as the stable service
+IN_PROGRESS = "in_progress"
+
+
+def plan_to_dict(plan: Plan) -> dict:
+    return {**asdict(plan), "steps": list(plan.steps), "webhooks": list(plan.webhooks)}
+
+
+def plan_from_dict(d: dict) -> Plan:
+    return Plan(**{**d, "steps": tuple(d["steps"]), "webhooks": tuple(d.get("webhooks") or ()),
+                   "thresholds": Thresholds(**d["thresholds"])})
+
+
+def _known(cls, d: dict) -> dict:
+    """The keys of `d` that are fields of `cls` (a record written by another version may hold others)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+@dataclass
+class Revision:
+    """One revision of a service's history, as `fleet history` lists it."""
+    revision: int
+    image: str
+    outcome: str  # deployed, promoted, rolled_back, in_progress (a Phase's value, or deployed)
+    reason: str = ""
+    previous_image: str | None = None
+    cause: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    # what `fleet history N --report` draws: the steps, when each began, the golden gate's answer
+    plan: dict | None = None
+    timeline: list[dict] | None = None
+    golden: dict | None = None
+
+    @property
+    def stable(self) -> bool:
+        return self.outcome in STABLE_OUTCOMES
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Revision":
+        return cls(**_known(cls, d))
+
+    def ended(self, state: "RolloutState", r: Rollout, at: float) -> "Revision":
+        """This revision once its rollout ended as `r` at `at`, with what the report draws."""
+        return replace(self, image=state.image, outcome=r.phase.value, reason=r.reason, ended_at=at,
+                       plan=plan_to_dict(state.plan), timeline=list(state.timeline), golden=state.golden)
+
+
+@dataclass
+class RolloutState:
+    """The rollout in progress: a controller killed at any point leaves this for `fleet rollout --resume`."""
+    revision: int
+    image: str
+    previous_image: str
+    plan: Plan
+    rollout: Rollout
+    cause: str = "fleet rollout"
+    timeline: list[dict] = field(default_factory=list)  # {"at", "event", "detail"}
+    container: dict | None = None  # the stack file's container settings (from `fleet deploy`)
+    canary_id: str | None = None  # the canary service, once created
+    canary_image: str | None = None  # its image as Swarm pinned it (with the digest)
+    promotion_started: float | None = None  # when the stable's update to the canary's image began
+    control_applied: list[str] = field(default_factory=list)  # the control requests already applied
+    golden: dict | None = None  # the golden gate's answer: passed, detail
+    evidence: dict | None = None  # the latest metrics window's figures (fleet/core/view.py), for watchers
+
+    @property
+    def phase(self) -> Phase:
+        return self.rollout.phase
+
+    def note(self, at: float, event: str, detail: str) -> None:
+        self.timeline.append({"at": at, "event": event, "detail": detail})
+
+    def started(self, at: float) -> Revision:
+        """Its revision in the history while it runs."""
+        return Revision(self.revision, self.image, IN_PROGRESS, "", self.previous_image, self.cause,
+                        started_at=at)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**d, "plan": plan_to_dict(self.plan), "rollout": self.rollout.to_dict(), "timeline": list(self.timeline),
+                "control_applied": list(self.control_applied)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RolloutState":
+        return cls(**{**_known(cls, d), "plan": plan_from_dict(d["plan"]), "rollout": Rollout.from_dict(d["rollout"]),
+                      "timeline": list(d.get("timeline") or []), "control_applied": list(d.get("control_applied") or [])})
