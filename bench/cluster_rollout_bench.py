@@ -23,8 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.helpers import LoadLoop  # noqa: E402
-from tests.real import cluster_kit  # noqa: E402
+from tests.kit import cluster  # noqa: E402
+from tests.kit.helpers import LoadLoop  # noqa: E402
 
 STACK = "fleetbench"
 WORKERS = ("fleet-node2", "fleet-node3")
@@ -60,7 +60,7 @@ class CanaryWatch:
             p = subprocess.Popen(["docker", "exec", node, "docker", "events", "--filter", "event=die", "--filter",
                                   f"label=com.docker.swarm.service.name={STACK}_inference-canary",
                                   "--format", "{{.TimeNano}}"], stdout=subprocess.PIPE, text=True,
-                                 env=cluster_kit.local_env())
+                                 env=cluster.local_env())
             self._procs.append(p)
         for t in self._threads:
             t.start()
@@ -71,14 +71,14 @@ class CanaryWatch:
         while not self._stop.wait(0.2):
             ids = subprocess.run(["docker", "exec", node, "docker", "ps", "-q", "--filter",
                                   f"label=com.docker.swarm.service.name={STACK}_inference-canary"],
-                                 capture_output=True, text=True, env=cluster_kit.local_env()).stdout.split()
+                                 capture_output=True, text=True, env=cluster.local_env()).stdout.split()
             for cid in set(ids) - seen:
                 seen.add(cid)
                 threading.Thread(target=self._logs, args=(node, cid), daemon=True).start()
 
     def _logs(self, node: str, cid: str) -> None:
         p = subprocess.Popen(["docker", "exec", node, "docker", "logs", "-f", "-t", cid], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, env=cluster_kit.local_env())
+                             stderr=subprocess.STDOUT, text=True, env=cluster.local_env())
         self._procs.append(p)
         for line in p.stdout:
             if "incident" in line:
@@ -106,13 +106,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    c = cluster_kit.bring_up()
-    crash, flaky, stable = (cluster_kit.push(f"fleet/{name}", f"bench-{name}")
+    c = cluster.bring_up()
+    crash, flaky, stable = (cluster.push(f"fleet/{name}", f"bench-{name}")
                             for name in ("inference-test:crash", "inference-test:flaky", "inference:1"))
     with tempfile.NamedTemporaryFile("w", suffix=".yml") as override:
         override.write(OVERRIDE)
         override.flush()
-        cluster_kit.remove_stack(c, STACK)
+        cluster.remove_stack(c, STACK)
         deployed = fleet(c, "deploy", "-c", "docker-stack.yml", "-c", override.name, "--image", f"inference={stable}",
                          "--timeout", "8m")
         assert deployed["exit"] == 0, deployed
@@ -143,7 +143,7 @@ def main() -> None:
                   f"{a.statuses[500] + b.statuses[500]} seen by clients; {len(a.failures) + len(b.failures)}/"
                   f"{a.total + b.total} failed", flush=True)
     finally:
-        cluster_kit.remove_stack(c, STACK)
+        cluster.remove_stack(c, STACK)
     n = args.rounds
     print("\n| figure (3-node cluster, canary on a worker) | p50 | p99 |\n|---|---|---|")
     print(f"| crash: worker's die event -> share 0 (n={n}) | {pct(crash_reaction, .5) * 1000:.0f} ms | "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.consul_restart import RestartStack  # noqa: E402
+from tests.kit.consul_restart import RestartStack  # noqa: E402
 
 
 def main() -> None:

@@ -17,6 +17,10 @@ from pathlib import Path
 import docker
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from fleet.adapters.swarm import Swarm  # noqa: E402
+from tests.kit.stacks import remove_stack as sweep  # noqa: E402
+
 STACK = "fleetbench"
 ENV = {**os.environ, "FLEET_ROLLOUT_STRATEGY": "rolling", "FLEET_CONSUL_PORT": "38500", "FLEET_GATEWAY_PORT": "38080", "FLEET_GATEWAY_OPS_PORT": "38081", "FLEET_PROMETHEUS_PORT": "38090",
        "CONSUL_HTTP_ADDR": "https://127.0.0.1:38500",
@@ -26,15 +30,8 @@ FLEET = [sys.executable, "-m", "fleet.cli"]
 
 
 def remove_stack(client: docker.DockerClient, stack: str = STACK) -> None:
-    subprocess.run(["docker", "stack", "rm", stack], capture_output=True)
-    label = f"com.docker.stack.namespace={stack}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if not (client.services.list(filters={"label": label}) or client.containers.list(all=True, filters={"label": label})
-                or client.networks.list(filters={"label": label})):
-            return
-        time.sleep(0.5)
-    raise SystemExit(f"stack {stack} was not removed within 120 s")
+    """The stack and everything it made, swept by its namespace label (tests/kit/stacks.py)."""
+    sweep(Swarm(client), stack)
 
 
 def timed(cmd: list[str]) -> float:

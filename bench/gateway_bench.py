@@ -1,5 +1,5 @@
 """Benchmark of the image model through the gateway, as clients reach it: the digits CNN (NCHW
-[N, 1, 8, 8], the package tests/digits.py writes) built with `fleet build`, deployed with `fleet deploy`
+[N, 1, 8, 8], the package tests/kit/digits.py writes) built with `fleet build`, deployed with `fleet deploy`
 (2 replicas behind the stack's HAProxy), the same rows on /predict and on the Open Inference Protocol's
 JSON and binary forms at several concurrencies, with the replicas' dynamic batching on (max_batch 32)
 and then off (`fleet config set max_batch=1`, applied live), side by side in one run.

@@ -6,7 +6,7 @@ off (max_batch 1) too.
     .venv/bin/python bench/oip_bench.py [--seconds 5] [--rows 8] [--model tabular|digits] [--unbatched]
 
 --model digits serves an image classifier over NCHW tensors ([N, 1, 8, 8]: the small CNN over
-scikit-learn's digits that tests/digits.py packages) instead of the demo's 8-number MLP.
+scikit-learn's digits that tests/kit/digits.py packages) instead of the demo's 8-number MLP.
 Prints requests a second, p50 and p99 per API and concurrency, and each OIP form's throughput as a ratio
 of /predict's (and batched against unbatched). The service is pinned to CPU 1 and wrk to CPU 0 where the machine has two (as in
 service_bench.py, whose helpers this uses). Every level is bounded in time and in requests; traffic goes
@@ -55,7 +55,7 @@ def model(kind: str, rows: int, workdir: Path) -> tuple[Path | None, str, list, 
     if kind == "digits":
         sys.path.insert(0, str(ROOT))
         from fleet.package import read_package
-        from tests.digits import write_package
+        from tests.kit.digits import write_package
         package = write_package(workdir / "digits", "2")
         # as `fleet build` puts it in the image: with the weights' sha256 filled in
         (package / "manifest.json").write_text(json.dumps(read_package(package).manifest))

@@ -1,5 +1,5 @@
 """fleet's replica beside a peer model server from PyPI, Seldon's MLServer, serving the same model (the digits
-CNN that tests/digits.py packages, NCHW [N, 1, 8, 8]) on the same CPU with the same batching, side by side
+CNN that tests/kit/digits.py packages, NCHW [N, 1, 8, 8]) on the same CPU with the same batching, side by side
 in one run: the same Open Inference Protocol JSON request to each server, at several concurrencies, each
 level run on every server in turn.
 

@@ -17,12 +17,13 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.helpers import LoadLoop  # noqa: E402
+from fleet.adapters.swarm import Swarm  # noqa: E402
+from tests.kit.helpers import LoadLoop  # noqa: E402
+from tests.kit.stacks import remove_stack as sweep  # noqa: E402
 
 STACK = "fleetbench-rollout"
 ENV = {**os.environ, "FLEET_CONSUL_PORT": "39500", "FLEET_GATEWAY_PORT": "39080", "FLEET_GATEWAY_OPS_PORT": "39081", "FLEET_PROMETHEUS_PORT": "39090",
@@ -42,15 +43,9 @@ def fleet(*args: str) -> dict:
 
 
 def remove_stack() -> None:
-    """Remove the stack and wait until its containers and its network are gone (a deploy right after
-    would otherwise find the old network being removed)."""
-    subprocess.run(["docker", "stack", "rm", STACK], capture_output=True)
-    label = f"label=com.docker.stack.namespace={STACK}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and any(subprocess.run(
-            ["docker", kind, "ls", "-q", "--filter", label] + (["-a"] if kind == "container" else []),
-            capture_output=True, text=True).stdout.strip() for kind in ("container", "network")):
-        time.sleep(1)
+    """The stack and everything it made, swept by its namespace label (tests/kit/stacks.py): a deploy right
+    after finds no old network being removed."""
+    sweep(Swarm(), STACK)
 
 
 def at(doc: dict, event: str) -> float:

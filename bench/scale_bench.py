@@ -22,9 +22,9 @@ import consul
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.consul_restart import RestartStack  # noqa: E402
-from tests.helpers import LoadLoop  # noqa: E402
-from tests.real.test_deploy import fleet  # noqa: E402
+from tests.kit.cli import fleet  # noqa: E402
+from tests.kit.consul_restart import RestartStack  # noqa: E402
+from tests.kit.helpers import LoadLoop  # noqa: E402
 
 
 def register(c: consul.Consul, have: int, want: int) -> None:

@@ -9,10 +9,9 @@ import sys
 import httpx
 import pytest
 
-from tests.helpers import LoadLoop, wait_until
-from tests.real.conftest import ROOT, StackUnderTest, remove_stack
-from tests.real.test_deploy import fleet
-from tests.real.test_rollout import canary_gone
+from tests.kit.cli import fleet
+from tests.kit.helpers import LoadLoop, wait_until
+from tests.kit.stacks import ROOT, StackUnderTest, canary_gone, own_stack, stable_image
 
 NAME = "fleettest-ev"
 V1, V2 = "fleet/inference:1", "fleet/inference:2"  # golden accuracy 0.79 and 0.905
@@ -20,10 +19,8 @@ V1, V2 = "fleet/inference:1", "fleet/inference:2"  # golden accuracy 0.79 and 0.
 
 @pytest.fixture(scope="module")
 def ev(swarm):
-    s = StackUnderTest(NAME, swarm, 19900, 19380)
-    remove_stack(swarm, NAME)
-    yield s
-    remove_stack(swarm, NAME)
+    with own_stack(swarm, NAME, 19900, 19380) as s:
+        yield s
 
 
 def on_stable(s: StackUnderTest, image: str) -> None:
@@ -31,10 +28,6 @@ def on_stable(s: StackUnderTest, image: str) -> None:
     p = fleet(s, "deploy", "--stack", NAME, "--replace-promoted", env={"FLEET_IMAGE": image}, timeout=400)
     assert p.returncode == 0, p.stderr
     assert stable_image(s) == image
-
-
-def stable_image(s: StackUnderTest) -> str:
-    return s.swarm.service(s.service("inference")).attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
 
 
 def rollout(s: StackUnderTest, image: str, *args: str, timeout: float = 400):

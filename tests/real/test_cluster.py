@@ -1,4 +1,4 @@
-"""fleet deploy and status on the real 3-node Swarm (tests/real/cluster_kit.py), from the host over TLS;
+"""fleet deploy and status on the real 3-node Swarm (tests/kit/cluster.py), from the host over TLS;
 load loops through the nodes' gateways on 127.0.0.1, bounded in count and time."""
 import json
 import subprocess
@@ -12,10 +12,10 @@ import httpx
 import pytest
 import torch
 
-from tests.digits import write_package
-from tests.helpers import SAMPLE, LoadLoop, wait_until
-from tests.real.cluster_kit import NAME, NODES, REGISTRY, REPLICAS, Cluster, local_env, push, remove_stack
-from tests.real.conftest import ROOT
+from tests.kit.cluster import NAME, NODES, REGISTRY, REPLICAS, Cluster, local_env, push, remove_stack
+from tests.kit.digits import write_package
+from tests.kit.helpers import SAMPLE, LoadLoop, wait_until
+from tests.kit.stacks import ROOT
 
 
 @pytest.fixture(scope="module")

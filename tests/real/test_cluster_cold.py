@@ -3,7 +3,7 @@ replicas pull 1.4 GB from the registry and load while the gateway waits on them;
 what it waits for and converges, three times in a row."""
 import pytest
 
-from tests.real.cluster_kit import NAME, NODES, REPLICAS, Cluster, remove_stack
+from tests.kit.cluster import NAME, NODES, REPLICAS, Cluster, remove_stack
 
 ROUNDS = 3
 

@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 
-from tests.helpers import wait_until
-from tests.real.conftest import ROOT
-from tests.real.cluster_kit import NAME, Cluster, canary_gone, clients, failed, push, remove_stack, rollout, stable_spec
+from tests.kit.cluster import NAME, Cluster, canary_gone, clients, failed, push, remove_stack, rollout, stable_spec
+from tests.kit.helpers import wait_until
+from tests.kit.stacks import ROOT
 
 GPU_RESERVATION = """version: "3.8"
 services:

@@ -1,4 +1,4 @@
-"""`fleet rollout --canary` on the real 3-node Swarm (tests/real/cluster_kit.py), fleet on the host over TLS.
+"""`fleet rollout --canary` on the real 3-node Swarm (tests/kit/cluster.py), fleet on the host over TLS.
 
 The stable service runs 2 replicas on the two workers (a placement constraint in a stack file of the
 test's, merged over docker-stack.yml), so its canaries land on workers too: the manager, whose engine
@@ -16,9 +16,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.helpers import wait_until
-from tests.real.cluster_kit import (NAME, REGISTRY, Cluster, canary_gone, clients, failed, local_env, push, remove_stack,
-                                    rollout, stable_spec)
+from tests.kit.helpers import wait_until
+from tests.kit.cluster import (NAME, REGISTRY, Cluster, canary_gone, clients, failed, local_env, push, remove_stack,
+                               rollout, stable_spec)
 
 REPLICAS = "2"
 WORKERS_ONLY = """version: "3.8"

@@ -19,10 +19,10 @@ from fleet.core.records import Revision, RolloutState
 from fleet.core.rollout import Plan, start
 from fleet.evidence import Evidence
 from fleet.stream import EventStream
-from tests.consul_restart import RestartStack
-from tests.helpers import LoadLoop, wait_until
-from tests.real.conftest import ROOT, STACK as SHARED_STACK
-from tests.real.test_deploy import fleet
+from tests.kit.cli import fleet
+from tests.kit.consul_restart import RestartStack
+from tests.kit.helpers import LoadLoop, wait_until
+from tests.kit.stacks import ROOT, STACK as SHARED_STACK, canary_gone, stable_spec
 
 NAME = "fleettest-cp"
 STABLE, GOOD = "fleet/inference:1", "fleet/inference:2"
@@ -42,16 +42,6 @@ def cp(stack_cp):
     back_to_stable(stack_cp.stack)
     yield stack_cp
     back_to_stable(stack_cp.stack)
-
-
-def stable_spec(s) -> tuple[str, int]:
-    svc = s.swarm.service(s.service("inference"))
-    return svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0], svc.attrs["Version"]["Index"]
-
-
-def canary_gone(s) -> bool:
-    return (s.swarm.service(s.service("inference-canary")) is None
-            and not any(i.role == "canary" for i in s.catalog.instances(s.consul_service)))
 
 
 def state(s) -> dict | None:

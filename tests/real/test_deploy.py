@@ -1,36 +1,20 @@
 """`fleet deploy`, `fleet status` and `fleet lint` as a user runs them, on the real Swarm and Consul."""
 import json
 import subprocess
-import sys
-import time
 
 import pytest
 
-from tests.helpers import wait_until
-from tests.real.conftest import ROOT, StackUnderTest, converged, remove_stack
+from tests.kit.cli import fleet
+from tests.kit.helpers import wait_until
+from tests.kit.stacks import StackUnderTest, converged, own_stack, running_ids
 
 NAME = "fleettest-deploy"
 
 
 @pytest.fixture(scope="module")
 def dstack(swarm):
-    s = StackUnderTest(NAME, swarm, 28500, 28080)
-    remove_stack(swarm, NAME)
-    yield s
-    remove_stack(swarm, NAME)
-
-
-def fleet(stack: StackUnderTest, *args: str, env: dict | None = None, timeout: float = 300):
-    env = {**stack.env(), **(env or {})}
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "fleet.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=timeout)
-    proc.seconds = time.monotonic() - started
-    return proc
-
-
-def running_ids(stack: StackUnderTest) -> set[str]:
-    return {t.id for svc in stack.swarm.stack_services(stack.name) for t in stack.swarm.tasks(svc.name)}
+    with own_stack(swarm, NAME, 28500, 28080) as s:
+        yield s
 
 
 def specs(stack: StackUnderTest) -> dict:

@@ -9,9 +9,9 @@ import docker
 import pytest
 
 from fleet.adapters.store import Store
-from tests.helpers import LoadLoop, wait_until
-from tests.real.conftest import ROOT, StackUnderTest, converged, remove_stack
-from tests.real.test_deploy import fleet
+from tests.kit.cli import fleet
+from tests.kit.helpers import LoadLoop, wait_until
+from tests.kit.stacks import ROOT, StackUnderTest, canary_gone, converged, own_stack
 
 NAME = "fleettest-dc"
 V1, V2 = "fleet/inference:1", "fleet/inference:2"  # golden accuracy 0.79 and 0.905
@@ -21,13 +21,11 @@ CANARY = {"FLEET_ROLLOUT_STRATEGY": "canary", "FLEET_ROLLOUT_STEPS": "50", "FLEE
 
 @pytest.fixture(scope="module")
 def dc(swarm):
-    s = StackUnderTest(NAME, swarm, 27500, 27080)
-    remove_stack(swarm, NAME)
-    docker.from_env().images.get(V2).tag(AGAIN)
-    p = deploy(s, V1)
-    assert p.returncode == 0, p.stderr
-    yield s
-    remove_stack(swarm, NAME)
+    with own_stack(swarm, NAME, 27500, 27080) as s:
+        docker.from_env().images.get(V2).tag(AGAIN)
+        p = deploy(s, V1)
+        assert p.returncode == 0, p.stderr
+        yield s
     docker.from_env().images.remove(AGAIN, noprune=True)
 
 
@@ -54,11 +52,6 @@ def history(s: StackUnderTest) -> list[dict]:
 def phase(s: StackUnderTest) -> str | None:
     state = Store(s.consul(), NAME, "inference").load()
     return state.phase.value if state else None
-
-
-def canary_gone(s: StackUnderTest) -> bool:
-    return (s.swarm.service(s.service("inference-canary")) is None
-            and not any(i.role == "canary" for i in s.catalog.instances(s.consul_service)))
 
 
 def finished(p: subprocess.Popen, timeout: float = 400) -> tuple[int, dict, str]:

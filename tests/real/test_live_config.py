@@ -6,9 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from fleet.adapters.prometheus import Prometheus
-from tests.helpers import SAMPLE, wait_until
-from tests.real.conftest import StackUnderTest
-from tests.real.test_deploy import fleet, running_ids
+from tests.kit.cli import fleet
+from tests.kit.helpers import SAMPLE, wait_until
+from tests.kit.stacks import StackUnderTest, running_ids
 
 ROWS3 = {"inputs": SAMPLE[:1] * 3}
 REQUESTS = 30

@@ -1,5 +1,5 @@
 """Your own model, as a user brings it: a model package the test makes itself (a small CNN over
-scikit-learn's handwritten digits, NCHW [N, 1, 8, 8], tests/digits.py), built with `fleet build`,
+scikit-learn's handwritten digits, NCHW [N, 1, 8, 8], tests/kit/digits.py), built with `fleet build`,
 deployed, answering through the gateway on /predict and the Open Inference Protocol with the outputs the
 same model gives locally, then rolled out to its second version. A model of plain tensor outputs (not
 classes), whose canary the golden gate judges against the stable's outputs within the manifest's
@@ -17,13 +17,10 @@ import torch
 import tritonclient.http as triton
 
 from fleet.adapters.gateway import Gateway
-from tests.digits import (write_masked_package, write_package, write_tensor_package,
-                          write_token_package)
-from tests.helpers import LoadLoop, wait_until
-from tests.real.conftest import ROOT, StackUnderTest, converged, remove_stack
-from tests.real.test_canary_evidence import stable_image
-from tests.real.test_deploy import fleet
-from tests.real.test_rollout import canary_gone
+from tests.kit.cli import fleet
+from tests.kit.digits import write_masked_package, write_package, write_tensor_package, write_token_package
+from tests.kit.helpers import LoadLoop, wait_until
+from tests.kit.stacks import ROOT, canary_gone, converged, own_stack, stable_image
 
 NAME = "fleettest-byom"
 IMAGE = "fleet/digits-test"  # the images this module builds, labelled fleet.model=digits-cnn / digits-bad
@@ -49,11 +46,9 @@ def packages(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def byom(swarm, packages):
-    s = StackUnderTest(NAME, swarm, 29600, 29180)
-    remove_stack(swarm, NAME)
     remove_images(swarm.client)
-    yield s
-    remove_stack(swarm, NAME)
+    with own_stack(swarm, NAME, 29600, 29180) as s:
+        yield s
     remove_images(swarm.client)
 
 

@@ -4,8 +4,7 @@ import signal
 
 import httpx
 
-from tests.helpers import SAMPLE, wait_until
-from tests.real.conftest import seconds
+from tests.kit.helpers import SAMPLE, seconds, wait_until
 
 HEALTHCHECK = ["CMD", "python3", "-m", "fleet_inference.healthcheck"]
 

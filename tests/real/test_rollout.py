@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from tests.helpers import LoadLoop, wait_until
-from tests.real.conftest import ROOT, StackUnderTest, converged, remove_stack
-from tests.real.test_deploy import fleet
+from tests.kit.cli import fleet
+from tests.kit.helpers import LoadLoop, wait_until
+from tests.kit.stacks import ROOT, StackUnderTest, canary_gone, converged, own_stack, stable_spec
 
 NAME = "fleettest-rollout"
 STABLE, GOOD = "fleet/inference:1", "fleet/inference:2"
@@ -17,17 +17,10 @@ STABLE, GOOD = "fleet/inference:1", "fleet/inference:2"
 
 @pytest.fixture(scope="module")
 def rstack(swarm):
-    s = StackUnderTest(NAME, swarm, 19500, 19080)
-    remove_stack(swarm, NAME)
-    p = fleet(s, "deploy", "--stack", NAME, env={"FLEET_IMAGE": STABLE})
-    assert p.returncode == 0, p.stderr
-    yield s
-    remove_stack(swarm, NAME)
-
-
-def stable_spec(s: StackUnderTest) -> tuple[str, int]:
-    svc = s.swarm.service(s.service("inference"))
-    return svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0], svc.attrs["Version"]["Index"]
+    with own_stack(swarm, NAME, 19500, 19080) as s:
+        p = fleet(s, "deploy", "--stack", NAME, env={"FLEET_IMAGE": STABLE})
+        assert p.returncode == 0, p.stderr
+        yield s
 
 
 def settled_spec(s: StackUnderTest) -> tuple[str, int]:
@@ -37,11 +30,6 @@ def settled_spec(s: StackUnderTest) -> tuple[str, int]:
         view = s.swarm.view(s.swarm.service(s.service("inference")))
         return view.update_state not in ("updating", "rollback_started") and stable_spec(s)
     return wait_until(settled, 120, "the stable service's last update to settle")
-
-
-def canary_gone(s: StackUnderTest) -> bool:
-    return (s.swarm.service(s.service("inference-canary")) is None
-            and not any(i.role == "canary" for i in s.catalog.instances(s.consul_service)))
 
 
 def rollout(s: StackUnderTest, image: str, *args: str, timeout: float = 400):

@@ -17,9 +17,9 @@ import pytest
 from fleet import report
 from fleet.adapters import browser
 from fleet.core.records import Revision
-from tests.helpers import REPORT_DATA, REPORT_RECORD, LoadLoop, Receiver, wait_until
-from tests.real.conftest import ROOT, StackUnderTest, remove_stack
-from tests.real.test_deploy import fleet
+from tests.kit.cli import fleet
+from tests.kit.helpers import REPORT_DATA, REPORT_RECORD, LoadLoop, Receiver, wait_until
+from tests.kit.stacks import ROOT, StackUnderTest, own_stack
 
 NAME = "fleettest-visible"
 STABLE, GOOD = "fleet/inference:1", "fleet/inference:2"
@@ -28,12 +28,10 @@ FLUSH_WAIT = 15  # fleet/adapters/hooks.py: the end of a rollout waits at most t
 
 @pytest.fixture(scope="module")
 def vstack(swarm):
-    s = StackUnderTest(NAME, swarm, 27600, 27180)
-    remove_stack(swarm, NAME)
-    p = fleet(s, "deploy", "--stack", NAME, env={"FLEET_IMAGE": STABLE})
-    assert p.returncode == 0, p.stderr
-    yield s
-    remove_stack(swarm, NAME)
+    with own_stack(swarm, NAME, 27600, 27180) as s:
+        p = fleet(s, "deploy", "--stack", NAME, env={"FLEET_IMAGE": STABLE})
+        assert p.returncode == 0, p.stderr
+        yield s
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import consul
 import httpx
 import pytest
 
-from tests.helpers import SAMPLE
-from tests.real.conftest import SECRETS, StackUnderTest
-from tests.real.test_deploy import fleet, running_ids
+from tests.kit.cli import fleet
+from tests.kit.helpers import SAMPLE
+from tests.kit.stacks import SECRETS, StackUnderTest, running_ids
 
 
 def refused(fn) -> bool:

@@ -14,8 +14,8 @@ import textwrap
 
 import pytest
 
-from tests.helpers import LoadLoop, wait_until
-from tests.real.conftest import ROOT, SECRETS, StackUnderTest, converged, remove_stack
+from tests.kit.helpers import LoadLoop, wait_until
+from tests.kit.stacks import ROOT, SECRETS, StackUnderTest, converged, remove_stack
 
 A, B = "fleettest-sa", "fleettest-sb"
 

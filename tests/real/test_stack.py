@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from fleet.adapters.prometheus import Prometheus
-from tests.helpers import SAMPLE, LoadLoop, wait_until
-from tests.real.conftest import converged
+from tests.kit.helpers import SAMPLE, LoadLoop, wait_until
+from tests.kit.stacks import converged
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from fleet import stackfile
-from tests.real.conftest import ROOT
+from tests.kit.stacks import ROOT
 
 VARIANTS = [
     ("base", ["docker-stack.yml"], {}),

@@ -10,7 +10,7 @@ from fleet_inference import devices
 from fleet_inference.config import Settings
 from fleet_inference.phases import GpuMemory, Limits, Phase, readiness
 from fleet_inference.replica import Replica
-from tests.helpers import wait_until
+from tests.kit.helpers import wait_until
 
 UUIDS = ["GPU-0b1e6e63-aaaa-4f6e-9d61-000000000000", "GPU-7c2d8f10-bbbb-4c1a-8e52-111111111111"]
 MiB = 1 << 20

@@ -11,7 +11,7 @@ from fleet.core.analysis import Judgement, Outcome, Stats
 from fleet.core.events import MetricsSample
 from fleet.core.records import Revision, RolloutState
 from fleet.core.rollout import Phase, Plan, Rollout
-from tests.helpers import Receiver
+from tests.kit.helpers import Receiver
 
 
 def a_state(revision, image="fleet/inference:3", previous="fleet/inference:2", plan=Plan(),

@@ -18,8 +18,8 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fleet_inference.model_store import sha256_of
-from tests.helpers import wait_until
-from tests.unit.test_several_inputs import DOC, MASK, TOKENS, Masked
+from tests.kit.helpers import wait_until
+from tests.kit.masked import DOC, MASK, TOKENS, Masked
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))

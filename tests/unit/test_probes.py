@@ -8,7 +8,7 @@ import httpx
 
 from fleet_inference.admin import STALE_S, Snapshot
 from fleet_inference.probes import ProbeServer
-from tests.helpers import wait_until
+from tests.kit.helpers import wait_until
 
 READY = {"/health": [200, {"phase": "ready", "reason": "r", "version": "2"}],
          "/ready": [429, {"phase": "degraded", "reason": "queue", "version": "2"}]}

@@ -4,7 +4,7 @@ import json
 import re
 
 from fleet import report
-from tests.helpers import REPORT_DATA, REPORT_RECORD, REPORT_T0
+from tests.kit.helpers import REPORT_DATA, REPORT_RECORD, REPORT_T0
 
 T0, RECORD, DATA = REPORT_T0, REPORT_RECORD, REPORT_DATA
 

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from fleet.adapters.gateway import GoldenSet
 from fleet.errors import BadInput
@@ -16,20 +15,9 @@ from fleet_inference import model_store
 from fleet_inference.model_store import ArtifactError, Manifest
 from fleet_inference.oip import model_metadata, parse_infer, split_body
 from fleet_inference.validation import InputError, validate_named
+from tests.kit.masked import DOC, MASK, TOKENS, Masked
 
-DOC = {"name": "masked", "version": "1", "sha256": "0" * 64, "num_classes": 3, "accuracy": 0.9,
-       "inputs": [{"name": "tokens", "datatype": "INT64", "shape": [4], "range": [0, 9]},
-                  {"name": "mask", "datatype": "FP32", "shape": [4]}]}
 M = Manifest.parse(DOC)
-TOKENS, MASK = [[1, 2, 3, 4], [5, 6, 7, 8]], [[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]]
-
-
-class Masked(nn.Module):
-    """Three classes from token ids and a mask: sum of the kept tokens, one-hot of its value mod 3."""
-
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        kept = (tokens.float() * mask).sum(dim=1).long() % 3
-        return nn.functional.one_hot(kept, 3).float()
 
 
 def test_a_manifest_declares_each_input_with_its_name_datatype_shape_and_range():

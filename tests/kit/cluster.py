@@ -19,8 +19,8 @@ import httpx
 
 from fleet.adapters.consul import Catalog
 from fleet.adapters.swarm import API_VERSION, Swarm
-from tests.helpers import SAMPLE, LoadLoop, wait_until
-from tests.real.conftest import CA, ROOT, SECRETS
+from tests.kit.helpers import SAMPLE, LoadLoop, wait_until
+from tests.kit.stacks import CA, ROOT, SECRETS
 
 NAME = "fleetcluster"
 NODES = ("fleet-node1", "fleet-node2", "fleet-node3")

@@ -141,3 +141,8 @@ REPORT_DATA = {role: {"requests": [(T0 + i, 10.0 + i % 3) for i in range(0, 100,
                       "error_rate": [(T0 + i, 0.0) for i in range(0, 100, 2)],
                       "p50": [(T0 + i, 0.004) for i in range(0, 100, 2)],
                       "p99": [(T0 + i, 0.012) for i in range(0, 100, 2)]} for role in ("stable", "canary")}
+
+
+def seconds(s: float) -> int:
+    """Seconds as Docker's API takes a duration: nanoseconds."""
+    return int(s * 1_000_000_000)

@@ -8,8 +8,8 @@ import httpx
 
 from fleet.adapters.consul import Catalog
 from fleet.adapters.swarm import Swarm, _epoch
-from tests.helpers import SAMPLE, LoadLoop, wait_until
-from tests.real.conftest import StackUnderTest, converged, deploy, remove_stack
+from tests.kit.helpers import SAMPLE, LoadLoop, wait_until
+from tests.kit.stacks import StackUnderTest, converged, deploy, remove_stack
 
 PROBE_KEY = "fleet/test/restart-probe"
 
