@@ -14,15 +14,16 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from . import tuning as live_config, controller, package, stackfile
-from .core import durations, policy, view
+from . import controller, package, stackfile, tuning as live_config
 from .adapters.builder import Builder
-from .adapters.consul import Catalog, client as consul_client
-from .adapters.swarm import EngineUnavailable, Swarm
+from .adapters.consul import Catalog
+from .adapters.swarm import Swarm
+from .connect import connect, consul_of, engine
+from .core import durations, policy, view
 from .core.convergence import State
+from .core.rollout import Phase, Rollout
 from .deploy import deploy as run_deploy, parse_images, routing_mesh_available, swarm_facts
 from .errors import BadInput, FleetError, OperationFailed, Unreachable
-from .core.rollout import Phase, Rollout
 from .status import status as read_status, watch_rollouts
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -217,12 +218,8 @@ def status(stack: str = STACK, consul: str = CONSUL, as_json: bool = JSON,
                                       "in place on a terminal, else (or with --json) one JSON line per change")):
     """Services, tasks, Docker health and Consul checks of a stack, in one view."""
     try:
-        try:
-            swarm = Swarm()
-            swarm.check()
-        except EngineUnavailable as e:
-            raise Unreachable(str(e)) from None
-        catalog = Catalog(consul_client(consul or swarm.consul_url(stack)))
+        swarm = engine()
+        catalog = Catalog(consul_of(swarm, stack, consul))
         doc = read_status(swarm, catalog, stack)
         if not doc["services"]:
             raise BadInput(f"no stack named {stack!r}: deploy it with `fleet deploy --stack {stack}`")
@@ -376,7 +373,7 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
     Settings not given here come from the service's rollout policy (`fleet.rollout.*` labels)."""
     with failing(as_json):
         if resume:
-            report(controller.resume(controller.connect(stack, service, consul, gateway, prometheus),
+            report(controller.resume(connect(stack, service, consul, gateway, prometheus),
                                      on_progress=show_progress(as_json)),
                    as_json)
             return
@@ -394,7 +391,7 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
         if errors:
             raise BadInput("; ".join(f"--{key.removeprefix(policy.PREFIX)}: {why}" for key, why in errors))
         pause = _duration("--pause-timeout", pause_timeout)
-        target = controller.connect(stack, service, consul, gateway, prometheus)
+        target = connect(stack, service, consul, gateway, prometheus)
         labels = target.stable().attrs["Spec"].get("Labels") or {}
         untrusted = [k for k in policy.commands_in(labels) if k not in flags]
         if untrusted:
@@ -415,14 +412,14 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
 def promote(stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
     """Promote the canary now (skipping any steps left), and wait for the outcome."""
     with failing(as_json):
-        report(controller.request(controller.connect(stack, service, consul), "promote"), as_json)
+        report(controller.request(connect(stack, service, consul), "promote"), as_json)
 
 
 @app.command()
 def abort(stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
     """Abort the rollout in progress: canary share 0, canary removed, stable as it was."""
     with failing(as_json):
-        t = controller.connect(stack, service, consul)
+        t = connect(stack, service, consul)
         try:
             result = controller.request(t, "abort")
         except OperationFailed as e:  # the rollout ended reverted: what abort asked for
@@ -437,7 +434,7 @@ def rollback(to: int = typer.Option(None, "--to", help="revision number from `fl
              stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
     """Return the service to a past revision (default: the one before the current)."""
     with failing(as_json):
-        report(controller.rollback(controller.connect(stack, service, consul), to), as_json)
+        report(controller.rollback(connect(stack, service, consul), to), as_json)
 
 
 @app.command()
@@ -448,7 +445,7 @@ def history(revision: int = typer.Argument(None, help="one revision (with --repo
             stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
     """Past revisions of the service and how their rollouts ended; `--report` draws one."""
     with failing(as_json):
-        t = controller.connect(stack, service, consul, prometheus_url=prometheus)
+        t = connect(stack, service, consul, prometheus_url=prometheus)
         records, current = controller.history(t)
         if revision is not None:
             records = [h for h in records if h.revision == revision]
@@ -483,7 +480,7 @@ app.add_typer(config_app, name="config")
 def _config(stack: str, service: str, consul: str | None, as_json: bool, change=None) -> None:
     """Read (and with `change`, edit) the live configuration of the stack's service, then print it."""
     with failing(as_json):
-        t = controller.connect(stack, service, consul)
+        t = connect(stack, service, consul)
         name = t.consul_name
         doc = change(t.catalog.consul, name) if change else live_config.read(t.catalog.consul, name)[1]
     if as_json:

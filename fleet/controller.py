@@ -17,101 +17,30 @@ import requests
 import tenacity
 from docker.errors import APIError, DockerException
 
-from .core import gates, view
 from . import report
 from .adapters import browser, hooks, remote_write
-from .adapters.endpoints import Endpoints, fixed
+from .adapters.consul import ConsulUnavailable
+from .adapters.endpoints import fixed
 from .adapters.prometheus import Prometheus, ProviderError
-from .adapters.consul import Catalog, ConsulUnavailable, check_access, client as consul_client
 from .adapters.store import LockLost, Store
-from .adapters.swarm import EngineUnavailable, Swarm, consul_name
-from .cluster import SwarmCluster, image_of as _image
+from .adapters.swarm import EngineUnavailable
+from .cluster import image_of as _image
+from .connect import Target
+from .core import gates, view
 from .core.control import ControlRequest
 from .core.convergence import State
-from .errors import BadInput, FleetError, OperationFailed, Unreachable
 from .core.events import ControlRequested, Event, GoldenChecked, MetricsSample
-from .stream import EventStream
-from .executor import Executor, run_loop
 from .core.records import IN_PROGRESS, Revision, RolloutState, plan_to_dict
 from .core.rollout import TERMINAL, Action, Phase, Plan, Rollout, resumed, start, step
+from .errors import BadInput, FleetError, OperationFailed, Unreachable
 from .evidence import Evidence, stable_verdicts
+from .executor import Executor, run_loop
+from .stream import EventStream
 
 TICK = 0.25  # seconds between clock ticks when no evidence arrives
 SAVE_PATIENCE = 30.0  # seconds a state write waits out a Consul restart before the rollout stops
 VERSION_LABEL = "fleet.model-version"  # the image label the canary's replicas report as their version
 RESUME_LOCK_WAIT = 60.0  # a dead holder's lock lapses within 2 x TTL, then its lock-delay
-
-
-@dataclass
-class Target:
-    """The stack's service a rollout works on, and the adapters that reach it."""
-    stack: str
-    service: str
-    swarm: Swarm
-    catalog: Catalog
-    store: Store
-    gateway: str = ""  # the gateway's ops URL; found from the stack's gateway service when empty
-    prometheus: str = ""  # Prometheus's URL; found from the stack's prometheus service when empty
-
-    @property
-    def stable_name(self) -> str:
-        return f"{self.stack}_{self.service}"
-
-    @property
-    def canary_name(self) -> str:
-        return f"{self.stable_name}-canary"
-
-    def stable(self):
-        return self.swarm.service(self.stable_name)
-
-    @property
-    def consul_name(self) -> str:
-        """The Consul service of the replicas (`<stack>-inference` with the stack's file); without
-        FLEET_SERVICE_NAME, the replica's own default, as `fleet status` reads it too."""
-        return consul_name(self.stable_name, self.stable().attrs["Spec"])
-
-    def gateway_endpoints(self) -> Endpoints:
-        """The gateway's ops port (per-role routes) on every live node that runs one, or --gateway's URLs."""
-        return self._endpoints(self.gateway, "gateway", 8081, "--gateway")
-
-    def prometheus_endpoints(self) -> Endpoints:
-        return self._endpoints(self.prometheus, "prometheus", 9090, "--prometheus")
-
-    def _endpoints(self, given: str, service: str, port: int, flag: str) -> Endpoints:
-        """BadInput when none is found now: the evidence comes through them, so fail before changing anything."""
-        if given:
-            return fixed(given)
-        endpoints = Endpoints(lambda: self.swarm.published_urls(f"{self.stack}_{service}", port))
-        if not endpoints.urls():
-            raise BadInput(f"stack {self.stack!r} has no {service} service publishing port {port} on a ready node "
-                           f"(fleet's canary evidence needs it: deploy the stack from docker-stack.yml), or give "
-                           f"{flag} URL[,URL...]")
-        return endpoints
-
-    def cluster(self) -> SwarmCluster:
-        return SwarmCluster(self.swarm, self.catalog, self.store, self.stable_name, self.canary_name, self.consul_name)
-
-
-def connect(stack: str, service: str, consul_addr: str | None, gateway_url: str = "",
-            prometheus_url: str = "") -> Target:
-    """Reach Docker and Consul (exit 3 if not) and find the service (exit 2 if unknown)."""
-    try:
-        swarm = Swarm()
-        swarm.check()
-    except EngineUnavailable as e:
-        raise Unreachable(str(e)) from None
-    c = consul_client(consul_addr or swarm.consul_url(stack))
-    catalog = Catalog(c)
-    try:
-        check_access(c)
-    except ConsulUnavailable as e:
-        raise Unreachable(f"{e}; nothing was changed") from None
-    target = Target(stack, service, swarm, catalog, Store(c, stack, service), gateway_url, prometheus_url)
-    if target.stable() is None:
-        names = sorted(s.name.removeprefix(f"{stack}_") for s in swarm.stack_services(stack))
-        raise BadInput(f"no service {service!r} in stack {stack!r} (services: {names or 'none, no such stack'}); "
-                       "use --service and --stack")
-    return target
 
 
 @dataclass
@@ -138,7 +67,7 @@ def rollout(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout], 
 def prepare(t: Target, image: str, plan: Plan, container: dict | None = None) -> Plan:
     """What a canary needs, checked before anything changes (exit 2 or 3): an image with a model version
     (returned in the plan), the gateway and Prometheus to judge it through, and the golden set."""
-    if t.cluster().stable_runs(image, container):
+    if t.cluster.stable_runs(image, container):
         raise BadInput(f"{t.stable_name} already runs {image}: nothing to roll out")
     try:
         labels = t.swarm.image_labels(image)  # this engine's copy, else the registry's manifest and config
@@ -151,7 +80,7 @@ def prepare(t: Target, image: str, plan: Plan, container: dict | None = None) ->
     t.gateway_endpoints(), t.prometheus_endpoints()  # the evidence comes through them: fail before changing anything
     if plan.golden and not Path(plan.golden).is_file():
         raise BadInput(f"--golden {plan.golden}: no such file; give a JSON file with inputs and labels")
-    shortfall = t.cluster().canary_shortfall(plan.canary_replicas)
+    shortfall = t.cluster.canary_shortfall(plan.canary_replicas)
     if shortfall:
         raise BadInput(shortfall)
     return replace(plan, version=labels[VERSION_LABEL])
@@ -176,7 +105,7 @@ def run_canary(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout
     state = RolloutState(history[-1].revision + 1, image, current, plan, start(now), cause, container=container)
     if plan.pre_rollout:
         _pre_rollout_gate(t, state, plan)
-    x = Executor(t.cluster(), t.store, state)
+    x = Executor(t.cluster, t.store, state)
     try:
         x.begin(plan.canary_replicas, now)
     except APIError as e:
@@ -231,7 +160,7 @@ def resume(t: Target, first: Event | None = None, on_progress: Callable[[Rollout
         state = t.store.load()
         if not state:
             raise BadInput(f"no unfinished rollout of {t.stable_name} to resume")
-        x = Executor(t.cluster(), t.store, state)
+        x = Executor(t.cluster, t.store, state)
         r, actions = actions_on_resume(x, state.rollout, first)
         return _drive(t, state, r, state.plan, actions, on_progress)
     finally:
@@ -264,7 +193,7 @@ def _drive(t: Target, state: RolloutState, r: Rollout, plan: Plan, actions: list
     without touching anything (another fleet owns the rollout now)."""
     stream = EventStream()
     evidence = Evidence(t, state, stream, plan)
-    x = Executor(t.cluster(), _PatientLedger(t.store), state, evidence)
+    x = Executor(t.cluster, _PatientLedger(t.store), state, evidence)
     links = _links(t)
     hook_failures: list[str] = []
     out = hooks.Webhooks(plan.webhooks, on_failure=hook_failures.append)

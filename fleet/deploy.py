@@ -13,17 +13,18 @@ from pathlib import Path
 
 from docker.errors import DockerException
 
-from .core import changes, policy
-from . import controller, stackfile
-from .adapters.consul import Catalog, ConsulUnavailable, check_access, client as consul_client
+from . import connect, controller, stackfile
+from .adapters.consul import Catalog, ConsulUnavailable, client as consul_client
 from .adapters.store import Store
 from .adapters.swarm import EngineUnavailable, Swarm
+from .connect import engine, reach
+from .core import changes, policy
 from .core.changes import DeployPlan, How
 from .core.convergence import State, Verdict
 from .core.records import Revision
 from .core.rollout import Phase, Rollout
-from .watch import observe
 from .errors import BadInput, OperationFailed, Unreachable
+from .watch import observe
 
 
 @dataclass
@@ -154,11 +155,7 @@ class _Situation:
 def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: str | None, swarm: Swarm | None,
           replace_promoted: bool) -> _Situation:
     """Everything checked and read before anything changes (exit 2 or 3 from here)."""
-    try:
-        swarm = swarm or Swarm()
-        swarm.check()
-    except EngineUnavailable as e:
-        raise Unreachable(str(e)) from None
+    swarm = engine(swarm)
     doc = stackfile.load(files)
     unknown = sorted(set(images) - set(doc["services"]))
     if unknown:
@@ -186,10 +183,7 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
         raise Unreachable(f"stack {stack!r} runs no Consul task to find (its consul service has no running task); "
                           "set CONSUL_HTTP_ADDR or --consul; nothing was deployed")
     if catalog is not None and (before or not own_consul):
-        try:
-            check_access(c)
-        except ConsulUnavailable as e:
-            raise Unreachable(f"{e}; nothing was deployed") from None
+        reach(c, "nothing was deployed")
     live = {svc.name.removeprefix(f"{stack}_"): svc for svc in services}
     have = {name: changes.live(svc.attrs["Spec"]) for name, svc in live.items()}
     want, history = {}, {}
@@ -247,7 +241,7 @@ def _prepare_canary(s: _Situation, name: str):
         raise BadInput(f"{s.stack}_{name} has a canary rollout policy, but its replicas do not register in Consul "
                        "(no CONSUL_HTTP_ADDR), so fleet cannot judge a canary: register them, or set "
                        f"{policy.PREFIX}strategy: rolling; nothing was deployed")
-    target = controller.Target(s.stack, name, s.swarm, s.catalog, s.stores[name])
+    target = connect.target(s.swarm, s.stack, name, s.catalog, s.stores[name])
     container = changes.settings(want)
     image = str(s.doc["services"][name]["image"])
     return target, image, controller.prepare(target, image, chosen.plan, container), container

@@ -13,20 +13,28 @@ traffic is thin) and the promotion watch are started by the executor's actions (
 import math
 import threading
 import time
+from collections.abc import Iterator
+from typing import Protocol
 
-from .core import gates
 from .adapters import hooks
-from .watch import observe
+from .adapters.consul import Catalog
+from .adapters.endpoints import Endpoints
 from .adapters.gateway import Gateway, GatewayError, ReplicaError
 from .adapters.prometheus import Prometheus, role_window
+from .adapters.store import Store
+from .cluster import SwarmCluster
+from .core import gates
 from .core.analysis import Outcome, judge_golden, judge_golden_outputs
-from .core.convergence import State
 from .core.control import to_apply
-from .core.records import RolloutState
+from .core.convergence import State
 from .core.events import (ConsulView, ContainerEvent, ControlRequested, GateAnswered, GoldenChecked, MetricsSample,
                           PromotionObserved, SourceUp, TaskFailed)
+from .core.records import RolloutState
+from .core.rollout import Plan
 from .core.taskstates import task_failure
+from .core.tasks import Task
 from .stream import EventStream
+from .watch import observe
 
 TASKS_EVERY = 0.5  # seconds between reads of the canary's task states from Swarm
 SCRAPE_EVERY = 0.25  # seconds between metric windows (the stack's Prometheus scrapes as often)
@@ -37,8 +45,46 @@ SYNTHETIC_MAX_RPS = 20  # synthetic requests a second, per route, at most
 SYNTHETIC_MAX = 20_000  # synthetic requests per route in one rollout, at most
 
 
+class SwarmReads(Protocol):
+    """What the sources read of Swarm (fleet/adapters/swarm.py's `Swarm` is one)."""
+
+    def tasks(self, service_name: str, desired_state: str | None = "running") -> list[Task]: ...
+
+    def nodes(self) -> list[dict]: ...
+
+    def container_events(self, service_id: str, since: float) -> Iterator[dict]: ...
+
+    def container_health(self, container_id: str) -> tuple[str | None, str]: ...
+
+    def logs(self, container_id: str, lines: int = 5) -> str: ...
+
+
+class Reach(Protocol):
+    """What the evidence sources of one rollout read through, and nothing more (fleet/connect.py's `Target`
+    is one; a test may give a smaller fake for the sources it starts)."""
+    stack: str
+    service: str
+    consul_name: str
+    swarm: SwarmReads
+    catalog: Catalog
+    store: Store
+
+    @property
+    def stable_name(self) -> str: ...
+
+    @property
+    def canary_name(self) -> str: ...
+
+    @property
+    def cluster(self) -> SwarmCluster: ...
+
+    def gateway_endpoints(self) -> Endpoints: ...
+
+    def prometheus_endpoints(self) -> Endpoints: ...
+
+
 class Evidence:
-    def __init__(self, t, state: RolloutState, stream: EventStream, plan):
+    def __init__(self, t: Reach, state: RolloutState, stream: EventStream, plan: Plan):
         self.t, self.state, self.stream, self.plan = t, state, stream, plan
         self._gateway: Gateway | None = None
         self.last_sample: MetricsSample | None = None
@@ -265,7 +311,7 @@ class Evidence:
                 return
 
 
-def stable_verdicts(t, since: float, stopped: threading.Event, every: float = 1.0):
+def stable_verdicts(t: Reach, since: float, stopped: threading.Event, every: float = 1.0):
     """The stable service's convergence since `since` (fleet deploy's judgement), once every second."""
     while True:
         verdict = observe(t.swarm, t.catalog, t.stack, since, only={t.stable_name}).get(t.stable_name)

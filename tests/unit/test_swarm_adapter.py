@@ -79,11 +79,12 @@ def test_the_consul_name_without_fleet_service_name_is_the_replicas_default_what
     as `inference` (fleet_inference/config.py), and the rollout's target looks there, as `fleet status` does."""
     from types import SimpleNamespace
 
-    from fleet.controller import Target
+    from fleet.connect import target
     spec = {"TaskTemplate": {"ContainerSpec": {"Env": ["CONSUL_HTTP_ADDR=consul:8500"]}}, "Labels": {}}
     swarm = SimpleNamespace(service=lambda name: SimpleNamespace(attrs={"Spec": spec}))
-    t = Target("shop", "model", swarm, catalog=None, store=None)
+    t = target(swarm, "shop", "model", catalog=None, store=None)
     assert t.consul_name == "inference"
     named = {**spec, "TaskTemplate": {"ContainerSpec": {"Env": ["FLEET_SERVICE_NAME={{.Service.Name}}-x"]}}}
     swarm.service = lambda name: SimpleNamespace(attrs={"Spec": named})
+    t = target(swarm, "shop", "model", catalog=None, store=None)
     assert t.consul_name == "shop_model-x"
