@@ -392,7 +392,7 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
             raise BadInput("; ".join(f"--{key.removeprefix(policy.PREFIX)}: {why}" for key, why in errors))
         pause = _duration("--pause-timeout", pause_timeout)
         target = connect(stack, service, consul, gateway, prometheus)
-        labels = target.stable().attrs["Spec"].get("Labels") or {}
+        labels = target.stable().labels
         untrusted = [k for k in policy.commands_in(labels) if k not in flags]
         if untrusted:
             raise BadInput(f"{target.stable_name}'s labels name a command as a gate ({', '.join(untrusted)}): "

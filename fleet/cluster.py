@@ -7,6 +7,7 @@ from .adapters.consul import Catalog
 from .adapters.store import Store
 from .adapters.swarm import Swarm
 from .core.promotion import promotion_flags
+from .core.tasks import Service
 
 
 class SwarmCluster:
@@ -15,25 +16,25 @@ class SwarmCluster:
         self.swarm, self.catalog, self.store = swarm, catalog, store
         self.stable_name, self.canary_name, self.consul_name = stable_name, canary_name, consul_name
 
-    def _stable(self):
-        svc = self.swarm.service(self.stable_name)
+    def _stable(self) -> Service:
+        svc = self.swarm.describe(self.stable_name)
         if svc is None:
             raise RuntimeError(f"the stable service {self.stable_name} is gone (removed by hand or by "
                                "`docker stack deploy --prune`?)")
         return svc
 
     def stable_image(self) -> str:
-        return image_of(self._stable())
+        return self._stable().image_name
 
     def stable_runs(self, image: str, container: dict | None) -> bool:
-        return changes.runs(changes.live(self._stable().attrs["Spec"]), image, container)
+        return changes.runs(changes.live(self._stable().spec), image, container)
 
     def stable_differs(self, image: str, container: dict | None) -> str:
         """How the stable's spec differs from `image` with these settings ('' when it does not)."""
-        return "; ".join(map(str, changes.mismatch(changes.live(self._stable().attrs["Spec"]), image, container)))
+        return "; ".join(map(str, changes.mismatch(changes.live(self._stable().spec), image, container)))
 
     def stable_replicas(self) -> int:
-        return self._stable().attrs["Spec"]["Mode"]["Replicated"]["Replicas"]
+        return self._stable().replicas
 
     def stable_rolled_back_since(self, since: float) -> bool:
         view = self.swarm.view(self._stable())
@@ -44,7 +45,7 @@ class SwarmCluster:
 
     def canary_image(self) -> str:
         """The canary's image as Swarm pinned it (with its digest)."""
-        return self.swarm.service(self.canary_name).attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        return self.swarm.describe(self.canary_name).image
 
     def set_weights(self, stable: int | None, canary: int | None) -> None:
         self.store.set_weights(self.consul_name, {"stable": stable, "canary": canary})  # fenced by the lock
@@ -65,23 +66,19 @@ class SwarmCluster:
             i.role == "canary" for i in self.catalog.instances(self.consul_name))
 
     def update_stable(self, image: str, container: dict | None = None) -> None:
-        spec = self._stable().attrs["Spec"]
-        flags = changes.update_flags(changes.live(spec), container) if container else []
-        replicas = spec["Mode"].get("Replicated", {}).get("Replicas", 1)
-        per_replica = capacity.reservations(spec["TaskTemplate"])
+        stable = self._stable()
+        flags = changes.update_flags(changes.live(stable.spec), container) if container else []
+        replicas = stable.replicas if stable.replicas is not None else 1
+        per_replica = capacity.reservations(stable.task_template)
         batch = capacity.promotion_batch(per_replica, replicas, self.swarm.capacity()) if per_replica else None
-        self.swarm.update_image(self.stable_name, image,
-                                promotion_flags(spec.get("UpdateConfig"), replicas, batch) + flags)
+        self.swarm.update_image(self.stable_name, image, promotion_flags(stable.update_config, replicas, batch) + flags)
 
     def canary_shortfall(self, replicas: int) -> str | None:
         """Why `replicas` canary replicas (reserving what a stable one does) cannot be placed now, or None."""
-        per_replica = capacity.reservations(self._stable().attrs["Spec"]["TaskTemplate"])
+        per_replica = capacity.reservations(self._stable().task_template)
         return capacity.canary_shortfall(per_replica, replicas, self.swarm.capacity()) if per_replica else None
 
     def revert_stable(self) -> None:
         if not (self.swarm.view(self._stable()).update_state or "").startswith("rollback"):
             self.swarm.rollback(self.stable_name)
 
-
-def image_of(service) -> str:
-    return service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]

@@ -15,6 +15,7 @@ from .adapters.endpoints import Endpoints, fixed
 from .adapters.store import Store
 from .adapters.swarm import EngineUnavailable, Swarm, consul_name
 from .cluster import SwarmCluster
+from .core.tasks import Service
 from .errors import BadInput, Unreachable
 
 
@@ -38,9 +39,9 @@ class Target:
     def canary_name(self) -> str:
         return f"{self.stable_name}-canary"
 
-    def stable(self):
+    def stable(self) -> Service | None:
         """The stable service as Swarm has it now."""
-        return self.swarm.service(self.stable_name)
+        return self.swarm.describe(self.stable_name)
 
     @cached_property
     def cluster(self) -> SwarmCluster:
@@ -96,12 +97,12 @@ def target(swarm: Swarm, stack: str, service: str, catalog: Catalog, store: Stor
            prometheus: str = "") -> Target:
     """The target of a service that runs (exit 2 when it does not), its Consul name read from its spec."""
     name = f"{stack}_{service}"
-    svc = swarm.service(name)
+    svc = swarm.describe(name)
     if svc is None:
-        names = sorted(s.name.removeprefix(f"{stack}_") for s in swarm.stack_services(stack))
+        names = sorted(s.name.removeprefix(f"{stack}_") for s in swarm.services(stack))
         raise BadInput(f"no service {service!r} in stack {stack!r} (services: {names or 'none, no such stack'}); "
                        "use --service and --stack")
-    return Target(stack, service, consul_name(name, svc.attrs["Spec"]), swarm, catalog, store, gateway, prometheus)
+    return Target(stack, service, consul_name(name, svc.spec), swarm, catalog, store, gateway, prometheus)
 
 
 def connect(stack: str, service: str, consul_addr: str | None, gateway_url: str = "",

@@ -24,7 +24,6 @@ from .adapters.endpoints import fixed
 from .adapters.prometheus import Prometheus, ProviderError
 from .adapters.store import LockLost, Store
 from .adapters.swarm import EngineUnavailable
-from .cluster import image_of as _image
 from .connect import Target
 from .core import gates, view
 from .core.control import ControlRequest
@@ -93,10 +92,10 @@ def run_canary(t: Target, image: str, plan: Plan, on_progress: Callable[[Rollout
     if t.store.load():
         raise BadInput(f"an unfinished rollout of {t.stable_name} is recorded in Consul: finish it with "
                        "`fleet rollout --resume` or revert it with `fleet abort`")
-    if t.swarm.service(t.canary_name):
+    if t.swarm.describe(t.canary_name):
         raise BadInput(f"a canary service {t.canary_name} exists without a recorded rollout: "
                        f"remove it with `docker service rm {t.canary_name}`")
-    current = _image(t.stable())
+    current = t.stable().image_name
     history = t.store.history()
     if not history:
         t.store.record(Revision(1, current, "deployed", "running before fleet's first rollout", ended_at=time.time()))
@@ -352,7 +351,7 @@ class _PatientLedger:
 # rollback and history -----------------------------------------------------------------------------
 def history(t: Target) -> tuple[list[Revision], int | None]:
     """The service's revisions, and the one its stable service runs now (None when none matches)."""
-    current = _image(t.stable())
+    current = t.stable().image_name
     records = t.store.history()
     live = [h for h in records if h.stable and h.image == current]
     return records, live[-1].revision if live else None
@@ -395,7 +394,7 @@ def rollback(t: Target, to: int | None, timeout: float = 600.0) -> Result:
                 raise BadInput(f"revision {to} ({target.image}) was {target.outcome}, never stable: choose a "
                                "deployed or promoted one")
         started = time.time()
-        if _image(t.stable()) == target.image:
+        if t.stable().image_name == target.image:
             return Result(target.revision, Phase.PROMOTED, f"already on revision {target.revision} "
                           f"({target.image}): nothing to do", target.image, 0.0)
         t.swarm.update_image(t.stable_name, target.image)

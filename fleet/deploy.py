@@ -104,7 +104,7 @@ def deploy(files: list[Path], stack: str, images: dict[str, str], timeout: float
         # a governed service whose only change is its containers' is left out (its canary carries it); one
         # with other changes too gets them, its containers held as they run
         held = {c.service for c in s.plan.canaries if all(k in changes.CONTAINER_KEYS for k in c.top_keys())}
-        rendered = {**s.doc, "services": {name: changes.pin_container(svc, s.live[name].attrs["Spec"])
+        rendered = {**s.doc, "services": {name: changes.pin_container(svc, s.live[name].spec)
                                           if s.plan.of(name).how is How.CANARY else svc
                                           for name, svc in s.doc["services"].items() if name not in held}}
         if rendered["services"]:
@@ -166,9 +166,9 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
     errors = [f for f in findings if f.severity is stackfile.Severity.ERROR]
     if errors:
         raise BadInput("the stack file has errors; nothing was deployed:\n" + "\n".join(map(str, errors)))
-    services = [svc for svc in swarm.stack_services(stack)  # without a rollout's canary: it is not the file's
-                if "fleet.canary-of" not in (svc.attrs["Spec"].get("Labels") or {})]
-    live_modes = {svc.name: "global" if "Global" in svc.attrs["Spec"]["Mode"] else "replicated" for svc in services}
+    services = [svc for svc in swarm.services(stack)  # without a rollout's canary: it is not the file's
+                if "fleet.canary-of" not in svc.labels]
+    live_modes = {svc.name: "global" if svc.is_global else "replicated" for svc in services}
     changed = mode_changes(doc, stack, live_modes)
     if changed:
         raise BadInput("Swarm cannot change a service's mode (replicated or global), and docker stack deploy would "
@@ -185,7 +185,7 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
     if catalog is not None and (before or not own_consul):
         reach(c, "nothing was deployed")
     live = {svc.name.removeprefix(f"{stack}_"): svc for svc in services}
-    have = {name: changes.live(svc.attrs["Spec"]) for name, svc in live.items()}
+    have = {name: changes.live(svc.spec) for name, svc in live.items()}
     want, history = {}, {}
     for name, svc in doc["services"].items():
         digest = None
@@ -194,7 +194,7 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
             digest = swarm.pinned(str(svc["image"])).partition("@")[2] or None  # a rebuilt tag is a change
         want[name] = changes.desired(svc, digest)
     for name, svc in live.items():
-        if c is not None and _registers(svc):
+        if c is not None and svc.registers:
             try:
                 history[name] = Store(c, stack, name).history()
             except ConsulUnavailable as e:
@@ -203,19 +203,13 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
     return _Situation(swarm, stack, doc, findings, live, want, before, c, catalog, plan)
 
 
-def _registers(svc) -> bool:
-    """Whether a service's replicas register in Consul (the services fleet rolls out)."""
-    env = svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env") or []
-    return any(e.startswith("CONSUL_HTTP_ADDR=") for e in env)
-
-
 def _lock(s: _Situation) -> dict[str, Store]:
     """The rollout lock of every running service fleet can roll out, held for the whole deploy: a deploy
     never runs beside a rollout (exit 2, naming the holder), and its own canaries run under it."""
     stores: dict[str, Store] = {}
     try:
         for name, svc in sorted(s.live.items()):
-            if s.consul is None or not _registers(svc):
+            if s.consul is None or not svc.registers:
                 continue
             store = Store(s.consul, s.stack, name)
             holder = store.acquire("deploy")
@@ -297,10 +291,9 @@ def restore(swarm: Swarm, stack: str, before: dict[str, int]) -> None:
     if not before:
         swarm.stack_remove(stack)
         return
-    for svc in swarm.stack_services(stack):
+    for svc in swarm.services(stack):
         if svc.name not in before:
             swarm.remove(svc.name)
-        elif svc.attrs["Version"]["Index"] != before[svc.name]:
-            state = (svc.attrs.get("UpdateStatus") or {}).get("State", "")
-            if not state.startswith("rollback"):
+        elif svc.version != before[svc.name]:
+            if not (svc.update_state or "").startswith("rollback"):
                 swarm.rollback(svc.name)

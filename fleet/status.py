@@ -18,9 +18,9 @@ def status(swarm: Swarm, catalog: Catalog, stack: str) -> dict:
         check_access(catalog.consul)  # where ACLs are on, a read without a good token is silently empty
     except ConsulUnavailable as e:
         consul_error = str(e)
-    for svc in sorted(swarm.stack_services(stack), key=lambda s: s.name):
+    for svc in sorted(swarm.services(stack), key=lambda s: s.name):
         view = swarm.view(svc)
-        labels = svc.attrs["Spec"].get("Labels") or {}
+        labels = svc.labels
         instances = []
         if view.consul_name and not consul_error:
             if view.consul_name not in instances_by_name:

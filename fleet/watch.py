@@ -13,7 +13,7 @@ def observe(swarm: Swarm, catalog: Catalog | None, stack: str, since: float,
     """Each service's verdict on what happened since `since`. `existing`: the services that ran before
     (the others are new: see `assess`); None: all of them."""
     verdicts = {}
-    for svc in swarm.stack_services(stack):
+    for svc in swarm.services(stack):
         if only is not None and svc.name not in only:
             continue
         view = swarm.view(svc)

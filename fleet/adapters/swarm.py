@@ -11,7 +11,7 @@ from docker.errors import APIError, DockerException, NotFound, ImageNotFound
 from ..core import capacity, changes
 from ..core.convergence import ServiceView
 from ..errors import Unreachable
-from ..core.tasks import Task
+from ..core.tasks import Service, Task
 from .registry import Registry, RegistryError
 
 STACK_LABEL = "com.docker.stack.namespace"
@@ -47,13 +47,24 @@ class Swarm:
                                     "`docker swarm init --advertise-addr 127.0.0.1` or point DOCKER_HOST at a manager")
 
     def stack_services(self, stack: str) -> list:
+        """The stack's services as docker-py's objects (the adapter's and the tests' own reads)."""
         return self.client.services.list(filters={"label": f"{STACK_LABEL}={stack}"})
 
     def service(self, name: str):
+        """A service as docker-py's object, or None (the adapter's and the tests' own reads)."""
         try:
             return self.client.services.get(name)
         except NotFound:
             return None
+
+    def services(self, stack: str) -> list[Service]:
+        """The stack's services, as values."""
+        return [service_of(svc) for svc in self.stack_services(stack)]
+
+    def describe(self, name: str) -> Service | None:
+        """One service as a value, or None when there is none of that name."""
+        svc = self.service(name)
+        return service_of(svc) if svc is not None else None
 
     @property
     def local(self) -> bool:
@@ -177,22 +188,17 @@ class Swarm:
             return None, ""
         return health_of(state)
 
-    def view(self, service) -> ServiceView:
+    def view(self, service: Service) -> ServiceView:
         """What convergence needs to know of a service's spec and update status."""
-        spec = service.attrs["Spec"]
-        container = spec["TaskTemplate"]["ContainerSpec"]
-        env = dict(e.split("=", 1) for e in container.get("Env", []) if "=" in e)
-        health = container.get("Healthcheck") or {}
-        image = container["Image"].split("@")[0]
-        update = service.attrs.get("UpdateStatus") or {}
+        health = service.task_template["ContainerSpec"].get("Healthcheck") or {}
         return ServiceView(
-            name=service.name, image=image, digest=container["Image"].partition("@")[2] or None,
-            replicas=self.desired_replicas(spec),
+            name=service.name, image=service.image_name, digest=service.image.partition("@")[2] or None,
+            replicas=self.desired_replicas(service.spec),
             has_healthcheck=bool(health.get("Test")) and health["Test"] != ["NONE"],
-            consul_name=consul_name(service.name, spec) if "CONSUL_HTTP_ADDR" in env else None,
-            version=self.image_label(container["Image"], "fleet.model-version"),
-            update_state=update.get("State"), update_message=update.get("Message", ""),
-            update_started_at=_epoch(update.get("StartedAt")))
+            consul_name=consul_name(service.name, service.spec) if service.registers else None,
+            version=self.image_label(service.image, "fleet.model-version"),
+            update_state=service.update_state, update_message=service.update_message,
+            update_started_at=service.update_started_at)
 
     def desired_replicas(self, spec: dict) -> int:
         """Replicas asked for; for a global service, one a node that is ready and active (placement
@@ -267,11 +273,11 @@ class Swarm:
     def rollback(self, service_name: str) -> None:
         self._cli("service", "rollback", "--detach", service_name)
 
-    def create_canary(self, stable, name: str, image: str, replicas: int, settings: dict | None = None) -> str:
+    def create_canary(self, stable: Service, name: str, image: str, replicas: int, settings: dict | None = None) -> str:
         """A second service from the stable one's live spec: same stack namespace, networks, health check
         and update policy; the new image (and a deploy's container `settings`: environment, command,
         entrypoint, resources), `replicas` replicas, role canary (label and FLEET_ROLE), weight 0 (no share)."""
-        spec = copy.deepcopy(stable.attrs["Spec"])
+        spec = copy.deepcopy(dict(stable.spec))
         template = spec["TaskTemplate"]
         if settings:
             changes.apply_settings(template, settings)
@@ -367,3 +373,16 @@ def _epoch(stamp: str | None) -> float | None:
         return None
     head, _, frac = stamp.rstrip("Z").partition(".")
     return datetime.fromisoformat(head + "+00:00").timestamp() + (float("0." + frac[:6]) if frac else 0.0)
+
+
+def service_of(svc) -> Service:
+    """docker-py's service object as a value: the one place its attributes are read for fleet."""
+    spec = svc.attrs["Spec"]
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    update = svc.attrs.get("UpdateStatus") or {}
+    replicated = spec.get("Mode", {}).get("Replicated")
+    return Service(id=svc.id, name=svc.name, version=svc.attrs["Version"]["Index"], labels=spec.get("Labels") or {},
+                   image=container["Image"], env=tuple(container.get("Env") or ()),
+                   replicas=replicated.get("Replicas", 1) if replicated is not None else None,
+                   update_state=update.get("State"), update_message=update.get("Message", ""),
+                   update_started_at=_epoch(update.get("StartedAt")), spec=spec)

@@ -13,7 +13,7 @@ class NoServices:
     def nodes(self):
         return [{"hostname": "node1", "role": "manager", "state": "ready", "availability": "active", "address": ""}]
 
-    def stack_services(self, stack):
+    def services(self, stack):
         return []
 
 

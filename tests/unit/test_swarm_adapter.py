@@ -81,10 +81,32 @@ def test_the_consul_name_without_fleet_service_name_is_the_replicas_default_what
 
     from fleet.connect import target
     spec = {"TaskTemplate": {"ContainerSpec": {"Env": ["CONSUL_HTTP_ADDR=consul:8500"]}}, "Labels": {}}
-    swarm = SimpleNamespace(service=lambda name: SimpleNamespace(attrs={"Spec": spec}))
+    swarm = SimpleNamespace(describe=lambda name: SimpleNamespace(spec=spec))
     t = target(swarm, "shop", "model", catalog=None, store=None)
     assert t.consul_name == "inference"
     named = {**spec, "TaskTemplate": {"ContainerSpec": {"Env": ["FLEET_SERVICE_NAME={{.Service.Name}}-x"]}}}
-    swarm.service = lambda name: SimpleNamespace(attrs={"Spec": named})
+    swarm.describe = lambda name: SimpleNamespace(spec=named)
     t = target(swarm, "shop", "model", catalog=None, store=None)
     assert t.consul_name == "shop_model-x"
+
+
+def test_a_service_is_read_into_a_value_once_in_the_adapter():
+    from types import SimpleNamespace
+
+    from fleet.adapters.swarm import service_of
+    spec = {"Labels": {"fleet.role": "stable"}, "Mode": {"Replicated": {"Replicas": 3}},
+            "TaskTemplate": {"ContainerSpec": {"Image": "fleet/inference:2@sha256:" + "a" * 64,
+                                               "Env": ["CONSUL_HTTP_ADDR=https://consul:8501", "FLEET_ROLE=stable"]}},
+            "UpdateConfig": {"Order": "start-first"}}
+    svc = service_of(SimpleNamespace(id="s1", name="fleet_inference", attrs={
+        "Spec": spec, "Version": {"Index": 42},
+        "UpdateStatus": {"State": "rollback_completed", "Message": "rolled back", "StartedAt": "2026-12-04T15:00:00Z"}}))
+    assert (svc.id, svc.name, svc.version, svc.replicas, svc.is_global) == ("s1", "fleet_inference", 42, 3, False)
+    assert svc.image_name == "fleet/inference:2" and svc.registers and svc.labels == {"fleet.role": "stable"}
+    assert (svc.update_state, svc.update_message, svc.update_config) == ("rollback_completed", "rolled back",
+                                                                          {"Order": "start-first"})
+    assert svc.update_started_at == 1796396400.0
+    glob = service_of(SimpleNamespace(id="g", name="fleet_gateway", attrs={
+        "Spec": {"Mode": {"Global": {}}, "TaskTemplate": {"ContainerSpec": {"Image": "fleet/gateway:1"}}},
+        "Version": {"Index": 7}}))
+    assert glob.is_global and glob.replicas is None and not glob.registers and glob.update_state is None
