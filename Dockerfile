@@ -23,6 +23,8 @@ RUN python3 -m venv /opt/venv \
  && rm -rf /root/.cache \
  && (getent passwd fleet >/dev/null || useradd --system --uid 10001 --no-create-home fleet)
 COPY services/inference/fleet_inference /app/fleet_inference
+# what fleet and the replicas agree on (knobs, Consul keys, token and TLS helpers): the same module fleet runs
+COPY fleet_protocol /app/fleet_protocol
 WORKDIR /app
 ENV MODEL_PATH=/models/package FLEET_PORT=8000 FLEET_ADMIN_PORT=8001 PYTHONPATH=/app
 USER fleet

@@ -5,27 +5,22 @@ follows it with a blocking query and applies a change without a restart (fleet_i
 fleet checks every value before it writes (a bad one: exit 2, nothing written) and writes with
 check-and-set, so two operators changing different knobs at once both keep their change.
 
-KNOBS equals the replica's table (a unit test keeps them equal: the image does not ship fleet).
+KNOBS and the key are fleet_protocol's, which the replicas use too.
 """
 import json
 
 import consul
 
+from fleet_protocol import KNOBS, config_key
+
 from .adapters.consul import call
 from .errors import BadInput
 
-KNOBS: dict[str, tuple[type, float, float, str]] = {
-    "max_batch": (int, 1, 1024, "rows per inference batch"),
-    "max_wait_ms": (float, 0, 1000, "how long a batch waits for company, in ms"),
-    "max_queue": (int, 1, 100_000, "rows waiting before /predict is refused with 503"),
-    "gpu_min_free_mb": (int, 0, 1_000_000, "free GPU memory under which the replica is degraded, in MiB"),
-    "gpu_max_used_pct": (float, 0, 100, "GPU memory used over which the replica is degraded, in %"),
-}
 CAS_TRIES = 5
 
 
 def key(consul_service: str) -> str:
-    return f"fleet/config/{consul_service}"
+    return config_key(consul_service)
 
 
 def check(name: str, value: str) -> int | float:

@@ -1,10 +1,10 @@
 """Consul through py-consul: the instances of a service and their checks."""
 import os
-from pathlib import Path
 from urllib.parse import urlparse
 
 import consul
 import requests
+from fleet_protocol import SecretUnreadable, ServerName, secret
 
 from ..errors import BadInput, Unreachable
 from ..core.tasks import Instance
@@ -56,16 +56,10 @@ def check_access(c: consul.Consul) -> None:
 def token_from(env: dict) -> str | None:
     """CONSUL_HTTP_TOKEN, else the contents of CONSUL_HTTP_TOKEN_FILE (as Consul's CLI reads them: a
     Swarm secret is a file); BadInput naming the file when it cannot be read."""
-    if env.get("CONSUL_HTTP_TOKEN"):
-        return env["CONSUL_HTTP_TOKEN"]
-    path = env.get("CONSUL_HTTP_TOKEN_FILE")
-    if not path:
-        return None
     try:
-        return Path(path).read_text().strip() or None
-    except OSError as e:
-        raise BadInput(f"CONSUL_HTTP_TOKEN_FILE={path}: cannot read it ({e.strerror}); point it at a readable "
-                       "file holding the token") from None
+        return secret(env, "CONSUL_HTTP_TOKEN") or None
+    except SecretUnreadable as e:
+        raise BadInput(f"{e}; point it at a readable file holding the token") from None
 
 
 def client(addr: str | None = None, token: str | None = None) -> consul.Consul:
@@ -83,18 +77,6 @@ def client(addr: str | None = None, token: str | None = None) -> consul.Consul:
     if env.get("CONSUL_TLS_SERVER_NAME"):
         c.http.session.mount("https://", ServerName(env["CONSUL_TLS_SERVER_NAME"]))
     return c
-
-
-class ServerName(requests.adapters.HTTPAdapter):
-    """TLS to Consul checked against this name (CONSUL_TLS_SERVER_NAME), whatever address is dialled:
-    e.g. a server certificate for `server.dc1.consul` reached at a node's address."""
-
-    def __init__(self, name: str):
-        self.name = name
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kw):
-        super().init_poolmanager(*args, server_hostname=self.name, assert_hostname=self.name, **kw)
 
 
 class Catalog:

@@ -30,6 +30,8 @@ import consul
 from consul.callback import CB
 from consul.exceptions import ClientError
 
+from fleet_protocol import weight_key
+
 from ..core.control import ControlRequest, decode
 from ..core.records import Revision, RolloutState
 from .consul import call
@@ -212,11 +214,6 @@ def _state(item: dict | None) -> RolloutState | None:
 
 def _revision(item: dict) -> Revision:
     return Revision.from_dict(json.loads(item["Value"]))
-
-
-def weight_key(consul_service: str, role: str) -> str:
-    """The key the replicas of a role follow for their weight (fleet_inference/registration.py)."""
-    return f"fleet/traffic/{consul_service}/{role}"
 
 
 def _transaction(c: consul.Consul, ops: list[dict]):

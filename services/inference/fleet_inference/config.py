@@ -4,6 +4,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet_protocol import secret
+
 
 def _float(env: dict, key: str, default: float) -> float:
     return float(env.get(key, default))
@@ -45,20 +47,6 @@ def default_torch_threads() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
     return torch_threads(cores, cpu_quota(_read("/sys/fs/cgroup/cpu.max"), _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
                                           _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")))
-
-
-def secret(env: dict, name: str) -> str:
-    """`name`, else the contents of the file `name_FILE` names (Consul's CLI reads tokens so, and Swarm
-    secrets are files); ValueError naming the file when it cannot be read, so the replica stops at once."""
-    if env.get(name):
-        return env[name]
-    path = env.get(f"{name}_FILE")
-    if not path:
-        return ""
-    try:
-        return Path(path).read_text().strip()
-    except OSError as e:
-        raise ValueError(f"{name}_FILE={path}: cannot read it ({e.strerror})") from None
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ import threading
 from urllib.parse import urlparse
 
 import consul
-import requests.adapters
 import tenacity
+
+import fleet_protocol
+from fleet_protocol import ServerName
 
 from .config import Settings
 from .model_store import Manifest
@@ -38,7 +40,7 @@ MAX_WEIGHT = 255  # Consul weight 255 x 256 is the highest the gateway maps belo
 
 
 def weight_key(settings: Settings) -> str:
-    return f"fleet/traffic/{settings.service_name}/{settings.role}"
+    return fleet_protocol.weight_key(settings.service_name, settings.role)
 
 
 def parse_weight(raw: bytes | None, default: int) -> int:
@@ -83,18 +85,6 @@ def client(settings: Settings) -> consul.Consul:
     if settings.consul_tls_server_name:  # the certificate's name, whatever address is dialled
         c.http.session.mount("https://", ServerName(settings.consul_tls_server_name))
     return c
-
-
-class ServerName(requests.adapters.HTTPAdapter):
-    """TLS to Consul checked against CONSUL_TLS_SERVER_NAME (fleet/adapters/consul.py has its twin: the
-    image does not ship fleet)."""
-
-    def __init__(self, name: str):
-        self.name = name
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kw):
-        super().init_poolmanager(*args, server_hostname=self.name, assert_hostname=self.name, **kw)
 
 
 def maintenance_check_id(sid: str) -> str:

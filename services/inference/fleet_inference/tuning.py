@@ -5,8 +5,7 @@ replica follows that key with a blocking query and applies a change at once. A k
 not name keeps the environment's setting (FLEET_MAX_BATCH, ...). A bad value written by hand (fleet
 refuses them itself) is ignored with a log line, and that knob keeps its value.
 
-KNOBS is the one table of what may be tuned and its bounds; fleet/config.py holds the same table for
-the controller (the image does not ship fleet), and a unit test keeps the two equal.
+KNOBS, the one table of what may be tuned and its bounds, is fleet_protocol's, which fleet uses too.
 """
 import json
 import logging
@@ -14,22 +13,14 @@ import threading
 
 import tenacity
 
+from fleet_protocol import KNOBS, config_key
+
 from .config import Settings
 
 log = logging.getLogger("fleet_inference.tuning")
 
-# knob -> (type, lowest, highest, what it is)
-KNOBS: dict[str, tuple[type, float, float, str]] = {
-    "max_batch": (int, 1, 1024, "rows per inference batch"),
-    "max_wait_ms": (float, 0, 1000, "how long a batch waits for company, in ms"),
-    "max_queue": (int, 1, 100_000, "rows waiting before /predict is refused with 503"),
-    "gpu_min_free_mb": (int, 0, 1_000_000, "free GPU memory under which the replica is degraded, in MiB"),
-    "gpu_max_used_pct": (float, 0, 100, "GPU memory used over which the replica is degraded, in %"),
-}
-
-
 def key(service_name: str) -> str:
-    return f"fleet/config/{service_name}"
+    return config_key(service_name)
 
 
 def check(name: str, value: object) -> int | float:
