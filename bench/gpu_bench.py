@@ -10,7 +10,7 @@ the GPU machine lacks. It prints:
   4. running out of GPU memory is not a fatal CUDA error (only the batch that asked fails).
 Where torch sees no GPU, it runs the CPU half and says so. It exits 1 when a GPU check fails.
 
-    PYTHONPATH=services/inference python bench/gpu_bench.py [--model build/models/v2] [--seconds 2]
+    PYTHONPATH=services/inference:. python bench/gpu_bench.py [--model build/models/v2] [--seconds 2]
 """
 import argparse
 import sys
@@ -21,6 +21,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "services/inference"))
+sys.path.insert(0, str(ROOT))  # fleet_protocol, which the service imports
 
 from fleet_inference import devices, model_store  # noqa: E402
 from fleet_inference.phases import Limits, Phase, readiness  # noqa: E402

@@ -48,7 +48,7 @@ def start_service(max_batch: int, model: Path | None = None) -> tuple[subprocess
     port, admin_port = free_port(), free_port()
     env = {**os.environ, "MODEL_PATH": str(model or ROOT / "build/models/v2"), "FLEET_PORT": str(port),
            "FLEET_ADMIN_PORT": str(admin_port), "FLEET_MAX_BATCH": str(max_batch),
-           "PYTHONPATH": str(ROOT / "services/inference")}
+           "PYTHONPATH": f"{ROOT / 'services/inference'}:{ROOT}"}
     proc = subprocess.Popen([sys.executable, "-m", "fleet_inference"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             preexec_fn=(lambda: os.sched_setaffinity(0, {1})) if PINNED else None)

@@ -44,7 +44,7 @@ def serving(model_path: Path):
     """A replica process serving the package at `model_path` on 127.0.0.1, ready: a client to it."""
     port, admin = free_port(), free_port()
     env = {**os.environ, "MODEL_PATH": str(model_path), "FLEET_PORT": str(port),
-           "FLEET_ADMIN_PORT": str(admin), "PYTHONPATH": str(ROOT / "services/inference")}
+           "FLEET_ADMIN_PORT": str(admin), "PYTHONPATH": f"{ROOT / 'services/inference'}:{ROOT}"}
     proc = subprocess.Popen([sys.executable, "-m", "fleet_inference"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
