@@ -11,7 +11,7 @@ import json
 
 import consul
 
-from fleet_protocol import KNOBS, config_key
+from fleet_protocol import KNOBS, check_knob, config_key
 
 from .adapters.consul import call
 from .errors import BadInput
@@ -25,16 +25,10 @@ def key(consul_service: str) -> str:
 
 def check(name: str, value: str) -> int | float:
     """The knob's value as its type, or BadInput naming the problem and the fix. Pure."""
-    if name not in KNOBS:
-        raise BadInput(f"unknown knob {name!r}; the knobs are: {', '.join(KNOBS)}")
-    kind, low, high, what = KNOBS[name]
     try:
-        number = int(value, 10) if kind is int else float(value)
-    except ValueError:
-        raise BadInput(f"{name}={value!r}: not a {'whole number' if kind is int else 'number'} ({what})") from None
-    if not (low <= number <= high):
-        raise BadInput(f"{name}={value!r}: must be between {low:g} and {high:g} ({what})")
-    return number
+        return check_knob(name, value)
+    except ValueError as e:
+        raise BadInput(f"{e} ({KNOBS[name][3]})" if name in KNOBS else str(e)) from None
 
 
 def parse_assignments(pairs: list[str]) -> dict[str, int | float]:

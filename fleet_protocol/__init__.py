@@ -23,6 +23,23 @@ KNOBS: dict[str, tuple[type, float, float, str]] = {
 }
 
 
+def check_knob(name: str, value: object) -> int | float:
+    """A knob's value (a JSON value, or the text of `fleet config set`) as its type, or ValueError naming the
+    problem and the bounds. Pure."""
+    if name not in KNOBS:
+        raise ValueError(f"unknown knob {name!r}; the knobs are: {', '.join(KNOBS)}")
+    kind, low, high, _ = KNOBS[name]
+    if isinstance(value, bool):
+        raise ValueError(f"{name}={value!r}: not a number")
+    try:
+        number = kind(value) if kind is float else int(str(value), 10)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r}: not a {'whole number' if kind is int else 'number'}") from None
+    if not (low <= number <= high) or number != number:
+        raise ValueError(f"{name}={value!r}: must be between {low:g} and {high:g}")
+    return number
+
+
 def config_key(consul_service: str) -> str:
     """The live-configuration document of a service's replicas (JSON: knob -> value)."""
     return f"fleet/config/{consul_service}"

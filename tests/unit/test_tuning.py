@@ -3,13 +3,14 @@ import json
 
 import pytest
 
+import fleet_protocol
 from fleet import tuning as fleet_config
 from fleet_inference import tuning
 from fleet_inference.config import Settings, cpu_quota, torch_threads
 
 
 def test_fleet_and_the_replica_know_the_same_knobs_and_bounds():
-    assert fleet_config.KNOBS == tuning.KNOBS
+    assert fleet_config.KNOBS is tuning.KNOBS is fleet_protocol.KNOBS  # one table, in both
 
 
 @pytest.mark.parametrize("name,value,expected", [

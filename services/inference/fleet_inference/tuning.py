@@ -13,7 +13,7 @@ import threading
 
 import tenacity
 
-from fleet_protocol import KNOBS, config_key
+from fleet_protocol import KNOBS, check_knob as check, config_key
 
 from .config import Settings
 
@@ -21,22 +21,6 @@ log = logging.getLogger("fleet_inference.tuning")
 
 def key(service_name: str) -> str:
     return config_key(service_name)
-
-
-def check(name: str, value: object) -> int | float:
-    """The knob's value as its type, or ValueError naming the problem and the bounds. Pure."""
-    if name not in KNOBS:
-        raise ValueError(f"unknown knob {name!r}; known: {', '.join(KNOBS)}")
-    kind, low, high, _ = KNOBS[name]
-    if isinstance(value, bool):
-        raise ValueError(f"{name}={value!r}: not a number")
-    try:
-        number = kind(value) if kind is float else int(str(value), 10)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={value!r}: not a {'whole number' if kind is int else 'number'}") from None
-    if not (low <= number <= high) or number != number:
-        raise ValueError(f"{name}={value!r}: must be between {low:g} and {high:g}")
-    return number
 
 
 def parse(raw: bytes | None) -> tuple[dict, list[str]]:
