@@ -110,133 +110,190 @@ def consul_servers(command) -> int | None:
     return 1 if "-bootstrap" in args else None
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What lint weighs a service against besides the file: the Swarm's, when known (None: not known)."""
+    routing_mesh: bool = True  # the engine can route ingress-mode ports (it needs IPVS in the kernel)
+    nodes: int | None = None  # the Swarm's nodes that take tasks (ready, active)
+    resources: dict[str, int] | None = None  # the generic resources (GPUs) those nodes advertise, kind -> how many
+    managers: int | None = None  # the Swarm's manager nodes
+
+
+Said = tuple[Severity, str, str]  # severity, key, message
+
+
 def lint(doc: dict, routing_mesh: bool = True, nodes: int | None = None,
          resources: dict[str, int] | None = None, managers: int | None = None) -> list[Finding]:
-    """Findings for a stack document, errors first. Pure: reads only `doc` and the facts given.
-
-    routing_mesh: whether the engine can route ingress-mode ports (it needs IPVS in the kernel).
-    nodes: the Swarm's nodes that take tasks (ready, active), when known.
-    resources: the generic resources (GPUs) those nodes advertise, kind -> how many, when known.
-    managers: the Swarm's manager nodes, when known.
-    """
-    found: list[Finding] = []
-    for name, svc in sorted((doc.get("services") or {}).items()):
-        add = lambda sev, key, msg: found.append(Finding(sev, name, key, msg))  # noqa: E731
-        deploy = svc.get("deploy") or {}
-        update = deploy.get("update_config") or {}
-        replicas = deploy.get("replicas", 1) if deploy.get("mode", "replicated") == "replicated" else None
-        image = str(svc.get("image", ""))
-        ref = image.split("@")[0].rsplit("/", 1)[-1]
-        if not image:
-            add(Severity.ERROR, "image", "no image: name the image and a tag")
-        elif "@" not in image and (":" not in ref or ref.endswith(":latest")):
-            add(Severity.WARNING, "image", f"{image!r} floats ('latest' or untagged): pin a version tag "
-                                           "so a rollback returns to the same bits")
-        hc = svc.get("healthcheck")
-        if not hc or hc.get("disable"):
-            add(Severity.WARNING, "healthcheck", "no healthcheck: Swarm cannot tell a started task from a "
-                                                 "working one, so updates are not gated on readiness")
-        if update.get("failure_action", "pause") != "rollback":
-            add(Severity.WARNING, "deploy.update_config.failure_action",
-                f"is {update.get('failure_action', 'pause')!r}: set 'rollback' so Swarm reverts a failed update")
-        if hc and not hc.get("disable"):
-            # A task that never turns healthy fails the update however short the monitor (Swarm counts a
-            # task that fails before it runs: seen on Docker 28); the monitor is what watches a task that
-            # passed its checks, and it must outlast the checks' failing in a row to see that one fail.
-            try:
-                window = _seconds(hc.get("interval"), 30) * int(hc.get("retries", 3))
-                _seconds(hc.get("start_period"), 0)  # not in the window, but a bad one is still an error
-                monitor = _seconds(update.get("monitor"), 5)
-            except ValueError as e:
-                add(Severity.ERROR, "healthcheck", str(e))
-            else:
-                if monitor <= window:
-                    add(Severity.ERROR, "deploy.update_config.monitor",
-                        f"{monitor:g}s is not longer than interval x retries ({window:g}s): a replica that "
-                        f"passes its first check and then fails would turn unhealthy only after Swarm stopped "
-                        f"watching, and the update would never roll back; set monitor above {window:g}s")
-        if svc.get("stop_grace_period") is not None or (svc.get("environment") or {}).get("FLEET_DRAIN_SECONDS"):
-            env = svc.get("environment") or {}
-            need = float(env.get("FLEET_DRAIN_SECONDS", 0) or 0) + float(env.get("FLEET_DRAIN_TIMEOUT", 10) or 0)
-            try:
-                grace = _seconds(svc.get("stop_grace_period"), 10)
-            except ValueError as e:
-                add(Severity.ERROR, "stop_grace_period", str(e))
-            else:
-                if "FLEET_DRAIN_SECONDS" in env and grace < need:
-                    add(Severity.ERROR, "stop_grace_period",
-                        f"{grace:g}s is shorter than the drain needs (FLEET_DRAIN_SECONDS + FLEET_DRAIN_TIMEOUT = "
-                        f"{need:g}s): Swarm would kill replicas mid-request; raise it above {need:g}s")
-        host_ports = any(isinstance(p, dict) and p.get("mode") == "host" for p in svc.get("ports") or [])
-        per_node = (deploy.get("placement") or {}).get("max_replicas_per_node")
-        if replicas and resources is not None:
-            for kind, each in reserved_resources(deploy).items():
-                need, have = replicas * each, resources.get(kind, 0)
-                if need > have:
-                    add(Severity.ERROR, "deploy.resources.reservations.generic_resources",
-                        f"{replicas} replicas reserve {each} {kind} each ({need}) but the Swarm's nodes taking tasks "
-                        f"advertise {have}: {need - have} would stay pending ('no suitable node'); lower replicas "
-                        "or advertise more (node-generic-resources in the nodes' daemon.json)")
-                elif need + each > have:
-                    add(Severity.WARNING, "deploy.resources.reservations.generic_resources",
-                        f"{replicas} replicas take {need} of the Swarm's {have} {kind}: none is left for a canary, "
-                        "so `fleet rollout` would be refused and a promotion goes stop-first, one replica at a time")
-        if host_ports and replicas and nodes is not None and replicas > nodes:
-            add(Severity.ERROR, "deploy.replicas",
-                f"{replicas} replicas publish a host-mode port but the Swarm has {nodes} node(s) taking tasks: one "
-                f"task per node can hold the port, so {replicas - nodes} would stay pending; lower replicas, add "
-                "nodes, or use mode: global (one per node)")
-        elif per_node and replicas and nodes is not None and replicas > per_node * nodes:
-            add(Severity.ERROR, "deploy.placement.max_replicas_per_node",
-                f"{replicas} replicas at most {per_node} a node on {nodes} node(s): {replicas - per_node * nodes} "
-                "would stay pending; lower replicas or raise max_replicas_per_node")
-        placed = (deploy.get("placement") or {}).get("constraints")
-        for mount in svc.get("volumes") or []:
-            kind, source = (mount.get("type", "volume"), mount.get("source")) if isinstance(mount, dict) \
-                else ("volume", str(mount).split(":")[0] if ":" in str(mount) else None)
-            if kind == "volume" and source and not source.startswith(("/", ".")) and not placed:
-                add(Severity.WARNING, "volumes",
-                    f"named volume {source!r} without a placement constraint: a volume lives on the node that "
-                    "made it, so a task moved to another node starts with an empty one; pin the service "
-                    "(placement.constraints, e.g. node.role == manager or a node label)")
-            elif kind == "volume" and source and not source.startswith(("/", ".")):
-                matching = nodes_matching(placed, nodes, managers)
-                if matching is not None and matching > 1:
-                    add(Severity.WARNING, "deploy.placement.constraints",
-                        f"named volume {source!r} is pinned only by {' and '.join(placed)}, which {matching} nodes "
-                        "of this Swarm match: Swarm may reschedule the task to another of them, where the volume "
-                        "is empty (for the stack's Consul: fleet's rollouts, history and live config); pin it to one "
-                        "node (node.hostname == <node>, or a node label set on that node only)")
-        servers = consul_servers(svc.get("command"))
-        if servers is not None and nodes is not None and nodes > 1 and servers - (servers // 2 + 1) < 1:
-            add(Severity.WARNING, "command",
-                f"{servers} Consul server(s) (-bootstrap-expect={servers}) on a Swarm of {nodes} nodes cannot keep "
-                "quorum when one is lost: the node it runs on is the control plane's single point of failure "
-                "(rollouts stop, replicas cannot register); run 3 servers, each on a node of its own")
-        # A host-mode port cannot be held by two tasks on one node, so start-first is not an option there.
-        if update.get("order", "stop-first") == "stop-first" and replicas == 1 and not host_ports:
-            add(Severity.WARNING, "deploy.update_config.order",
-                "stop-first with one replica stops the only task before its successor runs (downtime): "
-                "use order: start-first or more replicas")
-        for var, value in sorted((svc.get("environment") or {}).items()):
-            if value and SECRET_NAME.search(var) and not var.endswith("_FILE"):
-                add(Severity.WARNING, f"environment.{var}",
-                    "a credential in a plain environment variable (`docker inspect` shows it to anyone with "
-                    f"the engine): pass it as a Swarm secret and set {var}_FILE=/run/secrets/<name>")
-        for port in svc.get("ports") or []:
-            if isinstance(port, dict) and port.get("mode", "ingress") == "ingress" and not routing_mesh:
-                add(Severity.ERROR, "ports", f"port {port.get('published')} is in ingress mode but this engine has "
-                                             "no routing mesh (no IPVS): publish it with mode: host")
-        rollout, errors = policy.parse(deploy.get("labels"))
-        for label, why in errors:
-            add(Severity.ERROR, f"deploy.labels.{label}", why)
-        if rollout and not errors and rollout.strategy == policy.Strategy.CANARY:
-            if "CONSUL_HTTP_ADDR" not in (svc.get("environment") or {}):
-                add(Severity.ERROR, f"deploy.labels.{policy.PREFIX}strategy",
-                    "canary, but the replicas do not register in Consul (no CONSUL_HTTP_ADDR), so fleet could not "
-                    "judge a canary: register them, or set it to rolling")
-            if replicas is None:
-                add(Severity.ERROR, f"deploy.labels.{policy.PREFIX}strategy",
-                    "canary on a global service: a canary runs beside a replicated service; use mode: replicated "
-                    "or strategy rolling")
+    """Findings for a stack document, errors first. Pure: reads only `doc` and the facts given (Facts)."""
+    facts = Facts(routing_mesh, nodes, resources, managers)
+    found = [Finding(sev, name, key, msg)
+             for name, svc in sorted((doc.get("services") or {}).items())
+             for check in CHECKS for sev, key, msg in check(svc, facts)]
     return sorted(found, key=lambda f: (f.severity != Severity.ERROR, f.service, f.key))
+
+
+def _replicas(svc: dict) -> int | None:
+    deploy = svc.get("deploy") or {}
+    return deploy.get("replicas", 1) if deploy.get("mode", "replicated") == "replicated" else None
+
+
+def _host_ports(svc: dict) -> bool:
+    return any(isinstance(p, dict) and p.get("mode") == "host" for p in svc.get("ports") or [])
+
+
+def _image(svc: dict, facts: Facts) -> list[Said]:
+    image = str(svc.get("image", ""))
+    ref = image.split("@")[0].rsplit("/", 1)[-1]
+    if not image:
+        return [(Severity.ERROR, "image", "no image: name the image and a tag")]
+    if "@" not in image and (":" not in ref or ref.endswith(":latest")):
+        return [(Severity.WARNING, "image", f"{image!r} floats ('latest' or untagged): pin a version tag "
+                                            "so a rollback returns to the same bits")]
+    return []
+
+
+def _health_and_updates(svc: dict, facts: Facts) -> list[Said]:
+    said = []
+    update = (svc.get("deploy") or {}).get("update_config") or {}
+    hc = svc.get("healthcheck")
+    if not hc or hc.get("disable"):
+        said.append((Severity.WARNING, "healthcheck", "no healthcheck: Swarm cannot tell a started task from a "
+                                                      "working one, so updates are not gated on readiness"))
+    if update.get("failure_action", "pause") != "rollback":
+        said.append((Severity.WARNING, "deploy.update_config.failure_action",
+                     f"is {update.get('failure_action', 'pause')!r}: set 'rollback' so Swarm reverts a failed update"))
+    if hc and not hc.get("disable"):
+        # A task that never turns healthy fails the update however short the monitor (Swarm counts a
+        # task that fails before it runs: seen on Docker 28); the monitor is what watches a task that
+        # passed its checks, and it must outlast the checks' failing in a row to see that one fail.
+        try:
+            window = _seconds(hc.get("interval"), 30) * int(hc.get("retries", 3))
+            _seconds(hc.get("start_period"), 0)  # not in the window, but a bad one is still an error
+            monitor = _seconds(update.get("monitor"), 5)
+        except ValueError as e:
+            said.append((Severity.ERROR, "healthcheck", str(e)))
+        else:
+            if monitor <= window:
+                said.append((Severity.ERROR, "deploy.update_config.monitor",
+                             f"{monitor:g}s is not longer than interval x retries ({window:g}s): a replica that "
+                             f"passes its first check and then fails would turn unhealthy only after Swarm stopped "
+                             f"watching, and the update would never roll back; set monitor above {window:g}s"))
+    return said
+
+
+def _drain(svc: dict, facts: Facts) -> list[Said]:
+    env = svc.get("environment") or {}
+    if svc.get("stop_grace_period") is None and not env.get("FLEET_DRAIN_SECONDS"):
+        return []
+    need = float(env.get("FLEET_DRAIN_SECONDS", 0) or 0) + float(env.get("FLEET_DRAIN_TIMEOUT", 10) or 0)
+    try:
+        grace = _seconds(svc.get("stop_grace_period"), 10)
+    except ValueError as e:
+        return [(Severity.ERROR, "stop_grace_period", str(e))]
+    if "FLEET_DRAIN_SECONDS" in env and grace < need:
+        return [(Severity.ERROR, "stop_grace_period",
+                 f"{grace:g}s is shorter than the drain needs (FLEET_DRAIN_SECONDS + FLEET_DRAIN_TIMEOUT = "
+                 f"{need:g}s): Swarm would kill replicas mid-request; raise it above {need:g}s")]
+    return []
+
+
+def _placement(svc: dict, facts: Facts) -> list[Said]:
+    """Replicas the Swarm cannot place: GPUs short, host-mode ports or max_replicas_per_node over its nodes."""
+    said = []
+    deploy, replicas, nodes = svc.get("deploy") or {}, _replicas(svc), facts.nodes
+    per_node = (deploy.get("placement") or {}).get("max_replicas_per_node")
+    if replicas and facts.resources is not None:
+        for kind, each in reserved_resources(deploy).items():
+            need, have = replicas * each, facts.resources.get(kind, 0)
+            if need > have:
+                said.append((Severity.ERROR, "deploy.resources.reservations.generic_resources",
+                             f"{replicas} replicas reserve {each} {kind} each ({need}) but the Swarm's nodes taking "
+                             f"tasks advertise {have}: {need - have} would stay pending ('no suitable node'); lower "
+                             "replicas or advertise more (node-generic-resources in the nodes' daemon.json)"))
+            elif need + each > have:
+                said.append((Severity.WARNING, "deploy.resources.reservations.generic_resources",
+                             f"{replicas} replicas take {need} of the Swarm's {have} {kind}: none is left for a "
+                             "canary, so `fleet rollout` would be refused and a promotion goes stop-first, one "
+                             "replica at a time"))
+    if _host_ports(svc) and replicas and nodes is not None and replicas > nodes:
+        said.append((Severity.ERROR, "deploy.replicas",
+                     f"{replicas} replicas publish a host-mode port but the Swarm has {nodes} node(s) taking tasks: "
+                     f"one task per node can hold the port, so {replicas - nodes} would stay pending; lower replicas, "
+                     "add nodes, or use mode: global (one per node)"))
+    elif per_node and replicas and nodes is not None and replicas > per_node * nodes:
+        said.append((Severity.ERROR, "deploy.placement.max_replicas_per_node",
+                     f"{replicas} replicas at most {per_node} a node on {nodes} node(s): "
+                     f"{replicas - per_node * nodes} would stay pending; lower replicas or raise max_replicas_per_node"))
+    return said
+
+
+def _state(svc: dict, facts: Facts) -> list[Said]:
+    """State that must stay with its node: named volumes, and Consul servers that must keep quorum."""
+    said = []
+    placed = ((svc.get("deploy") or {}).get("placement") or {}).get("constraints")
+    for mount in svc.get("volumes") or []:
+        kind, source = (mount.get("type", "volume"), mount.get("source")) if isinstance(mount, dict) \
+            else ("volume", str(mount).split(":")[0] if ":" in str(mount) else None)
+        if kind == "volume" and source and not source.startswith(("/", ".")) and not placed:
+            said.append((Severity.WARNING, "volumes",
+                         f"named volume {source!r} without a placement constraint: a volume lives on the node that "
+                         "made it, so a task moved to another node starts with an empty one; pin the service "
+                         "(placement.constraints, e.g. node.role == manager or a node label)"))
+        elif kind == "volume" and source and not source.startswith(("/", ".")):
+            matching = nodes_matching(placed, facts.nodes, facts.managers)
+            if matching is not None and matching > 1:
+                said.append((Severity.WARNING, "deploy.placement.constraints",
+                             f"named volume {source!r} is pinned only by {' and '.join(placed)}, which {matching} "
+                             "nodes of this Swarm match: Swarm may reschedule the task to another of them, where the "
+                             "volume is empty (for the stack's Consul: fleet's rollouts, history and live config); "
+                             "pin it to one node (node.hostname == <node>, or a node label set on that node only)"))
+    servers, nodes = consul_servers(svc.get("command")), facts.nodes
+    if servers is not None and nodes is not None and nodes > 1 and servers - (servers // 2 + 1) < 1:
+        said.append((Severity.WARNING, "command",
+                     f"{servers} Consul server(s) (-bootstrap-expect={servers}) on a Swarm of {nodes} nodes cannot "
+                     "keep quorum when one is lost: the node it runs on is the control plane's single point of "
+                     "failure (rollouts stop, replicas cannot register); run 3 servers, each on a node of its own"))
+    return said
+
+
+def _update_order(svc: dict, facts: Facts) -> list[Said]:
+    # A host-mode port cannot be held by two tasks on one node, so start-first is not an option there.
+    update = (svc.get("deploy") or {}).get("update_config") or {}
+    if update.get("order", "stop-first") == "stop-first" and _replicas(svc) == 1 and not _host_ports(svc):
+        return [(Severity.WARNING, "deploy.update_config.order",
+                 "stop-first with one replica stops the only task before its successor runs (downtime): "
+                 "use order: start-first or more replicas")]
+    return []
+
+
+def _secrets_and_ports(svc: dict, facts: Facts) -> list[Said]:
+    said = []
+    for var, value in sorted((svc.get("environment") or {}).items()):
+        if value and SECRET_NAME.search(var) and not var.endswith("_FILE"):
+            said.append((Severity.WARNING, f"environment.{var}",
+                         "a credential in a plain environment variable (`docker inspect` shows it to anyone with "
+                         f"the engine): pass it as a Swarm secret and set {var}_FILE=/run/secrets/<name>"))
+    for port in svc.get("ports") or []:
+        if isinstance(port, dict) and port.get("mode", "ingress") == "ingress" and not facts.routing_mesh:
+            said.append((Severity.ERROR, "ports", f"port {port.get('published')} is in ingress mode but this engine "
+                                                  "has no routing mesh (no IPVS): publish it with mode: host"))
+    return said
+
+
+def _rollout_policy(svc: dict, facts: Facts) -> list[Said]:
+    rollout, errors = policy.parse((svc.get("deploy") or {}).get("labels"))
+    said = [(Severity.ERROR, f"deploy.labels.{label}", why) for label, why in errors]
+    if rollout and not errors and rollout.strategy == policy.Strategy.CANARY:
+        if "CONSUL_HTTP_ADDR" not in (svc.get("environment") or {}):
+            said.append((Severity.ERROR, f"deploy.labels.{policy.PREFIX}strategy",
+                         "canary, but the replicas do not register in Consul (no CONSUL_HTTP_ADDR), so fleet could "
+                         "not judge a canary: register them, or set it to rolling"))
+        if _replicas(svc) is None:
+            said.append((Severity.ERROR, f"deploy.labels.{policy.PREFIX}strategy",
+                         "canary on a global service: a canary runs beside a replicated service; use mode: "
+                         "replicated or strategy rolling"))
+    return said
+
+
+# each service's checks, in the order their findings are listed (within a severity, service and key)
+CHECKS = (_image, _health_and_updates, _drain, _placement, _state, _update_order, _secrets_and_ports, _rollout_policy)
