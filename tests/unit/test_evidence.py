@@ -1,152 +1,70 @@
-"""The pure parts of the canary's evidence: histogram quantiles, the p50/p99 judgement, the golden gate
-against the stable, synthetic counts in the report, and the replica's tags for the gateway's pools."""
-from dataclasses import replace
+"""The evidence sources of a rollout (fleet/evidence.py) over fakes of what they read (its `Reach`): the
+control key's requests applied once each, and only this canary's tasks' instances counted."""
+from types import SimpleNamespace
 
-import pytest
+from fleet.core.control import ControlRequest
+from fleet.core.events import ControlRequested, SourceUp
+from fleet.core.records import RolloutState
+from fleet.core.rollout import Plan, start
+from fleet.core.tasks import Instance, Task
+from fleet.evidence import Evidence
+from fleet.stream import EventStream
 
-from fleet.core.analysis import Outcome, Stats, Thresholds, judge, judge_golden
-from fleet_inference.config import Settings
-from fleet_inference.model_store import Manifest
-from fleet_inference.registration import parse_weight, service_definition
-
-INF = float("inf")
-
-
-def hist(*counts: int, bounds=(0.005, 0.01, 0.1, INF)) -> Stats:
-    """Stats with these per-bucket (not cumulative) counts over `bounds`."""
-    cumulative, total = [], 0
-    for c in counts:
-        total += c
-        cumulative.append(total)
-    return Stats(total, 0, 0.0, tuple(zip(bounds, cumulative)))
+LOCKED_AT = 100  # Consul's index of this controller's lock
 
 
-@pytest.mark.parametrize("stats,q,expected", [
-    (hist(100, 0, 0, 0), 0.5, 0.0025),  # half way into the first bucket
-    (hist(0, 100, 0, 0), 0.5, 0.0075),
-    (hist(98, 0, 2, 0), 0.99, 0.055),  # the slow 2 % set the p99
-    (hist(0, 0, 0, 10), 0.5, 0.1),  # in the open bucket: its lower bound, as Prometheus
-    (Stats(10, 0, 0.5), 0.99, 0.05),  # no histogram: the mean
-])
-def test_quantile_interpolates_like_histogram_quantile(stats, q, expected):
-    assert stats.quantile(q) == pytest.approx(expected)
+class ControlKey:
+    """The control key as Consul gives it to a blocking query: each read returns the next write (index,
+    request, the index it was written at); once none is left, the stream is stopped."""
+
+    def __init__(self, stream: EventStream, writes: list[tuple[int, ControlRequest | None]]):
+        self.stream, self.writes, self.lock_index = stream, list(writes), LOCKED_AT
+
+    def control(self, index=None, wait="5s"):
+        if not self.writes:
+            self.stream.stop()
+            return index, None, 0
+        written, request = self.writes.pop(0)
+        return written, request, written
 
 
-@pytest.mark.parametrize("canary,stable,outcome,words", [
-    (hist(300, 0, 0, 0), hist(300, 0, 0, 0), Outcome.PASS, "p50 1.00x, p99 1.00x"),
-    (hist(0, 0, 300, 0), hist(300, 0, 0, 0), Outcome.FAIL, "p50 latency"),  # slower at the median
-    (hist(270, 0, 0, 30), hist(300, 0, 0, 0), Outcome.FAIL, "p99 latency"),  # a slow tail only
-    (hist(294, 6, 0, 0), hist(300, 0, 0, 0), Outcome.PASS, "p99"),  # tails under 50 ms count as equal
-    (hist(90, 0, 0, 10), hist(100, 0, 0, 0), Outcome.PASS, "p50 1.00x stable"),  # 100 requests: p99 is noise
-])
-def test_latency_judged_at_p50_and_p99(canary, stable, outcome, words):
-    j = judge(canary, stable, Thresholds())
-    assert j.outcome is outcome and words in j.reason, j.reason
+def evidence(store=None, swarm=None, stream=None, revision=7) -> tuple[Evidence, RolloutState]:
+    state = RolloutState(revision, "fleet/inference:2", "fleet/inference:1", Plan(), start(0.0), canary_id="svc-c")
+    t = SimpleNamespace(store=store, swarm=swarm, consul_name="s-inference", stack="s", service="inference")
+    return Evidence(t, state, stream or EventStream(), Plan()), state
 
 
-def test_latency_waits_for_a_window_long_enough_and_never_passes_before():
-    slow = hist(0, 0, 300, 0)
-    early = judge(slow, hist(300, 0, 0, 0), Thresholds(), window=1.5)
-    assert early.outcome is Outcome.UNKNOWN and "latency not judged yet" in early.reason
-    assert judge(slow, hist(300, 0, 0, 0), Thresholds(), window=5.0).outcome is Outcome.FAIL
-    failing = Stats(300, 30, 0.0, hist(300, 0, 0, 0).buckets)
-    assert judge(failing, hist(300, 0, 0, 0), Thresholds(), window=0.5).outcome is Outcome.FAIL  # errors: at once
+def test_a_control_request_is_applied_once_and_only_when_it_is_this_rollouts_and_after_the_lock():
+    stream = EventStream()
+    promote, abort = ControlRequest("promote", 7, "p1"), ControlRequest("abort", 7, "a1")
+    writes = [(150, promote), (150, promote),  # the same request seen again (a blocking query's timeout)
+              (160, ControlRequest("abort", 6, "old")),  # another rollout's
+              (90, ControlRequest("abort", 7, "before")),  # written before this controller took the lock
+              (170, abort)]
+    ev, state = evidence(ControlKey(stream, writes), stream=stream)
+    seen = list(ev._control())
+    assert seen == [SourceUp("control"), ControlRequested("promote"), ControlRequested("abort")]
+    assert state.control_applied == ["p1", "a1"]  # kept in the rollout's state: a resumed controller skips them
 
 
-def mixed(organic: Stats, synthetic: Stats) -> Stats:
-    """One role's window: users' requests and fleet's synthetic ones together, the synthetic part known."""
-    both = tuple((b, o + y) for (b, o), (_, y) in zip(organic.buckets, synthetic.buckets))
-    return Stats(organic.requests + synthetic.requests, 0, 0.0, both, synthetic_buckets=synthetic.buckets)
+def test_a_resumed_rollout_does_not_apply_again_what_its_state_says_was_applied():
+    stream = EventStream()
+    ev, state = evidence(ControlKey(stream, [(150, ControlRequest("promote", 7, "p1"))]), stream=stream)
+    state.control_applied.append("p1")
+    assert list(ev._control()) == [SourceUp("control")]
 
 
-def test_latency_compares_users_requests_with_users_requests():
-    # a good canary at a small share: most of its requests are fleet's 8-row ones (slower), few of the stable's
-    fast, slow = (25, 5, 0, 0), (0, 25, 5, 0)
-    canary, stable = mixed(hist(*fast), hist(0, 45, 0, 0)), mixed(hist(*(10 * c for c in fast)), hist(0, 45, 0, 0))
-    assert canary.quantile(0.5) > 1.5 * stable.quantile(0.5)  # judged on the mix, it would fail
-    j = judge(canary, stable, Thresholds())
-    assert j.outcome is Outcome.PASS and "(organic requests)" in j.reason, j.reason
-    # and a slower canary is still caught on the users' requests
-    j = judge(mixed(hist(*slow), hist(0, 45, 0, 0)), stable, Thresholds())
-    assert j.outcome is Outcome.FAIL and "(organic requests)" in j.reason, j.reason
+def test_only_this_canarys_tasks_count_and_swarm_is_asked_once_for_a_new_one():
+    asked = []
+    tasks = [Task(id="mine", service="s_inference-canary", slot=1, node="n1", image="fleet/inference:2",
+                  state="running", desired_state="running")]
+    swarm = SimpleNamespace(tasks=lambda service, desired_state=None: asked.append(service) or tasks)
+    ev, _ = evidence(swarm=swarm)
 
-
-def test_with_few_users_requests_fleets_own_are_compared_and_never_nothing():
-    quiet = (5, 0, 0, 0)
-    j = judge(mixed(hist(*quiet), hist(0, 0, 40, 0)), mixed(hist(*quiet), hist(0, 40, 0, 0)), Thresholds())
-    assert j.outcome is Outcome.FAIL and "(synthetic requests)" in j.reason, j.reason
-    j = judge(mixed(hist(15, 0, 0, 0), hist(10, 0, 0, 0)), mixed(hist(50, 0, 0, 0), hist(10, 0, 0, 0)), Thresholds())
-    assert j.outcome is Outcome.UNKNOWN and "requests of one origin in both roles" in j.reason, j.reason
-
-
-def test_report_says_how_much_evidence_was_synthetic():
-    j = judge(hist(60, 0, 0, 0), hist(60, 0, 0, 0), Thresholds(), synthetic=45)
-    assert j.outcome is Outcome.PASS and "over 60 requests (45 synthetic)" in j.reason
-
-
-@pytest.mark.parametrize("canary,stable,manifest,outcome,words", [
-    (0.6699, 0.9082, 0.6699, Outcome.FAIL, "worse than the stable by 0.2383"),  # v1 beside a v2 stable
-    (0.9082, 0.6699, 0.9082, Outcome.PASS, "canary accuracy 0.9082, stable 0.6699"),
-    (0.905, 0.91, None, Outcome.PASS, ""),  # within the tolerance of 0.01
-    (0.95, 0.90, 0.99, Outcome.FAIL, "below its own manifest"),  # better than the stable, worse than it claims
-])
-def test_golden_gate_judges_the_canary_against_the_stable(canary, stable, manifest, outcome, words):
-    j = judge_golden(canary, stable, manifest, rows=512, source="model v2")
-    assert j.outcome is outcome and words in j.reason, j.reason
-    assert f"{canary:.4f}" in j.reason and f"{stable:.4f}" in j.reason  # both figures, always
-
-
-@pytest.mark.parametrize("raw,expected", [(None, 7), (b"0", 0), (b"300", 255), (b"-4", 0), (b"x", 7)])
-def test_weight_zero_is_a_weight(raw, expected):
-    assert parse_weight(raw, 7) == expected
-
-
-@pytest.mark.parametrize("role,weight,live", [("canary", 0, False), ("canary", 5, True), ("stable", 100, True)])
-def test_only_replicas_with_a_weight_join_the_gateways_weighted_pool(role, weight, live):
-    settings = Settings(role=role, task_id="t1", service_name="inference")
-    manifest = Manifest(name="m", version="2", sha256="0" * 64, file="model.pt", input_shape=(8,), num_classes=4, accuracy=0.9)
-    tags = service_definition(settings, manifest, "10.0.0.5", weight)["tags"]
-    assert role in tags and "v2" in tags and (f"live-{role}" in tags) is live
-
-
-def test_latency_limit_grows_with_the_canarys_load_per_replica():
-    canary = replace(hist(0, 200, 100, 0), replicas=1)  # p50 8.75 ms: 1.75x the stable's (5 ms floor)
-    assert judge(canary, replace(hist(300, 0, 0, 0), replicas=1), Thresholds()).outcome is Outcome.FAIL
-    j = judge(canary, replace(hist(300, 0, 0, 0), replicas=2), Thresholds())  # its one replica carries 2x
-    assert j.outcome is Outcome.PASS and "2.0x the stable's load per replica" in j.reason, j.reason
-    much_slower = replace(hist(0, 0, 300, 0), replicas=1)  # p50 55 ms: 10x+, more than any load explains
-    assert judge(much_slower, replace(hist(300, 0, 0, 0), replicas=2), Thresholds()).outcome is Outcome.FAIL
-
-
-def test_a_canary_predicting_another_class_mix_on_users_traffic_fails_naming_the_divergence():
-    t = Thresholds()
-    same, shifted = (("1", 500.0), ("2", 500.0)), (("0", 480.0), ("1", 520.0))
-    canary, stable = replace(hist(300, 0, 0, 0), classes=shifted), replace(hist(600, 0, 0, 0), classes=same)
-    j = judge(canary, stable, t, window=30)
-    assert j.outcome is Outcome.FAIL
-    assert "prediction mix total variation 0.50 over 1000 canary and 1000 stable users' predictions" in j.reason
-    assert "over the limit of 0.2" in j.reason and "class 2: 0% vs 50%" in j.reason
-    assert judge(canary, stable, replace(t, max_divergence=0.6), window=30).outcome is Outcome.PASS
-
-
-def test_the_class_mix_is_judged_only_on_enough_users_predictions_and_says_so():
-    few = replace(hist(300, 0, 0, 0), classes=(("0", 99.0),))
-    stable = replace(hist(600, 0, 0, 0), classes=(("1", 1000.0),))
-    j = judge(few, stable, Thresholds(), window=30)
-    assert j.outcome is Outcome.PASS and "prediction mix not judged (99 canary, 1000 stable" in j.reason
-    alike = replace(hist(300, 0, 0, 0), classes=(("0", 110.0), ("1", 890.0)))
-    j = judge(alike, replace(stable, classes=(("0", 100.0), ("1", 900.0))), Thresholds(), window=30)
-    assert j.outcome is Outcome.PASS and "prediction mix total variation 0.01" in j.reason and "(limit 0.2)" in j.reason
-
-
-def test_a_latency_difference_inside_one_histogram_bucket_is_not_a_regression():
-    # stop 28's CI: one image on both sides, p50 17.9 ms against 11.9 ms, both in the (10 ms, 25 ms] bucket
-    bounds = (0.005, 0.01, 0.025, 0.05, INF)
-    canary, stable = hist(0, 0, 300, 0, 0, bounds=bounds), hist(0, 140, 160, 0, 0, bounds=bounds)
-    assert canary.quantile(0.5) > 1.5 * stable.quantile(0.5)  # what interpolation alone would call slower
-    j = judge(canary, stable, Thresholds())
-    assert j.outcome is Outcome.PASS and "within one histogram bucket" in j.reason, j.reason
-    # the same ratio across buckets is a regression the histogram resolves
-    slower = hist(0, 0, 100, 200, 0, bounds=bounds)
-    j = judge(slower, stable, Thresholds())
-    assert j.outcome is Outcome.FAIL and "p50 latency" in j.reason, j.reason
+    def instance(task_id, role, status="passing"):
+        return Instance(id=f"i-{task_id}", name="s-inference", address="10.0.0.1", port=8000, version="2", role=role,
+                        task_id=task_id, status=status)
+    kept = ev._ours([instance("mine", "canary"), instance("old", "canary", "critical"), instance("s1", "stable")])
+    assert [i.task_id for i in kept] == ["mine", "s1"]
+    assert asked == ["svc-c"]  # by the canary service's ID
+    assert [i.task_id for i in ev._ours([instance("mine", "canary")])] == ["mine"] and asked == ["svc-c"]

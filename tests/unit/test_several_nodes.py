@@ -126,24 +126,3 @@ def test_loopback_registries():
 def test_a_node_address_others_can_reach(attrs, expected):
     assert node_address(attrs) == expected
 
-
-def test_instances_of_another_canary_never_count_for_this_one():
-    """An earlier canary's instance, still registered while critical, is not this canary's (its task is
-    not among this canary's tasks in Swarm), so it can neither fail nor ready this rollout."""
-    from types import SimpleNamespace
-
-    from fleet.stream import EventStream
-    from fleet.core.records import RolloutState
-    from fleet.core.tasks import Instance
-    from fleet.evidence import Evidence
-    asked = []
-    swarm = SimpleNamespace(tasks=lambda service, desired_state=None: asked.append(service) or [task(id="mine")])
-    state = RolloutState(2, "fleet/inference:2", "fleet/inference:1", Plan(), start(0.0), canary_id="svc-id")
-    ev = Evidence(SimpleNamespace(swarm=swarm, consul_name="s-inference"), state, EventStream(), Plan())
-
-    def instance(task_id, role, status="passing"):
-        return Instance(id=f"i-{task_id}", name="s-inference", address="10.0.0.1", port=8000, version="2", role=role,
-                        task_id=task_id, status=status)
-    kept = ev._ours([instance("mine", "canary"), instance("old", "canary", "critical"), instance("s1", "stable")])
-    assert [i.task_id for i in kept] == ["mine", "s1"]
-    assert asked == ["svc-id"]  # this canary's tasks, by its service ID, read from Swarm once

@@ -1,0 +1,136 @@
+"""The judgement of a canary's evidence (fleet/core/analysis.py): histogram quantiles, the p50/p99
+judgement, the golden gate against the stable, synthetic counts in the report, the class mix."""
+from dataclasses import replace
+
+import pytest
+
+from fleet.core.analysis import Outcome, Stats, Thresholds, judge, judge_golden
+
+INF = float("inf")
+
+
+def hist(*counts: int, bounds=(0.005, 0.01, 0.1, INF)) -> Stats:
+    """Stats with these per-bucket (not cumulative) counts over `bounds`."""
+    cumulative, total = [], 0
+    for c in counts:
+        total += c
+        cumulative.append(total)
+    return Stats(total, 0, 0.0, tuple(zip(bounds, cumulative)))
+
+
+@pytest.mark.parametrize("stats,q,expected", [
+    (hist(100, 0, 0, 0), 0.5, 0.0025),  # half way into the first bucket
+    (hist(0, 100, 0, 0), 0.5, 0.0075),
+    (hist(98, 0, 2, 0), 0.99, 0.055),  # the slow 2 % set the p99
+    (hist(0, 0, 0, 10), 0.5, 0.1),  # in the open bucket: its lower bound, as Prometheus
+    (Stats(10, 0, 0.5), 0.99, 0.05),  # no histogram: the mean
+])
+def test_quantile_interpolates_like_histogram_quantile(stats, q, expected):
+    assert stats.quantile(q) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("canary,stable,outcome,words", [
+    (hist(300, 0, 0, 0), hist(300, 0, 0, 0), Outcome.PASS, "p50 1.00x, p99 1.00x"),
+    (hist(0, 0, 300, 0), hist(300, 0, 0, 0), Outcome.FAIL, "p50 latency"),  # slower at the median
+    (hist(270, 0, 0, 30), hist(300, 0, 0, 0), Outcome.FAIL, "p99 latency"),  # a slow tail only
+    (hist(294, 6, 0, 0), hist(300, 0, 0, 0), Outcome.PASS, "p99"),  # tails under 50 ms count as equal
+    (hist(90, 0, 0, 10), hist(100, 0, 0, 0), Outcome.PASS, "p50 1.00x stable"),  # 100 requests: p99 is noise
+])
+def test_latency_judged_at_p50_and_p99(canary, stable, outcome, words):
+    j = judge(canary, stable, Thresholds())
+    assert j.outcome is outcome and words in j.reason, j.reason
+
+
+def test_latency_waits_for_a_window_long_enough_and_never_passes_before():
+    slow = hist(0, 0, 300, 0)
+    early = judge(slow, hist(300, 0, 0, 0), Thresholds(), window=1.5)
+    assert early.outcome is Outcome.UNKNOWN and "latency not judged yet" in early.reason
+    assert judge(slow, hist(300, 0, 0, 0), Thresholds(), window=5.0).outcome is Outcome.FAIL
+    failing = Stats(300, 30, 0.0, hist(300, 0, 0, 0).buckets)
+    assert judge(failing, hist(300, 0, 0, 0), Thresholds(), window=0.5).outcome is Outcome.FAIL  # errors: at once
+
+
+def mixed(organic: Stats, synthetic: Stats) -> Stats:
+    """One role's window: users' requests and fleet's synthetic ones together, the synthetic part known."""
+    both = tuple((b, o + y) for (b, o), (_, y) in zip(organic.buckets, synthetic.buckets))
+    return Stats(organic.requests + synthetic.requests, 0, 0.0, both, synthetic_buckets=synthetic.buckets)
+
+
+def test_latency_compares_users_requests_with_users_requests():
+    # a good canary at a small share: most of its requests are fleet's 8-row ones (slower), few of the stable's
+    fast, slow = (25, 5, 0, 0), (0, 25, 5, 0)
+    canary, stable = mixed(hist(*fast), hist(0, 45, 0, 0)), mixed(hist(*(10 * c for c in fast)), hist(0, 45, 0, 0))
+    assert canary.quantile(0.5) > 1.5 * stable.quantile(0.5)  # judged on the mix, it would fail
+    j = judge(canary, stable, Thresholds())
+    assert j.outcome is Outcome.PASS and "(organic requests)" in j.reason, j.reason
+    # and a slower canary is still caught on the users' requests
+    j = judge(mixed(hist(*slow), hist(0, 45, 0, 0)), stable, Thresholds())
+    assert j.outcome is Outcome.FAIL and "(organic requests)" in j.reason, j.reason
+
+
+def test_with_few_users_requests_fleets_own_are_compared_and_never_nothing():
+    quiet = (5, 0, 0, 0)
+    j = judge(mixed(hist(*quiet), hist(0, 0, 40, 0)), mixed(hist(*quiet), hist(0, 40, 0, 0)), Thresholds())
+    assert j.outcome is Outcome.FAIL and "(synthetic requests)" in j.reason, j.reason
+    j = judge(mixed(hist(15, 0, 0, 0), hist(10, 0, 0, 0)), mixed(hist(50, 0, 0, 0), hist(10, 0, 0, 0)), Thresholds())
+    assert j.outcome is Outcome.UNKNOWN and "requests of one origin in both roles" in j.reason, j.reason
+
+
+def test_report_says_how_much_evidence_was_synthetic():
+    j = judge(hist(60, 0, 0, 0), hist(60, 0, 0, 0), Thresholds(), synthetic=45)
+    assert j.outcome is Outcome.PASS and "over 60 requests (45 synthetic)" in j.reason
+
+
+@pytest.mark.parametrize("canary,stable,manifest,outcome,words", [
+    (0.6699, 0.9082, 0.6699, Outcome.FAIL, "worse than the stable by 0.2383"),  # v1 beside a v2 stable
+    (0.9082, 0.6699, 0.9082, Outcome.PASS, "canary accuracy 0.9082, stable 0.6699"),
+    (0.905, 0.91, None, Outcome.PASS, ""),  # within the tolerance of 0.01
+    (0.95, 0.90, 0.99, Outcome.FAIL, "below its own manifest"),  # better than the stable, worse than it claims
+])
+def test_golden_gate_judges_the_canary_against_the_stable(canary, stable, manifest, outcome, words):
+    j = judge_golden(canary, stable, manifest, rows=512, source="model v2")
+    assert j.outcome is outcome and words in j.reason, j.reason
+    assert f"{canary:.4f}" in j.reason and f"{stable:.4f}" in j.reason  # both figures, always
+
+
+def test_latency_limit_grows_with_the_canarys_load_per_replica():
+    canary = replace(hist(0, 200, 100, 0), replicas=1)  # p50 8.75 ms: 1.75x the stable's (5 ms floor)
+    assert judge(canary, replace(hist(300, 0, 0, 0), replicas=1), Thresholds()).outcome is Outcome.FAIL
+    j = judge(canary, replace(hist(300, 0, 0, 0), replicas=2), Thresholds())  # its one replica carries 2x
+    assert j.outcome is Outcome.PASS and "2.0x the stable's load per replica" in j.reason, j.reason
+    much_slower = replace(hist(0, 0, 300, 0), replicas=1)  # p50 55 ms: 10x+, more than any load explains
+    assert judge(much_slower, replace(hist(300, 0, 0, 0), replicas=2), Thresholds()).outcome is Outcome.FAIL
+
+
+def test_a_canary_predicting_another_class_mix_on_users_traffic_fails_naming_the_divergence():
+    t = Thresholds()
+    same, shifted = (("1", 500.0), ("2", 500.0)), (("0", 480.0), ("1", 520.0))
+    canary, stable = replace(hist(300, 0, 0, 0), classes=shifted), replace(hist(600, 0, 0, 0), classes=same)
+    j = judge(canary, stable, t, window=30)
+    assert j.outcome is Outcome.FAIL
+    assert "prediction mix total variation 0.50 over 1000 canary and 1000 stable users' predictions" in j.reason
+    assert "over the limit of 0.2" in j.reason and "class 2: 0% vs 50%" in j.reason
+    assert judge(canary, stable, replace(t, max_divergence=0.6), window=30).outcome is Outcome.PASS
+
+
+def test_the_class_mix_is_judged_only_on_enough_users_predictions_and_says_so():
+    few = replace(hist(300, 0, 0, 0), classes=(("0", 99.0),))
+    stable = replace(hist(600, 0, 0, 0), classes=(("1", 1000.0),))
+    j = judge(few, stable, Thresholds(), window=30)
+    assert j.outcome is Outcome.PASS and "prediction mix not judged (99 canary, 1000 stable" in j.reason
+    alike = replace(hist(300, 0, 0, 0), classes=(("0", 110.0), ("1", 890.0)))
+    j = judge(alike, replace(stable, classes=(("0", 100.0), ("1", 900.0))), Thresholds(), window=30)
+    assert j.outcome is Outcome.PASS and "prediction mix total variation 0.01" in j.reason and "(limit 0.2)" in j.reason
+
+
+def test_a_latency_difference_inside_one_histogram_bucket_is_not_a_regression():
+    # stop 28's CI: one image on both sides, p50 17.9 ms against 11.9 ms, both in the (10 ms, 25 ms] bucket
+    bounds = (0.005, 0.01, 0.025, 0.05, INF)
+    canary, stable = hist(0, 0, 300, 0, 0, bounds=bounds), hist(0, 140, 160, 0, 0, bounds=bounds)
+    assert canary.quantile(0.5) > 1.5 * stable.quantile(0.5)  # what interpolation alone would call slower
+    j = judge(canary, stable, Thresholds())
+    assert j.outcome is Outcome.PASS and "within one histogram bucket" in j.reason, j.reason
+    # the same ratio across buckets is a regression the histogram resolves
+    slower = hist(0, 0, 100, 200, 0, bounds=bounds)
+    j = judge(slower, stable, Thresholds())
+    assert j.outcome is Outcome.FAIL and "p50 latency" in j.reason, j.reason
