@@ -125,4 +125,3 @@ def test_loopback_registries():
 ])
 def test_a_node_address_others_can_reach(attrs, expected):
     assert node_address(attrs) == expected
-
