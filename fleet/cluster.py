@@ -81,4 +81,3 @@ class SwarmCluster:
     def revert_stable(self) -> None:
         if not (self.swarm.view(self._stable()).update_state or "").startswith("rollback"):
             self.swarm.rollback(self.stable_name)
-
