@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.kit.cli import fleet
+from tests.kit.cli import fleet, running_rollout
 from tests.kit.helpers import LoadLoop, wait_until
 from tests.kit.stacks import ROOT, StackUnderTest, canary_gone, converged, own_stack, stable_spec
 
@@ -173,23 +173,21 @@ def test_good_canary_promoted_with_measured_split_then_rollback_to_any_revision(
 
 def test_abort_from_another_shell_reverts_the_running_rollout(rstack):
     before = settled_spec(rstack)
-    running = background_rollout(rstack, "--steps", "10", "--step-duration", "10m")
-    try:
+    with running_rollout(rstack, GOOD, "--steps", "10", "--step-duration", "10m",
+                         stderr=subprocess.DEVNULL) as running:
         wait_until(lambda: phase(rstack) == "stepping", 120, "the rollout to step", while_running=running)
         p = fleet(rstack, "abort", "--stack", NAME, "--json", timeout=120)
         assert p.returncode == 0, p.stderr
         assert json.loads(p.stdout)["outcome"] == "aborted"
         out, _ = running.communicate(timeout=120)
         assert running.returncode == 1 and json.loads(out)["outcome"] == "aborted"
-    finally:
-        running.kill()
     assert stable_spec(rstack) == before and canary_gone(rstack)
 
 
 def test_no_auto_promote_waits_for_fleet_promote(rstack):
     # a 10 s step: a 5 s window of Prometheus counters held 18 to 20 canary requests and paused after 78 s
-    running = background_rollout(rstack, "--steps", "20", "--step-duration", "10s", "--no-auto-promote")
-    try:
+    with running_rollout(rstack, GOOD, "--steps", "20", "--step-duration", "10s", "--no-auto-promote",
+                         stderr=subprocess.DEVNULL) as running:
         with LoadLoop(f"{rstack.gateway}/predict", max_requests=30_000, max_seconds=300) as load:
             wait_until(lambda: phase(rstack) == "paused", 180, "the rollout to pause after its last step",
                        while_running=running)
@@ -199,8 +197,6 @@ def test_no_auto_promote_waits_for_fleet_promote(rstack):
             assert json.loads(p.stdout)["outcome"] == "promoted"
         out, _ = running.communicate(timeout=120)
         assert running.returncode == 0 and json.loads(out)["outcome"] == "promoted"
-    finally:
-        running.kill()
     assert stable_spec(rstack)[0] == GOOD and canary_gone(rstack)
     assert load.failures == [], load.failures[:5]
     assert fleet(rstack, "rollback", "--stack", NAME, "--json").returncode == 0
