@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from fleet_inference.model_store import sha256_of
 from tests.kit.helpers import wait_until
 from tests.kit.masked import DOC, MASK, TOKENS, Masked
+from tests.kit.stacks import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 LEAKS = ("Traceback", "Error(", "Exception(", 'File "')
 

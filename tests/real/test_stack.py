@@ -1,7 +1,6 @@
 """The whole stack on the real Swarm with the real Consul and gateway. Runs in file order."""
 import json
 import subprocess
-from pathlib import Path
 
 import httpx
 import pytest
@@ -9,9 +8,7 @@ import torch
 
 from fleet.adapters.prometheus import Prometheus
 from tests.kit.helpers import SAMPLE, LoadLoop, wait_until
-from tests.kit.stacks import converged
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.kit.stacks import ROOT, converged
 
 
 def stack_ps(stack) -> list[dict]:
