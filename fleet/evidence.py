@@ -300,8 +300,8 @@ class Evidence:
     def _promotion(self, since: float):
         for verdict in stable_verdicts(self.t, since, self.stream.stopped):
             canary = self.state.canary_image or self.state.image
-            differs = self.t.cluster().stable_differs(canary, self.state.container)
-            if differs and not self.t.cluster().stable_rolled_back_since(since):  # not ours, and not Swarm's rollback
+            differs = self.t.cluster.stable_differs(canary, self.state.container)
+            if differs and not self.t.cluster.stable_rolled_back_since(since):  # not ours, and not Swarm's rollback
                 yield PromotionObserved("superseded", f"the stable service's spec was changed during the promotion "
                                         f"and is not the canary's ({differs}): a `docker stack deploy` or `docker "
                                         "service update` by hand?")
