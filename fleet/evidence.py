@@ -13,7 +13,6 @@ traffic is thin) and the promotion watch are started by the executor's actions (
 import math
 import threading
 import time
-from collections.abc import Iterator
 from typing import Protocol
 
 from .adapters import hooks
@@ -22,6 +21,7 @@ from .adapters.endpoints import Endpoints
 from .adapters.gateway import Gateway, GatewayError, ReplicaError
 from .adapters.prometheus import Prometheus, role_window
 from .adapters.store import Store
+from .adapters.swarm import Swarm
 from .cluster import SwarmCluster
 from .core import gates
 from .core.analysis import Outcome, judge_golden, judge_golden_outputs
@@ -32,7 +32,6 @@ from .core.events import (ConsulView, ContainerEvent, ControlRequested, GateAnsw
 from .core.records import RolloutState
 from .core.rollout import Plan
 from .core.taskstates import task_failure
-from .core.tasks import Task
 from .stream import EventStream
 from .watch import observe
 
@@ -45,29 +44,28 @@ SYNTHETIC_MAX_RPS = 20  # synthetic requests a second, per route, at most
 SYNTHETIC_MAX = 20_000  # synthetic requests per route in one rollout, at most
 
 
-class SwarmReads(Protocol):
-    """What the sources read of Swarm (fleet/adapters/swarm.py's `Swarm` is one)."""
-
-    def tasks(self, service_name: str, desired_state: str | None = "running") -> list[Task]: ...
-
-    def nodes(self) -> list[dict]: ...
-
-    def container_events(self, service_id: str, since: float) -> Iterator[dict]: ...
-
-    def container_health(self, container_id: str) -> tuple[str | None, str]: ...
-
-    def logs(self, container_id: str, lines: int = 5) -> str: ...
-
-
 class Reach(Protocol):
     """What the evidence sources of one rollout read through, and nothing more (fleet/connect.py's `Target`
-    is one; a test may give a smaller fake for the sources it starts)."""
-    stack: str
-    service: str
-    consul_name: str
-    swarm: SwarmReads
-    catalog: Catalog
-    store: Store
+    is one; a test gives a smaller fake for the sources it starts). The sources ask Swarm for the canary's
+    tasks, nodes, container events, health and logs, and the stable's convergence (fleet/watch.py)."""
+
+    @property
+    def stack(self) -> str: ...
+
+    @property
+    def service(self) -> str: ...
+
+    @property
+    def consul_name(self) -> str: ...
+
+    @property
+    def swarm(self) -> Swarm: ...
+
+    @property
+    def catalog(self) -> Catalog: ...
+
+    @property
+    def store(self) -> Store: ...
 
     @property
     def stable_name(self) -> str: ...

@@ -87,7 +87,7 @@ class RolloutState:
     def note(self, at: float, event: str, detail: str) -> None:
         self.timeline.append({"at": at, "event": event, "detail": detail})
 
-    def started(self, at: float) -> Revision:
+    def started(self, at: float | None) -> Revision:
         """Its revision in the history while it runs."""
         return Revision(self.revision, self.image, IN_PROGRESS, "", self.previous_image, self.cause,
                         started_at=at)
