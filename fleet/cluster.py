@@ -37,8 +37,8 @@ class SwarmCluster:
         return self._stable().replicas
 
     def stable_rolled_back_since(self, since: float) -> bool:
-        view = self.swarm.view(self._stable())
-        return (view.update_state or "").startswith("rollback") and (view.update_started_at or 0) >= since
+        stable = self._stable()
+        return (stable.update_state or "").startswith("rollback") and (stable.update_started_at or 0) >= since
 
     def create_canary(self, image: str, replicas: int, container: dict | None = None) -> str:
         return self.swarm.create_canary(self._stable(), self.canary_name, image, replicas, container)
@@ -79,5 +79,5 @@ class SwarmCluster:
         return capacity.canary_shortfall(per_replica, replicas, self.swarm.capacity()) if per_replica else None
 
     def revert_stable(self) -> None:
-        if not (self.swarm.view(self._stable()).update_state or "").startswith("rollback"):
+        if not (self._stable().update_state or "").startswith("rollback"):
             self.swarm.rollback(self.stable_name)

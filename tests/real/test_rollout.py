@@ -27,8 +27,8 @@ def settled_spec(s: StackUnderTest) -> tuple[str, int]:
     """The stable's spec once no update or rollback of it is in flight (each step of one changes its
     version): what a test compares against after the rollout it runs."""
     def settled():
-        view = s.swarm.view(s.swarm.describe(s.service("inference")))
-        return view.update_state not in ("updating", "rollback_started") and stable_spec(s)
+        stable = s.swarm.describe(s.service("inference"))
+        return stable.update_state not in ("updating", "rollback_started") and stable_spec(s)
     return wait_until(settled, 120, "the stable service's last update to settle")
 
 
