@@ -46,7 +46,7 @@ class LockLost(RuntimeError):
 
 class Store:
     def __init__(self, c: consul.Consul, stack: str, service: str):
-        self.consul, self.prefix = c, f"fleet/rollouts/{stack}/{service}"
+        self.consul, self.prefix = c, f"{rollouts_prefix(stack)}{service}"
         self.session: str | None = None
         self.lock_index = 0  # Consul's index of our lock: control requests written before it are ignored
         self.lost = threading.Event()
@@ -179,6 +179,11 @@ class Store:
         return f"{self.prefix}/history/{revision:06d}"
 
 
+def rollouts_prefix(stack: str) -> str:
+    """Where a stack's rollout records live: one folder per service under it."""
+    return f"fleet/rollouts/{stack}/"
+
+
 @dataclass
 class StackRollout:
     """One service's rollout records as a read of the whole stack's keys finds them."""
@@ -191,7 +196,7 @@ def stack_rollouts(c: consul.Consul, stack: str, index: int | None = None,
                    wait: str | None = None) -> tuple[int, dict[str, StackRollout]]:
     """Every service's rollout records in a stack, in one read (a blocking query with `index`)."""
     kw = {"index": index, "wait": wait} if wait else {}
-    index, items = call(c.kv.get, f"fleet/rollouts/{stack}/", recurse=True, **kw)
+    index, items = call(c.kv.get, rollouts_prefix(stack), recurse=True, **kw)
     found: dict[str, StackRollout] = {}
     for item in items or []:
         parts = item["Key"].split("/")  # fleet/rollouts/<stack>/<service>/<key>[/<revision>]
