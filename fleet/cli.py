@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import typer
+from fleet_protocol import config_key
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -484,9 +485,9 @@ def _config(stack: str, service: str, consul: str | None, as_json: bool, change=
         name = t.consul_name
         doc = change(t.catalog.consul, name) if change else live_config.read(t.catalog.consul, name)[1]
     if as_json:
-        print(json.dumps({"ok": True, "key": live_config.key(name), "config": doc}))
+        print(json.dumps({"ok": True, "key": config_key(name), "config": doc}))
         return
-    table = Table("knob", "value", "what", title=f"{live_config.key(name)} (unset knobs: the service's environment)")
+    table = Table("knob", "value", "what", title=f"{config_key(name)} (unset knobs: the service's environment)")
     for knob, (_, low, high, what) in live_config.KNOBS.items():
         table.add_row(knob, str(doc.get(knob, "")), f"{what} ({low:g}..{high:g})")
     out.print(table)

@@ -19,10 +19,6 @@ from .errors import BadInput
 CAS_TRIES = 5
 
 
-def key(consul_service: str) -> str:
-    return config_key(consul_service)
-
-
 def check(name: str, value: str) -> int | float:
     """The knob's value as its type, or BadInput naming the problem and the fix. Pure."""
     try:
@@ -46,7 +42,7 @@ def parse_assignments(pairs: list[str]) -> dict[str, int | float]:
 
 def read(c: consul.Consul, consul_service: str) -> tuple[int | None, dict]:
     """The document (knobs set through fleet) and its modify index; {} and None when there is none."""
-    _, item = call(c.kv.get, key(consul_service))
+    _, item = call(c.kv.get, config_key(consul_service))
     if not item or not item.get("Value"):
         return (item or {}).get("ModifyIndex"), {}
     try:
@@ -63,9 +59,9 @@ def change(c: consul.Consul, consul_service: str, edit) -> dict:
         new = edit(dict(doc))
         if new == doc:
             return new
-        if call(c.kv.put, key(consul_service), json.dumps(new, sort_keys=True), cas=index or 0):
+        if call(c.kv.put, config_key(consul_service), json.dumps(new, sort_keys=True), cas=index or 0):
             return new
-    raise BadInput(f"{key(consul_service)} kept changing under fleet ({CAS_TRIES} tries); try again")
+    raise BadInput(f"{config_key(consul_service)} kept changing under fleet ({CAS_TRIES} tries); try again")
 
 
 def set_knobs(c: consul.Consul, consul_service: str, values: dict) -> dict:

@@ -19,10 +19,6 @@ from .config import Settings
 
 log = logging.getLogger("fleet_inference.tuning")
 
-def key(service_name: str) -> str:
-    return config_key(service_name)
-
-
 def parse(raw: bytes | None) -> tuple[dict, list[str]]:
     """The valid knobs of a KV document, and what was wrong with the rest. Pure."""
     if not raw:
@@ -65,18 +61,18 @@ class Follower:
             while not self._stopped.is_set():
                 for attempt in retrying:
                     with attempt:
-                        new_index, item = c.kv.get(key(self.settings.service_name), index=index, wait=self.wait)
+                        new_index, item = c.kv.get(config_key(self.settings.service_name), index=index, wait=self.wait)
                 # Consul's index can go backwards (a restart without data): then start over.
                 index = None if index is not None and new_index < index else new_index
                 self.changed(item["Value"] if item else None)
         except Exception as e:
             if not self._stopped.is_set():
-                log.error("following %s stopped: %r", key(self.settings.service_name), e)
+                log.error("following %s stopped: %r", config_key(self.settings.service_name), e)
 
     def changed(self, raw: bytes | None) -> None:
         values, problems = parse(raw)
         for p in problems:
-            log.warning("ignoring %s: %s", key(self.settings.service_name), p)
+            log.warning("ignoring %s: %s", config_key(self.settings.service_name), p)
         effective = {**defaults(self.settings), **values}
         if effective != self._last:
             log.info("configuration: %s", effective)
