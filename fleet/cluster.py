@@ -51,11 +51,14 @@ class SwarmCluster:
         self.store.set_weights(self.consul_name, {"stable": stable, "canary": canary})  # fenced by the lock
 
     def take_canary_out(self, reason: str) -> None:
+        """The cut in KV, which each canary replica follows on its own node's agent; and at once, through the
+        agent fleet speaks to, for the instances that agent holds."""
+        self.store.cut(self.consul_name, "canary", f"fleet: {reason}"[:200])
         for i in self.catalog.instances(self.consul_name):
             if i.role == "canary":
                 try:
                     self.catalog.maintenance(i.id, f"fleet: {reason}"[:200])
-                except consul.ConsulException:  # held by another agent: the service's removal drains it
+                except consul.ConsulException:  # held by another agent: the replica follows the cut itself
                     pass
 
     def remove_canary(self) -> None:

@@ -231,7 +231,8 @@ def _state(svc: dict, facts: Facts) -> list[Said]:
     """State that must stay with its node: named volumes, and Consul servers that must keep quorum."""
     said = []
     placed = ((svc.get("deploy") or {}).get("placement") or {}).get("constraints")
-    for mount in svc.get("volumes") or []:
+    # a global service's task belongs to its node: each node's volume stays with that node's task
+    for mount in (svc.get("volumes") or []) if (svc.get("deploy") or {}).get("mode") != "global" else []:
         kind, source = (mount.get("type", "volume"), mount.get("source")) if isinstance(mount, dict) \
             else ("volume", str(mount).split(":")[0] if ":" in str(mount) else None)
         if kind == "volume" and source and not source.startswith(("/", ".")) and not placed:
@@ -252,7 +253,8 @@ def _state(svc: dict, facts: Facts) -> list[Said]:
         said.append((Severity.WARNING, "command",
                      f"{servers} Consul server(s) (-bootstrap-expect={servers}) on a Swarm of {nodes} nodes cannot "
                      "keep quorum when one is lost: the node it runs on is the control plane's single point of "
-                     "failure (rollouts stop, replicas cannot register); run 3 servers, each on a node of its own"))
+                     "failure (rollouts stop, replicas cannot register); run 3 servers, each on a node of its own "
+                     "(fleet's stack: FLEET_CONSUL_SERVERS=3 on a Swarm of 3 managers)"))
     return said
 
 

@@ -50,6 +50,12 @@ def weight_key(consul_service: str, role: str) -> str:
     return f"fleet/traffic/{consul_service}/{role}"
 
 
+def cut_key(consul_service: str, role: str) -> str:
+    """Present while fleet has cut a role's replicas out of traffic (its value: why): each replica then puts
+    itself into maintenance on its own node's agent. Held by the rollout's session, so gone with it."""
+    return f"fleet/traffic/{consul_service}/{role}-out"
+
+
 class SecretUnreadable(ValueError):
     """The file a `NAME_FILE` variable names cannot be read."""
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The stack's Consul credentials, made once and kept in build/consul/secrets (idempotent): a CA and a
-# server certificate for HTTPS (valid for `consul`, localhost and 127.0.0.1), the management token and
+# server certificate for HTTPS (valid for `consul`, localhost and 127.0.0.1), the gossip key, the management token and
 # the secret IDs of the least-privilege tokens the stack's Consul creates (stacks/consul/entrypoint.sh).
 # `docker stack deploy` hands them to the containers as Swarm secrets. build/consul/fleet.env holds the
 # variables an operator (and the tests) use to reach that Consul as fleet:
@@ -14,6 +14,8 @@ mkdir -p "$dir"
 for name in master agent dns fleet replica; do
   [ -s "$dir/$name.token" ] || (umask 077 && cat /proc/sys/kernel/random/uuid >"$dir/$name.token")
 done
+# the gossip encryption key every agent of the stack shares (as `consul keygen` makes one: 32 random bytes)
+[ -s "$dir/gossip.key" ] || (umask 077 && head -c 32 /dev/urandom | base64 >"$dir/gossip.key")
 if [ ! -s "$dir/server-key.pem" ]; then
   echo "[consul] a CA and a server certificate for HTTPS" >&2
   tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

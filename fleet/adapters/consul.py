@@ -65,10 +65,13 @@ def token_from(env: dict) -> str | None:
 def client(addr: str | None = None, token: str | None = None) -> consul.Consul:
     """A client for CONSUL_HTTP_ADDR (flags override), with the ecosystem's variables: CONSUL_HTTP_TOKEN
     (or CONSUL_HTTP_TOKEN_FILE), CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY and
-    CONSUL_TLS_SERVER_NAME; every call times out (TIMEOUT, plus the wait of a blocking query)."""
+    CONSUL_TLS_SERVER_NAME; every call times out (TIMEOUT, plus the wait of a blocking query). The address
+    may list several agents of one Consul cluster, comma-separated: a call that one does not answer goes
+    to the next."""
     env = os.environ
-    addr = addr or env.get("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500")
-    url = urlparse(addr if "://" in addr else f"http://{addr}")
+    addrs = [a.strip() for a in (addr or env.get("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500")).split(",") if a.strip()]
+    urls = [urlparse(a if "://" in a else f"http://{a}") for a in addrs]
+    url = urls[0]
     cert = (env["CONSUL_CLIENT_CERT"], env["CONSUL_CLIENT_KEY"]) \
         if env.get("CONSUL_CLIENT_CERT") and env.get("CONSUL_CLIENT_KEY") else None
     c = consul.Consul(host=url.hostname, port=url.port or 8500, scheme=url.scheme,
@@ -76,7 +79,28 @@ def client(addr: str | None = None, token: str | None = None) -> consul.Consul:
                       connections_timeout=TIMEOUT)
     if env.get("CONSUL_TLS_SERVER_NAME"):
         c.http.session.mount("https://", ServerName(env["CONSUL_TLS_SERVER_NAME"]))
+    if len(urls) > 1:
+        failover(c.http, [f"{u.scheme}://{u.hostname}:{u.port or 8500}" for u in urls])
     return c
+
+
+def failover(http, bases: list[str]) -> None:
+    """py-consul's HTTP client moved on to the next of `bases` (agents of one cluster) when the one it uses
+    does not answer (refused, unreachable or timed out), each tried once a call; it stays on the one that
+    answered."""
+    def each(verb):
+        def call_(*args, **kw):
+            for tried in range(len(bases)):
+                try:
+                    return verb(*args, **kw)
+                except (requests.ConnectionError, requests.Timeout):
+                    if tried == len(bases) - 1:
+                        raise
+                    at = bases.index(http.base_uri) if http.base_uri in bases else -1
+                    http.base_uri = bases[(at + 1) % len(bases)]
+        return call_
+    for name in ("get", "put", "delete", "post"):
+        setattr(http, name, each(getattr(http, name)))
 
 
 class Catalog:

@@ -30,7 +30,7 @@ import consul
 from consul.callback import CB
 from consul.exceptions import ClientError
 
-from fleet_protocol import weight_key
+from fleet_protocol import cut_key, weight_key
 
 from ..core.control import ControlRequest, decode
 from ..core.records import Revision, RolloutState
@@ -62,8 +62,9 @@ class Store:
     def acquire(self, command: str) -> dict | None:
         """Take the lock; None when taken, else the holder found there (who has it, since when)."""
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "command": command, "since": time.time()}
+        # TTL only, no node check: the lock stays fleet's when the node of the agent it spoke to is lost
         self.session = call(self.consul.session.create, name=f"fleet {self.prefix}", ttl=SESSION_TTL,
-                                  behavior="delete", lock_delay=LOCK_DELAY)
+                            behavior="delete", lock_delay=LOCK_DELAY, checks=[])
         if self._put("lock", json.dumps(holder), acquire=self.session):
             _, item = self._get("lock", consistency="consistent")
             self.lock_index = (item or {}).get("ModifyIndex", 0)  # requests older than this are not ours
@@ -147,6 +148,11 @@ class Store:
         held by the lock's session: gone, so back to each replica's default, when the controller is."""
         self.write({weight_key(consul_service, role): None if w is None else str(w) for role, w in weights.items()},
                    held=True)
+
+    def cut(self, consul_service: str, role: str, reason: str) -> None:
+        """A role's replicas out of traffic: each puts itself into maintenance on its own node's agent when it
+        sees this key (fenced, and held by the lock's session like the weights)."""
+        self.write({cut_key(consul_service, role): reason}, held=True)
 
     def begin(self, state: RolloutState) -> None:
         """The state of a new rollout, and no control request left from before it, in one fenced write."""

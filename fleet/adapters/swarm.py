@@ -8,7 +8,7 @@ from datetime import datetime
 import docker
 from docker.errors import APIError, DockerException, NotFound, ImageNotFound
 
-from ..core import capacity, changes
+from ..core import capacity, changes, placement
 from ..core.convergence import ServiceView
 from ..errors import Unreachable
 from ..core.tasks import Service, Task
@@ -112,15 +112,23 @@ class Swarm:
         return [f"{scheme}://{h}:{published}" for h in hosts if h]
 
     def consul_url(self, stack: str) -> str | None:
-        """The stack's own Consul (its `consul` service's published HTTPS port), for when neither --consul
-        nor CONSUL_HTTP_ADDR says where Consul is: the address of the node it runs on, not 127.0.0.1."""
-        return self.published_url(f"{stack}_consul", 8501, scheme="https")
+        """The stack's own Consul, for when neither --consul nor CONSUL_HTTP_ADDR says where Consul is: the
+        published HTTPS port of every agent it runs (its `consul` servers, then its `consul-agent` clients),
+        at the address of each one's node (not 127.0.0.1), comma-separated (fleet's client moves on to the
+        next when one does not answer); None when none runs."""
+        urls = [u for name in ("consul", "consul-agent")
+                for u in self.published_urls(f"{stack}_{name}", 8501, scheme="https")]
+        return ",".join(dict.fromkeys(urls)) or None
 
     def nodes(self) -> list[dict]:
         """The Swarm's nodes: id, hostname, role, state (ready, down, …) and availability (active, pause, drain)."""
         return [{"id": n.id, "hostname": n.attrs["Description"]["Hostname"], "role": n.attrs["Spec"]["Role"],
                  "state": n.attrs["Status"]["State"], "availability": n.attrs["Spec"]["Availability"],
-                 "address": n.attrs["Status"].get("Addr", "")} for n in self.client.nodes.list()]
+                 "address": n.attrs["Status"].get("Addr", ""), "labels": n.attrs["Spec"].get("Labels") or {},
+                 "os": n.attrs["Description"].get("Platform", {}).get("OS", ""),
+                 "arch": n.attrs["Description"].get("Platform", {}).get("Architecture", ""),
+                 "engine_labels": n.attrs["Description"].get("Engine", {}).get("Labels") or {}}
+                for n in self.client.nodes.list()]
 
     def capacity(self) -> list[capacity.NodeCapacity]:
         """Each node's generic resources (GPUs): those its engine advertises, and those assigned to the tasks
@@ -137,10 +145,6 @@ class Swarm:
             takes_tasks=n.attrs["Status"]["State"] == "ready" and n.attrs["Spec"]["Availability"] == "active",
             advertised=capacity.count(n.attrs["Description"].get("Resources", {}).get("GenericResources")),
             held=held.get(n.id, {})) for n in nodes]
-
-    def task_nodes(self) -> int:
-        """The nodes that take tasks: ready and active (not down, drained or paused)."""
-        return sum(n["state"] == "ready" and n["availability"] == "active" for n in self.nodes())
 
     def pinned(self, image: str) -> str:
         """`image@sha256:…` as its registry holds it now, so that every node runs the same bytes (what
@@ -201,10 +205,12 @@ class Swarm:
             update_started_at=service.update_started_at)
 
     def desired_replicas(self, spec: dict) -> int:
-        """Replicas asked for; for a global service, one a node that is ready and active (placement
-        constraints of global services are not read: the stack's global gateway has none)."""
+        """Replicas asked for; for a global service, one a node that is ready and active and that its placement
+        constraints allow (the stack's Consul servers on managers, its client agents on workers)."""
         if "Global" in spec["Mode"]:
-            return self.task_nodes()
+            constraints = spec["TaskTemplate"].get("Placement", {}).get("Constraints")
+            return sum(n["state"] == "ready" and n["availability"] == "active" and placement.allows(constraints, n)
+                       for n in self.nodes())
         return spec["Mode"].get("Replicated", {}).get("Replicas", 1)
 
     def image_label(self, image: str, label: str) -> str | None:

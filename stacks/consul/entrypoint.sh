@@ -13,11 +13,35 @@
 # The management token (master) stays with the operator and this server; no other container has it.
 # With FLEET_CONSUL_EXTERNAL=1 (stacks/external-consul.yml) this is a client agent of the operator's
 # servers: only the TLS and agent/default token settings are written, and nothing is created.
+# With FLEET_CONSUL_CLIENT=1 (the stack's consul-agent) it is a client agent of the stack's servers: the
+# same, with the stack's agent and DNS tokens.
+#
+# Every agent is named FLEET_CONSUL_NODE (its Swarm node's hostname: a replica finds its own node's agent
+# by it) and encrypts gossip with the consul_gossip_key secret when it has one. It joins the tasks of the
+# services named in FLEET_CONSUL_JOIN (Swarm's DNS lists their addresses) other than itself; a server
+# waits until it sees another when more than one server is expected, so that servers started at once
+# never each join only themselves.
 set -eu
 secrets=${FLEET_CONSUL_SECRETS_DIR:-/run/secrets}
 service=${FLEET_SERVICE:-inference}
 conf=${FLEET_CONSUL_CONFIG:-/tmp/fleet-consul.json}
 read_secret() { tr -d '\n\r ' <"$secrets/$1"; }
+
+own=$(hostname -i 2>/dev/null || true)
+addresses() {  # the other agents' addresses, as Swarm's DNS lists them now
+  for name in ${FLEET_CONSUL_JOIN:-}; do getent ahostsv4 "$name" 2>/dev/null | awk '{print $1}'; done \
+    | sort -u | grep -vxF -e none $(for a in $own; do printf -- '-e %s ' "$a"; done) || true
+}
+expect=$(printf '%s\n' "$@" | sed -n 's/^-bootstrap-expect=//p')
+if [ -n "${FLEET_CONSUL_JOIN:-}" ] && [ "${expect:-1}" -gt 1 ]; then
+  i=0
+  until [ -n "$(addresses)" ] || [ "$i" -ge 120 ]; do i=$((i + 1)); sleep 1; done
+fi
+for addr in $(addresses); do set -- "$@" -retry-join="$addr"; done
+[ -z "${FLEET_CONSUL_JOIN:-}" ] || set -- "$@" -retry-interval=2s
+[ -z "${FLEET_CONSUL_NODE:-}" ] || set -- "$@" -node="$FLEET_CONSUL_NODE"
+[ "${FLEET_CONSUL_EXTERNAL:-}" = "1" ] || [ ! -s "$secrets/consul_gossip_key" ] \
+  || set -- "$@" -encrypt="$(read_secret consul_gossip_key)"
 
 tls='"ports": {"http": -1, "https": 8501}, "verify_incoming": false, "verify_incoming_https": false,
   "ca_file": "'"$secrets"'/consul_ca", "cert_file": "'"$secrets"'/consul_cert", "key_file": "'"$secrets"'/consul_key"'
@@ -25,6 +49,14 @@ if [ "${FLEET_CONSUL_EXTERNAL:-}" = "1" ]; then
   token=$(read_secret consul_token)
   cat >"$conf" <<EOF
 {"acl": {"enabled": true, "tokens": {"agent": "$token", "default": "$token"}}, $tls}
+EOF
+  exec consul "$@" -config-file="$conf"
+fi
+if [ "${FLEET_CONSUL_CLIENT:-}" = "1" ]; then
+  cat >"$conf" <<EOF
+{"acl": {"enabled": true, "default_policy": "deny", "down_policy": "extend-cache",
+         "tokens": {"agent": "$(read_secret consul_agent_token)", "default": "$(read_secret consul_dns_token)"}},
+ $tls}
 EOF
   exec consul "$@" -config-file="$conf"
 fi
@@ -73,7 +105,7 @@ token() {  # SECRET-FILE DESCRIPTION ARGS...: create the token with that secret 
     consul acl token create -secret="$secret" -description="$what" "$@" >/dev/null
   fi
 }
-policy fleet-agent 'node "consul" { policy = "write" } agent "consul" { policy = "read" } service_prefix "" { policy = "read" }'
+policy fleet-agent 'node_prefix "" { policy = "write" } agent_prefix "" { policy = "read" } service_prefix "" { policy = "read" }'
 policy fleet-dns 'node_prefix "" { policy = "read" } service_prefix "" { policy = "read" }'
 policy fleet-replica "key_prefix \"fleet/traffic/$service/\" { policy = \"read\" } key \"fleet/config/$service\" { policy = \"read\" }"
 policy fleet "key_prefix \"fleet/\" { policy = \"write\" } session_prefix \"\" { policy = \"write\" } service \"$service\" { policy = \"write\" } service_prefix \"\" { policy = \"read\" } node_prefix \"\" { policy = \"read\" }"

@@ -113,7 +113,7 @@ def deploy(stack: StackUnderTest, env: dict | None = None) -> None:
 def converged(stack: StackUnderTest, replicas: int = 2, version: str = "2"):
     """All tasks of every service running and healthy, and `replicas` passing instances in Consul."""
     for svc in stack.swarm.stack_services(stack.name):
-        want = svc.attrs["Spec"]["Mode"].get("Replicated", {}).get("Replicas", 1)
+        want = stack.swarm.desired_replicas(svc.attrs["Spec"])
         tasks = [t for t in stack.swarm.tasks(svc.name) if t.state == "running" and t.health in (None, "healthy")]
         if len(tasks) != want:
             return False

@@ -31,7 +31,7 @@ def test_deploy_waits_until_converged_and_exits_0(dstack):
     p = fleet(dstack, "deploy", "--stack", NAME, "--json", "--timeout", "5m")
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
-    assert doc["ok"] and set(doc["services"]) == {f"{NAME}_{s}" for s in ("consul", "gateway", "prometheus", "inference")}
+    assert doc["ok"] and set(doc["services"]) == {f"{NAME}_{s}" for s in ("consul", "consul-agent", "gateway", "prometheus", "inference")}
     assert all(s["state"] == "converged" for s in doc["services"].values())
     assert converged(dstack)  # true right after fleet returns, not eventually
     print(f"fleet deploy converged in {p.seconds:.1f}s")

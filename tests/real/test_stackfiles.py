@@ -39,12 +39,15 @@ def test_the_external_consul_token_is_a_swarm_secret_not_an_environment_variable
     (tmp_path / "t").write_text("a-token\n")
     doc = stackfile.load([ROOT / "docker-stack.yml", ROOT / "stacks/external-consul.yml"],
                          env={**os.environ, "CONSUL_RETRY_JOIN": "consul.internal", "CONSUL_TOKEN_FILE": str(tmp_path / "t")})
-    for name in ("consul", "inference"):
+    for name in ("consul", "consul-agent", "inference"):
         svc = doc["services"][name]
         assert "CONSUL_HTTP_TOKEN" not in (svc.get("environment") or {})
         assert "consul_token" in [s["source"] for s in svc["secrets"]]
     assert doc["services"]["inference"]["environment"]["CONSUL_HTTP_TOKEN_FILE"] == "/run/secrets/consul_token"
-    assert "-token-file=/run/secrets/consul_token" in doc["services"]["consul"]["healthcheck"]["test"]
+    for name in ("consul", "consul-agent"):  # every agent a client of the user's servers, with their token
+        assert "-token-file=/run/secrets/consul_token" in doc["services"][name]["healthcheck"]["test"]
+        assert "-server" not in doc["services"][name]["command"]
+        assert "-retry-join=consul.internal" in doc["services"][name]["command"]
     # the consul service itself registers nothing: fleet must not wait for it in Consul's catalog
     assert "CONSUL_HTTP_ADDR" not in doc["services"]["consul"].get("environment", {})
     assert not [f for f in stackfile.lint(doc) if "TOKEN" in f.key]

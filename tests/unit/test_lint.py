@@ -1,5 +1,7 @@
 import copy
 
+import os
+
 import pytest
 
 from fleet.stackfile import Severity, lint
@@ -172,6 +174,14 @@ def test_a_named_volume_pinned_only_by_what_several_nodes_match_is_a_warning(con
         assert "node.hostname == <node>" in found[0].message
 
 
+def test_a_global_services_volume_stays_with_each_node_whatever_its_constraints():
+    doc = doc_with(volumes=["data:/data"], deploy__mode="global", deploy__replicas=None,
+                   deploy__placement={"constraints": ["node.role == manager"]})
+    assert not [f for f in lint(doc, nodes=3, managers=3) if f.key in ("volumes", "deploy.placement.constraints")]
+    doc = doc_with(volumes=["data:/data"], deploy__mode="global", deploy__replicas=None)
+    assert not [f for f in lint(doc, nodes=3, managers=1) if f.key in ("volumes", "deploy.placement.constraints")]
+
+
 @pytest.mark.parametrize("command,nodes,flagged", [
     (["agent", "-server", "-bootstrap-expect=1", "-data-dir=/consul/data"], 3, True),
     (["agent", "-server", "-bootstrap-expect=2"], 3, True),  # 2 servers: losing one loses quorum
@@ -198,6 +208,10 @@ def test_the_shipped_stack_warns_of_its_single_consul_server_only_on_several_nod
     (single,) = [f for f in lint(doc, nodes=3, managers=1) if f.key == "command"]
     assert single.service == "consul" and single.message.startswith("1 Consul server(s) (-bootstrap-expect=1) on a "
                                                                      "Swarm of 3 nodes")
+    assert "FLEET_CONSUL_SERVERS=3" in single.message
+    # three servers, one on each of 3 managers (a global service): no quorum, volume or placement warning
+    three = load([Path(__file__).resolve().parents[2] / "docker-stack.yml"], env={**os.environ, "FLEET_CONSUL_SERVERS": "3"})
+    assert not [f for f in lint(three, nodes=3, managers=3) if f.service.startswith("consul")]
 
 
 def test_only_a_consul_agents_server_flag_counts():

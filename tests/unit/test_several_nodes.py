@@ -125,3 +125,23 @@ def test_loopback_registries():
 ])
 def test_a_node_address_others_can_reach(attrs, expected):
     assert node_address(attrs) == expected
+
+
+@pytest.mark.parametrize("constraints,node,allowed", [
+    (None, {"role": "worker"}, True),
+    (["node.role == manager"], {"role": "manager"}, True),
+    (["node.role == manager"], {"role": "worker"}, False),
+    (["node.role==worker"], {"role": "worker"}, True),
+    (["node.role != manager"], {"role": "manager"}, False),
+    (["node.hostname == n1", "node.role == manager"], {"hostname": "n1", "role": "manager"}, True),
+    (["node.hostname == n1"], {"hostname": "n2"}, False),
+    (["node.labels.consul == server"], {"labels": {"consul": "server"}}, True),
+    (["node.labels.consul == server"], {"labels": {}}, False),
+    (["node.labels.consul != server"], {"labels": {}}, True),
+    (["node.platform.os == linux"], {"os": "linux"}, True),
+    (["engine.labels.gpu == true"], {"engine_labels": {"gpu": "false"}}, False),
+    (["something.unknown == 1"], {}, True),  # unread: allows, as before constraints were read
+])
+def test_a_global_services_constraints_decide_which_nodes_it_wants_a_task_on(constraints, node, allowed):
+    from fleet.core.placement import allows
+    assert allows(constraints, node) is allowed

@@ -74,6 +74,7 @@ class Settings:
     service_name: str = "inference"
     role: str = "stable"
     task_id: str = ""
+    node: str = ""  # the Swarm node's hostname: the replica registers with the Consul agent of that name
     advertise_addr: str = ""
     weight: int = 100
     check_interval: str = "1s"
@@ -109,6 +110,7 @@ class Settings:
             service_name=env.get("FLEET_SERVICE_NAME", cls.service_name),
             role=env.get("FLEET_ROLE", cls.role),
             task_id=env.get("FLEET_TASK_ID", ""),
+            node=env.get("FLEET_NODE", ""),
             advertise_addr=env.get("FLEET_ADVERTISE_ADDR", ""),
             weight=_int(env, "FLEET_WEIGHT", cls.weight),
             check_interval=env.get("FLEET_CHECK_INTERVAL", cls.check_interval),

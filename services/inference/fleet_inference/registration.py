@@ -1,10 +1,13 @@
-"""Self-registration in Consul (the seed pattern): each replica registers through the agent at
-CONSUL_HTTP_ADDR with its version, keeps that registration true while it runs (anti-entropy: Consul
-may restart or lose it), and deregisters when it drains. Retries back off (bounded) and are logged.
+"""Self-registration in Consul (the seed pattern): each replica registers with its version through the
+Consul agent of its own node (FLEET_NODE, looked up in the catalog through the agent at CONSUL_HTTP_ADDR;
+that agent itself where none is named or found), keeps that registration true while it runs
+(anti-entropy: Consul may restart or lose it), and deregisters when it drains. Retries back off
+(bounded) and are logged; after a failure the agent is looked up again (it may have moved).
 
 Traffic weights: fleet writes a weight per role to Consul KV (`fleet/traffic/<service>/<role>`); each
 replica follows its key with a blocking query and re-registers with the new weight, which the gateway
-reads from Consul's DNS SRV records. Without a key, FLEET_WEIGHT applies."""
+reads from Consul's DNS SRV records. Without a key, FLEET_WEIGHT applies. fleet's canary cut is a key
+beside it (`<role>-out`): a replica that sees it puts itself into maintenance on its own agent."""
 import logging
 import socket
 import threading
@@ -75,16 +78,38 @@ def service_definition(settings: Settings, manifest: Manifest, address: str, wei
     }
 
 
-def client(settings: Settings) -> consul.Consul:
+def client(settings: Settings, host: str | None = None) -> consul.Consul:
+    """A client of the agent at CONSUL_HTTP_ADDR, or of the one at `host` on the same port and scheme (its
+    certificate still checked against CONSUL_HTTP_ADDR's name, or CONSUL_TLS_SERVER_NAME)."""
     url = urlparse(settings.consul_addr if "://" in settings.consul_addr else f"http://{settings.consul_addr}")
     cert = (settings.consul_client_cert, settings.consul_client_key) \
         if settings.consul_client_cert and settings.consul_client_key else None
-    c = consul.Consul(host=url.hostname, port=url.port or 8500, scheme=url.scheme,
+    c = consul.Consul(host=host or url.hostname, port=url.port or 8500, scheme=url.scheme,
                       token=settings.consul_token or None, verify=settings.consul_cacert or True, cert=cert,
                       connections_timeout=5)
-    if settings.consul_tls_server_name:  # the certificate's name, whatever address is dialled
-        c.http.session.mount("https://", ServerName(settings.consul_tls_server_name))
+    server_name = settings.consul_tls_server_name or (url.hostname if host and host != url.hostname else "")
+    if server_name:  # the certificate's name, whatever address is dialled
+        c.http.session.mount("https://", ServerName(server_name))
     return c
+
+
+def own_agent(settings: Settings) -> consul.Consul:
+    """A client of the agent on this replica's node (the catalog's node named FLEET_NODE), else of the
+    agent at CONSUL_HTTP_ADDR."""
+    c = client(settings)
+    if not settings.node:
+        return c
+    _, found = c.catalog.node(settings.node)
+    address = ((found or {}).get("Node") or {}).get("Address")
+    if not address:
+        log.warning("no Consul agent named %s in the catalog: registering through %s", settings.node,
+                    settings.consul_addr)
+        return c
+    return client(settings, address)
+
+
+def cut_key(settings: Settings) -> str:
+    return fleet_protocol.cut_key(settings.service_name, settings.role)
 
 
 def maintenance_check_id(sid: str) -> str:
@@ -94,10 +119,10 @@ def maintenance_check_id(sid: str) -> str:
 class Registration:
     """Keeps this replica's registration true in Consul (anti-entropy), until `close()`.
 
-    Every `every` seconds, or at once when fleet changes this role's weight in KV (a blocking query),
-    it compares what the agent holds with what should be there: a registration Consul lost (a restart
-    without data, a new agent) is made again with the current weight, and maintenance mode that fleet
-    had set (its canary cut) is set again with it. Errors are retried with tenacity's bounded backoff,
+    Every `every` seconds, or at once when fleet changes this role's weight or cut in KV (a blocking
+    query on both), it compares what its node's agent holds with what should be there: a registration
+    Consul lost (a restart without data, a new agent) is made again with the current weight; fleet's cut
+    puts it into maintenance, and maintenance mode once set is set again with a new registration. Errors are retried with tenacity's bounded backoff,
     logged, and never end the loop; only `close()` does, after which nothing is registered again."""
 
     def __init__(self, settings: Settings, manifest: Manifest, every: float = 2.0):
@@ -106,11 +131,12 @@ class Registration:
         self.weight: int | None = None  # what the agent was last given
         self.maintenance: str | None = None  # the reason, while the agent holds us in maintenance
         self.registrations = 0
+        self.agent: consul.Consul | None = None  # this node's agent, looked up again after a failure
         self._closed = threading.Event()
         self._lock = threading.Lock()  # a registration never overtakes close()
 
     def run(self) -> None:
-        c, index = client(self.settings), None
+        index = None
         retrying = tenacity.Retrying(
             wait=tenacity.wait_exponential(multiplier=0.2, max=5), sleep=self._closed.wait,
             retry=tenacity.retry_if_exception(  # a bug is not retried, and nothing is after close()
@@ -120,16 +146,24 @@ class Registration:
             while not self._closed.is_set():
                 for attempt in retrying:
                     with attempt:
-                        index = self.reconcile(c, index)
+                        try:
+                            self.agent = self.agent or own_agent(self.settings)
+                            index = self.reconcile(self.agent, index)
+                        except Exception:
+                            self.agent = None
+                            raise
         except Exception as e:
             if not self._closed.is_set():
                 log.error("keeping the Consul registration stopped: %r", e)
                 raise
 
     def reconcile(self, c: consul.Consul, index: int | None) -> int | None:
-        """One round: wait for a weight change (at most `every`), then make the agent's view true."""
-        new_index, item = c.kv.get(weight_key(self.settings), index=index, wait=f"{self.every:g}s")
-        wanted = parse_weight(item["Value"] if item else None, self.settings.weight)
+        """One round: wait for a change of the role's weight or cut (at most `every`), then make the agent's
+        view true."""
+        new_index, items = c.kv.get(weight_key(self.settings), recurse=True, index=index, wait=f"{self.every:g}s")
+        values = {i["Key"]: i["Value"] for i in items or []}
+        wanted = parse_weight(values.get(weight_key(self.settings)), self.settings.weight)
+        cut = values.get(cut_key(self.settings))
         with self._lock:
             if self._closed.is_set():
                 return new_index
@@ -154,6 +188,10 @@ class Registration:
                     log.info("weight %s -> %d (%s)", self.weight, wanted, weight_key(self.settings))
                 self.registrations += 1
                 self.weight = wanted
+            if cut is not None and not self.maintenance:
+                self.maintenance = cut.decode(errors="replace") or "fleet: out of traffic"
+                c.agent.service.maintenance(self.sid, "true", self.maintenance)
+                log.info("maintenance on: %s (%s)", self.maintenance, cut_key(self.settings))
         # Consul's index can go backwards (a restart without data): then start over.
         return None if index is not None and new_index < index else new_index
 
@@ -162,7 +200,7 @@ class Registration:
         with self._lock:
             self._closed.set()
         try:
-            client(self.settings).agent.service.deregister(self.sid)
+            (self.agent or own_agent(self.settings)).agent.service.deregister(self.sid)
             log.info("deregistered %s from Consul", self.sid)
         except Exception as e:  # Consul's check and DeregisterCriticalServiceAfter remain the safety net
             log.warning("could not deregister %s: %s", self.sid, e)
