@@ -42,6 +42,14 @@ def test_deploy_from_the_host_over_tls_converges_on_several_nodes(cluster):
     assert len(cluster.passing("2")) == REPLICAS  # every replica passes in Consul with its version
     gateways = {t.node for t in cluster.tasks("gateway")}
     assert gateways == set(NODES)  # global: one gateway a node
+    # one Consul server (on the one manager) and a client agent on each worker; each replica registered
+    # with the agent of its own node, which runs its check
+    members = {m["Name"]: m["Tags"].get("role") for m in cluster.consul.agent.members() if m["Status"] == 1}
+    assert members == {"fleet-node1": "consul", "fleet-node2": "node", "fleet-node3": "node"}, members
+    _, entries = cluster.consul.health.service(cluster.consul_service)
+    running = cluster.node_of()
+    assert sorted(e["Node"]["Node"] for e in entries) == sorted(running.values())
+    assert all(e["Node"]["Node"] == running[e["Service"]["Meta"]["task_id"]] for e in entries), entries
     want = expected_answer()
     for i in range(1, len(NODES) + 1):
         r = httpx.post(f"http://127.0.0.1:3{i}080/predict", json={"inputs": SAMPLE}, timeout=10)

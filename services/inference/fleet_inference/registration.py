@@ -11,6 +11,7 @@ beside it (`<role>-out`): a replica that sees it puts itself into maintenance on
 import logging
 import socket
 import threading
+import time
 from urllib.parse import urlparse
 
 import consul
@@ -93,19 +94,15 @@ def client(settings: Settings, host: str | None = None) -> consul.Consul:
     return c
 
 
-def own_agent(settings: Settings) -> consul.Consul:
-    """A client of the agent on this replica's node (the catalog's node named FLEET_NODE), else of the
-    agent at CONSUL_HTTP_ADDR."""
+def own_agent(settings: Settings) -> tuple[consul.Consul, bool]:
+    """A client of the agent on this replica's node (the catalog's node named FLEET_NODE), and True; else of
+    the agent at CONSUL_HTTP_ADDR, and False (no node named, or its agent not in the catalog yet)."""
     c = client(settings)
     if not settings.node:
-        return c
+        return c, False
     _, found = c.catalog.node(settings.node)
     address = ((found or {}).get("Node") or {}).get("Address")
-    if not address:
-        log.warning("no Consul agent named %s in the catalog: registering through %s", settings.node,
-                    settings.consul_addr)
-        return c
-    return client(settings, address)
+    return (client(settings, address), True) if address else (c, False)
 
 
 def cut_key(settings: Settings) -> str:
@@ -132,6 +129,8 @@ class Registration:
         self.maintenance: str | None = None  # the reason, while the agent holds us in maintenance
         self.registrations = 0
         self.agent: consul.Consul | None = None  # this node's agent, looked up again after a failure
+        self.own = False  # whether `agent` is this node's (else CONSUL_HTTP_ADDR's, until this node's joins)
+        self.looked_up = 0.0
         self._closed = threading.Event()
         self._lock = threading.Lock()  # a registration never overtakes close()
 
@@ -147,7 +146,7 @@ class Registration:
                 for attempt in retrying:
                     with attempt:
                         try:
-                            self.agent = self.agent or own_agent(self.settings)
+                            self.find_agent()
                             index = self.reconcile(self.agent, index)
                         except Exception:
                             self.agent = None
@@ -156,6 +155,26 @@ class Registration:
             if not self._closed.is_set():
                 log.error("keeping the Consul registration stopped: %r", e)
                 raise
+
+    def find_agent(self) -> None:
+        """This node's agent; until it is in the catalog, CONSUL_HTTP_ADDR's, looked for again every 10 s
+        and left (deregistered there) once it is."""
+        if self.agent is not None and (self.own or time.monotonic() - self.looked_up < 10):
+            return
+        self.looked_up = time.monotonic()
+        agent, own = own_agent(self.settings)
+        if self.agent is not None and not own:
+            return
+        if self.agent is not None and self.registrations:
+            log.info("this node's Consul agent (%s) joined: registering there", self.settings.node)
+            try:
+                self.agent.agent.service.deregister(self.sid)
+            except Exception as e:  # its check and DeregisterCriticalServiceAfter remain the safety net
+                log.warning("could not deregister %s from %s: %s", self.sid, self.settings.consul_addr, e)
+        elif not own and self.settings.node:
+            log.warning("no Consul agent named %s in the catalog yet: registering through %s", self.settings.node,
+                        self.settings.consul_addr)
+        self.agent, self.own = agent, own
 
     def reconcile(self, c: consul.Consul, index: int | None) -> int | None:
         """One round: wait for a change of the role's weight or cut (at most `every`), then make the agent's
@@ -200,7 +219,7 @@ class Registration:
         with self._lock:
             self._closed.set()
         try:
-            (self.agent or own_agent(self.settings)).agent.service.deregister(self.sid)
+            (self.agent or own_agent(self.settings)[0]).agent.service.deregister(self.sid)
             log.info("deregistered %s from Consul", self.sid)
         except Exception as e:  # Consul's check and DeregisterCriticalServiceAfter remain the safety net
             log.warning("could not deregister %s: %s", self.sid, e)
