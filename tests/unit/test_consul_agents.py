@@ -1,0 +1,135 @@
+"""Several Consul agents, one cluster: fleet's client moves on to the next agent when one does not answer
+(fleet/adapters/consul.py), and the gateway's list of agents puts its own node's first
+(stacks/gateway/agents.py). Over real sockets on 127.0.0.1: a port nobody listens on, a small HTTP server
+and a small DNS server."""
+import importlib.util
+import json
+import socket
+import struct
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from fleet.adapters.consul import ConsulUnavailable, call, client
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed when the block ends: connections are refused
+
+
+@contextmanager
+def agent():
+    """An HTTP server that answers Consul's KV read of any key with one value; yields its URL and a count."""
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            body = json.dumps([{"Key": "k", "Value": "dg==", "ModifyIndex": 7}]).encode()
+            self.send_response(200)
+            self.send_header("X-Consul-Index", "7")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_call_the_first_agent_refuses_is_answered_by_the_next_and_the_client_stays_there():
+    with agent() as (url, seen):
+        c = client(f"http://127.0.0.1:{closed_port()},{url}", token="t")
+        assert c.kv.get("k")[1]["Value"] == b"v"
+        assert c.http.base_uri == url and len(seen) == 1
+        assert c.kv.get("k")[1]["Value"] == b"v"  # no second try of the dead one
+        assert len(seen) == 2
+
+
+def test_when_no_agent_answers_the_error_is_consul_unavailable():
+    c = client(f"http://127.0.0.1:{closed_port()},http://127.0.0.1:{closed_port()}", token="t")
+    with pytest.raises(ConsulUnavailable, match="Consul does not answer"):
+        call(c.kv.get, "k")
+
+
+def test_one_address_is_a_plain_client():
+    c = client("https://127.0.0.1:8501", token="t")
+    assert c.http.base_uri == "https://127.0.0.1:8501" and "get" not in vars(c.http)
+
+
+def gateway_agents():
+    spec = importlib.util.spec_from_file_location("gateway_agents", ROOT / "stacks/gateway/agents.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextmanager
+def dns(records: dict[str, list[str]]):
+    """A UDP DNS server on 127.0.0.1 answering A questions from `records` (names without the final dot)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    stopped = threading.Event()
+
+    def serve():
+        while not stopped.is_set():
+            try:
+                query, peer = sock.recvfrom(512)
+            except OSError:
+                continue
+            ident = query[:2]
+            at, labels = 12, []
+            while query[at]:
+                labels.append(query[at + 1:at + 1 + query[at]].decode())
+                at += query[at] + 1
+            question = query[12:at + 5]
+            answers = records.get(".".join(labels), [])
+            reply = ident + struct.pack(">HHHHH", 0x8180, 1, len(answers), 0, 0) + question
+            for a in answers:
+                reply += struct.pack(">HHHIH", 0xC00C, 1, 1, 0, 4) + socket.inet_aton(a)
+            sock.sendto(reply, peer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        stopped.set()
+        sock.close()
+
+
+def test_the_gateway_finds_its_own_nodes_agent_in_consuls_dns():
+    agents = gateway_agents()
+    with dns({"node2.node.consul": ["10.0.0.7"], "twice.node.consul": ["10.0.0.8", "10.0.0.9"]}) as port:
+        agents.PORT = port
+        assert agents.query_a("127.0.0.1", "node2.node.consul") == ["10.0.0.7"]
+        assert agents.query_a("127.0.0.1", "twice.node.consul") == ["10.0.0.8", "10.0.0.9"]
+        assert agents.query_a("127.0.0.1", "nobody.node.consul") == []
+    agents.PORT = closed_port()
+    assert agents.query_a("127.0.0.1", "node2.node.consul", timeout=0.2) == []  # no answer: not known
+
+
+def test_the_gateways_list_puts_its_own_agent_first_and_one_that_refuses_last():
+    agents = gateway_agents()
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        agents.PORT = listening.getsockname()[1]
+        assert agents.order(["10.0.0.5", "127.0.0.1"], "127.0.0.1") == ["127.0.0.1", "10.0.0.5"]
+        assert agents.order(["127.0.0.1"], None) == ["127.0.0.1"]
+    agents.PORT = closed_port()
+    assert agents.order(["127.0.0.2", "127.0.0.1"], "127.0.0.1") == ["127.0.0.2", "127.0.0.1"]  # own refuses
