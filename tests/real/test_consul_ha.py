@@ -4,102 +4,34 @@ with FLEET_CONSUL_SERVERS=3, so a Consul server runs on every node (a global ser
 with its own volume). Nodes are killed and drained for real; clients at the surviving nodes' gateways
 (bounded loops) see what users would, counted from the first request.
 
-fleet's Docker engine in the test cluster is node 1's (one DOCKER_HOST): this module watches Swarm through
+fleet's Docker engine in the test cluster is node 1's (one DOCKER_HOST): these tests watch Swarm through
 the surviving managers' own engines (`docker exec fleet-nodeN docker ...`) and Consul through each node's
-published HTTPS port, so the node killed may be node 1 too.
+published HTTPS port (tests/kit/consul_ha.py), so the node killed may be node 1 too, except in the
+mid-rollout test, where fleet itself must keep its engine.
 """
+import json
 import subprocess
 import time
+import uuid
 
-import consul
 import pytest
 
-from tests.kit.cluster import NAME, NODES, REPLICAS, Cluster, clients, failed, local_env, remove_stack
+from tests.kit.cluster import NAME, NODES, REPLICAS, Cluster, canary_gone, clients, failed, local_env, push
+from tests.kit.consul_ha import (answers, consul_on, kill_under_load, kv, leader, on_node, passing, servers, start,
+                                 three_managers)
 from tests.kit.helpers import wait_until
-from tests.kit.stacks import CA, SECRETS
-
-SERVERS = "3"
-
-
-def consul_on(node: str, token: str = "master") -> consul.Consul:
-    """Consul's API on one node (fleet-nodeI publishes it on 127.0.0.1:3I501), with a token of the stack's."""
-    return consul.Consul(host="127.0.0.1", port=int(f"3{node[-1]}501"), scheme="https", verify=CA, connections_timeout=5,
-                         token=(SECRETS / f"{token}.token").read_text().strip())
-
-
-def answers(node: str) -> bool:
-    try:
-        consul_on(node).status.leader()
-        return True
-    except Exception:
-        return False
-
-
-def leader(node: str) -> str | None:
-    """The node name of the Raft leader, as `node`'s Consul sees it (None: none, or no answer)."""
-    try:
-        c = consul_on(node)
-        address = c.status.leader().rsplit(":", 1)[0]
-        return next((m["Name"] for m in c.agent.members() if m["Addr"] == address), None) if address else None
-    except Exception:
-        return None
-
-
-def servers(node: str) -> dict[str, bool]:
-    """The Raft configuration as `node`'s Consul sees it: each server's node name, and whether it votes."""
-    config = consul_on(node).operator.raft_config()
-    return {s["Node"]: s["Voter"] for s in config["Servers"]}
-
-
-def kv(node: str) -> dict[str, bytes]:
-    """Everything fleet keeps in Consul (rollout history, locks, live config), read through `node`."""
-    _, items = consul_on(node).kv.get("fleet/", recurse=True, consistency="consistent")
-    return {i["Key"]: i["Value"] for i in items or [] if i.get("Session") is None}
-
-
-def passing(node: str) -> list[dict]:
-    """The replicas passing in Consul, with the node of the agent each one registered with."""
-    _, entries = consul_on(node).health.service(f"{NAME}-inference", passing=True)
-    return entries
-
-
-def on_node(node: str, *args: str) -> str:
-    return subprocess.run(["docker", "exec", node, "docker", *args], capture_output=True, text=True, check=True,
-                          timeout=60, env=local_env()).stdout
-
-
-def start(node: str) -> None:
-    subprocess.run(["docker", "start", node], capture_output=True, env=local_env())
-
-
-def managers_ready(via: str) -> bool:
-    lines = on_node(via, "node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}").split("\n")
-    return sum(1 for line in lines if " Ready " in f"{line} " and ("Leader" in line or "Reachable" in line)) == 3
 
 
 @pytest.fixture(scope="module")
 def ha(cluster_session):
     c: Cluster = cluster_session
-    remove_stack(c)
-    for node in NODES[1:]:
-        c.docker("node", "promote", node)
-    try:
-        wait_until(lambda: managers_ready(NODES[0]), 60, "three managers")
-        p = c.fleet("deploy", "--json", "--timeout", "8m", FLEET_CONSUL_SERVERS=SERVERS)
+    with three_managers(c):
+        p = c.fleet("deploy", "--json", "--timeout", "8m", FLEET_CONSUL_SERVERS="3")
         assert p.returncode == 0, (p.stdout, p.stderr)
         wait_until(lambda: len(passing(NODES[0])) == REPLICAS, 120, "every replica passing")
         p = c.fleet("config", "set", "max_batch=24")  # a live config value, to find again after a kill
         assert p.returncode == 0, p.stderr
         yield c
-    finally:
-        for node in NODES:
-            start(node)
-        wait_until(lambda: managers_ready(NODES[0]), 180, "the three managers back")
-        for node in NODES:
-            c.docker("node", "update", "--availability", "active", node)
-        remove_stack(c)
-        for node in NODES[1:]:
-            c.docker("node", "demote", node)
 
 
 def test_three_servers_a_leader_and_each_replica_with_its_own_nodes_agent(ha):
@@ -121,26 +53,12 @@ def test_the_raft_leaders_node_killed_under_load(ha):
     others = [n for n in NODES if n != victim]
     before = kv(others[0])
     assert any(k.startswith(f"fleet/config/{NAME}") for k in before) and any("/history/" in k for k in before), before
-    try:
-        with clients(*(int(n[-1]) for n in others), seconds=200) as loads:
-            killed = time.time()
-            subprocess.run(["docker", "kill", victim], check=True, capture_output=True, env=local_env())
-            new = wait_until(lambda: (leader(others[0]) or victim) != victim and leader(others[0]), 60,
-                             "a new leader")
-            elected = time.time() - killed
-            wait_until(lambda: len(passing(others[0])) == REPLICAS, 180, "every replica passing again")
-            whole = time.time() - killed
-            mark = sum(load.total for load in loads)
-            wait_until(lambda: sum(load.total for load in loads) >= mark + 40, 60, "requests after the catalog is whole")
-        after = kv(others[0])
-    finally:
-        start(victim)
-    late = [t - killed for load in loads for t, status, _ in load.served if status != 200 and t > killed + 5]
-    print(f"\nRaft leader's node {victim} killed: new leader {new} after {elected:.1f}s, every replica passing "
-          f"after {whole:.1f}s; {sum(load.total for load in loads)} requests at {others}, {len(failed(loads))} "
-          f"failed, {len(late)} sent 5 s or more after the kill")
-    assert late == [], late[:5]
-    assert elected < 15
+    kill = kill_under_load(victim)
+    after = kv(others[0])
+    print(f"\nRaft leader's node {victim} killed: {kill}")
+    assert kill.late == 0, kill
+    assert kill.leader in others and kill.elected < 15, kill
+    assert kill.whole is not None, kill  # every replica passing again, on the surviving nodes
     assert after == before
     # the node back: its server rejoins Raft as a voter, and its gateway serves again
     wait_until(lambda: answers(victim) and servers(others[0]).get(victim) is True
@@ -173,3 +91,51 @@ def test_a_drained_node_keeps_its_server_where_its_data_is_and_quorum_holds(ha):
     wait_until(lambda: answers(victim) and servers(others[0]).get(victim) is True, 180, f"{victim}'s server back")
     assert consul_on(victim).agent.self()["Config"]["NodeID"] == node_id  # the same server, its data kept
     consul_on(others[0]).kv.delete("fleet/test/drain-probe")
+
+
+def leader_off(node: str) -> str:
+    """The Raft leader moved off `node` (its server's container killed until another is elected; Swarm starts
+    it again): fleet's one engine is node 1's, and fleet following Swarm's other managers is not built, so
+    the node this test kills is never fleet's own engine's."""
+    for _ in range(5):
+        now = wait_until(lambda: leader(NODES[1]), 60, "a leader")
+        if now != node:
+            return now
+        on_node(node, "kill", on_node(node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={NAME}_consul").split()[0])
+        wait_until(lambda: (leader(NODES[1]) or node) != node, 60, "a leader elsewhere")
+    raise AssertionError(f"the Raft leader stayed on {node}")
+
+
+def test_the_raft_leaders_node_killed_mid_rollout_ends_it_safely_and_history_is_true(ha):
+    wait_until(lambda: len(passing(NODES[1])) == REPLICAS and answers(NODES[0]) and answers(NODES[2]), 180,
+               "the stack whole, every server up")
+    wait_until(lambda: all(servers(NODES[1]).get(n) for n in NODES), 120, "three voters")
+    victim = leader_off(NODES[0])
+    others = [n for n in NODES if n != victim]
+    image = push("fleet/inference:2", f"inference:ha-{uuid.uuid4().hex[:8]}")
+    running = ha.fleet_background("rollout", "--canary", "--image", image, "--json", "--steps", "50",
+                                  "--step-duration", "30s")
+    try:
+        with clients(*(int(n[-1]) for n in others), seconds=300) as loads:
+            wait_until(lambda: json.loads(ha.fleet("status", "--json").stdout)["rollouts"], 240,
+                       "the rollout to be under way", while_running=running)
+            wait_until(lambda: leader(others[0]) == victim, 5, f"{victim} still the leader")
+            killed = time.time()
+            subprocess.run(["docker", "kill", victim], check=True, capture_output=True, env=local_env())
+            out, err = running.communicate(timeout=400)
+            ended = time.time()
+    finally:
+        running.kill()
+        start(victim)
+    doc = json.loads(out)
+    late = [t - killed for load in loads for t, status, _ in load.served if status != 200 and t > killed + 5]
+    print(f"\nRaft leader's node {victim} killed mid-rollout: {doc['outcome']} {ended - killed:.1f}s after the kill "
+          f"({doc.get('reason', '')[:160]}); {sum(load.total for load in loads)} requests, {len(failed(loads))} "
+          f"failed, {len(late)} sent 5 s or more after the kill")
+    assert running.returncode in (0, 1) and doc["outcome"] in ("promoted", "rolled_back"), (doc, err[-3000:])
+    assert late == [], late[:5]
+    wait_until(lambda: canary_gone(ha), 120, "no canary left")
+    last = json.loads(ha.fleet("history", "--json").stdout)["revisions"][-1]  # read through a live server
+    assert last["outcome"] == doc["outcome"] and last["image"].split("@")[0] == image, last
+    assert ha.swarm.describe(f"{NAME}_inference").image_name == (image if doc["outcome"] == "promoted" else
+                                                                 last["previous_image"].split("@")[0]), last

@@ -1,0 +1,135 @@
+"""Consul's servers and agents on the 3-node test cluster (tests/kit/cluster.py), read through each node's
+published HTTPS port (fleet-nodeI: 127.0.0.1:3I501) and Swarm through each node's own engine: shared by
+tests/real/test_consul_ha.py and bench/consul_ha_bench.py. The cluster's nodes are promoted to three
+managers for them (`three_managers`), so a server runs on every node."""
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import consul
+
+from tests.kit.cluster import NAME, NODES, REPLICAS, Cluster, clients, failed, local_env, remove_stack
+from tests.kit.helpers import wait_until
+from tests.kit.stacks import CA, SECRETS
+
+
+def consul_on(node: str, token: str = "master") -> consul.Consul:
+    """Consul's API on one node (fleet-nodeI publishes it on 127.0.0.1:3I501), with a token of the stack's."""
+    return consul.Consul(host="127.0.0.1", port=int(f"3{node[-1]}501"), scheme="https", verify=CA,
+                         connections_timeout=5, token=(SECRETS / f"{token}.token").read_text().strip())
+
+
+def answers(node: str) -> bool:
+    try:
+        consul_on(node).status.leader()
+        return True
+    except Exception:
+        return False
+
+
+def leader(node: str) -> str | None:
+    """The node name of the Raft leader, as `node`'s Consul sees it (None: none, or no answer)."""
+    try:
+        c = consul_on(node)
+        address = c.status.leader().rsplit(":", 1)[0]
+        return next((m["Name"] for m in c.agent.members() if m["Addr"] == address), None) if address else None
+    except Exception:
+        return None
+
+
+def servers(node: str) -> dict[str, bool]:
+    """The Raft configuration as `node`'s Consul sees it: each server's node name, and whether it votes."""
+    config = consul_on(node).operator.raft_config()
+    return {s["Node"]: s["Voter"] for s in config["Servers"]}
+
+
+def kv(node: str) -> dict[str, bytes]:
+    """Everything fleet keeps in Consul (rollout history, locks, live config), read through `node`."""
+    _, items = consul_on(node).kv.get("fleet/", recurse=True, consistency="consistent")
+    return {i["Key"]: i["Value"] for i in items or [] if i.get("Session") is None}
+
+
+def passing(node: str) -> list[dict]:
+    """The replicas passing in Consul, with the node of the agent each one registered with."""
+    _, entries = consul_on(node).health.service(f"{NAME}-inference", passing=True)
+    return entries
+
+
+def on_node(node: str, *args: str) -> str:
+    return subprocess.run(["docker", "exec", node, "docker", *args], capture_output=True, text=True, check=True,
+                          timeout=60, env=local_env()).stdout
+
+
+def start(node: str) -> None:
+    subprocess.run(["docker", "start", node], capture_output=True, env=local_env())
+
+
+def managers_ready(via: str) -> bool:
+    lines = on_node(via, "node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}").split("\n")
+    return sum(1 for line in lines if " Ready " in f"{line} " and ("Leader" in line or "Reachable" in line)) == 3
+
+
+@contextmanager
+def three_managers(c: Cluster):
+    """Nodes 2 and 3 promoted to managers for the block; every node started and active again, the test stack
+    removed and the two demoted after it (a killed run's leftovers: `bring_up` makes nodes active)."""
+    remove_stack(c)
+    for node in NODES[1:]:
+        c.docker("node", "promote", node)
+    try:
+        wait_until(lambda: managers_ready(NODES[0]), 60, "three managers")
+        yield c
+    finally:
+        for node in NODES:
+            start(node)
+        wait_until(lambda: managers_ready(NODES[0]), 180, "the three managers back")
+        for node in NODES:
+            c.docker("node", "update", "--availability", "active", node)
+        remove_stack(c)
+        for node in NODES[1:]:
+            c.docker("node", "demote", node)
+
+
+@dataclass
+class Kill:
+    node: str
+    requests: int
+    failed: int
+    late: int  # failed requests sent 5 s or more after the kill
+    leader: str | None  # the new Raft leader (None: none within the wait)
+    elected: float | None  # seconds from the kill to a new leader
+    whole: float | None  # seconds from the kill until every replica passes in Consul again
+
+
+def kill_under_load(victim: str, wait: float = 150) -> Kill:
+    """`victim` killed (its container: the node's engine and every task on it) under load through the other
+    nodes' gateways; watched through another node's Consul until a leader on another node and the whole
+    catalog, each at most `wait` s; the node started again."""
+    others = [n for n in NODES if n != victim]
+    elected = whole = new = None
+    try:
+        with clients(*(int(n[-1]) for n in others), seconds=wait + 120) as loads:
+            killed = time.time()
+            subprocess.run(["docker", "kill", victim], check=True, capture_output=True, env=local_env())
+            deadline = killed + wait
+            while time.time() < deadline and (elected is None or whole is None):
+                now = leader(others[0])
+                if elected is None and now and now != victim:
+                    elected, new = time.time() - killed, now
+                if whole is None and _count(others[0]) == REPLICAS:
+                    whole = time.time() - killed
+                time.sleep(0.25)
+            mark = sum(load.total for load in loads)
+            wait_until(lambda: sum(load.total for load in loads) >= mark + 40, 60, "requests after")
+    finally:
+        start(victim)
+    late = [t for load in loads for t, status, _ in load.served if status != 200 and t > killed + 5]
+    return Kill(victim, sum(load.total for load in loads), len(failed(loads)), len(late), new, elected, whole)
+
+
+def _count(node: str) -> int | None:
+    try:
+        return len(passing(node))
+    except Exception:
+        return None
