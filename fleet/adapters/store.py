@@ -144,10 +144,13 @@ class Store:
         self.write({f"{self.prefix}/state": json.dumps(state.to_dict())})
 
     def set_weights(self, consul_service: str, weights: dict[str, int | None]) -> None:
-        """The weight each role's replicas register with (None puts back their own default), fenced, and
-        held by the lock's session: gone, so back to each replica's default, when the controller is."""
-        self.write({weight_key(consul_service, role): None if w is None else str(w) for role, w in weights.items()},
-                   held=True)
+        """The weight each role's replicas register with (None puts back their own default, and takes away a
+        cut), fenced, and held by the lock's session: gone, so back to each replica's default, when the
+        controller is. (Deleted here, not left to the session's end: a key a session held when it ends is
+        in Consul's lock-delay, and the next rollout's write of it would fail as if its lock were lost.)"""
+        changes = {weight_key(consul_service, role): None if w is None else str(w) for role, w in weights.items()}
+        changes.update({cut_key(consul_service, role): None for role, w in weights.items() if w is None})
+        self.write(changes, held=True)
 
     def cut(self, consul_service: str, role: str, reason: str) -> None:
         """A role's replicas out of traffic: each puts itself into maintenance on its own node's agent when it
