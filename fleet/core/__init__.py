@@ -8,8 +8,8 @@ standard library's pure modules and the core itself.
 - events: the evidence a rollout is judged on, as frozen values
 - analysis: judging a canary's metrics and golden answers against the stable's
 - policy, durations, gates: a service's rollout policy from its labels; gate and webhook payloads
-- changes, convergence, taskstates, capacity: a deploy's plan, a service's convergence, Swarm task
-  states that fail a canary, GPU room on the nodes
+- changes, convergence, taskstates, capacity, placement: a deploy's plan, a service's convergence, Swarm
+  task states that fail a canary, GPU room on the nodes, the nodes a global service's constraints allow
 - control, promotion, traffic, view: control requests, promotion batches, traffic weights, what
   `fleet status` shows of a rollout
 - tasks: Swarm tasks and Consul instances as fleet reads them

@@ -119,8 +119,9 @@ class Registration:
     Every `every` seconds, or at once when fleet changes this role's weight or cut in KV (a blocking
     query on both), it compares what its node's agent holds with what should be there: a registration
     Consul lost (a restart without data, a new agent) is made again with the current weight; fleet's cut
-    puts it into maintenance, and maintenance mode once set is set again with a new registration. Errors are retried with tenacity's bounded backoff,
-    logged, and never end the loop; only `close()` does, after which nothing is registered again."""
+    puts it into maintenance, and maintenance mode once set is set again with a new registration.
+    Errors are retried with tenacity's bounded backoff, logged, and never end the loop; only `close()`
+    does, after which nothing is registered again."""
 
     def __init__(self, settings: Settings, manifest: Manifest, every: float = 2.0):
         self.settings, self.manifest, self.every = settings, manifest, every
