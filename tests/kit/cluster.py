@@ -127,9 +127,14 @@ def bring_up() -> Cluster:
     subprocess.run(["bash", str(ROOT / "scripts/cluster.sh"), "up"], check=True, timeout=1200, env=local_env())
     c = Cluster(read_env(ROOT / "build/cluster/cluster.env"))
     c.swarm.check()
-    for node in c.swarm.nodes():  # a killed earlier run may have left a node drained or stopped
+    for node in c.swarm.nodes():  # a killed earlier run may have left a node drained, or promoted
         if node["availability"] != "active":
             c.docker("node", "update", "--availability", "active", node["hostname"])
+    for node in sorted((n for n in c.swarm.nodes() if n["role"] == "manager" and n["hostname"] != NODES[0]),
+                       key=lambda n: n["hostname"], reverse=True):
+        c.docker("node", "demote", node["hostname"])
+        wait_until(lambda: all(n["role"] == "worker" or n["state"] != "ready" for n in c.swarm.nodes()
+                               if n["hostname"] == node["hostname"]), 90, f"{node['hostname']} a worker")
     return c
 
 

@@ -65,30 +65,49 @@ def start(node: str) -> None:
     subprocess.run(["docker", "start", node], capture_output=True, env=local_env())
 
 
-def managers_ready(via: str) -> bool:
+def managers(via: str) -> dict[str, str]:
+    """Each node's manager status as `via`'s engine sees it (Leader, Reachable, Unreachable; '' for a worker),
+    with its own state when it is not Ready."""
     lines = on_node(via, "node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}").split("\n")
-    return sum(1 for line in lines if " Ready " in f"{line} " and ("Leader" in line or "Reachable" in line)) == 3
+    found = {}
+    for line in filter(None, lines):
+        host, state, *status = line.split()
+        found[host] = (status[0] if status else "") if state == "Ready" else state
+    return found
+
+
+def managers_ready(via: str, count: int = 3) -> bool:
+    return sum(status in ("Leader", "Reachable") for status in managers(via).values()) == count
 
 
 @contextmanager
 def three_managers(c: Cluster):
-    """Nodes 2 and 3 promoted to managers for the block; every node started and active again, the test stack
-    removed and the two demoted after it (a killed run's leftovers: `bring_up` makes nodes active)."""
+    """Nodes 2 and 3 promoted to managers for the block, one at a time (a second promotion while the first
+    joins Raft can leave it unable to); after it, every node started and active again, the test stack
+    removed, and the two demoted, one at a time."""
     remove_stack(c)
-    for node in NODES[1:]:
-        c.docker("node", "promote", node)
     try:
-        wait_until(lambda: managers_ready(NODES[0]), 60, "three managers")
+        for count, node in enumerate(NODES[1:], start=2):
+            c.docker("node", "promote", node)
+            wait_until(lambda: managers_ready(NODES[0], count), 90, f"{node} a reachable manager")
         yield c
     finally:
         for node in NODES:
             start(node)
-        wait_until(lambda: managers_ready(NODES[0]), 180, "the three managers back")
+        wait_until(lambda: managers_ready(NODES[0], 3) or managers_ready(NODES[0], 2)
+                   or managers_ready(NODES[0], 1), 240, "the managers back")
         for node in NODES:
             c.docker("node", "update", "--availability", "active", node)
         remove_stack(c)
-        for node in NODES[1:]:
+        demote(c)
+
+
+def demote(c: Cluster) -> None:
+    """Nodes 2 and 3 workers again, one at a time (no-op for one that is)."""
+    for count, node in ((2, NODES[2]), (1, NODES[1])):
+        if managers(NODES[0]).get(node):
             c.docker("node", "demote", node)
+        wait_until(lambda: managers_ready(NODES[0], count), 90, f"{node} a worker")
 
 
 @dataclass
