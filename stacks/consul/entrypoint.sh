@@ -17,27 +17,17 @@
 # same, with the stack's agent and DNS tokens.
 #
 # Every agent is named FLEET_CONSUL_NODE (its Swarm node's hostname: a replica finds its own node's agent
-# by it) and encrypts gossip with the consul_gossip_key secret when it has one. It joins the tasks of the
-# services named in FLEET_CONSUL_JOIN (Swarm's DNS lists their addresses) other than itself; a server
-# waits until it sees another when more than one server is expected, so that servers started at once
-# never each join only themselves.
+# by it) and encrypts gossip with the consul_gossip_key secret when it has one. It joins the agents of the
+# services named in FLEET_CONSUL_JOIN by name (`-retry-join=consul`, every 2 s until one answers): Consul
+# resolves the name at each try, and Swarm's DNS lists a task once its health check passes (its HTTP API
+# answers), so servers started at once find each other as each comes up.
 set -eu
 secrets=${FLEET_CONSUL_SECRETS_DIR:-/run/secrets}
 service=${FLEET_SERVICE:-inference}
 conf=${FLEET_CONSUL_CONFIG:-/tmp/fleet-consul.json}
 read_secret() { tr -d '\n\r ' <"$secrets/$1"; }
 
-own=$(hostname -i 2>/dev/null || true)
-addresses() {  # the other agents' addresses, as Swarm's DNS lists them now
-  for name in ${FLEET_CONSUL_JOIN:-}; do getent ahostsv4 "$name" 2>/dev/null | awk '{print $1}'; done \
-    | sort -u | grep -vxF -e none $(for a in $own; do printf -- '-e %s ' "$a"; done) || true
-}
-expect=$(printf '%s\n' "$@" | sed -n 's/^-bootstrap-expect=//p')
-if [ -n "${FLEET_CONSUL_JOIN:-}" ] && [ "${expect:-1}" -gt 1 ]; then
-  i=0
-  until [ -n "$(addresses)" ] || [ "$i" -ge 120 ]; do i=$((i + 1)); sleep 1; done
-fi
-for addr in $(addresses); do set -- "$@" -retry-join="$addr"; done
+for name in ${FLEET_CONSUL_JOIN:-}; do set -- "$@" -retry-join="$name"; done
 [ -z "${FLEET_CONSUL_JOIN:-}" ] || set -- "$@" -retry-interval=2s
 [ -z "${FLEET_CONSUL_NODE:-}" ] || set -- "$@" -node="$FLEET_CONSUL_NODE"
 [ "${FLEET_CONSUL_EXTERNAL:-}" = "1" ] || [ ! -s "$secrets/consul_gossip_key" ] \
@@ -65,7 +55,7 @@ master=$(read_secret consul_master_token)
 cat >"$conf" <<EOF
 {
   "acl": {"enabled": true, "default_policy": "deny", "down_policy": "extend-cache",
-          "tokens": {"master": "$master", "agent": "$(read_secret consul_agent_token)",
+          "tokens": {"master": "$master", "agent_master": "$master", "agent": "$(read_secret consul_agent_token)",
                      "default": "$(read_secret consul_dns_token)"}},
   $tls
 }
@@ -76,22 +66,38 @@ trap 'kill -TERM "$agent" 2>/dev/null' TERM INT
 
 unset CONSUL_HTTP_TOKEN_FILE  # every call below names its token
 export CONSUL_HTTP_ADDR=https://127.0.0.1:8501 CONSUL_CACERT="$secrets/consul_ca" CONSUL_HTTP_TOKEN="$master"
-i=0
-until consul acl policy list >/dev/null 2>&1; do  # a leader, and the ACL system up
-  i=$((i + 1))
-  if [ "$i" -gt 240 ] || ! kill -0 "$agent" 2>/dev/null; then
-    echo "fleet-consul: the ACL system did not come up; the agent stays as it is" >&2
+
+# The other servers, joined by address (Swarm's DNS for FLEET_CONSUL_JOIN, this task's own left out) while
+# this one sees fewer than -bootstrap-expect alive: a server that started alone, or joined only itself by
+# name, finds the others as they come up. The master token is also the agent_master token, which the agent
+# honours before there is a leader to resolve any token.
+expect=$(printf '%s\n' "$@" | sed -n 's/^-bootstrap-expect=//p')
+join_servers() {
+  own=$(hostname -i 2>/dev/null || true)
+  while kill -0 "$agent" 2>/dev/null; do
+    alive=$(consul members -status=alive 2>/dev/null | awk '$4 == "server"' | wc -l)
+    if [ "$alive" -lt "${expect:-1}" ]; then
+      others=$(for name in ${FLEET_CONSUL_JOIN:-}; do getent ahostsv4 "$name" | awk '{print $1}'; done | sort -u \
+               | grep -vxF -e none $(for a in $own; do printf -- '-e %s ' "$a"; done) || true)
+      [ -z "$others" ] || consul join $others >/dev/null 2>&1 || true
+    fi
+    sleep 2
+  done
+}
+[ "${expect:-1}" -le 1 ] || [ -z "${FLEET_CONSUL_JOIN:-}" ] || join_servers &
+
+until consul acl policy list >/dev/null 2>&1; do  # a leader, and the ACL system up (however long it takes)
+  if ! kill -0 "$agent" 2>/dev/null; then
+    echo "fleet-consul: the agent exited before the ACL system came up" >&2
     wait "$agent"; exit $?
   fi
   sleep 0.5
 done
 
-policy() {  # NAME RULES: create the policy, or bring an existing one to these rules
-  if consul acl policy read -name "$1" >/dev/null 2>&1; then
-    consul acl policy update -name "$1" -rules "$2" >/dev/null
-  else
-    consul acl policy create -name "$1" -rules "$2" >/dev/null
-  fi
+policy() {  # NAME RULES: create the policy, or bring an existing one to these rules (another server may
+  # create it at the same moment: then it exists, and is updated)
+  consul acl policy create -name "$1" -rules "$2" >/dev/null 2>&1 \
+    || consul acl policy update -name "$1" -rules "$2" >/dev/null
 }
 token() {  # SECRET-FILE DESCRIPTION ARGS...: create the token with that secret ID, or bring an existing one
   # to these ARGS (a stack deployed again over its Consul data: e.g. the replicas' service identity, now
@@ -101,8 +107,10 @@ token() {  # SECRET-FILE DESCRIPTION ARGS...: create the token with that secret 
        | sed -n 's/.*"AccessorID": *"\([^"]*\)".*/\1/p' | head -n 1)
   if [ -n "$id" ]; then
     consul acl token update -id "$id" -description="$what" "$@" >/dev/null
-  else
-    consul acl token create -secret="$secret" -description="$what" "$@" >/dev/null
+  elif ! consul acl token create -secret="$secret" -description="$what" "$@" >/dev/null 2>&1; then
+    sleep 1  # another server made it meanwhile: bring that one to these ARGS
+    id=$(consul acl token read -self -token="$secret" -format=json | sed -n 's/.*"AccessorID": *"\([^"]*\)".*/\1/p' | head -n 1)
+    consul acl token update -id "$id" -description="$what" "$@" >/dev/null
   fi
 }
 policy fleet-agent 'node_prefix "" { policy = "write" } agent_prefix "" { policy = "read" } service_prefix "" { policy = "read" }'

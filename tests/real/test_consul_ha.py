@@ -29,6 +29,7 @@ def ha(cluster_session):
         p = c.fleet("deploy", "--json", "--timeout", "8m", FLEET_CONSUL_SERVERS="3")
         assert p.returncode == 0, (p.stdout, p.stderr)
         wait_until(lambda: len(passing(NODES[0])) == REPLICAS, 120, "every replica passing")
+        wait_until(lambda: servers(NODES[0]) == {node: True for node in NODES}, 120, "three voters")
         p = c.fleet("config", "set", "max_batch=24")  # a live config value, to find again after a kill
         assert p.returncode == 0, p.stderr
         yield c
