@@ -87,9 +87,8 @@ def three_managers(c: Cluster):
     removed, and the two demoted, one at a time."""
     remove_stack(c)
     try:
-        for count, node in enumerate(NODES[1:], start=2):
-            c.docker("node", "promote", node)
-            wait_until(lambda: managers_ready(NODES[0], count), 90, f"{node} a reachable manager")
+        for node in NODES[1:]:
+            wait_until(lambda: change_role(node, "promote"), 120, f"{node} a reachable manager")
         yield c
     finally:
         for node in NODES:
@@ -104,10 +103,20 @@ def three_managers(c: Cluster):
 
 def demote(c: Cluster) -> None:
     """Nodes 2 and 3 workers again, one at a time (no-op for one that is)."""
-    for count, node in ((2, NODES[2]), (1, NODES[1])):
-        if managers(NODES[0]).get(node):
-            c.docker("node", "demote", node)
-        wait_until(lambda: managers_ready(NODES[0], count), 90, f"{node} a worker")
+    for node in reversed(NODES[1:]):
+        wait_until(lambda: change_role(node, "demote"), 120, f"{node} a worker")
+
+
+def change_role(node: str, how: str) -> bool:
+    """`docker node promote|demote` of `node` until it is a reachable manager, or a worker: the command can time
+    out while Raft takes in the previous change, and still be done a little later."""
+    def done() -> bool:
+        status = managers(NODES[0]).get(node)
+        return status in ("Leader", "Reachable") if how == "promote" else status == ""
+    if not done():
+        subprocess.run(["docker", "exec", NODES[0], "docker", "node", how, node], capture_output=True, timeout=60,
+                       env=local_env())
+    return done()
 
 
 @dataclass
