@@ -132,7 +132,9 @@ def bring_up() -> Cluster:
             c.docker("node", "update", "--availability", "active", node["hostname"])
     for node in sorted((n for n in c.swarm.nodes() if n["role"] == "manager" and n["hostname"] != NODES[0]),
                        key=lambda n: n["hostname"], reverse=True):
-        c.docker("node", "demote", node["hostname"])
+        # the command may time out while Raft takes the change in, and still be done: waited for below
+        subprocess.run(["docker", "exec", NODES[0], "docker", "node", "demote", node["hostname"]], capture_output=True,
+                       timeout=60, env=local_env())
         wait_until(lambda: all(n["role"] == "worker" or n["state"] != "ready" for n in c.swarm.nodes()
                                if n["hostname"] == node["hostname"]), 90, f"{node['hostname']} a worker")
     return c
