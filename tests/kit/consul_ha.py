@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import consul
+import httpx
 
 from tests.kit.cluster import NAME, NODES, REPLICAS, Cluster, clients, failed, local_env, remove_stack
 from tests.kit.helpers import wait_until
@@ -40,7 +41,9 @@ def leader(node: str) -> str | None:
 
 def servers(node: str) -> dict[str, bool]:
     """The Raft configuration as `node`'s Consul sees it: each server's node name, and whether it votes."""
-    config = consul_on(node).operator.raft_config()
+    # (py-consul's operator.raft_config sends no token)
+    config = httpx.get(f"https://127.0.0.1:3{node[-1]}501/v1/operator/raft/configuration", verify=CA, timeout=5,
+                       headers={"X-Consul-Token": (SECRETS / "master.token").read_text().strip()}).raise_for_status().json()
     return {s["Node"]: s["Voter"] for s in config["Servers"]}
 
 
