@@ -39,11 +39,19 @@ def leader(node: str) -> str | None:
         return None
 
 
+def api(node: str, path: str):
+    """GET Consul's `path` on `node` with the management token (some of py-consul's calls send no token)."""
+    return httpx.get(f"https://127.0.0.1:3{node[-1]}501{path}", verify=CA, timeout=5, headers={
+        "X-Consul-Token": (SECRETS / "master.token").read_text().strip()}).raise_for_status().json()
+
+
+def node_id_of(node: str) -> str:
+    return api(node, "/v1/agent/self")["Config"]["NodeID"]
+
+
 def servers(node: str) -> dict[str, bool]:
     """The Raft configuration as `node`'s Consul sees it: each server's node name, and whether it votes."""
-    # (py-consul's operator.raft_config sends no token)
-    config = httpx.get(f"https://127.0.0.1:3{node[-1]}501/v1/operator/raft/configuration", verify=CA, timeout=5,
-                       headers={"X-Consul-Token": (SECRETS / "master.token").read_text().strip()}).raise_for_status().json()
+    config = api(node, "/v1/operator/raft/configuration")
     return {s["Node"]: s["Voter"] for s in config["Servers"]}
 
 

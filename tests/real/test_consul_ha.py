@@ -17,8 +17,8 @@ import uuid
 import pytest
 
 from tests.kit.cluster import NAME, NODES, REPLICAS, Cluster, canary_gone, clients, failed, local_env, push
-from tests.kit.consul_ha import (answers, consul_on, kill_under_load, kv, leader, on_node, passing, servers, start,
-                                 three_managers)
+from tests.kit.consul_ha import (answers, consul_on, kill_under_load, kv, leader, node_id_of, on_node, passing, servers,
+                                 start, three_managers)
 from tests.kit.helpers import wait_until
 
 
@@ -46,34 +46,11 @@ def test_three_servers_a_leader_and_each_replica_with_its_own_nodes_agent(ha):
         assert entry["Node"]["Node"] == tasks[entry["Service"]["Meta"]["task_id"]], entry
 
 
-def test_the_raft_leaders_node_killed_under_load(ha):
-    """No request sent 5 s or more after the kill fails; a new leader within 15 s; KV unchanged; the node back:
-    its server a voter again."""
-    wait_until(lambda: len(passing(NODES[0])) == REPLICAS and leader(NODES[0]), 120, "the stack whole, a leader")
-    victim = leader(NODES[0])
-    others = [n for n in NODES if n != victim]
-    before = kv(others[0])
-    assert any(k.startswith(f"fleet/config/{NAME}") for k in before) and any("/history/" in k for k in before), before
-    kill = kill_under_load(victim)
-    after = kv(others[0])
-    print(f"\nRaft leader's node {victim} killed: {kill}")
-    assert kill.late == 0, kill
-    assert kill.leader in others and kill.elected < 15, kill
-    assert kill.whole is not None, kill  # every replica passing again, on the surviving nodes
-    assert after == before
-    # the node back: its server rejoins Raft as a voter, and its gateway serves again
-    wait_until(lambda: answers(victim) and servers(others[0]).get(victim) is True
-               and victim in {m["Name"] for m in consul_on(others[0]).agent.members() if m["Status"] == 1},
-               240, f"{victim}'s Consul server to rejoin")
-    with clients(int(victim[-1]), seconds=20):
-        pass
-
-
 def test_a_drained_node_keeps_its_server_where_its_data_is_and_quorum_holds(ha):
     victim = NODES[2]
     others = [n for n in NODES if n != victim]
     wait_until(lambda: answers(victim) and leader(victim), 120, f"{victim}'s server up")
-    node_id = consul_on(victim).agent.self()["Config"]["NodeID"]
+    node_id = node_id_of(victim)
     volumes = on_node(victim, "volume", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={NAME}")
     assert volumes.strip(), "the server's volume on its node"
     ha.docker("node", "update", "--availability", "drain", victim)
@@ -90,7 +67,7 @@ def test_a_drained_node_keeps_its_server_where_its_data_is_and_quorum_holds(ha):
     finally:
         ha.docker("node", "update", "--availability", "active", victim)
     wait_until(lambda: answers(victim) and servers(others[0]).get(victim) is True, 180, f"{victim}'s server back")
-    assert consul_on(victim).agent.self()["Config"]["NodeID"] == node_id  # the same server, its data kept
+    assert node_id_of(victim) == node_id  # the same server, its data kept
     consul_on(others[0]).kv.delete("fleet/test/drain-probe")
 
 
@@ -129,6 +106,7 @@ def test_the_raft_leaders_node_killed_mid_rollout_ends_it_safely_and_history_is_
         running.kill()
         start(victim)
     doc = json.loads(out)
+    assert "outcome" in doc, (doc, err[-3000:])
     late = [t - killed for load in loads for t, status, _ in load.served if status != 200 and t > killed + 5]
     print(f"\nRaft leader's node {victim} killed mid-rollout: {doc['outcome']} {ended - killed:.1f}s after the kill "
           f"({doc.get('reason', '')[:160]}); {sum(load.total for load in loads)} requests, {len(failed(loads))} "
@@ -140,3 +118,26 @@ def test_the_raft_leaders_node_killed_mid_rollout_ends_it_safely_and_history_is_
     assert last["outcome"] == doc["outcome"] and last["image"].split("@")[0] == image, last
     assert ha.swarm.describe(f"{NAME}_inference").image_name == (image if doc["outcome"] == "promoted" else
                                                                  last["previous_image"].split("@")[0]), last
+
+
+def test_the_raft_leaders_node_killed_under_load(ha):
+    """No request sent 5 s or more after the kill fails; a new leader within 15 s; KV unchanged; the node back:
+    its server a voter again."""
+    wait_until(lambda: len(passing(NODES[0])) == REPLICAS and leader(NODES[0]), 120, "the stack whole, a leader")
+    victim = leader(NODES[0])
+    others = [n for n in NODES if n != victim]
+    before = kv(others[0])
+    assert any(k.startswith(f"fleet/config/{NAME}") for k in before) and any("/history/" in k for k in before), before
+    kill = kill_under_load(victim)
+    after = kv(others[0])
+    print(f"\nRaft leader's node {victim} killed: {kill}")
+    assert kill.late == 0, kill
+    assert kill.leader in others and kill.elected < 15, kill
+    assert kill.whole is not None, kill  # every replica passing again, on the surviving nodes
+    assert after == before
+    # the node back: its server rejoins Raft as a voter, and its gateway serves again
+    wait_until(lambda: answers(victim) and servers(others[0]).get(victim) is True
+               and victim in {m["Name"] for m in consul_on(others[0]).agent.members() if m["Status"] == 1},
+               240, f"{victim}'s Consul server to rejoin")
+    with clients(int(victim[-1]), seconds=20):
+        pass
