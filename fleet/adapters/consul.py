@@ -85,19 +85,25 @@ def client(addr: str | None = None, token: str | None = None) -> consul.Consul:
 
 
 def failover(http, bases: list[str]) -> None:
-    """py-consul's HTTP client moved on to the next of `bases` (agents of one cluster) when the one it uses
-    does not answer (refused, unreachable or timed out), each tried once a call; it stays on the one that
-    answered."""
+    """py-consul's HTTP client moved on to the next of `bases` (agents of one cluster) when the one a call used
+    does not answer (refused, unreachable or timed out); a call tries each at most once, and the client stays
+    on the one that answered. Threads share the client: one that finds its agent dead moves the client on
+    only if no other thread has already, and never back to an agent this call saw fail."""
     def each(verb):
         def call_(*args, **kw):
-            for tried in range(len(bases)):
+            failed: list[str] = []
+            while True:
+                used = http.base_uri
                 try:
                     return verb(*args, **kw)
                 except (requests.ConnectionError, requests.Timeout):
-                    if tried == len(bases) - 1:
+                    failed.append(used)
+                    at = bases.index(used) if used in bases else -1
+                    left = [b for b in bases[at + 1:] + bases[:at + 1] if b not in failed]
+                    if not left:
                         raise
-                    at = bases.index(http.base_uri) if http.base_uri in bases else -1
-                    http.base_uri = bases[(at + 1) % len(bases)]
+                    if http.base_uri == used or http.base_uri in failed:
+                        http.base_uri = left[0]
         return call_
     for name in ("get", "put", "delete", "post"):
         setattr(http, name, each(getattr(http, name)))

@@ -133,3 +133,34 @@ def test_the_gateways_list_puts_its_own_agent_first_and_one_that_refuses_last():
         assert agents.order(["127.0.0.1"], None) == ["127.0.0.1"]
     agents.PORT = closed_port()
     assert agents.order(["127.0.0.2", "127.0.0.1"], "127.0.0.1") == ["127.0.0.2", "127.0.0.1"]  # own refuses
+
+
+def test_threads_that_find_one_agent_dead_never_send_each_other_back_to_it():
+    """A call that fails on a dead agent after another thread already moved the client on leaves the client
+    where that thread put it, and is retried there; no call tries an agent twice."""
+    import requests
+    from fleet.adapters.consul import failover
+
+    class Http:
+        base_uri = "a"
+
+        def __init__(self):
+            self.tried = []
+
+        def get(self, path):
+            self.tried.append(self.base_uri)
+            if self.base_uri == "a":
+                self.base_uri = "c"  # meanwhile another thread, failing on "a" too, moved the client to "c"
+                raise requests.ConnectionError("a is dead")
+            if self.base_uri == "c":
+                raise requests.ConnectionError("c is dead too")
+            return self.base_uri
+
+        put = delete = post = get
+
+    http = Http()
+    failover(http, ["a", "b", "c"])
+    assert http.get("k") == "b"
+    assert http.tried == ["a", "c", "b"] and http.base_uri == "b"  # "a" never again, "b" last and kept
+    http.tried.clear()
+    assert http.get("k") == "b" and http.tried == ["b"]
