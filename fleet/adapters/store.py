@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 import consul
+import tenacity
 from consul.callback import CB
 from consul.exceptions import ClientError
 
@@ -34,9 +35,10 @@ from fleet_protocol import cut_key, weight_key
 
 from ..core.control import ControlRequest, decode
 from ..core.records import Revision, RolloutState
-from .consul import call
+from .consul import ConsulUnavailable, call
 
 SESSION_TTL = 10  # seconds; Consul may take up to twice this to let a dead holder's lock go
+WRITE_PATIENCE = 20.0  # seconds a fenced write waits out a Consul that does not answer (a leader election)
 LOCK_DELAY = 10  # seconds after a holder's session ends before anyone may take the lock
 
 
@@ -135,7 +137,12 @@ class Store:
                 continue
             op = {"Verb": "set", "Key": key, "Value": base64.b64encode(value.encode()).decode()}
             ops.append({"KV": {**op, "Verb": "lock", "Session": self.session} if held else op})
-        if call(_transaction, self.consul, ops) is None:
+        # retried while Consul does not answer, for up to WRITE_PATIENCE s: an election after the leader's node
+        # is lost stalls writes for a few seconds (fenced by the lock, so a retry is safe)
+        patient = tenacity.Retrying(retry=tenacity.retry_if_exception_type(ConsulUnavailable), reraise=True,
+                                    wait=tenacity.wait_exponential(multiplier=0.25, max=2),
+                                    stop=tenacity.stop_after_delay(WRITE_PATIENCE))
+        if patient(call, _transaction, self.consul, ops) is None:
             self.lost.set()
             self.check()
 

@@ -56,9 +56,12 @@ def servers(node: str) -> dict[str, bool]:
 
 
 def kv(node: str) -> dict[str, bytes]:
-    """Everything fleet keeps in Consul (rollout history, locks, live config), read through `node`."""
-    _, items = consul_on(node).kv.get("fleet/", recurse=True, consistency="consistent")
-    return {i["Key"]: i["Value"] for i in items or [] if i.get("Session") is None}
+    """Everything fleet keeps in Consul (rollout history, locks, live config), read through `node` (waiting
+    out an election)."""
+    def read():
+        _, items = consul_on(node).kv.get("fleet/", recurse=True, consistency="consistent")
+        return {i["Key"]: i["Value"] for i in items or [] if i.get("Session") is None}
+    return wait_until(read, 60, f"fleet's KV through {node}")
 
 
 def passing(node: str) -> list[dict]:
