@@ -11,6 +11,8 @@
 #   fleet-agent     the agent's own token (its node)
 #   fleet           fleet's controller (README: "fleet's Consul policy")
 # The management token (master) stays with the operator and this server; no other container has it.
+# Servers run Raft at raft_multiplier 2: a new leader within seconds of the leader's loss (Consul's default,
+# 5, is for development machines; 1, HashiCorp's production value, flapped on a busy 2-core test host).
 # With FLEET_CONSUL_EXTERNAL=1 (stacks/external-consul.yml) this is a client agent of the operator's
 # servers: only the TLS and agent/default token settings are written, and nothing is created.
 # With FLEET_CONSUL_CLIENT=1 (the stack's consul-agent) it is a client agent of the stack's servers: the
@@ -54,6 +56,7 @@ fi
 master=$(read_secret consul_master_token)
 cat >"$conf" <<EOF
 {
+  "performance": {"raft_multiplier": 2},
   "acl": {"enabled": true, "default_policy": "deny", "down_policy": "extend-cache",
           "tokens": {"master": "$master", "agent_master": "$master", "agent": "$(read_secret consul_agent_token)",
                      "default": "$(read_secret consul_dns_token)"}},

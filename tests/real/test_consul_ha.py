@@ -88,23 +88,24 @@ def test_the_raft_leaders_node_killed_mid_rollout_ends_it_safely_and_history_is_
     wait_until(lambda: len(passing(NODES[1])) == REPLICAS and answers(NODES[0]) and answers(NODES[2]), 180,
                "the stack whole, every server up")
     wait_until(lambda: all(servers(NODES[1]).get(n) for n in NODES), 120, "three voters")
-    victim = leader_off(NODES[0])
-    others = [n for n in NODES if n != victim]
     image = push("fleet/inference:2", f"inference:ha-{uuid.uuid4().hex[:8]}")
     running = ha.fleet_background("rollout", "--canary", "--image", image, "--json", "--steps", "50",
                                   "--step-duration", "30s")
+    victim = None
     try:
+        wait_until(lambda: json.loads(ha.fleet("status", "--json").stdout)["rollouts"], 240,
+                   "the rollout to be under way", while_running=running)
+        victim = leader_off(NODES[0])
+        others = [n for n in NODES if n != victim]
         with clients(*(int(n[-1]) for n in others), seconds=300) as loads:
-            wait_until(lambda: json.loads(ha.fleet("status", "--json").stdout)["rollouts"], 240,
-                       "the rollout to be under way", while_running=running)
-            wait_until(lambda: leader(others[0]) == victim, 5, f"{victim} still the leader")
             killed = time.time()
             subprocess.run(["docker", "kill", victim], check=True, capture_output=True, env=local_env())
             out, err = running.communicate(timeout=400)
             ended = time.time()
     finally:
         running.kill()
-        start(victim)
+        if victim:
+            start(victim)
     doc = json.loads(out)
     assert "outcome" in doc, (doc, err[-3000:])
     late = [t - killed for load in loads for t, status, _ in load.served if status != 200 and t > killed + 5]
