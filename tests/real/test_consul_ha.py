@@ -81,6 +81,8 @@ def leader_off(node: str) -> str:
             return now
         on_node(node, "kill", on_node(node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={NAME}_consul").split()[0])
         wait_until(lambda: (leader(NODES[1]) or node) != node, 60, "a leader elsewhere")
+        # its server back (Swarm starts it again) and a voter: the node killed next must leave a quorum
+        wait_until(lambda: answers(node) and servers(NODES[1]) == {n: True for n in NODES}, 120, f"{node}'s server back")
     raise AssertionError(f"the Raft leader stayed on {node}")
 
 
