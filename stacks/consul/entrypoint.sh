@@ -12,7 +12,8 @@
 #   fleet           fleet's controller (README: "fleet's Consul policy")
 # The management token (master) stays with the operator and this server; no other container has it.
 # Servers run Raft at raft_multiplier 2: a new leader within seconds of the leader's loss (Consul's default,
-# 5, is for development machines; 1, HashiCorp's production value, flapped on a busy 2-core test host).
+# 5, took 15 s on the test cluster; 1, HashiCorp's production value, leaves less slack on a busy host and
+# was not tried).
 # With FLEET_CONSUL_EXTERNAL=1 (stacks/external-consul.yml) this is a client agent of the operator's
 # servers: only the TLS and agent/default token settings are written, and nothing is created.
 # With FLEET_CONSUL_CLIENT=1 (the stack's consul-agent) it is a client agent of the stack's servers: the
