@@ -55,11 +55,15 @@ EOF
 fi
 
 master=$(read_secret consul_master_token)
+# this server's own agent_master token, made at each start and used only below (joining the other servers
+# before there is a leader to resolve any other token); never the management token, which the agent would
+# then take for its agent_master too, and refuse it everything else
+agent_master=$(cat /proc/sys/kernel/random/uuid)
 cat >"$conf" <<EOF
 {
   "performance": {"raft_multiplier": 2},
   "acl": {"enabled": true, "default_policy": "deny", "down_policy": "extend-cache",
-          "tokens": {"master": "$master", "agent_master": "$master", "agent": "$(read_secret consul_agent_token)",
+          "tokens": {"master": "$master", "agent_master": "$agent_master", "agent": "$(read_secret consul_agent_token)",
                      "default": "$(read_secret consul_dns_token)"}},
   $tls
 }
@@ -73,17 +77,16 @@ export CONSUL_HTTP_ADDR=https://127.0.0.1:8501 CONSUL_CACERT="$secrets/consul_ca
 
 # The other servers, joined by address (Swarm's DNS for FLEET_CONSUL_JOIN, this task's own left out) while
 # this one sees fewer than -bootstrap-expect alive: a server that started alone, or joined only itself by
-# name, finds the others as they come up. The master token is also the agent_master token, which the agent
-# honours before there is a leader to resolve any token.
+# name, finds the others as they come up, with its agent_master token (the agent honours it on its own).
 expect=$(printf '%s\n' "$@" | sed -n 's/^-bootstrap-expect=//p')
 join_servers() {
   own=$(hostname -i 2>/dev/null || true)
   while kill -0 "$agent" 2>/dev/null; do
-    alive=$(consul members -status=alive 2>/dev/null | awk '$4 == "server"' | wc -l)
+    alive=$(consul members -token="$agent_master" -status=alive 2>/dev/null | awk '$4 == "server"' | wc -l)
     if [ "$alive" -lt "${expect:-1}" ]; then
       others=$(for name in ${FLEET_CONSUL_JOIN:-}; do getent ahostsv4 "$name" | awk '{print $1}'; done | sort -u \
                | grep -vxF -e none $(for a in $own; do printf -- '-e %s ' "$a"; done) || true)
-      [ -z "$others" ] || consul join $others >/dev/null 2>&1 || true
+      [ -z "$others" ] || consul join -token="$agent_master" $others >/dev/null 2>&1 || true
     fi
     sleep 2
   done
