@@ -224,7 +224,7 @@ def test_a_gate_that_never_answers_rolls_back_at_its_deadline(vstack):
     assert "no answer within its deadline (10s)" in doc["reason"] and "127.0.0.1:9" in doc["reason"]
     asked = next(e["at"] for e in doc["timeline"] if e["event"] == "gate")
     cut = next(e["at"] for e in doc["timeline"] if e["event"] == "cut")
-    assert 10 <= cut - asked <= 14, cut - asked
+    assert 9.9 <= cut - asked <= 14, cut - asked  # "gate" is noted just after the deadline's clock starts
     assert image(vstack) == STABLE
 
 
