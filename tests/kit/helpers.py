@@ -92,6 +92,20 @@ class LoadLoop:
         return sum(self.statuses.values())
 
 
+class Quiet(BaseHTTPRequestHandler):
+    """A test server's handler that logs nothing."""
+
+    def log_message(self, *args):
+        pass
+
+
+def local_server(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """`handler` served on a free port of 127.0.0.1 from a daemon thread; shut it down when done."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 class Receiver:
     """An HTTP server on 127.0.0.1 that records each POST (monotonic time, JSON body) and answers as
     `answers` says (status, body, delay in seconds), the last answer repeating."""
@@ -100,7 +114,7 @@ class Receiver:
         self.answers, self.got = list(answers), []
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(Quiet):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.got.append((time.monotonic(), json.loads(body)))
@@ -112,12 +126,8 @@ class Receiver:
                     self.wfile.write(text.encode())
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting (a slow receiver)
                     pass
-
-            def log_message(self, *args):
-                pass
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = local_server(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
         self.server.shutdown()

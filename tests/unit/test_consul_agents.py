@@ -8,12 +8,12 @@ import socket
 import struct
 import threading
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from fleet.adapters.consul import ConsulUnavailable, call, client
+from tests.kit.helpers import Quiet, local_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ def agent():
     """An HTTP server that answers Consul's KV read of any key with one value; yields its URL and a count."""
     seen = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(Quiet):
         def do_GET(self):
             seen.append(self.path)
             body = json.dumps([{"Key": "k", "Value": "dg==", "ModifyIndex": 7}]).encode()
@@ -39,11 +39,7 @@ def agent():
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = local_server(Handler)
     try:
         yield f"http://127.0.0.1:{server.server_port}", seen
     finally:

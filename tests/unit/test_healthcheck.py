@@ -1,27 +1,22 @@
 """The container's HEALTHCHECK command (fleet_inference/healthcheck.py) against a real HTTP server on
 127.0.0.1: healthy on 200 and 429, unhealthy on anything else and on no answer, the body printed."""
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from fleet_inference import healthcheck
+from tests.kit.helpers import Quiet, local_server
 
 
 def serve(status: int, body: bytes) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(Quiet):
         def do_GET(self):
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return local_server(Handler)
 
 
 @pytest.mark.parametrize("status,healthy", [(200, True), (429, True), (503, False), (500, False)])
