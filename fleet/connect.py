@@ -10,7 +10,7 @@ from functools import cached_property
 
 import consul
 
-from .adapters.consul import Catalog, ConsulUnavailable, check_access, client as consul_client
+from .adapters.consul import PATIENCE, Catalog, ConsulUnavailable, check_access, client as consul_client
 from .adapters.endpoints import Endpoints, fixed
 from .adapters.store import Store
 from .adapters.swarm import EngineUnavailable, Swarm, consul_name
@@ -107,8 +107,10 @@ def target(swarm: Swarm, stack: str, service: str, catalog: Catalog, store: Stor
 
 def connect(stack: str, service: str, consul_addr: str | None, gateway_url: str = "",
             prometheus_url: str = "") -> Target:
-    """Reach Docker and Consul (exit 3 if not) and find the service (exit 2 if unknown)."""
+    """Reach Docker and Consul (exit 3 if not) and find the service (exit 2 if unknown). Consul answering now,
+    its reads and writes after wait out a short loss of it (PATIENCE: a leader election, a restart)."""
     swarm = engine()
     c = consul_of(swarm, stack, consul_addr)
     reach(c)
-    return target(swarm, stack, service, Catalog(c), Store(c, stack, service), gateway_url, prometheus_url)
+    return target(swarm, stack, service, Catalog(c, PATIENCE), Store(c, stack, service, PATIENCE), gateway_url,
+                  prometheus_url)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import requests
-import tenacity
 from docker.errors import APIError, DockerException
 
 from . import report
@@ -22,7 +21,7 @@ from .adapters import browser, hooks, remote_write
 from .adapters.consul import ConsulUnavailable
 from .adapters.endpoints import fixed
 from .adapters.prometheus import Prometheus, ProviderError
-from .adapters.store import LockLost, Store
+from .adapters.store import LockLost
 from .adapters.swarm import EngineUnavailable
 from .connect import Target
 from .core import gates, view
@@ -37,7 +36,6 @@ from .executor import Executor, run_loop
 from .stream import EventStream
 
 TICK = 0.25  # seconds between clock ticks when no evidence arrives
-SAVE_PATIENCE = 30.0  # seconds a state write waits out a Consul restart before the rollout stops
 VERSION_LABEL = "fleet.model-version"  # the image label the canary's replicas report as their version
 RESUME_LOCK_WAIT = 60.0  # a dead holder's lock lapses within 2 x TTL, then its lock-delay
 
@@ -192,7 +190,7 @@ def _drive(t: Target, state: RolloutState, r: Rollout, plan: Plan, actions: list
     without touching anything (another fleet owns the rollout now)."""
     stream = EventStream()
     evidence = Evidence(t, state, stream, plan)
-    x = Executor(t.cluster, _PatientLedger(t.store), state, evidence)
+    x = Executor(t.cluster, t.store, state, evidence)
     links = _links(t)
     hook_failures: list[str] = []
     out = hooks.Webhooks(plan.webhooks, on_failure=hook_failures.append)
@@ -225,7 +223,7 @@ def _drive(t: Target, state: RolloutState, r: Rollout, plan: Plan, actions: list
             if time.monotonic() - saved["at"] >= view.EVIDENCE_EVERY:
                 saved["at"] = time.monotonic()
                 try:  # for watchers only: never waits out a Consul restart (the next state write does)
-                    t.store.save(state)
+                    t.store.save(state, patient=False)
                 except ConsulUnavailable:
                     saved["at"] += 10  # and not again for a while: the loop must not wait on an absent Consul
                 metrics.push(view.series(t.stack, t.service, state))  # the series stay current while it runs
@@ -317,35 +315,6 @@ def _bounded(seconds: float) -> Callable[[], bool]:
         time.sleep(0.5)
         return time.monotonic() < deadline
     return wait
-
-
-class _PatientLedger:
-    """The Store, riding out a short Consul outage (a restart): a write is retried for up to
-    SAVE_PATIENCE seconds before the error ends the rollout in the safe path. A lost lock is final."""
-
-    def __init__(self, store: Store):
-        self.store = store
-        self._retry = tenacity.Retrying(retry=tenacity.retry_if_exception_type(ConsulUnavailable),
-                                        wait=tenacity.wait_exponential(multiplier=0.25, max=2),
-                                        stop=tenacity.stop_after_delay(SAVE_PATIENCE), reraise=True)
-
-    def load(self):
-        return self._retry(self.store.load)
-
-    def begin(self, state: RolloutState):
-        self._retry(self.store.begin, state)
-
-    def save(self, state: RolloutState):
-        self._retry(self.store.save, state)
-
-    def record(self, revision: Revision):
-        self._retry(self.store.record, revision)
-
-    def history(self):
-        return self._retry(self.store.history)
-
-    def clear(self):
-        self._retry(self.store.clear)
 
 
 # rollback and history -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 from docker.errors import DockerException
 
 from . import connect, controller, stackfile
-from .adapters.consul import Catalog, ConsulUnavailable, client as consul_client
+from .adapters.consul import PATIENCE, Catalog, ConsulUnavailable, client as consul_client
 from .adapters.store import Store
 from .adapters.swarm import EngineUnavailable, Swarm
 from .connect import engine, reach
@@ -211,7 +211,7 @@ def _lock(s: _Situation) -> dict[str, Store]:
         for name, svc in sorted(s.live.items()):
             if s.consul is None or not svc.registers:
                 continue
-            store = Store(s.consul, s.stack, name)
+            store = Store(s.consul, s.stack, name, PATIENCE)
             holder = store.acquire("deploy")
             if holder is not None:
                 raise BadInput(f"a rollout of {s.stack}_{name} is running: {controller.holder_text(holder)}; wait for "
@@ -235,7 +235,7 @@ def _prepare_canary(s: _Situation, name: str):
         raise BadInput(f"{s.stack}_{name} has a canary rollout policy, but its replicas do not register in Consul "
                        "(no CONSUL_HTTP_ADDR), so fleet cannot judge a canary: register them, or set "
                        f"{policy.PREFIX}strategy: rolling; nothing was deployed")
-    target = connect.target(s.swarm, s.stack, name, s.catalog, s.stores[name])
+    target = connect.target(s.swarm, s.stack, name, Catalog(s.consul, PATIENCE), s.stores[name])
     container = changes.settings(want)
     image = str(s.doc["services"][name]["image"])
     return target, image, controller.prepare(target, image, chosen.plan, container), container

@@ -4,6 +4,7 @@ from urllib.parse import urlparse
 
 import consul
 import requests
+import tenacity
 from fleet_protocol import SecretUnreadable, ServerName, secret
 
 from ..errors import BadInput, Unreachable
@@ -13,10 +14,16 @@ STATUS_ORDER = {"passing": 0, "warning": 1, "critical": 2}
 
 
 class ConsulUnavailable(Unreachable):
-    """Consul's HTTP API does not answer (exit 3)."""
+    """Consul's HTTP API does not answer, or refuses fleet (exit 3)."""
+
+
+class ConsulUnanswered(ConsulUnavailable):
+    """No agent answered at all, or one answered with a server error (5xx: "No cluster leader" while the servers
+    elect one): what waiting may mend, unlike a refused token or a failed TLS handshake."""
 
 
 TIMEOUT = 5.0  # seconds for any Consul call to connect and answer (a blocking query adds its wait)
+PATIENCE = 30.0  # seconds a rollout's reads and writes wait out a Consul that does not answer (an election, a restart)
 UNANSWERED = (requests.RequestException, consul.ConsulException)
 
 
@@ -38,7 +45,20 @@ def call(fn, *args, unanswered: tuple = UNANSWERED, **kw):
         raise ConsulUnavailable(f"the TLS handshake with Consul failed ({e}); check CONSUL_CACERT (the CA that "
                                 "signed Consul's certificate) and that CONSUL_HTTP_ADDR is the HTTPS port") from None
     except unanswered as e:
-        raise ConsulUnavailable(f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
+        mendable = isinstance(e, requests.RequestException) or type(e) is consul.ConsulException  # (a 5xx)
+        raise (ConsulUnanswered if mendable else ConsulUnavailable)(
+            f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
+
+
+def patiently(seconds: float, fn, *args, **kw):
+    """`call(fn, *args, **kw)`, tried again while Consul does not answer (ConsulUnanswered), for up to `seconds`:
+    a leader election after a server's node is lost stalls reads and writes for a few seconds. Refusals (a
+    token, TLS) are final at once."""
+    if seconds <= 0:
+        return call(fn, *args, **kw)
+    return tenacity.Retrying(retry=tenacity.retry_if_exception_type(ConsulUnanswered), reraise=True,
+                             wait=tenacity.wait_exponential(multiplier=0.25, max=2),
+                             stop=tenacity.stop_after_delay(seconds))(call, fn, *args, **kw)
 
 
 def check_access(c: consul.Consul) -> None:
@@ -110,11 +130,15 @@ def failover(http, bases: list[str]) -> None:
 
 
 class Catalog:
-    def __init__(self, c: consul.Consul):
-        self.consul = c
+    """`patience`: seconds its one-off reads and actions wait out a Consul that does not answer (PATIENCE for a
+    rollout); `watch`, an evidence source, never waits: it fails at once, and its stream reports the evidence
+    missing."""
+
+    def __init__(self, c: consul.Consul, patience: float = 0.0):
+        self.consul, self.patience = c, patience
 
     def instances(self, service: str) -> list[Instance]:
-        _, entries = call(self.consul.health.service, service)
+        _, entries = patiently(self.patience, self.consul.health.service, service)
         return [_instance(e) for e in entries]
 
     def watch(self, service: str, stopped, wait: str = "5s"):
@@ -129,7 +153,8 @@ class Catalog:
     def maintenance(self, service_id: str, reason: str) -> None:
         """Take one instance out of DNS at once (its agent marks it critical). Consul's own refusal (an
         instance another agent holds) stays a ConsulException for the caller to judge."""
-        call(self.consul.agent.service.maintenance, service_id, "true", reason, unanswered=(requests.RequestException,))
+        patiently(self.patience, self.consul.agent.service.maintenance, service_id, "true", reason,
+                  unanswered=(requests.RequestException,))
 
 
 def _instance(entry: dict) -> Instance:

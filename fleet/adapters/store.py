@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass, field
 
 import consul
-import tenacity
 from consul.callback import CB
 from consul.exceptions import ClientError
 
@@ -35,10 +34,9 @@ from fleet_protocol import cut_key, weight_key
 
 from ..core.control import ControlRequest, decode
 from ..core.records import Revision, RolloutState
-from .consul import ConsulUnavailable, call
+from .consul import call, patiently
 
 SESSION_TTL = 10  # seconds; Consul may take up to twice this to let a dead holder's lock go
-WRITE_PATIENCE = 20.0  # seconds a fenced write waits out a Consul that does not answer (a leader election)
 LOCK_DELAY = 10  # seconds after a holder's session ends before anyone may take the lock
 
 
@@ -47,25 +45,29 @@ class LockLost(RuntimeError):
 
 
 class Store:
-    def __init__(self, c: consul.Consul, stack: str, service: str):
-        self.consul, self.prefix = c, f"{rollouts_prefix(stack)}{service}"
+    """`patience`: seconds each read and write waits out a Consul that does not answer (fleet/adapters/consul.py
+    `patiently`: PATIENCE for a rollout, so that a leader election does not end it); `control`, an evidence
+    source's blocking query, never waits."""
+
+    def __init__(self, c: consul.Consul, stack: str, service: str, patience: float = 0.0):
+        self.consul, self.prefix, self.patience = c, f"{rollouts_prefix(stack)}{service}", patience
         self.session: str | None = None
         self.lock_index = 0  # Consul's index of our lock: control requests written before it are ignored
         self.lost = threading.Event()
         self._renewing = threading.Event()
 
     def _get(self, key: str, **kw):
-        return call(self.consul.kv.get, f"{self.prefix}/{key}", **kw)
+        return patiently(self.patience, self.consul.kv.get, f"{self.prefix}/{key}", **kw)
 
     def _put(self, key: str, value: str, **kw):
-        return call(self.consul.kv.put, f"{self.prefix}/{key}", value, **kw)
+        return patiently(self.patience, self.consul.kv.put, f"{self.prefix}/{key}", value, **kw)
 
     # lock -----------------------------------------------------------------------------------
     def acquire(self, command: str) -> dict | None:
         """Take the lock; None when taken, else the holder found there (who has it, since when)."""
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "command": command, "since": time.time()}
         # TTL only, no node check: the lock stays fleet's when the node of the agent it spoke to is lost
-        self.session = call(self.consul.session.create, name=f"fleet {self.prefix}", ttl=SESSION_TTL,
+        self.session = patiently(self.patience, self.consul.session.create, name=f"fleet {self.prefix}", ttl=SESSION_TTL,
                             behavior="delete", lock_delay=LOCK_DELAY, checks=[])
         if self._put("lock", json.dumps(holder), acquire=self.session):
             _, item = self._get("lock", consistency="consistent")
@@ -74,7 +76,7 @@ class Store:
             self._renewing.clear()
             threading.Thread(target=self._renew, name="consul-session", daemon=True).start()
             return None
-        call(self.consul.session.destroy, self.session)
+        patiently(self.patience, self.consul.session.destroy, self.session)
         self.session = None
         return self.holder() or {"host": "?", "pid": "?", "command": "? (the lock is in its lock-delay)"}
 
@@ -125,10 +127,11 @@ class Store:
         _, item = self._get("state")
         return _state(item)
 
-    def write(self, changes: dict[str, str | None], held: bool = False) -> None:
+    def write(self, changes: dict[str, str | None], held: bool = False, patient: bool = True) -> None:
         """Set (None: delete) these keys in one transaction that Consul applies only while this process's
         session holds the lock; LockLost, with nothing written, once it does not. `held`: the keys set are
-        held by the session too, so Consul deletes them when it lapses."""
+        held by the session too, so Consul deletes them when it lapses. Retried while Consul does not answer,
+        for the store's patience unless not `patient` (fenced by the lock, so a retry is safe)."""
         self.check()
         ops = [{"KV": {"Verb": "check-session", "Key": f"{self.prefix}/lock", "Session": self.session}}]
         for key, value in changes.items():
@@ -137,18 +140,13 @@ class Store:
                 continue
             op = {"Verb": "set", "Key": key, "Value": base64.b64encode(value.encode()).decode()}
             ops.append({"KV": {**op, "Verb": "lock", "Session": self.session} if held else op})
-        # retried while Consul does not answer, for up to WRITE_PATIENCE s: an election after the leader's node
-        # is lost stalls writes for a few seconds (fenced by the lock, so a retry is safe)
-        patient = tenacity.Retrying(retry=tenacity.retry_if_exception_type(ConsulUnavailable), reraise=True,
-                                    wait=tenacity.wait_exponential(multiplier=0.25, max=2),
-                                    stop=tenacity.stop_after_delay(WRITE_PATIENCE))
-        if patient(call, _transaction, self.consul, ops) is None:
+        if patiently(self.patience if patient else 0, _transaction, self.consul, ops) is None:
             self.lost.set()
             self.check()
 
-    def save(self, state: RolloutState) -> None:
+    def save(self, state: RolloutState, patient: bool = True) -> None:
         """Write the state, fenced: only while this process's session holds the lock."""
-        self.write({f"{self.prefix}/state": json.dumps(state.to_dict())})
+        self.write({f"{self.prefix}/state": json.dumps(state.to_dict())}, patient=patient)
 
     def set_weights(self, consul_service: str, weights: dict[str, int | None]) -> None:
         """The weight each role's replicas register with (None puts back their own default, and takes away a
@@ -177,7 +175,7 @@ class Store:
     def control(self, index: int | None = None, wait: str = "5s") -> tuple[int, ControlRequest | None, int]:
         """Blocking query on the control key: returns when it changes (or after `wait`), with the request
         there (None when none or unreadable) and the index Consul wrote it at."""
-        index, item = self._get("control", index=index, wait=wait)
+        index, item = call(self.consul.kv.get, f"{self.prefix}/control", index=index, wait=wait)
         return index, decode(item["Value"] if item else None), (item or {}).get("ModifyIndex", 0)
 
     # history --------------------------------------------------------------------------------

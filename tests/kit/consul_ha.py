@@ -55,6 +55,14 @@ def servers(node: str) -> dict[str, bool]:
     return {s["Node"]: s["Voter"] for s in config["Servers"]}
 
 
+def tolerant(node: str) -> bool:
+    """Raft as `node`'s Consul sees it can lose one server and keep quorum: autopilot finds every server
+    healthy (alive, voting, caught up with the leader's log), and its failure tolerance is 1 or more. A server
+    that answers HTTP again after a restart may still be catching up: a kill then would leave no quorum."""
+    health = api(node, "/v1/operator/autopilot/health")
+    return bool(health["Healthy"] and health["FailureTolerance"] >= 1 and len(health["Servers"]) == len(NODES))
+
+
 def kv(node: str) -> dict[str, bytes]:
     """Everything fleet keeps in Consul (rollout history, locks, live config), read through `node` (waiting
     out an election)."""
@@ -141,7 +149,8 @@ class Kill:
     late: int  # failed requests sent 5 s or more after the kill
     leader: str | None  # the new Raft leader (None: none within the wait)
     elected: float | None  # seconds from the kill to a new leader
-    whole: float | None  # seconds from the kill until every replica passes in Consul again
+    whole: float | None  # seconds from the kill until every replica passes in Consul again (Swarm started the
+    # killed node's elsewhere, and each warmed up)
 
 
 def kill_under_load(victim: str, wait: float = 150) -> Kill:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fleet.adapters.consul import ConsulUnavailable, call, client
+from fleet.core.control import ControlRequest
 from tests.kit.helpers import Quiet, local_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,3 +161,81 @@ def test_threads_that_find_one_agent_dead_never_send_each_other_back_to_it():
     assert http.tried == ["a", "c", "b"] and http.base_uri == "b"  # "a" never again, "b" last and kept
     http.tried.clear()
     assert http.get("k") == "b" and http.tried == ["b"]
+
+
+@contextmanager
+def electing(for_calls: int):
+    """An agent whose servers have no leader for its first `for_calls` calls (Consul's 500 "No cluster leader"),
+    then a KV that takes writes and answers reads; yields its URL and the methods it saw."""
+    seen = []
+
+    class Handler(Quiet):
+        def answer(self):
+            seen.append(self.command)
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            code, body = (500, b"No cluster leader") if len(seen) <= for_calls else (
+                200, json.dumps([{"Key": "k", "Value": "dg==", "ModifyIndex": 7}]).encode()
+                if self.command == "GET" else b"true")
+            self.send_response(code)
+            self.send_header("X-Consul-Index", "7")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        do_GET = do_PUT = answer
+
+    server = local_server(Handler)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_store_with_patience_waits_out_an_election_for_reads_and_writes():
+    from fleet.adapters.store import Store
+    with electing(for_calls=2) as (url, seen):
+        store = Store(client(url, token="t"), "s", "svc", patience=10)
+        assert store.holder() is None  # a read: two 500s, then the answer
+        assert seen == ["GET", "GET", "GET"]
+    with electing(for_calls=2) as (url, seen):
+        Store(client(url, token="t"), "s", "svc", patience=10).request(ControlRequest("promote", 1, "x"))
+        assert seen == ["PUT", "PUT", "PUT"]  # a write too
+
+
+def test_without_patience_or_past_it_an_election_is_consul_unanswered_at_once():
+    from fleet.adapters.consul import ConsulUnanswered
+    from fleet.adapters.store import Store
+    with electing(for_calls=1000) as (url, seen):
+        with pytest.raises(ConsulUnanswered, match="No cluster leader"):
+            Store(client(url, token="t"), "s", "svc").holder()
+        assert len(seen) == 1
+        with pytest.raises(ConsulUnanswered):
+            Store(client(url, token="t"), "s", "svc", patience=1.0).holder()
+        assert 2 < len(seen) < 20  # tried again, within its patience
+        before = len(seen)
+        with pytest.raises(ConsulUnanswered):  # the control key is an evidence source's query: it never waits
+            Store(client(url, token="t"), "s", "svc", patience=10).control(wait="1s")
+        assert len(seen) == before + 1
+
+
+def test_a_refused_token_is_not_waited_on():
+    from fleet.adapters.consul import Catalog, ConsulUnanswered
+    seen = []
+
+    class Handler(Quiet):
+        def do_GET(self):
+            seen.append(self.path)
+            self.send_response(403)
+            self.send_header("Content-Length", "13")
+            self.end_headers()
+            self.wfile.write(b"ACL not found")
+
+    server = local_server(Handler)
+    try:
+        with pytest.raises(ConsulUnavailable, match="refused fleet's token") as e:
+            Catalog(client(f"http://127.0.0.1:{server.server_port}", token="t"), patience=10).instances("svc")
+        assert not isinstance(e.value, ConsulUnanswered) and len(seen) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
