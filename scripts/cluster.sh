@@ -7,8 +7,8 @@
 #   scripts/cluster.sh down      remove all of it (by the label fleet.cluster, so a killed run's leftovers too)
 # Each node is a container running Debian's dockerd (image fleet/node:bookworm, from debootstrap). What
 # the host reaches is published on 127.0.0.1 only (node i: gateway 3i080, ops 3i081, Consul 3i501,
-# Prometheus 3i090), and the manager's engine answers on 127.0.0.1:31376 over TLS with certificates
-# made here: `. build/cluster/cluster.env` points docker, fleet and the tests at it. Each node advertises
+# Prometheus 3i090, engine 3i376 over TLS with certificates made here); the manager's engine is node 1's,
+# 127.0.0.1:31376: `. build/cluster/cluster.env` points docker, fleet and the tests at it. Each node advertises
 # one fake GPU (NVIDIA-GPU=GPU-fake-node<i>) for the GPU placement tests.
 # The registry (Debian's docker-registry, plain HTTP and no login, Debian's htpasswd block taken out: a
 # test bed's registry, never a production one) is 127.0.0.1:31500 from the host and, through a forwarder
@@ -72,11 +72,11 @@ node_up() {  # start node $1 (index) unless it runs
   # one fake GPU a node, as a GPU node's daemon.json names its GPUs (node-generic-resources): Swarm places
   # replicas that reserve one (stacks/gpu.yml) by it, which tests/real/test_cluster_gpu.py checks with no GPU
   local engine=(-H unix:///var/run/docker.sock --node-generic-resource "NVIDIA-GPU=GPU-fake-node$i")
-  if [ "$i" = 1 ]; then
-    ports+=(-p "127.0.0.1:$engine_port:2376")
-    engine+=(-H tcp://0.0.0.0:2376 --tlsverify --tlscacert=/certs/ca.pem --tlscert=/certs/server-cert.pem
-             --tlskey=/certs/server-key.pem)
-  fi
+  # every node's engine over TLS on 127.0.0.1:3i376 (node 1's is the manager's, $engine_port): once nodes are
+  # promoted to managers, fleet may list them all in DOCKER_HOST and follow whichever answers
+  ports+=(-p "127.0.0.1:3${i}376:2376")
+  engine+=(-H tcp://0.0.0.0:2376 --tlsverify --tlscacert=/certs/ca.pem --tlscert=/certs/server-cert.pem
+           --tlskey=/certs/server-key.pem)
   docker volume create --label "$label" "$name-data" >/dev/null
   # /run a tmpfs: a node killed and started again finds no stale pid file of its dockerd
   docker run -d --name "$name" --hostname "$name" --label "$label" --network "$net" \

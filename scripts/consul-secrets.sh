@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The stack's Consul credentials, made once and kept in build/consul/secrets (idempotent): a CA and a
+# The stack's Consul credentials, made once and kept in build/consul/secrets (FLEET_CONSUL_SECRETS, as
+# docker-stack.yml reads it, names another directory; idempotent): a CA and a
 # server certificate for HTTPS (valid for `consul`, localhost and 127.0.0.1), the gossip key, the management token and
 # the secret IDs of the least-privilege tokens the stack's Consul creates (stacks/consul/entrypoint.sh).
 # `docker stack deploy` hands them to the containers as Swarm secrets. build/consul/fleet.env holds the
@@ -8,7 +9,7 @@
 # The consul binary comes from the stack's own Consul image, so this works where a registry answers too.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-dir=$root/build/consul/secrets
+dir=${FLEET_CONSUL_SECRETS:-$root/build/consul/secrets}
 image=${FLEET_CONSUL_IMAGE:-fleet/consul:1.8.7}
 mkdir -p "$dir"
 for name in master agent dns fleet replica; do
@@ -26,7 +27,7 @@ if [ ! -s "$dir/server-key.pem" ]; then
   cp "$tmp/dc1-server-consul-0.pem" "$dir/server.pem"
   (umask 077 && cp "$tmp/dc1-server-consul-0-key.pem" "$dir/server-key.pem")
 fi
-cat >"$root/build/consul/fleet.env" <<ENV
+cat >"$(dirname "$dir")/fleet.env" <<ENV
 # fleet (and the consul CLI) against the stack's Consul published on this host: HTTPS, fleet's token.
 export CONSUL_HTTP_ADDR=https://127.0.0.1:\${FLEET_CONSUL_PORT:-8501}
 export CONSUL_CACERT=$dir/ca.pem

@@ -3,9 +3,11 @@ import copy
 import os
 import re
 import subprocess
+import time
 from datetime import datetime
 
 import docker
+import requests
 from docker.errors import APIError, DockerException, NotFound, ImageNotFound
 
 from ..core import capacity, changes, placement
@@ -17,6 +19,7 @@ from .registry import Registry, RegistryError
 STACK_LABEL = "com.docker.stack.namespace"
 TIMEOUT = 30  # seconds for an Engine API call (the event stream has none: it waits for events)
 CLI_TIMEOUT = 120  # seconds for a docker CLI command
+PATIENCE = 30.0  # seconds a request rides out managers that do not answer or have no leader (several engines)
 API_VERSION = "1.41"  # Docker 20.10's, the oldest engine fleet runs on (Debian 12's); newer engines answer it
 
 
@@ -26,11 +29,21 @@ class EngineUnavailable(Unreachable):
 
 class Swarm:
     def __init__(self, client: docker.DockerClient | None = None):
+        hosts = [h.strip() for h in os.environ.get("DOCKER_HOST", "").split(",") if h.strip()]
         try:
             # a fixed API version: "auto" would ask the engine before trust_env is off (below)
-            self.client = client or docker.from_env(timeout=TIMEOUT, version=API_VERSION)
+            clients = [client] if client else [docker.from_env(timeout=TIMEOUT, version=API_VERSION,
+                                                               environment={**os.environ, "DOCKER_HOST": h})
+                                               for h in hosts] or [docker.from_env(timeout=TIMEOUT, version=API_VERSION)]
         except DockerException as e:
             raise EngineUnavailable(f"cannot reach the Docker engine ({e}); start it or set DOCKER_HOST") from None
+        if len(clients) > 1 and not all(h.startswith("tcp://") for h in hosts):
+            raise EngineUnavailable("DOCKER_HOST lists several engines: each must be a manager's tcp:// address "
+                                    f"(got {os.environ['DOCKER_HOST']!r})")
+        self.client = clients[0]
+        self.engines = [c.api.base_url for c in clients]  # the managers' engines fleet may ask, in order
+        if len(clients) > 1:
+            engine_failover(self.client.api, self.engines)
         # The engine's TLS is DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, as for the docker CLI: requests would
         # otherwise let REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) replace the engine's CA (psf/requests#3829)
         self.client.api.trust_env = False
@@ -72,11 +85,14 @@ class Swarm:
         return self.client.api.base_url.startswith("http+docker://")
 
     def cli_env(self) -> dict[str, str]:
-        """The environment for the docker CLI commands fleet runs, aimed at the engine docker-py talks to:
-        DOCKER_HOST and the TLS variables pass through, and without DOCKER_HOST the CLI gets docker-py's
-        default socket, where it would otherwise follow its current context (which docker-py ignores)."""
+        """The environment for the docker CLI commands fleet runs, aimed at the engine docker-py talks to now
+        (of several in DOCKER_HOST, the one that last answered): the TLS variables pass through, and without
+        DOCKER_HOST the CLI gets docker-py's default socket, where it would otherwise follow its current
+        context (which docker-py ignores)."""
         env = {k: v for k, v in os.environ.items() if k != "DOCKER_CONTEXT"}
         env.setdefault("DOCKER_HOST", "unix:///var/run/docker.sock")
+        if len(self.engines) > 1:
+            env["DOCKER_HOST"] = "tcp://" + self.client.api.base_url.split("://", 1)[1]
         return env
 
     def published_url(self, service_name: str, target_port: int, scheme: str = "http") -> str | None:
@@ -392,3 +408,39 @@ def service_of(svc) -> Service:
                    replicas=replicated.get("Replicas", 1) if replicated is not None else None,
                    update_state=update.get("State"), update_message=update.get("Message", ""),
                    update_started_at=_epoch(update.get("StartedAt")), spec=spec)
+
+
+def engine_failover(api, bases: list[str]) -> None:
+    """docker-py's client moved on to the next of `bases` (the engines of several managers of one Swarm) when the
+    one a request used does not answer (refused, unreachable, timed out) or answers that its Swarm has no leader
+    (503, while the managers elect one). A request tries each engine once a round; it goes round again, after a
+    pause, only while some engine said "no leader", for up to PATIENCE s. The client stays on the engine that
+    answered; threads share it, as fleet/adapters/consul.py's `failover` does for Consul's agents."""
+    request = api.request
+
+    def each(method, url, *args, **kw):
+        failed: list[str] = []
+        began, unled, error = time.monotonic(), None, None  # unled: the last "no leader" answer this round
+        while True:
+            used = api.base_url
+            try:
+                response = request(method, url, *args, **kw)
+                if response.status_code != 503:
+                    return response
+                unled = response
+            except (requests.ConnectionError, requests.Timeout) as e:
+                error = e
+            failed.append(used)
+            at = bases.index(used) if used in bases else -1
+            left = [b for b in bases[at + 1:] + bases[:at + 1] if b not in failed]
+            if not left:
+                if unled is None:
+                    raise error
+                if time.monotonic() - began > PATIENCE:
+                    return unled
+                time.sleep(1.0)  # a leader being elected: every engine again
+                failed, unled, left = [], None, bases[at + 1:] + bases[:at + 1]
+            if api.base_url == used or api.base_url in failed:
+                api.base_url = left[0]
+            url = api.base_url + url[len(used):] if url.startswith(used) else url
+    api.request = each

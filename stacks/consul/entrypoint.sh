@@ -14,10 +14,10 @@
 # Servers run Raft at raft_multiplier 2: a new leader within seconds of the leader's loss (Consul's default,
 # 5, took 15 s on the test cluster; 1, HashiCorp's production value, leaves less slack on a busy host and
 # was not tried).
-# With FLEET_CONSUL_EXTERNAL=1 (stacks/external-consul.yml) this is a client agent of the operator's
-# servers: only the TLS and agent/default token settings are written, and nothing is created.
-# With FLEET_CONSUL_CLIENT=1 (the stack's consul-agent) it is a client agent of the stack's servers: the
-# same, with the stack's agent and DNS tokens.
+# With FLEET_CONSUL_CLIENT=1 (the stack's consul-agent) it is a client agent of the stack's servers, and
+# with FLEET_CONSUL_EXTERNAL=1 (stacks/external-consul.yml) one of the operator's servers: only the TLS and
+# the agent and default tokens (the consul_agent_token and consul_dns_token secrets: the stack's, or the
+# operator's) are written, and nothing is created.
 #
 # Every agent is named FLEET_CONSUL_NODE (its Swarm node's hostname: a replica finds its own node's agent
 # by it) and encrypts gossip with the consul_gossip_key secret when it has one. It joins the agents of the
@@ -33,19 +33,11 @@ read_secret() { tr -d '\n\r ' <"$secrets/$1"; }
 for name in ${FLEET_CONSUL_JOIN:-}; do set -- "$@" -retry-join="$name"; done
 [ -z "${FLEET_CONSUL_JOIN:-}" ] || set -- "$@" -retry-interval=2s
 [ -z "${FLEET_CONSUL_NODE:-}" ] || set -- "$@" -node="$FLEET_CONSUL_NODE"
-[ "${FLEET_CONSUL_EXTERNAL:-}" = "1" ] || [ ! -s "$secrets/consul_gossip_key" ] \
-  || set -- "$@" -encrypt="$(read_secret consul_gossip_key)"
+[ ! -s "$secrets/consul_gossip_key" ] || set -- "$@" -encrypt="$(read_secret consul_gossip_key)"
 
 tls='"ports": {"http": -1, "https": 8501}, "verify_incoming": false, "verify_incoming_https": false,
   "ca_file": "'"$secrets"'/consul_ca", "cert_file": "'"$secrets"'/consul_cert", "key_file": "'"$secrets"'/consul_key"'
-if [ "${FLEET_CONSUL_EXTERNAL:-}" = "1" ]; then
-  token=$(read_secret consul_token)
-  cat >"$conf" <<EOF
-{"acl": {"enabled": true, "tokens": {"agent": "$token", "default": "$token"}}, $tls}
-EOF
-  exec consul "$@" -config-file="$conf"
-fi
-if [ "${FLEET_CONSUL_CLIENT:-}" = "1" ]; then
+if [ "${FLEET_CONSUL_CLIENT:-}" = "1" ] || [ "${FLEET_CONSUL_EXTERNAL:-}" = "1" ]; then
   cat >"$conf" <<EOF
 {"acl": {"enabled": true, "default_policy": "deny", "down_policy": "extend-cache",
          "tokens": {"agent": "$(read_secret consul_agent_token)", "default": "$(read_secret consul_dns_token)"}},

@@ -40,6 +40,7 @@ def read_env(path: Path) -> dict[str, str]:
 class Cluster:
     def __init__(self, env: dict[str, str]):
         self.env = env  # what build/cluster/cluster.env exports
+        self.engines = ""  # fleet's DOCKER_HOST when set: several managers' engines (tests/kit/consul_ha.py)
         self.swarm = Swarm(docker.from_env(environment=env, version=API_VERSION, timeout=30))
         self.consul = consul.Consul(host="127.0.0.1", port=31501, scheme="https", verify=CA, connections_timeout=5,
                                     token=(SECRETS / "fleet.token").read_text().strip())
@@ -50,7 +51,7 @@ class Cluster:
     def fleet_env(self, **extra: str) -> dict[str, str]:
         """fleet as an operator on another machine runs it: the remote manager, Consul found from the stack."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_HTTP_ADDR", "DOCKER_"))}
-        return {**env, **self.env, "CONSUL_CACERT": CA, "CONSUL_HTTP_TOKEN_FILE": str(SECRETS / "fleet.token"),
+        return {**env, **self.env, **({"DOCKER_HOST": self.engines} if self.engines else {}), "CONSUL_CACERT": CA, "CONSUL_HTTP_TOKEN_FILE": str(SECRETS / "fleet.token"),
                 "FLEET_REPLICAS": str(REPLICAS), "FLEET_ROLLOUT_STRATEGY": "rolling", **extra}
 
     def fleet(self, *args: str, timeout: float = 600, **extra: str) -> subprocess.CompletedProcess:
@@ -67,7 +68,8 @@ class Cluster:
 
     def docker(self, *args: str) -> str:
         """The docker CLI against the cluster's manager."""
-        return subprocess.run(["docker", *args], capture_output=True, text=True, check=True, env=self.fleet_env(),
+        return subprocess.run(["docker", *args], capture_output=True, text=True, check=True,
+                              env=self.fleet_env(DOCKER_HOST=self.env["DOCKER_HOST"]),
                               timeout=120).stdout
 
     def on(self, node: str, *args: str) -> str:

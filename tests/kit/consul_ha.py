@@ -105,14 +105,17 @@ def managers_ready(via: str, count: int = 3) -> bool:
 @contextmanager
 def three_managers(c: Cluster):
     """Nodes 2 and 3 promoted to managers for the block, one at a time (a second promotion while the first
-    joins Raft can leave it unable to); after it, every node started and active again, the test stack
-    removed, and the two demoted, one at a time."""
+    joins Raft can leave it unable to), and fleet given the three managers' engines (DOCKER_HOST, each node's
+    127.0.0.1:3I376), so it follows whichever answers; after it, every node started and active again, the
+    test stack removed, and the two demoted, one at a time."""
     remove_stack(c)
     try:
         for node in NODES[1:]:
             wait_until(lambda: change_role(node, "promote"), 120, f"{node} a reachable manager")
+        c.engines = ",".join(f"tcp://127.0.0.1:3{node[-1]}376" for node in NODES)
         yield c
     finally:
+        c.engines = ""
         for node in NODES:
             start(node)
         wait_until(lambda: managers_ready(NODES[0], 3) or managers_ready(NODES[0], 2)

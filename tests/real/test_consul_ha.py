@@ -4,11 +4,11 @@ with FLEET_CONSUL_SERVERS=3, so a Consul server runs on every node (a global ser
 with its own volume). Nodes are killed and drained for real; clients at the surviving nodes' gateways
 (bounded loops) see what users would, counted from the first request.
 
-fleet's Docker engine in the test cluster is node 1's (one DOCKER_HOST): these tests watch Swarm through
-the surviving managers' own engines (`docker exec fleet-nodeN docker ...`) and Consul through each node's
-published HTTPS port (tests/kit/consul_ha.py), so the node killed may be node 1 too, except in the
-mid-rollout test, where fleet itself must keep its engine. Before each kill, Raft must be able to lose a
-server (`tolerant`): a server just restarted answers HTTP before it has caught up.
+fleet is given the three managers' engines (DOCKER_HOST lists them) and follows whichever answers; these
+tests watch Swarm through the surviving managers' own engines (`docker exec fleet-nodeN docker ...`) and
+Consul through each node's published HTTPS port (tests/kit/consul_ha.py), so the node killed may be node 1
+(Swarm's leader, and the first engine fleet asks) too. Before each kill, Raft must be able to lose a server
+(`tolerant`): a server just restarted answers HTTP before it has caught up.
 """
 import json
 import subprocess
@@ -73,22 +73,6 @@ def test_a_drained_node_keeps_its_server_where_its_data_is_and_quorum_holds(ha):
     consul_on(others[0]).kv.delete("fleet/test/drain-probe")
 
 
-def leader_off(node: str) -> str:
-    """The Raft leader moved off `node` (its server's container killed until another is elected; Swarm starts
-    it again): fleet's one engine is node 1's, and fleet following Swarm's other managers is not built, so
-    the node this test kills is never fleet's own engine's."""
-    for _ in range(5):
-        now = wait_until(lambda: leader(NODES[1]), 60, "a leader")
-        if now != node:
-            wait_until(lambda: tolerant(NODES[1]), 180, "every server caught up")
-            return now
-        on_node(node, "kill", on_node(node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={NAME}_consul").split()[0])
-        wait_until(lambda: (leader(NODES[1]) or node) != node, 60, "a leader elsewhere")
-        # its server back (Swarm starts it again) and a voter: the node killed next must leave a quorum
-        wait_until(lambda: answers(node) and tolerant(NODES[1]), 180, f"{node}'s server back and caught up")
-    raise AssertionError(f"the Raft leader stayed on {node}")
-
-
 def test_the_raft_leaders_node_killed_mid_rollout_ends_it_safely_and_history_is_true(ha):
     """The Raft leader's node killed while a canary runs; once a new leader is elected, a promotion is asked
     through a surviving server. The rollout ends promoted (on evidence gathered after the kill) or rolled back
@@ -100,31 +84,38 @@ def test_the_raft_leaders_node_killed_mid_rollout_ends_it_safely_and_history_is_
     image = push("fleet/inference:2", f"inference:ha-{uuid.uuid4().hex[:8]}")
     running = ha.fleet_background("rollout", "--canary", "--image", image, "--json", "--steps", "50",
                                   "--step-duration", "30s")
-    victim = None
+    victim, promote, out, err = None, None, "", ""
     try:
         wait_until(lambda: json.loads(ha.fleet("status", "--json").stdout)["rollouts"], 240,
                    "the rollout to be under way", while_running=running)
-        victim = leader_off(NODES[0])
+        wait_until(lambda: tolerant(NODES[1]), 180, "every server caught up")
+        victim = leader(NODES[1])  # node 1 too: fleet follows the other managers' engines
         others = [n for n in NODES if n != victim]
         with clients(*(int(n[-1]) for n in others), seconds=300) as loads:
             killed = time.time()
             subprocess.run(["docker", "kill", victim], check=True, capture_output=True, env=local_env())
             wait_until(lambda: leader(others[0]) in others, 60, "a new leader", while_running=running)
-            if running.poll() is None:
-                ha.fleet("promote")  # refused if the rollout rolled back meanwhile: judged below
+            if running.poll() is None:  # refused if the rollout rolled back meanwhile: judged below
+                promote = ha.fleet_background("promote", "--json")
             out, err = running.communicate(timeout=400)
             ended = time.time()
     finally:
-        running.kill()
+        for p in filter(None, (running, promote)):
+            if p.poll() is None:
+                p.kill()
+        if not out:  # what the rollout said before it was stopped, for the assertion below
+            out, err = running.communicate()
+        asked = promote.communicate() if promote else ("", "")
         if victim:
             start(victim)
+    assert out.strip(), (running.returncode, err[-3000:], asked)
     doc = json.loads(out)
     assert "outcome" in doc, (doc, err[-3000:])
     late = [t - killed for load in loads for t, status, _ in load.served if status != 200 and t > killed + 5]
     print(f"\nRaft leader's node {victim} killed mid-rollout: {doc['outcome']} {ended - killed:.1f}s after the kill "
           f"({doc.get('reason', '')[:160]}); {sum(load.total for load in loads)} requests, {len(failed(loads))} "
           f"failed, {len(late)} sent 5 s or more after the kill")
-    assert running.returncode in (0, 1) and doc["outcome"] in ("promoted", "rolled_back"), (doc, err[-3000:])
+    assert running.returncode in (0, 1) and doc["outcome"] in ("promoted", "rolled_back"), (doc, err[-3000:], asked)
     assert late == [], late[:5]
     wait_until(lambda: canary_gone(ha), 120, "no canary left")
     last = json.loads(ha.fleet("history", "--json").stdout)["revisions"][-1]  # read through a live server
