@@ -4,6 +4,7 @@ import json
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -98,12 +99,32 @@ class Quiet(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def reply(self, code: int, body: bytes, **headers: str) -> None:
+        """Answer `code` with `body` (and these headers, `_` in their names written `-`)."""
+        self.send_response(code)
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
 
 def local_server(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
     """`handler` served on a free port of 127.0.0.1 from a daemon thread; shut it down when done."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]):
+    """`handler` served on 127.0.0.1 for the block; yields its port."""
+    server = local_server(handler)
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class Receiver:

@@ -58,8 +58,9 @@ def test_a_drained_node_keeps_its_server_where_its_data_is_and_quorum_holds(ha):
     try:
         wait_until(lambda: not answers(victim), 60, f"{victim}'s server stopped by the drain")
         # quorum: a leader, and a write that commits, with one server of three away
-        wait_until(lambda: leader(others[0]), 30, "a leader without the drained node")
-        consul_on(others[0]).kv.put("fleet/test/drain-probe", "1")
+        # (the survivors may name the drained server leader for a few seconds more: asked until one commits)
+        wait_until(lambda: leader(others[0]) in others, 30, "a leader without the drained node")
+        wait_until(lambda: consul_on(others[0]).kv.put("fleet/test/drain-probe", "1"), 30, "a write to commit")
         assert consul_on(others[1]).kv.get("fleet/test/drain-probe", consistency="consistent")[1]["Value"] == b"1"
         # the global service never starts a second server elsewhere, on an empty volume
         for node in others:

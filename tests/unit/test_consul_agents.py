@@ -14,7 +14,7 @@ import pytest
 
 from fleet.adapters.consul import ConsulUnavailable, call, client
 from fleet.core.control import ControlRequest
-from tests.kit.helpers import Quiet, local_server
+from tests.kit.helpers import Quiet, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,19 +33,10 @@ def agent():
     class Handler(Quiet):
         def do_GET(self):
             seen.append(self.path)
-            body = json.dumps([{"Key": "k", "Value": "dg==", "ModifyIndex": 7}]).encode()
-            self.send_response(200)
-            self.send_header("X-Consul-Index", "7")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(200, json.dumps([{"Key": "k", "Value": "dg==", "ModifyIndex": 7}]).encode(), X_Consul_Index="7")
 
-    server = local_server(Handler)
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as port:
+        yield f"http://127.0.0.1:{port}", seen
 
 
 def test_a_call_the_first_agent_refuses_is_answered_by_the_next_and_the_client_stays_there():
@@ -177,19 +168,11 @@ def electing(for_calls: int):
             code, body = (500, b"No cluster leader") if len(seen) <= for_calls else (
                 200, json.dumps([{"Key": "k", "Value": "dg==", "ModifyIndex": 7}]).encode()
                 if self.command == "GET" else b"true")
-            self.send_response(code)
-            self.send_header("X-Consul-Index", "7")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(code, body, X_Consul_Index="7")
         do_GET = do_PUT = answer
 
-    server = local_server(Handler)
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as port:
+        yield f"http://127.0.0.1:{port}", seen
 
 
 def test_a_store_with_patience_waits_out_an_election_for_reads_and_writes():
@@ -226,16 +209,9 @@ def test_a_refused_token_is_not_waited_on():
     class Handler(Quiet):
         def do_GET(self):
             seen.append(self.path)
-            self.send_response(403)
-            self.send_header("Content-Length", "13")
-            self.end_headers()
-            self.wfile.write(b"ACL not found")
+            self.reply(403, b"ACL not found")
 
-    server = local_server(Handler)
-    try:
+    with serving(Handler) as port:
         with pytest.raises(ConsulUnavailable, match="refused fleet's token") as e:
-            Catalog(client(f"http://127.0.0.1:{server.server_port}", token="t"), patience=10).instances("svc")
+            Catalog(client(f"http://127.0.0.1:{port}", token="t"), patience=10).instances("svc")
         assert not isinstance(e.value, ConsulUnanswered) and len(seen) == 1
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -9,7 +9,7 @@ import pytest
 
 from fleet.adapters import swarm as swarm_adapter
 from fleet.adapters.swarm import EngineUnavailable, Swarm
-from tests.kit.helpers import Quiet, local_server
+from tests.kit.helpers import Quiet, serving
 
 
 def closed_port() -> int:
@@ -29,19 +29,10 @@ def engine(unled_for: int = 0):
             seen.append(self.path)
             code, doc = (503, {"message": "rpc error: The swarm does not have a leader"}) if len(seen) <= unled_for \
                 else (200, {"Swarm": {"LocalNodeState": "active", "ControlAvailable": True}})
-            body = json.dumps(doc).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(code, json.dumps(doc).encode(), Content_Type="application/json")
 
-    server = local_server(Handler)
-    try:
-        yield f"tcp://127.0.0.1:{server.server_port}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as port:
+        yield f"tcp://127.0.0.1:{port}", seen
 
 
 def test_a_dead_managers_engine_is_passed_over_and_the_docker_cli_follows_the_one_that_answered(monkeypatch):
