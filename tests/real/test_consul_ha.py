@@ -79,6 +79,18 @@ def test_the_raft_leaders_node_killed_mid_rollout_ends_it_safely_and_history_is_
     through a surviving server. The rollout ends promoted (on evidence gathered after the kill) or rolled back
     (its canary was on the node killed), with no request failing 5 s or more after the kill, no canary left,
     and `fleet history` saying what happened."""
+    killed_mid_rollout(ha, lambda: leader(NODES[1]))
+
+
+def test_fleets_first_engines_node_killed_mid_rollout_ends_it_safely(ha):
+    """The same with node 1 killed, whatever Raft's leader: Swarm's leader, and the engine fleet was talking
+    to. fleet goes on through the other managers' engines (a "no leader" 503 waited out while Swarm elects)."""
+    killed_mid_rollout(ha, lambda: NODES[0])
+
+
+def killed_mid_rollout(ha, choose) -> None:
+    """A rollout started, `choose()`'s node killed under load once Raft can lose a server, a promotion asked
+    once Consul has a leader again, and the end judged."""
     wait_until(lambda: len(passing(NODES[1])) == REPLICAS and answers(NODES[0]) and answers(NODES[2]), 180,
                "the stack whole, every server up")
     wait_until(lambda: all(servers(NODES[1]).get(n) for n in NODES), 120, "three voters")
@@ -90,7 +102,7 @@ def test_the_raft_leaders_node_killed_mid_rollout_ends_it_safely_and_history_is_
         wait_until(lambda: json.loads(ha.fleet("status", "--json").stdout)["rollouts"], 240,
                    "the rollout to be under way", while_running=running)
         wait_until(lambda: tolerant(NODES[1]), 180, "every server caught up")
-        victim = leader(NODES[1])  # node 1 too: fleet follows the other managers' engines
+        victim, leader_then = choose(), leader(NODES[1])
         others = [n for n in NODES if n != victim]
         with clients(*(int(n[-1]) for n in others), seconds=300) as loads:
             killed = time.time()
@@ -113,8 +125,8 @@ def test_the_raft_leaders_node_killed_mid_rollout_ends_it_safely_and_history_is_
     doc = json.loads(out)
     assert "outcome" in doc, (doc, err[-3000:])
     late = [t - killed for load in loads for t, status, _ in load.served if status != 200 and t > killed + 5]
-    print(f"\nRaft leader's node {victim} killed mid-rollout: {doc['outcome']} {ended - killed:.1f}s after the kill "
-          f"({doc.get('reason', '')[:160]}); {sum(load.total for load in loads)} requests, {len(failed(loads))} "
+    print(f"\n{victim} killed mid-rollout (Raft's leader was {leader_then}): {doc['outcome']} {ended - killed:.1f}s "
+          f"after the kill ({doc.get('reason', '')[:160]}); {sum(load.total for load in loads)} requests, {len(failed(loads))} "
           f"failed, {len(late)} sent 5 s or more after the kill")
     assert running.returncode in (0, 1) and doc["outcome"] in ("promoted", "rolled_back"), (doc, err[-3000:], asked)
     assert late == [], late[:5]
