@@ -54,6 +54,7 @@ class Store:
         self.session: str | None = None
         self.lock_index = 0  # Consul's index of our lock: control requests written before it are ignored
         self.lost = threading.Event()
+        self.lost_why = ""  # what Consul said when the lock was found lost
         self._renewing = threading.Event()
 
     def _get(self, key: str, **kw):
@@ -100,6 +101,7 @@ class Store:
                 except Exception:  # not ready for consistent reads: unknown, not gone
                     gone = False
                 if gone:
+                    self.lost_why = "Consul no longer knows its session"
                     self.lost.set()
                     return
             except Exception:
@@ -109,7 +111,8 @@ class Store:
         """Raise LockLost when this process no longer holds the lock: call before acting."""
         if self.session is None or self.lost.is_set():
             raise LockLost("this fleet lost the rollout lock (its Consul session ended: paused or cut off past "
-                           f"its {SESSION_TTL}s TTL); another fleet may act now, so this one changed nothing more")
+                           f"its {SESSION_TTL}s TTL{': ' + self.lost_why if self.lost_why else ''}); another fleet "
+                           "may act now, so this one changed nothing more")
 
     def release(self) -> None:
         self._renewing.set()
@@ -140,7 +143,9 @@ class Store:
                 continue
             op = {"Verb": "set", "Key": key, "Value": base64.b64encode(value.encode()).decode()}
             ops.append({"KV": {**op, "Verb": "lock", "Session": self.session} if held else op})
-        if patiently(self.patience if patient else 0, _transaction, self.consul, ops) is None:
+        refused = patiently(self.patience if patient else 0, _transaction, self.consul, ops)
+        if isinstance(refused, str):
+            self.lost_why = f"a fenced write was refused: {refused}"
             self.lost.set()
             self.check()
 
@@ -235,14 +240,16 @@ def _revision(item: dict) -> Revision:
     return Revision.from_dict(json.loads(item["Value"]))
 
 
-def _transaction(c: consul.Consul, ops: list[dict]):
-    """Consul's /v1/txn; None when Consul rolled it back (409: a check failed). Called on py-consul's HTTP
-    client directly: its `txn.put` (1.8.0) sends no ACL token, so with ACLs on every operation was denied."""
+def _transaction(c: consul.Consul, ops: list[dict]) -> str | None:
+    """Consul's /v1/txn: None when applied, else Consul's reason for rolling it back (409: a check failed).
+    Called on py-consul's HTTP client directly: its `txn.put` (1.8.0) sends no ACL token, so with ACLs on every
+    operation was denied."""
     try:
-        return c.http.put(CB.json(), "/v1/txn", data=json.dumps(ops), headers=c.prepare_headers())
+        c.http.put(CB.json(), "/v1/txn", data=json.dumps(ops), headers=c.prepare_headers())
+        return None
     except ClientError as e:
         if not str(e).startswith("409"):
             raise
         if "Permission denied" in str(e):  # the token's policy, not the fence
             raise consul.ACLPermissionDenied(f"a transaction on {[op['KV']['Key'] for op in ops]}: Permission denied")
-        return None
+        return str(e).removeprefix("409 ").strip()[:300]
