@@ -38,6 +38,11 @@ from .consul import call, patiently
 
 SESSION_TTL = 10  # seconds; Consul may take up to twice this to let a dead holder's lock go
 LOCK_DELAY = 10  # seconds after a holder's session ends before anyone may take the lock
+# The catalog node fleet's lock sessions belong to: one fleet registers itself, with no agent behind it. A
+# session belongs to a node, and Consul destroys it with its node; a server's node lost is deregistered
+# within seconds (autopilot removes the dead server), so a session on the node of the agent fleet spoke to
+# would end with that node. A node no agent runs is never failed, reaped or removed.
+LOCK_NODE = "fleet-locks"
 
 
 class LockLost(RuntimeError):
@@ -67,9 +72,10 @@ class Store:
     def acquire(self, command: str) -> dict | None:
         """Take the lock; None when taken, else the holder found there (who has it, since when)."""
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "command": command, "since": time.time()}
-        # TTL only, no node check: the lock stays fleet's when the node of the agent it spoke to is lost
-        self.session = patiently(self.patience, self.consul.session.create, name=f"fleet {self.prefix}", ttl=SESSION_TTL,
-                            behavior="delete", lock_delay=LOCK_DELAY, checks=[])
+        # TTL only, no node check, on fleet's own node: the lock stays fleet's whichever node is lost
+        patiently(self.patience, self.consul.catalog.register, LOCK_NODE, "127.0.0.1")
+        self.session = patiently(self.patience, self.consul.session.create, name=f"fleet {self.prefix}",
+                                 node=LOCK_NODE, ttl=SESSION_TTL, behavior="delete", lock_delay=LOCK_DELAY, checks=[])
         if self._put("lock", json.dumps(holder), acquire=self.session):
             _, item = self._get("lock", consistency="consistent")
             self.lock_index = (item or {}).get("ModifyIndex", 0)  # requests older than this are not ours

@@ -115,7 +115,7 @@ token() {  # SECRET-FILE DESCRIPTION ARGS...: create the token with that secret 
 policy fleet-agent 'node_prefix "" { policy = "write" } agent_prefix "" { policy = "read" } service_prefix "" { policy = "read" }'
 policy fleet-dns 'node_prefix "" { policy = "read" } service_prefix "" { policy = "read" }'
 policy fleet-replica "key_prefix \"fleet/traffic/$service/\" { policy = \"read\" } key \"fleet/config/$service\" { policy = \"read\" }"
-policy fleet "key_prefix \"fleet/\" { policy = \"write\" } session_prefix \"\" { policy = \"write\" } service \"$service\" { policy = \"write\" } service_prefix \"\" { policy = \"read\" } node_prefix \"\" { policy = \"read\" }"
+policy fleet "key_prefix \"fleet/\" { policy = \"write\" } session_prefix \"\" { policy = \"write\" } node \"fleet-locks\" { policy = \"write\" } service \"$service\" { policy = \"write\" } service_prefix \"\" { policy = \"read\" } node_prefix \"\" { policy = \"read\" }"
 token consul_agent_token "fleet: the agent's own token" -policy-name fleet-agent
 token consul_dns_token "fleet: the agent's default token (DNS for the gateway)" -policy-name fleet-dns
 token consul_replica_token "fleet: replicas of $service" -service-identity "$service" -policy-name fleet-replica

@@ -31,6 +31,7 @@ POLICIES = {  # the rules an operator gives fleet's users of their Consul
     "replica": f'key_prefix "fleet/traffic/{SERVICE}/" {{ policy = "read" }} key "fleet/config/{SERVICE}" '
                '{ policy = "read" }',
     "fleet": f'key_prefix "fleet/" {{ policy = "write" }} session_prefix "" {{ policy = "write" }} '
+             'node "fleet-locks" { policy = "write" } '
              f'service "{SERVICE}" {{ policy = "write" }} service_prefix "" {{ policy = "read" }} '
              'node_prefix "" { policy = "read" }',
 }
