@@ -73,7 +73,7 @@ class Store:
         """Take the lock; None when taken, else the holder found there (who has it, since when)."""
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "command": command, "since": time.time()}
         # TTL only, no node check, on fleet's own node: the lock stays fleet's whichever node is lost
-        patiently(self.patience, self.consul.catalog.register, LOCK_NODE, "127.0.0.1")
+        patiently(self.patience, _register_lock_node, self.consul)
         self.session = patiently(self.patience, self.consul.session.create, name=f"fleet {self.prefix}",
                                  node=LOCK_NODE, ttl=SESSION_TTL, behavior="delete", lock_delay=LOCK_DELAY, checks=[])
         if self._put("lock", json.dumps(holder), acquire=self.session):
@@ -244,6 +244,13 @@ def _state(item: dict | None) -> RolloutState | None:
 
 def _revision(item: dict) -> Revision:
     return Revision.from_dict(json.loads(item["Value"]))
+
+
+def _register_lock_node(c: consul.Consul) -> None:
+    """LOCK_NODE in the catalog (idempotent). On py-consul's HTTP client directly: its `catalog.register`
+    (1.8.0) puts the token in the body as `WriteRequest`, a field Consul 1.8 refuses."""
+    c.http.put(CB.json(), "/v1/catalog/register", data=json.dumps({"Node": LOCK_NODE, "Address": "127.0.0.1"}),
+               headers=c.prepare_headers())
 
 
 def _transaction(c: consul.Consul, ops: list[dict]) -> str | None:
