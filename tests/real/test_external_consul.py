@@ -1,6 +1,6 @@
 """The external-Consul variant (stacks/external-consul.yml) against three real Consul servers the test runs
-apart from the stack, as an operator would: plain containers on an attachable overlay network of their own,
-with their own CA, gossip key and ACLs (default deny), whose policies and tokens the test makes as an
+apart from the stack, as an operator would: three Swarm services of their own on an attachable overlay
+network of their own, with their own CA, gossip key and ACLs (default deny), whose policies and tokens the test makes as an
 operator does (README, "Your own Consul servers"): one for the agents, one default (read only), one for the
 replicas, one for fleet. The stack's agent joins them; its replicas register through it; a rollout runs; and
 no request without a token can write anything.
@@ -20,8 +20,8 @@ from tests.kit.helpers import wait_until
 from tests.kit.stacks import ROOT, StackUnderTest, canary_gone, converged, remove_stack
 
 NAME = "fleettest-ext"
-NETWORK, CIDR = "fleettest-ext-servers", "10.251.0.0/24"
-SERVERS = [f"fleettest-ext-consul-{i}" for i in (1, 2, 3)]
+NETWORK, CIDR = "fleettest-ext-net", "10.252.0.0/24"
+SERVERS = [f"fleettest-ext-consul-{i}" for i in (1, 2, 3)]  # services (one task each), by name on NETWORK
 SERVICE = f"{NAME}-inference"
 IMAGE = "fleet/consul:1.8.7"
 POLICIES = {  # the rules an operator gives fleet's users of their Consul
@@ -60,13 +60,18 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def sweep() -> None:
     for name in SERVERS:
-        docker("rm", "-f", name, check=False)
-    docker("network", "rm", NETWORK, check=False)
+        docker("service", "rm", name, check=False)
+    wait_until(lambda: not docker("ps", "-aq", "--filter", "label=fleet.test.external=1").stdout.strip(), 60,
+               "the servers' containers gone")
+    wait_until(lambda: docker("network", "rm", NETWORK, check=False).returncode == 0
+               or "not found" in docker("network", "inspect", NETWORK, check=False).stderr, 60, f"{NETWORK} removed")
 
 
 def start_servers(secrets: Path, master: str) -> None:
-    """Three Consul servers on their own attachable overlay network: HTTPS only, ACLs default deny, gossip
-    encrypted with the operator's key."""
+    """Three Consul servers, each a Swarm service of one task on their own attachable overlay network (a
+    standalone container attached to an overlay network can leave its attachment behind when its start fails,
+    and the network then cannot be removed): HTTPS only, ACLs default deny, gossip encrypted with the
+    operator's key."""
     config = {"acl": {"enabled": True, "default_policy": "deny", "down_policy": "extend-cache",
                       "tokens": {"master": master, "agent": master}},
               "ports": {"http": -1, "https": 8501}, "verify_incoming": False, "verify_incoming_https": False,
@@ -76,9 +81,11 @@ def start_servers(secrets: Path, master: str) -> None:
            NETWORK)
     joins = [f"-retry-join={name}" for name in SERVERS]
     for name in SERVERS:
-        docker("run", "-d", "--name", name, "--hostname", name, "--label", "fleet.test=1", "--network", NETWORK,
-               "--entrypoint", "consul", "-v", f"{secrets}:/secrets:ro",
-               "-v", f"{secrets.parent / 'server.json'}:/server.json:ro", IMAGE,
+        docker("service", "create", "--detach", "--name", name, "--hostname", name, "--label", "fleet.test=1",
+               "--container-label", "fleet.test.external=1", "--network", NETWORK, "--endpoint-mode", "dnsrr",
+               "--entrypoint", "consul",
+               "--mount", f"type=bind,source={secrets},target=/secrets,readonly",
+               "--mount", f"type=bind,source={secrets.parent / 'server.json'},target=/server.json,readonly", IMAGE,
                "agent", "-server", "-bootstrap-expect=3", f"-node={name}", "-data-dir=/tmp/consul", "-client=0.0.0.0",
                f'-bind={{{{ GetPrivateInterfaces | include "network" "{CIDR}" | attr "address" }}}}', *joins,
                "-retry-interval=2s", f"-encrypt={(secrets / 'gossip.key').read_text().strip()}",
@@ -87,8 +94,11 @@ def start_servers(secrets: Path, master: str) -> None:
 
 def operator(master: str, *args: str) -> subprocess.CompletedProcess:
     """The consul CLI on the first server, with the management token (the operator's)."""
+    container = docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={SERVERS[0]}").stdout.split()
+    if not container:
+        return subprocess.CompletedProcess([], 1, "", f"no container of {SERVERS[0]} yet")
     return docker("exec", "-e", "CONSUL_HTTP_ADDR=https://127.0.0.1:8501", "-e", "CONSUL_CACERT=/secrets/ca.pem",
-                  "-e", f"CONSUL_HTTP_TOKEN={master}", SERVERS[0], "consul", *args, check=False)
+                  "-e", f"CONSUL_HTTP_TOKEN={master}", container[0], "consul", *args, check=False)
 
 
 def make_tokens(secrets: Path, master: str) -> None:
@@ -134,7 +144,7 @@ def test_the_stacks_agent_joins_the_operators_servers_and_each_replica_registers
     node = swarm.client.info()["Name"]  # the Swarm node's hostname: its agent's name
     assert {name: members[name]["Tags"]["role"] for name in SERVERS} == {name: "consul" for name in SERVERS}
     assert members[node]["Tags"]["role"] == "node", members  # a client agent, not a server
-    assert members[node]["Addr"].startswith("10.251.0."), members[node]  # reachable from the servers
+    assert members[node]["Addr"].startswith("10.252.0."), members[node]  # reachable from the servers
     assert admin.agent.self()["Stats"]["serf_lan"]["encrypted"] == "true"  # with the operator's gossip key
     leader = admin.status.leader()
     assert leader.rsplit(":", 1)[0] in {members[name]["Addr"] for name in SERVERS}
