@@ -83,7 +83,7 @@ def start_servers(secrets: Path, master: str) -> None:
     for name in SERVERS:
         docker("service", "create", "--detach", "--name", name, "--hostname", name, "--label", "fleet.test=1",
                "--container-label", "fleet.test.external=1", "--network", NETWORK, "--endpoint-mode", "dnsrr",
-               "--entrypoint", "consul",
+               "--entrypoint", "consul", "--user", "0:0",  # the credentials are root's files, 0600
                "--mount", f"type=bind,source={secrets},target=/secrets,readonly",
                "--mount", f"type=bind,source={secrets.parent / 'server.json'},target=/server.json,readonly", IMAGE,
                "agent", "-server", "-bootstrap-expect=3", f"-node={name}", "-data-dir=/tmp/consul", "-client=0.0.0.0",
