@@ -150,28 +150,30 @@ class Kill:
     requests: int
     failed: int
     late: int  # failed requests sent 5 s or more after the kill
-    leader: str | None  # the new Raft leader (None: none within the wait)
-    elected: float | None  # seconds from the kill to a new leader
-    whole: float | None  # seconds from the kill until every replica passes in Consul again (Swarm started the
-    # killed node's elsewhere, and each warmed up)
+    was_leader: bool  # the node killed held Raft's leader
+    leader: str | None  # the Raft leader after the kill (None: none within the wait)
+    elected: float | None  # seconds from the kill to a leader on another node (0 when the leader was elsewhere)
+    whole: float | None  # seconds from the kill until every replica passes in Consul again on the other nodes
+    # (Consul saw the killed node's go, Swarm started them elsewhere, and each warmed up)
 
 
-def kill_under_load(victim: str, wait: float = 150) -> Kill:
+def kill_under_load(victim: str, wait: float = 150, at_least: float = 30) -> Kill:
     """`victim` killed (its container: the node's engine and every task on it) under load through the other
-    nodes' gateways; watched through another node's Consul until a leader on another node and the whole
-    catalog, each at most `wait` s; the node started again."""
+    nodes' gateways for `at_least` s after the kill and until a leader on another node and a whole catalog
+    (watched through another node's Consul), each at most `wait` s; the node started again."""
     others = [n for n in NODES if n != victim]
     elected = whole = new = None
+    was_leader = leader(others[0]) == victim
     try:
         with clients(*(int(n[-1]) for n in others), seconds=wait + 120) as loads:
             killed = time.time()
             subprocess.run(["docker", "kill", victim], check=True, capture_output=True, env=local_env())
             deadline = killed + wait
-            while time.time() < deadline and (elected is None or whole is None):
+            while time.time() < deadline and (elected is None or whole is None or time.time() < killed + at_least):
                 now = leader(others[0])
                 if elected is None and now and now != victim:
                     elected, new = time.time() - killed, now
-                if whole is None and _count(others[0]) == REPLICAS:
+                if whole is None and _count(others[0], victim) == REPLICAS:
                     whole = time.time() - killed
                 time.sleep(0.25)
             mark = sum(load.total for load in loads)
@@ -179,11 +181,13 @@ def kill_under_load(victim: str, wait: float = 150) -> Kill:
     finally:
         start(victim)
     late = [t for load in loads for t, status, _ in load.served if status != 200 and t > killed + 5]
-    return Kill(victim, sum(load.total for load in loads), len(failed(loads)), len(late), new, elected, whole)
+    return Kill(victim, sum(load.total for load in loads), len(failed(loads)), len(late), was_leader, new,
+                elected if was_leader or elected is None else 0.0, whole)
 
 
-def _count(node: str) -> int | None:
+def _count(node: str, without: str) -> int | None:
+    """Replicas passing as `node`'s Consul sees it, registered on other nodes than `without`."""
     try:
-        return len(passing(node))
+        return sum(entry["Node"]["Node"] != without for entry in passing(node))
     except Exception:
         return None
