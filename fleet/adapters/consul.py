@@ -17,13 +17,8 @@ class ConsulUnavailable(Unreachable):
     """Consul's HTTP API does not answer, or refuses fleet (exit 3)."""
 
 
-class ConsulUnanswered(ConsulUnavailable):
-    """No agent answered at all, or one answered with a server error (5xx: "No cluster leader" while the servers
-    elect one): what waiting may mend, unlike a refused token or a failed TLS handshake."""
-
-
 TIMEOUT = 5.0  # seconds for any Consul call to connect and answer (a blocking query adds its wait)
-PATIENCE = 30.0  # seconds a rollout's reads and writes wait out a Consul that does not answer (an election, a restart)
+PATIENCE = 60.0  # seconds a rollout's reads and writes wait out a Consul that does not answer (an election, a restart)
 UNANSWERED = (requests.RequestException, consul.ConsulException)
 
 
@@ -45,18 +40,17 @@ def call(fn, *args, unanswered: tuple = UNANSWERED, **kw):
         raise ConsulUnavailable(f"the TLS handshake with Consul failed ({e}); check CONSUL_CACERT (the CA that "
                                 "signed Consul's certificate) and that CONSUL_HTTP_ADDR is the HTTPS port") from None
     except unanswered as e:
-        mendable = isinstance(e, requests.RequestException) or type(e) is consul.ConsulException  # (a 5xx)
-        raise (ConsulUnanswered if mendable else ConsulUnavailable)(
-            f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
+        raise ConsulUnavailable(f"Consul does not answer ({e}); check CONSUL_HTTP_ADDR") from None
 
 
 def patiently(seconds: float, fn, *args, **kw):
-    """`call(fn, *args, **kw)`, tried again while Consul does not answer (ConsulUnanswered), for up to `seconds`:
-    a leader election after a server's node is lost stalls reads and writes for a few seconds. Refusals (a
-    token, TLS) are final at once."""
+    """`call(fn, *args, **kw)`, tried again while Consul is unavailable (ConsulUnavailable), for up to `seconds`:
+    a leader election after a server's node is lost stalls reads and writes for a few seconds, and a server
+    just restarted refuses every token until it has a leader (its ACL system is in legacy mode until then).
+    A token that is wrong from the start is found before anything is changed (`check_access`)."""
     if seconds <= 0:
         return call(fn, *args, **kw)
-    return tenacity.Retrying(retry=tenacity.retry_if_exception_type(ConsulUnanswered), reraise=True,
+    return tenacity.Retrying(retry=tenacity.retry_if_exception_type(ConsulUnavailable), reraise=True,
                              wait=tenacity.wait_exponential(multiplier=0.25, max=2),
                              stop=tenacity.stop_after_delay(seconds))(call, fn, *args, **kw)
 

@@ -186,32 +186,39 @@ def test_a_store_with_patience_waits_out_an_election_for_reads_and_writes():
         assert seen == ["PUT", "PUT", "PUT"]  # a write too
 
 
-def test_without_patience_or_past_it_an_election_is_consul_unanswered_at_once():
-    from fleet.adapters.consul import ConsulUnanswered
+def test_without_patience_or_past_it_an_election_is_consul_unavailable():
     from fleet.adapters.store import Store
     with electing(for_calls=1000) as (url, seen):
-        with pytest.raises(ConsulUnanswered, match="No cluster leader"):
+        with pytest.raises(ConsulUnavailable, match="No cluster leader"):
             Store(client(url, token="t"), "s", "svc").holder()
         assert len(seen) == 1
-        with pytest.raises(ConsulUnanswered):
+        with pytest.raises(ConsulUnavailable):
             Store(client(url, token="t"), "s", "svc", patience=1.0).holder()
         assert 2 < len(seen) < 20  # tried again, within its patience
         before = len(seen)
-        with pytest.raises(ConsulUnanswered):  # the control key is an evidence source's query: it never waits
+        with pytest.raises(ConsulUnavailable):  # the control key is an evidence source's query: it never waits
             Store(client(url, token="t"), "s", "svc", patience=10).control(wait="1s")
         assert len(seen) == before + 1
 
 
-def test_a_refused_token_is_not_waited_on():
-    from fleet.adapters.consul import Catalog, ConsulUnanswered
-    seen = []
+def test_a_token_refused_mid_way_is_waited_out_then_named():
+    """A server just restarted refuses every token until it has a leader: within its patience a catalog asks
+    again, and past it names the refusal."""
+    from fleet.adapters.consul import Catalog
+    seen, refusals = [], [2]
 
     class Handler(Quiet):
         def do_GET(self):
             seen.append(self.path)
-            self.reply(403, b"ACL not found")
+            if refusals[0] > 0:
+                refusals[0] -= 1
+                self.reply(403, b"ACL not found")
+            else:
+                self.reply(200, b"[]", X_Consul_Index="7")
 
     with serving(Handler) as port:
-        with pytest.raises(ConsulUnavailable, match="refused fleet's token") as e:
-            Catalog(client(f"http://127.0.0.1:{port}", token="t"), patience=10).instances("svc")
-        assert not isinstance(e.value, ConsulUnanswered) and len(seen) == 1
+        assert Catalog(client(f"http://127.0.0.1:{port}", token="t"), patience=10).instances("svc") == []
+        assert len(seen) == 3
+        refusals[0] = 10**6  # refused from now on
+        with pytest.raises(ConsulUnavailable, match="refused fleet's token"):
+            Catalog(client(f"http://127.0.0.1:{port}", token="t"), patience=1.0).instances("svc")
