@@ -9,6 +9,7 @@ from fleet_protocol import SecretUnreadable, ServerName, secret
 
 from ..errors import BadInput, Unreachable
 from ..core.tasks import Instance
+from .rotation import after, moved_on
 
 STATUS_ORDER = {"passing": 0, "warning": 1, "critical": 2}
 
@@ -112,12 +113,10 @@ def failover(http, bases: list[str]) -> None:
                     return verb(*args, **kw)
                 except (requests.ConnectionError, requests.Timeout):
                     failed.append(used)
-                    at = bases.index(used) if used in bases else -1
-                    left = [b for b in bases[at + 1:] + bases[:at + 1] if b not in failed]
+                    left = after(bases, used, failed)
                     if not left:
                         raise
-                    if http.base_uri == used or http.base_uri in failed:
-                        http.base_uri = left[0]
+                    http.base_uri = moved_on(http.base_uri, used, failed, left)
         return call_
     for name in ("get", "put", "delete", "post"):
         setattr(http, name, each(getattr(http, name)))

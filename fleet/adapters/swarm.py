@@ -15,6 +15,7 @@ from ..core.convergence import ServiceView
 from ..errors import Unreachable
 from ..core.tasks import Service, Task
 from .registry import Registry, RegistryError
+from .rotation import after, moved_on
 
 STACK_LABEL = "com.docker.stack.namespace"
 TIMEOUT = 30  # seconds for an Engine API call (the event stream has none: it waits for events)
@@ -431,16 +432,14 @@ def engine_failover(api, bases: list[str]) -> None:
             except (requests.ConnectionError, requests.Timeout) as e:
                 error = e
             failed.append(used)
-            at = bases.index(used) if used in bases else -1
-            left = [b for b in bases[at + 1:] + bases[:at + 1] if b not in failed]
+            left = after(bases, used, failed)
             if not left:
                 if unled is None:
                     raise error
                 if time.monotonic() - began > PATIENCE:
                     return unled
                 time.sleep(1.0)  # a leader being elected: every engine again
-                failed, unled, left = [], None, bases[at + 1:] + bases[:at + 1]
-            if api.base_url == used or api.base_url in failed:
-                api.base_url = left[0]
+                failed, unled, left = [], None, after(bases, used, [])
+            api.base_url = moved_on(api.base_url, used, failed, left)
             url = api.base_url + url[len(used):] if url.startswith(used) else url
     api.request = each
