@@ -51,7 +51,8 @@ class Cluster:
     def fleet_env(self, **extra: str) -> dict[str, str]:
         """fleet as an operator on another machine runs it: the remote manager, Consul found from the stack."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_HTTP_ADDR", "DOCKER_"))}
-        return {**env, **self.env, **({"DOCKER_HOST": self.engines} if self.engines else {}), "CONSUL_CACERT": CA, "CONSUL_HTTP_TOKEN_FILE": str(SECRETS / "fleet.token"),
+        return {**env, **self.env, **({"DOCKER_HOST": self.engines} if self.engines else {}), "CONSUL_CACERT": CA,
+                "CONSUL_HTTP_TOKEN_FILE": str(SECRETS / "fleet.token"),
                 "FLEET_REPLICAS": str(REPLICAS), "FLEET_ROLLOUT_STRATEGY": "rolling", **extra}
 
     def fleet(self, *args: str, timeout: float = 600, **extra: str) -> subprocess.CompletedProcess:
