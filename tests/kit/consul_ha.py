@@ -155,6 +155,9 @@ class Kill:
     elected: float | None  # seconds from the kill to a leader on another node (0 when the leader was elsewhere)
     whole: float | None  # seconds from the kill until every replica passes in Consul again on the other nodes
     # (Consul saw the killed node's go, Swarm started them elsewhere, and each warmed up)
+    held: int | None  # replicas passing on the killed node's agent before the kill (None: not known)
+    last: int | None  # replicas passing on the other nodes when the watch ended (None: no answer)
+    tasks: str = ""  # when the catalog was not whole within the wait: the service's tasks then, as Swarm saw them
 
 
 def kill_under_load(victim: str, wait: float = 150, at_least: float = 30) -> Kill:
@@ -162,8 +165,10 @@ def kill_under_load(victim: str, wait: float = 150, at_least: float = 30) -> Kil
     nodes' gateways for `at_least` s after the kill and until a leader on another node and a whole catalog
     (watched through another node's Consul), each at most `wait` s; the node started again."""
     others = [n for n in NODES if n != victim]
-    elected = whole = new = None
+    elected = whole = new = last = None
     was_leader = leader(others[0]) == victim
+    before = _nodes(others[0])
+    held = None if before is None else before.count(victim)
     try:
         with clients(*(int(n[-1]) for n in others), seconds=wait + 120) as loads:
             killed = time.time()
@@ -173,21 +178,35 @@ def kill_under_load(victim: str, wait: float = 150, at_least: float = 30) -> Kil
                 now = leader(others[0])
                 if elected is None and now and now != victim:
                     elected, new = time.time() - killed, now
-                if whole is None and _count(others[0], victim) == REPLICAS:
+                now_on = _nodes(others[0])
+                last = None if now_on is None else len(now_on) - now_on.count(victim)
+                if whole is None and last == REPLICAS:
                     whole = time.time() - killed
                 time.sleep(0.25)
+            tasks = "" if whole is not None else _tasks(others)
             mark = sum(load.total for load in loads)
             wait_until(lambda: sum(load.total for load in loads) >= mark + 40, 60, "requests after")
     finally:
         start(victim)
     late = [t for load in loads for t, status, _ in load.served if status != 200 and t > killed + 5]
     return Kill(victim, sum(load.total for load in loads), len(failed(loads)), len(late), was_leader, new,
-                elected if was_leader or elected is None else 0.0, whole)
+                elected if was_leader or elected is None else 0.0, whole, held, last, tasks)
 
 
-def _count(node: str, without: str) -> int | None:
-    """Replicas passing as `node`'s Consul sees it, registered on other nodes than `without`."""
+def _nodes(node: str) -> list[str] | None:
+    """The node of the agent each passing replica registered with, as `node`'s Consul sees it (None: no answer)."""
     try:
-        return sum(entry["Node"]["Node"] != without for entry in passing(node))
+        return [entry["Node"]["Node"] for entry in passing(node)]
     except Exception:
         return None
+
+
+def _tasks(nodes: list[str]) -> str:
+    """The inference service's tasks as the first of `nodes` with a manager's engine that answers sees them."""
+    for node in nodes:
+        try:
+            return on_node(node, "service", "ps", f"{NAME}_inference", "--format",
+                           "{{.Node}} {{.DesiredState}} {{.CurrentState}} {{.Error}}")
+        except Exception:
+            continue
+    return "(no manager answered)"
