@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from .core import durations, policy
+from .core import durations, placement, policy
 from .errors import BadInput
 
 
@@ -84,14 +84,12 @@ def nodes_matching(constraints: list[str] | None, nodes: int | None, managers: i
     """How many of the Swarm's nodes placement constraints leave a task, when the facts tell: 1 for a pin to
     one node (node.hostname, node.id or a node label), the managers for `node.role == manager`, the others for
     `node.role == worker`; None when unknown. Pure."""
-    if not constraints:
-        return nodes
-    said = [re.sub(r"\s+", "", c) for c in constraints]
-    if any(c.startswith(("node.hostname==", "node.id==", "node.labels.")) and "==" in c for c in said):
+    said = [c for c in map(placement.parse, constraints or []) if c and c[1] == "=="]
+    if any(name in ("node.hostname", "node.id") or name.startswith("node.labels.") for name, _, _ in said):
         return 1
-    if "node.role==manager" in said:
+    if ("node.role", "==", "manager") in said:
         return managers
-    if "node.role==worker" in said:
+    if ("node.role", "==", "worker") in said:
         return None if nodes is None or managers is None else max(0, nodes - managers)
     return nodes
 

@@ -15,13 +15,16 @@ def _value(attribute: str, node: dict) -> str | None:
     return str(node.get(known[attribute], "")) if attribute in known else None
 
 
+def parse(constraint: str) -> tuple[str, str, str] | None:
+    """A constraint as (attribute, "==" or "!=", value); None for one that is not of that form."""
+    m = _CONSTRAINT.match(constraint)
+    return (m.group(1), m.group(2), m.group(3)) if m else None
+
+
 def allows(constraints: list[str] | None, node: dict) -> bool:
     """Whether every constraint lets a task on `node` (a dict of Swarm.nodes()); one it cannot read allows."""
-    for constraint in constraints or []:
-        m = _CONSTRAINT.match(constraint)
-        value = _value(m.group(1), node) if m else None
-        if value is None:
-            continue
-        if (value == m.group(3)) != (m.group(2) == "=="):
+    for attribute, op, wanted in filter(None, map(parse, constraints or [])):
+        value = _value(attribute, node)
+        if value is not None and (value == wanted) != (op == "=="):
             return False
     return True

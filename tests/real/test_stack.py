@@ -2,6 +2,7 @@
 import json
 import subprocess
 
+import consul
 import httpx
 import pytest
 import torch
@@ -25,6 +26,35 @@ def test_every_replica_is_healthy_in_docker_and_passing_in_consul_with_its_versi
     assert {(i.status, i.version, i.role) for i in instances} == {("passing", "2", "stable")}
     ps_ids = {row["ID"] for row in stack_ps(stack) if row["DesiredState"] == "Running"}
     assert set(running) <= ps_ids  # what fleet sees is what `docker stack ps` shows
+
+
+def test_a_registration_left_at_an_address_another_replica_now_holds_fails_its_check(stack):
+    """Overlay addresses are reused, and a node's agent that comes back restores the registrations of the
+    replicas that died with it: each replica's check names its task, so such a registration turns critical
+    against the replica that holds the address now, instead of passing and counting it twice."""
+    c = stack.consul("master")
+    _, entries = c.health.service(stack.consul_service, passing=True)
+    live = entries[0]["Service"]
+    check = next(k for k in entries[0]["Checks"] if k["ServiceID"] == live["ID"])
+    assert f"/ready?task={live['Meta']['task_id']}: 200" in check["Output"], check["Output"]
+    gone = f"{stack.consul_service}-fleettest-gone"
+    try:
+        c.agent.service.register(stack.consul_service, service_id=gone, address=live["Address"], port=live["Port"],
+                                 tags=["stable", "v1"], check=consul.Check.http(
+                                     f"http://{live['Address']}:8001/ready?task=fleettest-gone", "1s", timeout="2s",
+                                     deregister="1m"))
+
+        def check_of(service_id: str) -> dict:
+            """The check as the agent that runs it sees it (the catalog takes an output alone only every 5 min)."""
+            return next((k for k in c.agent.checks().values() if k["ServiceID"] == service_id), {})
+        # a new check starts critical with no output: wait for its first run
+        failed = wait_until(lambda: (k := check_of(gone)).get("Status") == "critical" and k.get("Output") and k, 15,
+                            "the left registration's check to run and fail")
+        assert ": 410 " in failed["Output"] and "a registration left by a replica that is gone" in failed["Output"]
+        _, now = c.health.service(stack.consul_service, passing=True)
+        assert gone not in {e["Service"]["ID"] for e in now} and len(now) == len(entries)
+    finally:
+        c.agent.service.deregister(gone)
 
 
 def test_prediction_through_the_gateway_equals_the_model(stack):

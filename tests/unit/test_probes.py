@@ -6,7 +6,7 @@ import socket
 
 import httpx
 
-from fleet_inference.admin import STALE_S, Snapshot
+from fleet_inference.admin import STALE_S, Snapshot, answer
 from fleet_inference.probes import ProbeServer
 from tests.kit.helpers import wait_until
 
@@ -21,6 +21,16 @@ def test_answers_come_from_the_last_snapshot():
     assert status == 429 and json.loads(body)["phase"] == "degraded"
     assert s.answer("/health", s.at)[0] == 200
     assert s.answer("/predict", s.at)[0] == 404
+
+
+def test_a_probe_naming_another_task_is_gone_whatever_the_replica_says():
+    s = Snapshot()
+    s.update(json.dumps({**READY, "/ready": [200, {"phase": "ready"}]}).encode())
+    assert answer(s, "/ready?task=old", "new", s.at)[0] == 410
+    assert json.loads(answer(s, "/ready?task=old", "new", s.at)[1])["error"].startswith("this address serves task new")
+    assert answer(s, "/ready?task=new", "new", s.at)[0] == 200
+    assert answer(s, "/ready", "new", s.at)[0] == 200  # Docker's own healthcheck names no task
+    assert answer(s, "/ready?task=old", "", s.at)[0] == 200  # a replica that does not know its task cannot tell
 
 
 def test_no_snapshot_yet_is_not_ready():
@@ -65,10 +75,11 @@ def test_the_probe_server_answers_follows_changes_and_is_started_again_when_kill
             return None
 
     async def main():
-        probes = ProbeServer(port, answers)
+        probes = ProbeServer(port, answers, task="t1")
         probes.start()
         try:
             await asyncio.to_thread(wait_until, lambda: ready_status() == 200, 15, "the probe server to answer")
+            assert httpx.get(f"http://127.0.0.1:{port}/ready?task=t0", timeout=1).status_code == 410
             state["status"] = 503
             probes.changed()
             await asyncio.to_thread(wait_until, lambda: ready_status() == 503, 5, "the change to reach it")

@@ -18,3 +18,11 @@ def test_only_replicas_with_a_weight_join_the_gateways_weighted_pool(role, weigh
     manifest = Manifest(name="m", version="2", sha256="0" * 64, file="model.pt", input_shape=(8,), num_classes=4, accuracy=0.9)
     tags = service_definition(settings, manifest, "10.0.0.5", weight)["tags"]
     assert role in tags and "v2" in tags and (f"live-{role}" in tags) is live
+
+
+@pytest.mark.parametrize("task,query", [("t1", "?task=t1"), ("", "")])
+def test_the_check_names_the_replicas_task_so_a_reused_address_fails_it(task, query):
+    settings = Settings(role="stable", task_id=task, service_name="inference")
+    manifest = Manifest(name="m", version="2", sha256="0" * 64, file="model.pt", input_shape=(8,), num_classes=4, accuracy=0.9)
+    check = service_definition(settings, manifest, "10.0.0.5")["check"]
+    assert check["http"] == f"http://10.0.0.5:{settings.admin_port}/ready{query}"

@@ -6,6 +6,12 @@ body]}` on its standard input, at once on a change of phase and every 0.1 s othe
 and GPU memory move readiness). This process answers from the last snapshot, so a probe waits neither
 on the replica's event loop nor on its GIL, however hard /predict saturates it.
 
+`python -m fleet_inference.admin PORT TASK` also knows its Swarm task: a probe that names another task
+(`/ready?task=ID`, as the replica's Consul check does) answers 410. Overlay addresses are reused, and a node's
+agent that comes back restores the registrations of its replicas that died with it: without this, such a
+registration's check would pass against whichever replica holds the dead one's address now, and count and
+route it twice, under the dead replica's role and version.
+
 Liveness keeps its meaning: the snapshots come from the replica's event loop, so when none has
 arrived for STALE_S seconds the replica's Python no longer runs, and both probes answer 503
 `unresponsive`. The process exits when its standard input closes (the replica is gone).
@@ -18,6 +24,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 STALE_S = 5.0
 
@@ -60,12 +67,22 @@ def follow(snapshot: Snapshot, stream) -> None:
     os._exit(0)
 
 
-def serve(port: int, snapshot: Snapshot) -> ThreadingHTTPServer:
+def answer(snapshot: Snapshot, target: str, task: str, now: float) -> tuple[int, bytes]:
+    """The answer to GET `target` (a path and query) by the probe server of Swarm task `task` ('' unknown)."""
+    url = urlsplit(target)
+    asked = parse_qs(url.query).get("task", [""])[0]
+    if asked and task and asked != task:
+        return 410, encode({"error": f"this address serves task {task}, not {asked}: a registration left by a "
+                                     "replica that is gone"})
+    return snapshot.answer(url.path, now)
+
+
+def serve(port: int, snapshot: Snapshot, task: str = "") -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self):
-            status, body = snapshot.answer(self.path.split("?", 1)[0], time.monotonic())
+            status, body = answer(snapshot, self.path, task, time.monotonic())
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -87,9 +104,9 @@ def serve(port: int, snapshot: Snapshot) -> ThreadingHTTPServer:
 
 
 def main() -> None:
-    port = int(sys.argv[1])
+    port, task = int(sys.argv[1]), (sys.argv[2:] or [""])[0]
     snapshot = Snapshot()
-    server = serve(port, snapshot)
+    server = serve(port, snapshot, task)
     threading.Thread(target=follow, args=(snapshot, sys.stdin.buffer), name="snapshots", daemon=True).start()
     server.serve_forever()
 

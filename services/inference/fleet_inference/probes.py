@@ -23,8 +23,8 @@ PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 class ProbeServer:
-    def __init__(self, port: int, answers: Callable[[], dict]):
-        self.port, self.answers = port, answers
+    def __init__(self, port: int, answers: Callable[[], dict], task: str = ""):
+        self.port, self.answers, self.task = port, answers, task
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self._spawned_at = 0.0
@@ -34,7 +34,7 @@ class ProbeServer:
     def _spawn(self) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
         self._spawned_at = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "fleet_inference.admin", str(self.port)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "fleet_inference.admin", str(self.port), self.task],
                                      stdin=subprocess.PIPE, close_fds=True, env=env)
         os.set_blocking(self.proc.stdin.fileno(), False)
         self.starts += 1

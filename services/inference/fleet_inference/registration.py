@@ -63,6 +63,7 @@ def service_definition(settings: Settings, manifest: Manifest, address: str, wei
     `live-<role>` when the weight is above 0: only live replicas are in the gateway's weighted pool, so a
     canary registered with weight 0 takes no share until fleet gives it one."""
     weight = settings.weight if weight is None else weight
+    task_query = f"?task={settings.task_id}" if settings.task_id else ""
     return {
         "name": settings.service_name,
         "service_id": service_id(settings),
@@ -73,9 +74,11 @@ def service_definition(settings: Settings, manifest: Manifest, address: str, wei
                  "role": settings.role, "task_id": settings.task_id},
         # The gateway maps SRV weight w to w/256+1, so weights shift traffic in multiples of 256.
         "weights": {"Passing": max(1, weight) * 256, "Warning": 256},
-        # the probe server answers /ready beside the service, never behind /predict
-        "check": {"http": f"http://{address}:{settings.admin_port}/ready", "interval": settings.check_interval,
-                  "timeout": "2s", "DeregisterCriticalServiceAfter": settings.deregister_after},
+        # the probe server answers /ready beside the service, never behind /predict; naming the task, so
+        # that this registration fails once another replica holds its address (fleet_inference/admin.py)
+        "check": {"http": f"http://{address}:{settings.admin_port}/ready{task_query}",
+                  "interval": settings.check_interval, "timeout": "2s",
+                  "DeregisterCriticalServiceAfter": settings.deregister_after},
     }
 
 

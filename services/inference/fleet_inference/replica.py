@@ -34,7 +34,7 @@ class Replica:
                                       settings.max_queue, on_batch=self._observe_batch,
                                       on_dropped=self.metrics.dropped_rows.inc)
         self.apply_config(tuning.defaults(settings))
-        self.probes = ProbeServer(settings.admin_port, self.probe_answers)
+        self.probes = ProbeServer(settings.admin_port, self.probe_answers, settings.task_id)
         self._tasks: list[asyncio.Task] = []
         self.registration: registration.Registration | None = None
         self.follower: tuning.Follower | None = None
