@@ -110,6 +110,15 @@ def deploy(stack: StackUnderTest, env: dict | None = None) -> None:
                    check=True, capture_output=True, env={**stack.env(), **(env or {})})
 
 
+def gateway_log(stack: StackUnderTest, since: float) -> list[str]:
+    """The gateway's own log lines since `since` (epoch s) that say why a client got an error: its servers going
+    DOWN or UP (with the check's reason and duration) and requests it had no server for."""
+    out = subprocess.run(["docker", "service", "logs", "--raw", "--timestamps", "--since", str(int(since)),
+                          stack.service("gateway")], capture_output=True, text=True, timeout=60)
+    return [line for line in (out.stdout + out.stderr).splitlines()
+            if any(k in line for k in ("DOWN", " is UP", "NOSRV", "no server available", " 503 "))]
+
+
 def converged(stack: StackUnderTest, replicas: int = 2, version: str = "2"):
     """All tasks of every service running and healthy, and `replicas` passing instances in Consul."""
     for svc in stack.swarm.stack_services(stack.name):

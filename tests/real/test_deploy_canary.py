@@ -4,6 +4,7 @@ what it would do. Real engine, real Consul, real images, bounded load through th
 import json
 import subprocess
 import sys
+import time
 
 import docker
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from fleet.adapters.store import Store
 from tests.kit.cli import fleet
 from tests.kit.helpers import LoadLoop, wait_until
-from tests.kit.stacks import ROOT, StackUnderTest, canary_gone, converged, own_stack
+from tests.kit.stacks import ROOT, StackUnderTest, canary_gone, converged, gateway_log, own_stack
 
 NAME = "fleettest-dc"
 V1, V2 = "fleet/inference:1", "fleet/inference:2"  # golden accuracy 0.79 and 0.905
@@ -60,6 +61,7 @@ def finished(p: subprocess.Popen, timeout: float = 400) -> tuple[int, dict, str]
 
 
 def test_better_image_in_the_file_runs_a_canary_and_promotes(dc):
+    began = time.time()
     with LoadLoop(f"{dc.gateway}/predict", max_requests=20_000, max_seconds=300) as load:
         p = background(dc, "deploy", image=V2)
         seen = wait_until(lambda: [r for r in json.loads(fleet(dc, "status", "--stack", NAME, "--json").stdout)
@@ -76,7 +78,10 @@ def test_better_image_in_the_file_runs_a_canary_and_promotes(dc):
     assert stable(dc)[0] == V2 and canary_gone(dc) and converged(dc)
     last = history(dc)[-1]
     assert (last["image"], last["outcome"], last["cause"]) == (V2, "promoted", "fleet deploy")
-    assert load.total > 20 and load.failures == [], load.failures[:5]
+    failed_at = [round(t - began, 2) for t, status, _ in load.served if status != 200]
+    timeline = [(round(e["at"] - began, 2), e["event"]) for r in doc["rollouts"] for e in r["timeline"]]
+    assert load.total > 20 and load.failures == [], (load.failures[:2], f"failed at {failed_at} s", timeline,
+                                                     gateway_log(dc, began))
     print(f"deploy's canary of {V2} promoted in {doc['seconds']:.1f}s; {load.total} client requests, 0 failed")
 
 
