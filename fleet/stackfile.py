@@ -104,7 +104,7 @@ def consul_servers(command) -> int | None:
         value = arg.split("=", 1)[1] if arg.startswith("-bootstrap-expect=") else \
             args[i + 1] if arg == "-bootstrap-expect" and i + 1 < len(args) else None
         if value is not None:
-            return int(value) if value.isdigit() else None
+            return int(value) if value.isascii() and value.isdigit() else None
     return 1 if "-bootstrap" in args else None
 
 

@@ -181,3 +181,83 @@ def test_after_the_fuzz_the_replica_is_ready_and_its_memory_bounded(replica):
     assert replica.get("/ready").status_code == 200
     growth = rss_bytes(replica.pid) - replica.rss_before
     assert growth < 50 << 20, f"memory grew {growth >> 20} MiB over the fuzz"
+
+
+# headers and raw bytes: what no HTTP client library would send ----------------------------------
+def raw_request(url: str, head: bytes, body: bytes = b"", cut: bool = False) -> tuple[int | None, bytes]:
+    """Send `head` (request line and headers, without `Connection: close` and the blank line) and `body` as they
+    are, over a plain socket to the replica at `url`; the answer's status and bytes. `cut`: close the socket
+    right after sending (a client gone before its declared body is whole): (None, b""). Bounded: 10 s."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head + b"\r\nConnection: close\r\n\r\n" + body)
+        if cut:
+            return None, b""
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    line = got.split(b"\r\n", 1)[0].split()
+    return (int(line[1]) if len(line) > 1 and line[1].isdigit() else None), got
+
+
+def status_counts(client: httpx.Client) -> dict[str, float]:
+    """fleet_requests_total by status, summed over routes, from the replica's /metrics."""
+    counts = {}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("fleet_requests_total{"):
+            status = line.split('status="', 1)[1].split('"', 1)[0]
+            counts[status] = counts.get(status, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def answered_4xx_or_200(status: int | None, got: bytes) -> None:
+    assert status is not None and (status == 200 or 400 <= status < 500), got[:300]
+    assert not any(leak.encode() in got for leak in LEAKS), got[:300]
+
+
+# the header values a client may send anything in: every byte but CR and LF (those end the header)
+header_values = st.binary(max_size=24).filter(lambda b: b"\r" not in b and b"\n" not in b)
+HEADERS = [b"Inference-Header-Content-Length", b"Content-Type", b"Content-Encoding", b"Accept", b"Expect",
+           b"Transfer-Encoding", b"X-Request-Id", b"Accept-Encoding"]
+
+
+@pytest.mark.parametrize("value", [b"\xb2", b"1\xb2", b"\xb9\xb3", "\u0663".encode(), "\uff11".encode(), b"-5",
+                                   b"99999999999999999999999", b"0x10"])
+def test_the_binary_header_spelled_with_any_digits_is_a_400(replica, value):
+    """The byte 0xb2 reads as '²' (headers are Latin-1), which passes str.isdigit() and fails int(): every
+    replica answered 500, and the gateway retried it on four servers, counted against a canary."""
+    body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 8], "data": [1.0] * 8}]})
+    head = (f"POST {INFER} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n").encode() + b"Inference-Header-Content-Length: " + value
+    status, got = raw_request(str(replica.base_url), head, body.encode())
+    assert status == 400 and b"Inference-Header-Content-Length" in got, got[:300]
+
+
+@FUZZ
+@given(name=st.sampled_from(HEADERS), value=header_values, length=header_values.filter(lambda b: not b.isdigit()),
+       path=st.sampled_from(["/predict", INFER]))
+def test_arbitrary_header_bytes_never_get_a_5xx(replica, name, value, length, path):
+    """Any bytes in a header's value, and any Content-Length that is no length (lengths: the test below)."""
+    body = json.dumps({"inputs": [[1.0] * 8]}).encode()
+    for head in (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n".encode()
+                 + name + b": " + value,
+                 f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n".encode()
+                 + b"Content-Length: " + length):
+        answered_4xx_or_200(*raw_request(str(replica.base_url), head, body))
+    assert replica.get("/ready").status_code == 200
+
+
+def test_a_client_gone_before_its_declared_body_is_whole_counts_no_5xx(replica):
+    """Starlette raises ClientDisconnect from the body's stream, which the replica answered (and counted) as a
+    500: any client could add server errors to a canary's count at will."""
+    body = json.dumps({"inputs": [[1.0] * 8]}).encode()
+    before = status_counts(replica)
+    for path in ("/predict", INFER):
+        for _ in range(3):
+            raw_request(str(replica.base_url), f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                        f"application/json\r\nContent-Length: 99999".encode(), body, cut=True)
+    wait_until(lambda: sum(status_counts(replica).values()) - sum(before.values()) >= 6, 10,
+               "the replica to count the 6 requests cut short", interval=0.1)
+    after = status_counts(replica)
+    assert after.get("499", 0) - before.get("499", 0) == 6, after
+    assert all(after.get(s, 0) == before.get(s, 0) for s in after if s.startswith("5")), (before, after)

@@ -106,6 +106,14 @@ def test_binary_tensor_data_after_the_json_is_read_as_the_datatype_says():
         parse_infer(doc, M, 64, raw)
 
 
+@pytest.mark.parametrize("header", ["\u00b2", "1\u00b2", "\u0663", "\uff11", "-1", "+5", " 5", "5 ", "", "0x10", "1e3"])
+def test_a_binary_header_that_is_not_ascii_digits_is_a_400_naming_it(header):
+    """'²', Arabic-Indic and full-width digits pass str.isdigit() and then fail int(): a 500 before the fix."""
+    with pytest.raises(InputError, match="Inference-Header-Content-Length is") as e:
+        split_body(b'{"inputs": []}', header)
+    assert e.value.status == 400
+
+
 VALUE = st.one_of(st.floats(), st.integers(-2**60, 2**60), st.booleans(), st.none(), st.text(max_size=2),
                   st.sampled_from([-1.0, 1.0, 3.5e38, -3.4028234663852886e38, 10**400, -2**200]))
 

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.requests import ClientDisconnect
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import oip
@@ -23,7 +24,7 @@ from .config import Settings
 from .model_store import Manifest
 from .phases import Phase, liveness_status
 from .replica import Replica
-from .validation import InputError, check_content_type, parse_body, validate_inputs, validate_named
+from .validation import InputError, byte_count, check_content_type, parse_body, validate_inputs, validate_named
 
 log = logging.getLogger("fleet_inference.app")
 SERVER_VERSION = "1"  # this server's own version, as the Open Inference Protocol's server metadata gives it
@@ -270,16 +271,20 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, counted while it streams (chunked too): over `limit`, a 413 before it is all read."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    """The body, counted while it streams (chunked too): over `limit`, a 413 before it is all read. A client
+    that goes away before its body is whole was counted a 500, which a stranger could send at will."""
+    declared = byte_count(request.headers.get("content-length") or "")
+    if declared is not None and declared > limit:
         raise InputError(f"body is {declared} bytes, over the limit of {limit}: send fewer rows", 413)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InputError(f"body is over the limit of {limit} bytes: send fewer rows", 413)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise InputError(f"body is over the limit of {limit} bytes: send fewer rows", 413)
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client's doing, never the replica's: a 499, like a client gone mid-batch
+        raise InputError(f"the client went away after {size} bytes of its body", 499) from None
     return b"".join(chunks)
 
 

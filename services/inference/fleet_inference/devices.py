@@ -47,7 +47,7 @@ def gpu_index(name: str, uuids: Sequence[str], variable: str = "DOCKER_RESOURCE_
     for i, uuid in enumerate(uuids):
         if uuid.removeprefix("GPU-").lower() == bare:
             return i
-    if name.isdigit():
+    if name.isascii() and name.isdigit():
         index = int(name)
         if index < len(uuids):
             return index

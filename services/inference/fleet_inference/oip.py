@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .model_store import Input, Manifest
-from .validation import INTEGERS, InputError, accepted, outside, same_rows, unfit
+from .validation import INTEGERS, InputError, accepted, byte_count, outside, same_rows, unfit
 
 SERVER = "fleet-inference"
 PLATFORMS = {".pt2": "pytorch_export"}  # the weights' format by file suffix; TorchScript otherwise
@@ -34,10 +34,11 @@ def split_body(body: bytes, header: str | None) -> tuple[object, bytes]:
     """The request's JSON document and the binary tensor data after it (b"" without the extension)."""
     size = len(body)
     if header is not None:
-        if not header.isdigit() or int(header) > len(body):
+        declared = byte_count(header)
+        if declared is None or declared > len(body):
             raise InputError(f"Inference-Header-Content-Length is {header!r}: it must be the length of the JSON "
                              f"at the start of the body (at most {len(body)})", 400)
-        size = int(header)
+        size = declared
     try:
         return json.loads(body[:size]), body[size:]
     except (ValueError, UnicodeDecodeError) as e:

@@ -19,6 +19,12 @@ class InputError(ValueError):
         self.status = status
 
 
+def byte_count(text: str) -> int | None:
+    """`text` as a count of bytes when it is ASCII decimal digits only, else None. Pure. (`str.isdigit()` alone
+    takes '²' and other Unicode digits, which `int()` then refuses: a 500 from one header byte.)"""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def parse_body(body: bytes, max_bytes: int) -> object:
     if len(body) > max_bytes:
         raise InputError(f"body is {len(body)} bytes, over the limit of {max_bytes}: send fewer rows", 413)
