@@ -21,6 +21,7 @@ from .adapters.consul import Catalog
 from .adapters.swarm import Swarm
 from .connect import connect, consul_of, engine
 from .core import durations, policy, view
+from .core.secrets import redact_text
 from .core.convergence import State
 from .core.rollout import Phase, Rollout
 from .deploy import deploy as run_deploy, parse_images, routing_mesh_available, swarm_facts
@@ -40,13 +41,18 @@ BASE_IMAGE = "fleet/inference:base"  # the root Dockerfile's image, which script
 FILES = typer.Option([Path("docker-stack.yml")], "-c", "--compose-file", help="stack file(s), merged in order")
 
 
+def emit(doc: dict, flush: bool = False) -> None:
+    """The one JSON document of --json on stdout, every URL in it redacted (fleet/core/secrets.py)."""
+    print(redact_text(json.dumps(doc)), flush=flush)
+
+
 def fail(e: FleetError, as_json: bool) -> None:
     if as_json:
         doc = {"ok": False, "exit_code": e.exit_code, "error": str(e)}
         if isinstance(e.result, controller.Result):
             doc.update(result_doc(e.result))
-        print(json.dumps(doc))
-    err.print(f"[bold red]fleet:[/] {e}", markup=True, highlight=False)
+        emit(doc)
+    err.print(f"[bold red]fleet:[/] {redact_text(str(e))}", markup=True, highlight=False)
     raise typer.Exit(e.exit_code)
 
 
@@ -74,9 +80,9 @@ def lint(files: list[Path] = FILES, as_json: bool = JSON):
         findings = stackfile.lint(stackfile.load(files), routing_mesh=routing_mesh_available(), **swarm_facts())
     errors = [f for f in findings if f.severity is stackfile.Severity.ERROR]
     if as_json:
-        print(json.dumps({"ok": not errors, "findings": [
+        emit({"ok": not errors, "findings": [
             {"severity": f.severity.value, "service": f.service, "key": f.key, "message": f.message}
-            for f in findings]}))
+            for f in findings]})
     else:
         for f in findings:
             err.print(f, style="red" if f.severity is stackfile.Severity.ERROR else "yellow", highlight=False)
@@ -101,7 +107,7 @@ def build(model_dir: Path = typer.Argument(..., help="the model package: weights
         if push:
             doc["digest"] = builder.push(tag)
     if as_json:
-        print(json.dumps({"ok": True, **doc}))
+        emit({"ok": True, **doc})
     else:
         check = doc["check"]
         golden = (f"golden accuracy {check['golden_accuracy']:.4f}" if "golden_accuracy" in check
@@ -161,11 +167,11 @@ def deploy(files: list[Path] = FILES, stack: str = STACK,
             if live:
                 live.stop()
     if as_json:
-        print(json.dumps({"ok": True, "stack": stack, "seconds": round(result.seconds, 2), "warnings": result.warnings,
+        emit({"ok": True, "stack": stack, "seconds": round(result.seconds, 2), "warnings": result.warnings,
                           "plan": plan_doc(result.plan),
                           "rollouts": [result_doc(r) for r in result.rollouts],
                           "services": {n: {"state": v.state.value, "reason": v.reason, "running": v.running,
-                                           "desired": v.desired} for n, v in result.verdicts.items()}}))
+                                           "desired": v.desired} for n, v in result.verdicts.items()}})
     else:
         for r in result.rollouts:
             report(r, as_json)
@@ -188,12 +194,12 @@ def diff(files: list[Path] = FILES, stack: str = STACK,
     except FleetError as e:
         if isinstance(e, BadInput) and e.result is not None:
             if as_json:
-                print(json.dumps({"ok": False, "exit_code": e.exit_code, "error": str(e), "plan": plan_doc(e.result)}))
+                emit({"ok": False, "exit_code": e.exit_code, "error": str(e), "plan": plan_doc(e.result)})
                 raise typer.Exit(e.exit_code)
             show_plan(e.result)
         fail(e, as_json)
     if as_json:
-        print(json.dumps({"ok": True, "changed": result.plan.changed, "plan": plan_doc(result.plan)}))
+        emit({"ok": True, "changed": result.plan.changed, "plan": plan_doc(result.plan)})
     else:
         show_plan(result.plan)
     raise typer.Exit(DIFF_CHANGES if result.plan.changed else 0)
@@ -201,7 +207,7 @@ def diff(files: list[Path] = FILES, stack: str = STACK,
 
 def plan_doc(plan) -> list[dict]:
     return [{"service": c.service, "how": c.how.value, "note": c.note,
-             "changes": [{"key": k.key, "old": k.old, "new": k.new} for k in c.changes]} for c in plan.services]
+              "changes": [{"key": k.key, "old": k.old, "new": k.new} for k in c.changes]} for c in plan.services]
 
 
 def show_plan(plan) -> None:
@@ -232,7 +238,7 @@ def status(stack: str = STACK, consul: str = CONSUL, as_json: bool = JSON,
         if doc["consul_error"]:  # Swarm's view is still shown, but the answer is partial
             doc.update(ok=False, exit_code=Unreachable.exit_code, error=doc["consul_error"])
         if as_json:
-            print(json.dumps(doc))
+            emit(doc)
         else:
             render(doc)
     except FleetError as e:
@@ -254,7 +260,7 @@ def _watch(swarm: Swarm, catalog: Catalog, stack: str, lines: bool) -> None:
         for views in watch_rollouts(catalog, stack, stopped):
             if lines:
                 if view.changed(last, {"rollouts": views}):
-                    print(json.dumps({"at": round(time.time(), 3), "stack": stack, "rollouts": views}), flush=True)
+                    emit({"at": round(time.time(), 3), "stack": stack, "rollouts": views}, flush=True)
                 last = {"rollouts": views}
                 continue
             if time.monotonic() - refreshed > 2:  # Swarm's side of the view, every 2 s
@@ -303,11 +309,12 @@ def result_doc(r: "controller.Result") -> dict:
 
 def report(r: "controller.Result", as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"ok": True, **result_doc(r)}))
+        emit({"ok": True, **result_doc(r)})
     else:
         for failure in r.notify_failures:
-            err.print(f"[yellow]{failure}[/]", highlight=False, markup=False)
-        err.print(f"[green]revision {r.revision} ({r.image}): {r.phase.value}[/] {r.reason}", highlight=False)
+            err.print(f"[yellow]{redact_text(failure)}[/]", highlight=False, markup=False)
+        err.print(f"[green]revision {r.revision} ({r.image}): {r.phase.value}[/] {redact_text(r.reason)}",
+                  highlight=False)
 
 
 def show_progress(as_json: bool):
@@ -368,14 +375,18 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
                                                   "must approve before the automatic promotion"),
             gate_deadline: str = typer.Option(None, "--gate-deadline", help="how long a gate may go without an "
                                               "answer, then the rollout rolls back [default: 10m]"),
+            gate_env: list[str] = typer.Option([], "--gate-env", help="a variable a command gate gets from "
+                                               "fleet's environment (repeatable); it gets PATH, HOME and "
+                                               "FLEET_EVENT, and no other"),
             resume: bool = typer.Option(False, "--resume", help="finish or revert an orphaned rollout"),
             consul: str = CONSUL, as_json: bool = JSON):
     """Roll out a new image as a canary: stepped traffic, judged on evidence, promoted or rolled back.
     Settings not given here come from the service's rollout policy (`fleet.rollout.*` labels)."""
     with failing(as_json):
         if resume:
+            given = tuple(u for u in (*webhook, pre_rollout, confirm_promotion) if u)  # secrets the record hid
             report(controller.resume(connect(stack, service, consul, gateway, prometheus),
-                                     on_progress=show_progress(as_json)),
+                                     on_progress=show_progress(as_json), urls=given),
                    as_json)
             return
         if not canary or not image:
@@ -386,7 +397,8 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
                  "progress-deadline": progress_deadline, "golden-tolerance": golden_tolerance,
                  "auto-promote": None if no_auto_promote is None else not no_auto_promote,
                  "webhooks": ",".join(webhook) or None, "pre-rollout": pre_rollout,
-                 "confirm-promotion": confirm_promotion, "gate-deadline": gate_deadline}
+                 "confirm-promotion": confirm_promotion, "gate-deadline": gate_deadline,
+                 "gate-env": ",".join(gate_env) or None}
         flags = policy.labels({k: v for k, v in given.items() if v is not None})
         _, errors = policy.parse(flags)
         if errors:
@@ -457,13 +469,13 @@ def history(revision: int = typer.Argument(None, help="one revision (with --repo
                 raise BadInput("no revision to report on yet")
             written = controller.write_report(t, records[-1], report_file)
             if as_json:
-                print(json.dumps({"ok": True, "report": str(report_file), "revision": records[-1].revision,
-                                  "series": written}))
+                emit({"ok": True, "report": str(report_file), "revision": records[-1].revision,
+                                  "series": written})
             else:
                 err.print(f"[green]revision {records[-1].revision}: report written to {report_file}[/]")
             return
     if as_json:
-        print(json.dumps({"ok": True, "revisions": [{**h.to_dict(), "current": h.revision == current} for h in records]}))
+        emit({"ok": True, "revisions": [{**h.to_dict(), "current": h.revision == current} for h in records]})
         return
     table = Table("revision", "image", "outcome", "ended", "reason", title=f"{stack}_{service}")
     for h in records:
@@ -485,7 +497,7 @@ def _config(stack: str, service: str, consul: str | None, as_json: bool, change=
         name = t.consul_name
         doc = change(t.catalog.consul, name) if change else live_config.read(t.catalog.consul, name)[1]
     if as_json:
-        print(json.dumps({"ok": True, "key": config_key(name), "config": doc}))
+        emit({"ok": True, "key": config_key(name), "config": doc})
         return
     table = Table("knob", "value", "what", title=f"{config_key(name)} (unset knobs: the service's environment)")
     for knob, (_, low, high, what) in live_config.KNOBS.items():

@@ -24,11 +24,11 @@ from .adapters.prometheus import Prometheus, ProviderError
 from .adapters.store import LockLost
 from .adapters.swarm import EngineUnavailable
 from .connect import Target
-from .core import gates, view
+from .core import gates, policy, view
 from .core.control import ControlRequest
 from .core.convergence import State
 from .core.events import ControlRequested, Event, GoldenChecked, MetricsSample
-from .core.records import IN_PROGRESS, Revision, RolloutState, plan_to_dict
+from .core.records import IN_PROGRESS, Revision, RolloutState, plan_to_dict, restored
 from .core.rollout import TERMINAL, Action, Phase, Plan, Rollout, resumed, start, step
 from .errors import BadInput, FleetError, OperationFailed, Unreachable
 from .evidence import Evidence, stable_verdicts
@@ -118,7 +118,8 @@ def _pre_rollout_gate(t: Target, state: RolloutState, plan: Plan) -> None:
     started, links = time.time(), _links(t)
     payload = gates.event(state, {"phase": "pre-rollout", "share": 0}, t.stack, t.service, "pre-rollout", links,
                           at=time.time())
-    answer = hooks.wait_for(plan.pre_rollout, payload, time.monotonic() + plan.gate_deadline)
+    answer = hooks.wait_for(plan.pre_rollout, payload, time.monotonic() + plan.gate_deadline,
+                            env_names=plan.gate_env)
     if answer.approved:
         state.note(time.time(), "gate", f"pre-rollout gate approved: {answer.detail}")
         return
@@ -148,20 +149,34 @@ def _links(t: Target) -> dict:
 
 
 def resume(t: Target, first: Event | None = None, on_progress: Callable[[Rollout], None] = lambda r: None,
-           lock_wait: float = RESUME_LOCK_WAIT) -> Result:
+           lock_wait: float = RESUME_LOCK_WAIT, urls: tuple[str, ...] = ()) -> Result:
     """Take over an orphaned rollout (its controller's lock has lapsed) and bring it to a safe end,
     decided from what Swarm shows now. With `first` (a promote or abort request) that request decides
-    too: abort reverts; promote judges the canary afresh and promotes only on fresh passing evidence."""
+    too: abort reverts; promote judges the canary afresh and promotes only on fresh passing evidence.
+    The gate and webhook URLs the record kept redacted are found again among `urls` (the operator's) and
+    the service's policy; those that are not are dropped, and said (records.restored)."""
     lock(t, "rollout --resume", wait=lock_wait)
     try:
         state = t.store.load()
         if not state:
             raise BadInput(f"no unfinished rollout of {t.stable_name} to resume")
+        state.plan, notes = restored(state.plan, urls + _policy_urls(t))
+        for note in notes:
+            state.note(time.time(), "resume", note)
         x = Executor(t.cluster, t.store, state)
         r, actions = actions_on_resume(x, state.rollout, first)
         return _drive(t, state, r, state.plan, actions, on_progress)
     finally:
         t.store.release()
+
+
+def _policy_urls(t: Target) -> tuple[str, ...]:
+    """The gate and webhook URLs of the stable service's rollout policy (its labels), if it has one."""
+    stable = t.stable()
+    chosen, _ = policy.parse(stable.labels if stable else None)
+    if chosen is None:
+        return ()
+    return (*chosen.plan.webhooks, chosen.plan.pre_rollout, chosen.plan.confirm_promotion)
 
 
 def request(t: Target, action: str, timeout: float = 600.0) -> Result:

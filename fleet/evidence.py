@@ -264,7 +264,8 @@ class Evidence:
         no ending it; the rollout's deadline for it is the pure core's (Plan.gate_deadline)."""
         payload = gates.event(self.state, self.state.rollout.to_dict(), self.t.stack, self.t.service, name,
                               at=time.time())
-        for answer in hooks.answers(self.plan.confirm_promotion, payload, self.stream.stopped):
+        for answer in hooks.answers(self.plan.confirm_promotion, payload, self.stream.stopped,
+                                    env_names=self.plan.gate_env):
             yield GateAnswered(name, answer.approved, answer.detail)
 
     def gateway(self) -> Gateway:

@@ -16,6 +16,7 @@ from plotly.subplots import make_subplots
 
 from .core.analysis import PREDICTIONS
 from .core.records import Revision
+from .core.secrets import redact_text
 
 RATE = "5s"  # the rate window of every series (the stack scrapes every 250 ms)
 _PREDICT = 'service="{s}",' + PREDICTIONS
@@ -111,11 +112,12 @@ def page(record: Revision, data: dict, stack: str, service: str) -> str:
     e = html.escape
     plan = record.plan or {}
     golden = record.golden or {}
-    rows = "".join(f"<tr><td>{e(_clock(x['at']))}</td><td>{e(x['event'])}</td><td>{e(x['detail'])}</td></tr>"
+    rows = "".join(f"<tr><td>{e(_clock(x['at']))}</td><td>{e(x['event'])}</td><td>{e(redact_text(x['detail']))}</td></tr>"
                    for x in record.timeline or [])
     took = (record.ended_at - record.started_at) if record.ended_at and record.started_at else None
     plots = figure(record, data).to_html(full_html=False, include_plotlyjs=True, div_id="fleet-report-plots")
-    embedded = json.dumps({"stack": stack, "service": service, "record": record.to_dict(), "series": data}).replace("</", "<\\/")
+    embedded = redact_text(json.dumps({"stack": stack, "service": service, "record": record.to_dict(),
+                                       "series": data})).replace("</", "<\\/")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>fleet: {e(stack)}_{e(service)} revision {record.revision}</title>
 <style>body{{font-family:sans-serif;margin:24px;max-width:1150px}} td{{padding:2px 8px;vertical-align:top}}

@@ -2,11 +2,13 @@
 with subprocess, retries with tenacity. A webhook's URL gets a thread of its own, so a slow or dead
 receiver never holds up the evidence loop or another receiver; its failure is reported, never a verdict.
 """
+import asyncio
 import json
 import logging
 import os
 import queue
 import shlex
+import signal
 import subprocess
 import threading
 import time
@@ -15,6 +17,7 @@ import httpx
 import tenacity
 
 from ..core.gates import Answer, answer_of, is_url
+from ..core.secrets import redact, redact_text
 
 log = logging.getLogger("fleet.hooks")
 ASK_TIMEOUT = 10.0  # seconds one ask of a gate may take
@@ -24,41 +27,73 @@ HOOK_ATTEMPTS = 3
 FLUSH_WAIT = 15.0  # seconds the end of a rollout waits for its webhooks to be delivered
 
 
-def ask(spec: str, payload: dict, timeout: float = ASK_TIMEOUT) -> Answer:
-    """Ask a gate once."""
+def ask(spec: str, payload: dict, timeout: float = ASK_TIMEOUT, env_names: tuple[str, ...] = ()) -> Answer:
+    """Ask a gate once, within `timeout` seconds in all, whatever the gate does (trickles, never answers)."""
     if is_url(spec):
         try:
-            r = httpx.post(spec, json=payload, timeout=timeout)
-        except httpx.HTTPError as e:
-            return Answer(None, f"no answer from {spec}: {type(e).__name__}: {e}")
-        return answer_of(r.status_code, r.text)
-    data = json.dumps(payload)
+            status, text = asyncio.run(asyncio.wait_for(_post(spec, payload, timeout), timeout))
+        except (httpx.HTTPError, TimeoutError) as e:
+            return Answer(None, f"no answer from {redact(spec)} within {timeout:g}s: {type(e).__name__}"
+                                + (f": {redact_text(str(e))}" if str(e) else ""))
+        return answer_of(status, text)
+    return _run(spec, json.dumps(payload), timeout, env_names)
+
+
+async def _post(url: str, payload: dict, timeout: float) -> tuple[int, str]:
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        r = await client.post(url, json=payload)
+        return r.status_code, r.text
+
+
+async def _deliver(url: str, body: bytes) -> int:
+    """One webhook POST, its status (the caller bounds it in all: a receiver that trickles is cut off)."""
+    async with httpx.AsyncClient(timeout=HOOK_TIMEOUT) as client:
+        r = await client.post(url, content=body, headers={"content-type": "application/json"})
+        return r.status_code
+
+
+def gate_env(event: str, names: tuple[str, ...] = ()) -> dict[str, str]:
+    """A command gate's whole environment: PATH, HOME, the event, and the variables the operator named
+    (--gate-env); never fleet's own (CONSUL_HTTP_TOKEN, DOCKER_* and the rest)."""
+    keep = {name: os.environ[name] for name in ("PATH", "HOME", *names) if name in os.environ}
+    return {**keep, "FLEET_EVENT": event}
+
+
+def _run(spec: str, data: str, timeout: float, env_names: tuple[str, ...]) -> Answer:
+    """A command gate in a session of its own, so that at the timeout it and every process it started are
+    killed (a child left holding its output would otherwise keep the ask waiting)."""
     try:
-        p = subprocess.run(shlex.split(spec), input=data, capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, "FLEET_EVENT": data})
-    except subprocess.TimeoutExpired:
-        return Answer(None, f"`{spec}` still running after {timeout:g}s")
+        p = subprocess.Popen(shlex.split(spec), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=gate_env(data, env_names), start_new_session=True)
     except OSError as e:
         return Answer(False, f"`{spec}` could not run: {e}")
-    said = (p.stdout.strip() or p.stderr.strip())[-300:]
+    try:
+        out, err = p.communicate(data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        return Answer(None, f"`{spec}` still running after {timeout:g}s")
+    said = (out.strip() or err.strip())[-300:]
     return Answer(p.returncode == 0, f"exit {p.returncode}" + (f": {said}" if said else ""))
 
 
-def answers(spec: str, payload: dict, stopped: threading.Event, timeout=lambda: ASK_TIMEOUT):
+def answers(spec: str, payload: dict, stopped: threading.Event, timeout=lambda: ASK_TIMEOUT,
+            env_names: tuple[str, ...] = ()):
     """Ask a gate every ASK_EVERY seconds, yielding each answer, until one approves or refuses (the last
     yielded) or `stopped` is set; `timeout()` bounds each ask."""
     while not stopped.is_set():
-        answer = ask(spec, payload, timeout())
+        answer = ask(spec, payload, timeout(), env_names)
         yield answer
         if answer.approved is not None or stopped.wait(ASK_EVERY):
             return
 
 
-def wait_for(spec: str, payload: dict, deadline: float, on_pending=lambda answer: None) -> Answer:
+def wait_for(spec: str, payload: dict, deadline: float, on_pending=lambda answer: None,
+             env_names: tuple[str, ...] = ()) -> Answer:
     """`answers` until one approves or refuses, or `deadline` (monotonic) passes: then Answer(None, ...)
-    with the last word."""
+    with the last word. It returns within a second of the deadline."""
     left = lambda: min(ASK_TIMEOUT, max(1.0, deadline - time.monotonic()))  # noqa: E731
-    for answer in answers(spec, payload, threading.Event(), left):  # never set: it ends on a yes or a no
+    for answer in answers(spec, payload, threading.Event(), left, env_names):  # never set: it ends on a yes or a no
         if answer.approved is None:
             on_pending(answer)
         if answer.approved is not None or time.monotonic() + ASK_EVERY > deadline:
@@ -91,22 +126,24 @@ class Webhooks:
         for t, (url, q) in zip(self._threads, self._queues.items()):
             t.join(max(0.0, deadline - time.monotonic()))
             if t.is_alive():
-                self._fail(f"webhook {url}: events left undelivered after {wait:g}s")
+                self._fail(f"webhook {redact(url)}: events left undelivered after {wait:g}s")
 
     def _run(self, url: str, q: queue.Queue) -> None:
-        with httpx.Client(timeout=HOOK_TIMEOUT) as client:
-            while (payload := q.get()) is not None:
-                what = f"{payload.get('kind')} {payload.get('phase')}"
-                try:
-                    for attempt in tenacity.Retrying(stop=tenacity.stop_after_attempt(HOOK_ATTEMPTS),
-                                                     wait=tenacity.wait_exponential(multiplier=0.5, max=2),
-                                                     reraise=True):
-                        with attempt:
-                            client.post(url, json=payload).raise_for_status()
-                    self.delivered.append((url, what))
-                except httpx.HTTPError as e:
-                    self._fail(f"webhook {url} failed for {what} after {HOOK_ATTEMPTS} tries: "
-                               f"{type(e).__name__}: {e}"[:400])
+        while (payload := q.get()) is not None:
+            what = f"{payload.get('kind')} {payload.get('phase')}"
+            body = redact_text(json.dumps(payload)).encode()  # no receiver reads another's secret
+            try:
+                for attempt in tenacity.Retrying(stop=tenacity.stop_after_attempt(HOOK_ATTEMPTS),
+                                                 wait=tenacity.wait_exponential(multiplier=0.5, max=2),
+                                                 reraise=True):
+                    with attempt:
+                        status = asyncio.run(asyncio.wait_for(_deliver(url, body), HOOK_TIMEOUT))
+                        if not 200 <= status < 300:
+                            raise httpx.HTTPError(f"answered {status}")
+                self.delivered.append((url, what))
+            except (httpx.HTTPError, TimeoutError) as e:
+                self._fail(f"webhook {redact(url)} failed for {what} after {HOOK_ATTEMPTS} tries: "
+                           f"{type(e).__name__}: {redact_text(str(e))}"[:400])
 
     def _fail(self, message: str) -> None:
         self.failures.append(message)

@@ -34,6 +34,7 @@ from fleet_protocol import cut_key, weight_key
 
 from ..core.control import ControlRequest, decode
 from ..core.records import Revision, RolloutState
+from ..core.secrets import redact_text
 from .consul import call, patiently
 
 SESSION_TTL = 10  # seconds; Consul may take up to twice this to let a dead holder's lock go
@@ -157,7 +158,7 @@ class Store:
 
     def save(self, state: RolloutState, patient: bool = True) -> None:
         """Write the state, fenced: only while this process's session holds the lock."""
-        self.write({f"{self.prefix}/state": json.dumps(state.to_dict())}, patient=patient)
+        self.write({f"{self.prefix}/state": _doc(state.to_dict())}, patient=patient)
 
     def set_weights(self, consul_service: str, weights: dict[str, int | None]) -> None:
         """The weight each role's replicas register with (None puts back their own default, and takes away a
@@ -175,7 +176,7 @@ class Store:
 
     def begin(self, state: RolloutState) -> None:
         """The state of a new rollout, and no control request left from before it, in one fenced write."""
-        self.write({f"{self.prefix}/state": json.dumps(state.to_dict()), f"{self.prefix}/control": None})
+        self.write({f"{self.prefix}/state": _doc(state.to_dict()), f"{self.prefix}/control": None})
 
     def clear(self) -> None:
         self.write({f"{self.prefix}/state": None, f"{self.prefix}/control": None})
@@ -198,7 +199,7 @@ class Store:
         return next((h for h in self.history() if h.revision == number), None)
 
     def record(self, revision: Revision) -> None:
-        self.write({self.history_key(revision.revision): json.dumps(revision.to_dict())})
+        self.write({self.history_key(revision.revision): _doc(revision.to_dict())})
 
     def history_key(self, revision: int) -> str:
         return f"{self.prefix}/history/{revision:06d}"
@@ -236,6 +237,11 @@ def stack_rollouts(c: consul.Consul, stack: str, index: int | None = None,
             record = _revision(item)
             entry.history[record.revision] = record
     return index, found
+
+
+def _doc(record: dict) -> str:
+    """A record as KV holds it: JSON, with every URL in it redacted (fleet/core/secrets.py)."""
+    return redact_text(json.dumps(record))
 
 
 def _state(item: dict | None) -> RolloutState | None:

@@ -200,12 +200,22 @@ def _load(k: float) -> str:
 
 GOLDEN_TOLERANCE = 0.01  # accuracy points the canary may fall below the stable's (--golden-tolerance)
 MANIFEST_TOLERANCE = 0.01  # and below its own manifest's figure on its shipped golden set
+GOLDEN_MIN_ROWS = 10  # a golden set of fewer rows is no evidence: the gate fails for want of it
+
+
+def _too_small(rows: int, source: str) -> Judgement | None:
+    if rows >= GOLDEN_MIN_ROWS:
+        return None
+    return Judgement(Outcome.FAIL, f"the golden set ({source}) has {rows} rows, fewer than the {GOLDEN_MIN_ROWS} "
+                                   "the gate needs to say anything: no evidence; ship or give (--golden) a larger one")
 
 
 def judge_golden(canary: float, stable: float, manifest: float | None, tolerance: float = GOLDEN_TOLERANCE,
                  rows: int = 0, source: str = "") -> Judgement:
     """Pure: the golden gate. The canary fails when its accuracy on the golden set is below the stable's
     by more than `tolerance`, and always when below its own manifest's figure (when it has one)."""
+    if (small := _too_small(rows, source)) is not None:
+        return small
     figures = (f"canary accuracy {canary:.4f}, stable {stable:.4f} on {rows} golden rows ({source})"
                + (f"; manifest says {manifest:.4f}" if manifest is not None else ""))
     if canary < stable - tolerance:
@@ -219,6 +229,8 @@ def judge_golden(canary: float, stable: float, manifest: float | None, tolerance
 def judge_golden_outputs(canary: list, stable: list, tolerance: float, source: str = "") -> Judgement:
     """Pure: the golden gate for a model of plain tensor outputs. The canary fails when any of its outputs
     on the golden rows is further than `tolerance` (absolute) from the stable's."""
+    if (small := _too_small(len(stable), source)) is not None:
+        return small
     if len(canary) != len(stable) or any(len(_flat(c)) != len(_flat(s)) for c, s in zip(canary, stable)):
         return Judgement(Outcome.FAIL, f"the canary's outputs on the golden rows ({source}) are not shaped like "
                                        "the stable's")

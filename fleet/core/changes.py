@@ -17,7 +17,7 @@ import shlex
 from dataclasses import dataclass, field
 from enum import Enum
 
-from . import policy
+from . import policy, secrets
 from .records import Revision
 
 CONTAINER_KEYS = ("image", "digest", "environment", "command", "entrypoint", "resources")
@@ -81,11 +81,12 @@ class DeployPlan:
 
 
 def _show(value) -> str:
+    """A value as `fleet diff` prints it, any URL in it redacted (a webhook's token in a label)."""
     if value is None:
         return "(none)"
     if isinstance(value, list):
-        return shlex.join(str(v) for v in value)
-    return str(value)
+        return secrets.redact_text(shlex.join(str(v) for v in value))
+    return secrets.redact_text(str(value))
 
 
 # one shape for both sides ---------------------------------------------------------------------------

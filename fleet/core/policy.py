@@ -17,6 +17,7 @@ so `docker stack deploy` still takes the file by hand and the policy travels wit
         fleet.rollout.pre-rollout: "https://ci.example/load-test"    # gates: a URL, or a command line
         fleet.rollout.confirm-promotion: "https://ci.example/approve"
         fleet.rollout.gate-deadline: 10m
+        fleet.rollout.gate-env: "CI_TOKEN"       # variables a command gate gets (it gets no other of fleet's)
 
 Every key is optional; a service with no `fleet.rollout.*` label has no policy (Swarm's rolling update).
 Parsing is pure: labels in, a Policy or the errors that name the fix out.
@@ -81,6 +82,14 @@ def _webhooks(text: str) -> tuple[str, ...]:
     return urls
 
 
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if not n.isascii() or not (n.replace("_", "a").isalnum() and not n[0].isdigit())]
+    if not names or bad:
+        raise ValueError(f"{text!r} is not a list of environment variable names")
+    return names
+
+
 # label (after the prefix) -> (parser, how it changes the policy, an example)
 KEYS = {
     "strategy": (_strategy, lambda p, v: replace(p, strategy=v), "canary"),
@@ -104,6 +113,7 @@ KEYS = {
     "confirm-promotion": (gates.check_spec, lambda p, v: replace(p, plan=replace(p.plan, confirm_promotion=v)),
                           '"https://ci.example/approve"'),
     "gate-deadline": (durations.parse, lambda p, v: replace(p, plan=replace(p.plan, gate_deadline=v)), "10m"),
+    "gate-env": (_names, lambda p, v: replace(p, plan=replace(p.plan, gate_env=v)), '"CI_TOKEN,BUILD_ID"'),
 }
 
 

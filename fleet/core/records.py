@@ -7,6 +7,7 @@ ended, and what its report draws. fleet/adapters/store.py is the only reader and
 """
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from . import secrets
 from .analysis import Thresholds
 from .rollout import Phase, Plan, Rollout
 
@@ -15,18 +16,50 @@ IN_PROGRESS = "in_progress"
 
 
 def plan_to_dict(plan: Plan) -> dict:
-    return {**asdict(plan), "steps": list(plan.steps), "webhooks": list(plan.webhooks)}
+    """The plan as fleet writes it, its gate and webhook URLs redacted (fleet/core/secrets.py)."""
+    return {**asdict(plan), "steps": list(plan.steps), "webhooks": list(secrets.redacted(plan.webhooks)),
+            "pre_rollout": secrets.redact(plan.pre_rollout), "confirm_promotion": secrets.redact(plan.confirm_promotion)}
 
 
 def plan_from_dict(d: dict) -> Plan:
-    return Plan(**{**d, "steps": tuple(d["steps"]), "webhooks": tuple(d.get("webhooks") or ()),
-                   "thresholds": Thresholds(**d["thresholds"])})
+    return Plan(**{**known(Plan, d), "steps": tuple(d["steps"]), "webhooks": tuple(d.get("webhooks") or ()),
+                   "gate_env": tuple(d.get("gate_env") or ()),
+                   "thresholds": Thresholds(**known(Thresholds, d["thresholds"]))})
 
 
-def _known(cls, d: dict) -> dict:
+def restored(plan: Plan, given: tuple[str, ...]) -> tuple[Plan, list[str]]:
+    """A plan read back from a record, its redacted URLs restored from `given` (the URLs the operator gave
+    the resumed rollout, and the service's policy): what cannot be restored is dropped, and said. A gate
+    that cannot be asked any more leaves the promotion to `fleet promote`. Pure."""
+    notes, webhooks = [], []
+    for url in plan.webhooks:
+        real = secrets.restore(url, given)
+        if real is None:
+            notes.append(f"webhook {url} dropped: its URL held a secret fleet does not keep; give it again with "
+                         "--webhook")
+        else:
+            webhooks.append(real)
+    pre = secrets.restore(plan.pre_rollout, given) or ""
+    confirm = secrets.restore(plan.confirm_promotion, given)
+    auto = plan.auto_promote
+    if confirm is None:
+        notes.append(f"the confirm-promotion gate {plan.confirm_promotion} held a secret fleet does not keep: "
+                     "the promotion waits for `fleet promote` (or give the gate again with --confirm-promotion)")
+        confirm, auto = "", False
+    return replace(plan, webhooks=tuple(webhooks), pre_rollout=pre, confirm_promotion=confirm,
+                   auto_promote=auto), notes
+
+
+def known(cls, d: dict) -> dict:
     """The keys of `d` that are fields of `cls` (a record written by another version may hold others)."""
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in d.items() if k in names}
+
+
+def unknown(cls, d: dict) -> dict:
+    """The keys of `d` that are no field of `cls`: kept as they came, and written back (a newer fleet's)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k not in names}
 
 
 @dataclass
@@ -44,17 +77,19 @@ class Revision:
     plan: dict | None = None
     timeline: list[dict] | None = None
     golden: dict | None = None
+    extra: dict = field(default_factory=dict, repr=False, compare=False)  # a newer fleet's fields, kept
 
     @property
     def stable(self) -> bool:
         return self.outcome in STABLE_OUTCOMES
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        return {**d.pop("extra"), **d}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Revision":
-        return cls(**_known(cls, d))
+        return cls(**known(cls, d), extra=unknown(cls, d))
 
     def ended(self, state: "RolloutState", r: Rollout, at: float) -> "Revision":
         """This revision once its rollout ended as `r` at `at`, with what the report draws."""
@@ -79,6 +114,7 @@ class RolloutState:
     control_applied: list[str] = field(default_factory=list)  # the control requests already applied
     golden: dict | None = None  # the golden gate's answer: passed, detail
     evidence: dict | None = None  # the latest metrics window's figures (fleet/core/view.py), for watchers
+    extra: dict = field(default_factory=dict, repr=False, compare=False)  # a newer fleet's fields, kept
 
     @property
     def phase(self) -> Phase:
@@ -93,11 +129,11 @@ class RolloutState:
                         started_at=at)
 
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {**d, "plan": plan_to_dict(self.plan), "rollout": self.rollout.to_dict(), "timeline": list(self.timeline),
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**self.extra, **d, "plan": plan_to_dict(self.plan), "rollout": self.rollout.to_dict(), "timeline": list(self.timeline),
                 "control_applied": list(self.control_applied)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RolloutState":
-        return cls(**{**_known(cls, d), "plan": plan_from_dict(d["plan"]), "rollout": Rollout.from_dict(d["rollout"]),
+        return cls(**{**known(cls, d), "extra": unknown(cls, d), "plan": plan_from_dict(d["plan"]), "rollout": Rollout.from_dict(d["rollout"]),
                       "timeline": list(d.get("timeline") or []), "control_applied": list(d.get("control_applied") or [])})

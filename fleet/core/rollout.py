@@ -15,7 +15,7 @@ only after a whole step duration of complete evidence; a source down past the pr
 the canary. PAUSED ends after `pause_timeout`. The controller saves each new state before it carries
 out the actions, and a rollout found orphaned is resumed from what Swarm shows (`resumed`).
 """
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 
 from .analysis import Judgement, Outcome, Thresholds, judge
@@ -75,6 +75,7 @@ class Plan:
     confirm_promotion: str = ""  # a gate asked once all steps passed, before an automatic promotion
     gate_deadline: float = 600.0  # seconds a gate may go without answering; then the rollout rolls back
     webhooks: tuple[str, ...] = ()  # URLs posted a JSON event at each phase change and at the end
+    gate_env: tuple[str, ...] = ()  # the variables a command gate gets beside PATH, HOME and FLEET_EVENT
 
 
 # Actions: what the controller is to do, in order.
@@ -146,6 +147,8 @@ class Rollout:
     @classmethod
     def from_dict(cls, d: dict) -> "Rollout":
         j = d.get("judgement")
+        names = {f.name for f in fields(cls)}  # a newer fleet's fields are ignored
+        d = {k: v for k, v in d.items() if k in names}
         return cls(**{**d, "phase": Phase(d["phase"]), "failure": Reason(d["failure"]) if d.get("failure") else None,
                       "missing": tuple(d.get("missing") or ()),
                       "judgement": Judgement(Outcome(j["outcome"]), j["reason"]) if j else None})

@@ -1,5 +1,6 @@
 """Gates and webhooks: how an answer reads (pure), and the adapter against a real HTTP receiver on
 127.0.0.1 and real commands: approve, refuse, not yet, a dead or slow receiver, retries, order."""
+import json
 import sys
 import time
 
@@ -11,7 +12,7 @@ from fleet.core.analysis import Judgement, Outcome, Stats
 from fleet.core.events import MetricsSample
 from fleet.core.records import Revision, RolloutState
 from fleet.core.rollout import Phase, Plan, Rollout
-from tests.kit.helpers import Receiver
+from tests.kit.helpers import Quiet, Receiver, serving
 
 
 def a_state(revision, image="fleet/inference:3", previous="fleet/inference:2", plan=Plan(),
@@ -182,3 +183,100 @@ def test_remote_write_encodes_a_sorted_write_request_snappy_compressed():
     assert [(label.name, label.value) for label in ts.labels] == [("__name__", "fleet_rollout_share"),
                                                                   ("revision", "3"), ("stack", "s")]
     assert [(x.value, x.timestamp) for x in ts.samples] == [(25.0, 1700000000500)]
+
+
+# every wait has a total deadline ------------------------------------------------------------------
+class Trickle(Quiet):
+    """A gate that sends its headers and then one byte every 0.3 s, for at most 60 s."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        try:
+            for _ in range(200):
+                self.wfile.write(b"y")
+                self.wfile.flush()
+                time.sleep(0.3)
+        except (BrokenPipeError, ConnectionResetError):  # fleet gave up: what the test wants
+            pass
+
+
+class Redirect(Quiet):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.reply(307, b"", Location=self.path)
+
+
+@pytest.fixture
+def silent_gate():
+    """A port that accepts connections and never answers a byte."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    yield f"http://127.0.0.1:{s.getsockname()[1]}/gate"
+    s.close()
+
+
+@pytest.mark.parametrize("kind", ["trickle", "silent", "redirect"])
+def test_a_gate_deadline_holds_to_a_second_whatever_the_gate_does(kind, silent_gate, monkeypatch):
+    """A trickling gate kept `fleet rollout` waiting past 200 s with --gate-deadline 20s: the HTTP timeout
+    was per read. Now each ask has a total deadline, and so has the wait."""
+    monkeypatch.setattr(hooks, "ASK_EVERY", 0.2)
+    handler = {"trickle": Trickle, "redirect": Redirect}.get(kind)
+    with (serving(handler) if handler else _no_server()) as port:
+        url = f"http://127.0.0.1:{port}/gate" if handler else silent_gate
+        started = time.monotonic()
+        answer = hooks.wait_for(url, {"kind": "pre-rollout"}, started + 3.0)
+        took = time.monotonic() - started
+    assert answer.approved is None, answer
+    assert took < 3.0 + 1.0, f"the gate held the wait {took:.1f}s past a 3 s deadline"
+
+
+class _no_server:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_a_command_gate_that_leaves_a_child_holding_its_output_is_ended_at_its_timeout():
+    """subprocess.run's timeout kills the gate, then waits for its output to close: a child it started
+    held it open for as long as the child lived."""
+    script = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)"
+    started = time.monotonic()
+    answer = hooks.ask(f"{sys.executable} -c \"{script}\"", {}, timeout=1.0)
+    assert answer.approved is None and "still running after 1s" in answer.detail
+    assert time.monotonic() - started < 3
+
+
+def test_a_command_gate_gets_path_home_the_event_and_only_the_variables_named(monkeypatch):
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", "s3cr3t-consul")
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.1:2376")
+    monkeypatch.setenv("CI_BUILD", "1234")
+    script = "import os, json; print(json.dumps(sorted(os.environ)))"
+    answer = hooks.ask(f"{sys.executable} -c \"{script}\"", {"share": 5}, env_names=("CI_BUILD",))
+    names = set(json.loads(answer.detail.split(": ", 1)[1]))
+    assert {"FLEET_EVENT", "CI_BUILD", "PATH"} <= names
+    assert "CONSUL_HTTP_TOKEN" not in names and "DOCKER_HOST" not in names
+    assert names <= {"FLEET_EVENT", "CI_BUILD", "PATH", "HOME", "LC_CTYPE"}, names  # LC_CTYPE: Python's own
+    p, errors = policy.parse({"fleet.rollout.gate-env": "CI_BUILD, BUILD_URL"})
+    assert errors == [] and p.plan.gate_env == ("CI_BUILD", "BUILD_URL")
+    _, errors = policy.parse({"fleet.rollout.gate-env": "CI BUILD;rm"})
+    assert errors and "environment variable names" in errors[0][1]
+
+
+def test_a_webhook_that_trickles_is_cut_off_and_reported(monkeypatch):
+    monkeypatch.setattr(hooks, "HOOK_TIMEOUT", 0.5)
+    monkeypatch.setattr(hooks, "HOOK_ATTEMPTS", 2)
+    failures = []
+    with serving(Trickle) as port:
+        out = hooks.Webhooks([f"http://127.0.0.1:{port}/hook?token=abc"], on_failure=failures.append)
+        started = time.monotonic()
+        out.post({"kind": "phase", "phase": "starting"})
+        out.close(wait=10)
+    assert time.monotonic() - started < 4, "two tries of at most 0.5 s each, and the retry's wait"
+    assert len(failures) == 1 and "token=REDACTED" in failures[0] and "abc" not in failures[0], failures

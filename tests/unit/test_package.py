@@ -106,15 +106,28 @@ def test_a_manifest_declares_the_datatype_its_model_is_fed(dtype, torch_dtype):
         Manifest.parse({**doc, "input_dtype": "BF8"})
 
 
+REST = [[0.0, 1.0]] * 8  # rows both answer alike, so that the set has the gate's minimum of 10
+
+
 @pytest.mark.parametrize("canary,outcome,words", [
-    ([[0.1, 0.2], [0.3, 0.4]], Outcome.PASS, "by at most 0 on 2 golden rows"),
-    ([[0.1005, 0.2], [0.3, 0.4]], Outcome.PASS, "by at most 0.0005"),
-    ([[0.1, 0.2], [0.3, 0.5]], Outcome.FAIL, "1 row(s) beyond it"),
-    ([[0.1, 0.2]], Outcome.FAIL, "not shaped like the stable's"),
+    ([[0.1, 0.2], [0.3, 0.4]] + REST, Outcome.PASS, "by at most 0 on 10 golden rows"),
+    ([[0.1005, 0.2], [0.3, 0.4]] + REST, Outcome.PASS, "by at most 0.0005"),
+    ([[0.1, 0.2], [0.3, 0.5]] + REST, Outcome.FAIL, "1 row(s) beyond it"),
+    ([[0.1, 0.2]] + REST, Outcome.FAIL, "not shaped like the stable's"),
 ])
 def test_the_golden_gate_for_tensor_outputs_compares_the_canary_with_the_stable(canary, outcome, words):
-    j = judge_golden_outputs(canary, [[0.1, 0.2], [0.3, 0.4]], 0.001, "model e v2")
+    j = judge_golden_outputs(canary, [[0.1, 0.2], [0.3, 0.4]] + REST, 0.001, "model e v2")
     assert j.outcome is outcome and words in j.reason, j.reason
+
+
+@pytest.mark.parametrize("rows", [0, 1, 9])
+def test_a_golden_set_under_the_minimum_is_no_evidence_never_a_pass(rows):
+    """A golden set of 0 rows passed the gate: accuracy on nothing compared with accuracy on nothing."""
+    from fleet.core.analysis import GOLDEN_MIN_ROWS, judge_golden
+    for j in (judge_golden_outputs([[0.5]] * rows, [[0.5]] * rows, 0.001, "f.json"),
+              judge_golden(1.0, 1.0, None, rows=rows, source="f.json")):
+        assert j.outcome is Outcome.FAIL and f"has {rows} rows, fewer than the {GOLDEN_MIN_ROWS}" in j.reason
+    assert judge_golden(1.0, 1.0, None, rows=GOLDEN_MIN_ROWS, source="f.json").outcome is Outcome.PASS
 
 
 def test_a_golden_set_has_labels_or_outputs_with_a_tolerance():

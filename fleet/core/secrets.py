@@ -1,0 +1,62 @@
+"""Secrets kept out of what fleet writes. Pure.
+
+Gate and webhook URLs often carry a credential: `https://user:password@host/...` or a query value such as
+`?token=...`. Wherever fleet writes a URL (stderr, `--json`, the timeline, history and the state in
+Consul KV, webhook events, reports), it writes `redact(url)`: the user info and the values of secret-named
+query keys become `REDACTED`, the rest stays readable. The real URL lives only in the rollout's memory;
+`restore` finds it again among the URLs an operator gives a resumed rollout.
+"""
+import re
+from collections.abc import Iterable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+MASK = "REDACTED"
+SECRET_KEYS = ("token", "key", "secret", "sig", "signature", "password", "passwd", "pwd", "auth", "credential",
+               "session", "code")
+URL = re.compile(r"https?://[^\s'\"<>]+")
+
+
+def _secret(key: str) -> bool:
+    k = key.lower().replace("-", "_")
+    return any(word in k for word in SECRET_KEYS)
+
+
+def redact(url: str) -> str:
+    """`url` with its user info and secret-named query values masked. Pure; a text that is no http(s) URL
+    is returned as it is."""
+    if not url.startswith(("http://", "https://")):
+        return url
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:  # not a URL that parses: nothing of it is kept but its scheme
+        return url.split("://", 1)[0] + "://" + MASK
+    netloc = parts.netloc
+    if parts.username is not None or parts.password is not None:
+        netloc = f"{MASK}@" + (f"[{host}]" if ":" in host else host) + (f":{port}" if port is not None else "")
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(_secret(k) for k, _ in pairs):
+        query = urlencode([(k, MASK if _secret(k) else v) for k, v in pairs], safe=MASK)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, MASK if parts.fragment else ""))
+
+
+def redact_text(text: str) -> str:
+    """Every http(s) URL in `text` redacted (an error message that quotes the URL it failed on). Pure."""
+    return URL.sub(lambda m: redact(m.group(0)), text)
+
+
+def redacted(specs: Iterable[str]) -> tuple[str, ...]:
+    return tuple(redact(s) for s in specs)
+
+
+def restore(written: str, given: Iterable[str]) -> str | None:
+    """The URL among `given` whose redacted form is `written` (what a record kept), or `written` itself when
+    it hid nothing; None when it hid a secret and none of `given` matches. Pure."""
+    if redact(written) == written and MASK not in written:
+        return written
+    for url in given:
+        if redact(url) == written:
+            return url
+    return None
