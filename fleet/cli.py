@@ -343,8 +343,8 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
             step_duration: str = typer.Option(None, "--step-duration", help="time at each step [default: 30s]"),
             canary_replicas: int = typer.Option(None, "--canary-replicas", help="replicas of the canary service "
                                                 "[default: 1]"),
-            max_error_rate: float = typer.Option(None, "--max-error-rate", help="canary 5xx share allowed "
-                                                 "[default: 0.01]"),
+            max_error_rate: float = typer.Option(None, "--max-error-rate", help="canary 5xx share allowed beyond "
+                                                 "the stable's on the same window [default: 0.01]"),
             max_latency_ratio: float = typer.Option(None, "--max-latency-ratio", help="canary mean latency over "
                                                     "the stable's, at most [default: 1.5]"),
             max_divergence: float = typer.Option(None, "--max-divergence", help="how far the canary's mix of "

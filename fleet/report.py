@@ -14,12 +14,12 @@ import time
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .core.analysis import PREDICTIONS
+from .core.analysis import PREDICTIONS, SCRAPED
 from .core.records import Revision
 from .core.secrets import redact_text
 
 RATE = "5s"  # the rate window of every series (the stack scrapes every 250 ms)
-_PREDICT = 'service="{s}",' + PREDICTIONS
+_PREDICT = SCRAPED + ',service="{s}",' + PREDICTIONS
 QUERIES = {  # series -> PromQL over one Swarm service's replicas
     "requests": f"sum(rate(fleet_request_seconds_count{{{_PREDICT}}}[{RATE}]))",
     "synthetic": f'sum(rate(fleet_request_seconds_count{{{_PREDICT},origin="synthetic"}}[{RATE}]))',

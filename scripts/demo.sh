@@ -8,6 +8,7 @@ stack=${FLEET_STACK:-fleet}
 gw=${FLEET_GATEWAY_PORT:-8080}
 cport=${FLEET_CONSUL_PORT:-8501}
 . build/consul/fleet.env  # HTTPS with the stack's CA, fleet's own token (scripts/consul-secrets.sh)
+. build/prometheus-auth/fleet.env  # the stack's Prometheus's password (scripts/prometheus-secrets.sh)
 .venv/bin/fleet deploy --stack "$stack" --timeout 5m
 echo
 echo "prediction through the gateway, for two held-out tumours (8 measurements each; README, \"The demo's model\"):"
@@ -20,6 +21,7 @@ cat <<EOT
 stack $stack is up:
   gateway      http://127.0.0.1:$gw/predict   (POST {"inputs": [[8 measurements], ...]})
   consul       https://127.0.0.1:$cport (HTTPS, ACLs: . build/consul/fleet.env for fleet's token and the CA)
+  prometheus   http://127.0.0.1:${FLEET_PROMETHEUS_PORT:-9090} (user fleet: . build/prometheus-auth/fleet.env)
   tasks        docker stack ps $stack
   instances    curl -s --cacert build/consul/secrets/ca.pem https://127.0.0.1:$cport/v1/health/service/inference
   remove       docker stack rm $stack

@@ -17,3 +17,4 @@ bash scripts/images.sh bases || { kill "$venv" 2>/dev/null; exit 1; }
 wait "$venv"
 bash scripts/images.sh models
 bash scripts/consul-secrets.sh
+bash scripts/prometheus-secrets.sh

@@ -4,12 +4,17 @@ A query returns its samples, or none ("no data"); a provider that does not answe
 ProviderError, which is missing evidence (counted apart from metric failures, like Argo Rollouts'
 consecutiveErrorLimit), never a verdict on the canary.
 """
+import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
-from ..core.analysis import PREDICTIONS, Stats
+from ..core.analysis import GATEWAY_SCRAPED, PREDICTIONS, SCRAPED, Stats
 from .endpoints import Endpoints, Unanswered, fixed
+
+log = logging.getLogger("fleet.prometheus")
 
 
 class ProviderError(Exception):
@@ -22,13 +27,34 @@ class Sample:
     value: float
 
 
+def credentials() -> httpx.BasicAuth | None:
+    """fleet's credentials for the stack's Prometheus (scripts/prometheus-secrets.sh): the user
+    FLEET_PROMETHEUS_USER (default fleet) and the password in FLEET_PROMETHEUS_PASSWORD_FILE, or in
+    FLEET_PROMETHEUS_PASSWORD; None when neither is set (or the file cannot be read: a warning)."""
+    path, password = os.environ.get("FLEET_PROMETHEUS_PASSWORD_FILE"), os.environ.get("FLEET_PROMETHEUS_PASSWORD")
+    if path:
+        try:
+            password = Path(path).read_text().strip()
+        except OSError as e:  # said, and then Prometheus's refusal says the rest (REFUSED)
+            log.warning("FLEET_PROMETHEUS_PASSWORD_FILE %s: %s; point it at the password "
+                        "scripts/prometheus-secrets.sh made (build/prometheus-auth/password)", path, e.strerror)
+            return None
+    if not password:
+        return None
+    return httpx.BasicAuth(os.environ.get("FLEET_PROMETHEUS_USER") or "fleet", password)
+
+
+REFUSED = ("Prometheus at {url} wants credentials ({status}): set FLEET_PROMETHEUS_PASSWORD_FILE "
+           "(`. build/prometheus-auth/fleet.env` sets it for the stack's own)")
+
+
 class Prometheus:
     """Prometheus's HTTP API wherever it is published (fleet/adapters/endpoints.py): when it does not
     answer, the next address, and Swarm is asked again where it runs."""
 
     def __init__(self, endpoints: Endpoints | str, timeout: float = 2.0):
         self.endpoints = fixed(endpoints) if isinstance(endpoints, str) else endpoints
-        self.http = httpx.Client(timeout=timeout)
+        self.http = httpx.Client(timeout=timeout, auth=credentials())
 
     @property
     def url(self) -> str:
@@ -49,7 +75,11 @@ class Prometheus:
         try:
             doc = r.json()
         except ValueError as e:
+            if r.status_code in (401, 403):
+                raise ProviderError(REFUSED.format(url=self.url, status=r.status_code)) from None
             raise ProviderError(f"Prometheus at {self.url} answered something other than JSON: {e!r}") from None
+        if r.status_code in (401, 403):
+            raise ProviderError(REFUSED.format(url=self.url, status=r.status_code))
         if r.status_code != 200 or doc.get("status") != "success":
             raise ProviderError(f"Prometheus at {self.url} answered {r.status_code}: {doc.get('error', r.text[:200])}")
         return doc["data"]["result"]
@@ -78,7 +108,7 @@ def role_window(prom: Prometheus, service: str, servers: str, window: float, rep
     successfully within `max_age` seconds. Errors are the replicas' own 5xx or, when higher, what the
     gateway saw of the role's servers (`servers`: their name prefix there): 5xx, connection and
     response errors a replica never sees."""
-    sel = f'service="{service}"'
+    sel = f'{SCRAPED},service="{service}"'
     fresh = prom.scalar(f'count(up{{{sel}}} == 1 and (time() - timestamp(up{{{sel}}})) < {max_age:g})') or 0
     if replicas < 1 or fresh < replicas:
         return None
@@ -88,11 +118,13 @@ def role_window(prom: Prometheus, service: str, servers: str, window: float, rep
     if requests is None:
         return None
     errors = prom.scalar(f'sum(increase(fleet_requests_total{{{route},status=~"5.."}}[{w}]))') or 0.0
-    at_gateway = f'server=~"{servers}[0-9]+"'
+    at_gateway = f'{GATEWAY_SCRAPED},server=~"{servers}[0-9]+"'
     gateway_errors = prom.scalar(
         f'sum(increase(haproxy_server_http_responses_total{{{at_gateway},code="5xx"}}[{w}])) '
         f'+ sum(increase(haproxy_server_connection_errors_total{{{at_gateway}}}[{w}])) '
         f'+ sum(increase(haproxy_server_response_errors_total{{{at_gateway}}}[{w}]))') or 0.0
+    unserved = prom.scalar(f'sum(increase(haproxy_backend_http_responses_total{{{GATEWAY_SCRAPED},proxy="replicas",'
+                           f'code="5xx"}}[{w}]))') or 0.0  # failed for clients: on every server tried
     latency = prom.scalar(f"sum(increase(fleet_request_seconds_sum{{{route}}}[{w}]))") or 0.0
     by_origin = prom.query(f"sum by (le, origin) (increase(fleet_request_seconds_bucket{{{route}}}[{w}]))")
     buckets, synthetic = {}, {}
@@ -104,4 +136,4 @@ def role_window(prom: Prometheus, service: str, servers: str, window: float, rep
     classes = prom.query(f'sum by (class) (increase(fleet_predictions_total{{{sel},origin="organic"}}[{w}]))')
     return Stats(round(requests), round(max(errors, gateway_errors)), latency, tuple(sorted(buckets.items())),
                  int(fresh), tuple(sorted(synthetic.items())),
-                 tuple(sorted((s.labels["class"], s.value) for s in classes if "class" in s.labels)))
+                 tuple(sorted((s.labels["class"], s.value) for s in classes if "class" in s.labels)), round(unserved))

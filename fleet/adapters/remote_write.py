@@ -14,6 +14,7 @@ import snappy
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from .endpoints import Endpoints, Unanswered
+from .prometheus import credentials
 
 log = logging.getLogger("fleet.remote_write")
 HEADERS = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
@@ -74,7 +75,7 @@ class Pusher:
         self._thread.join(wait)
 
     def _run(self) -> None:
-        with httpx.Client(timeout=self.timeout) as http:
+        with httpx.Client(timeout=self.timeout, auth=credentials()) as http:
             while (item := self._queue.get()) is not None:
                 series, at = item
                 body = encode(series, at)

@@ -1,7 +1,7 @@
 """Is the canary as good as the stable replicas, judged on their metrics? A pure judgement.
 
 `judge` compares the canary's request counters over a recent window with the stable replicas' over the
-same window: error rate against a limit, latency at p50 and p99 against the stable's, users' requests
+same window: error rate beyond the stable's against a limit, latency at p50 and p99 against the stable's, users' requests
 against users' (or fleet's synthetic ones against fleet's). Too few requests,
 or no baseline, is UNKNOWN, never PASS: no promotion on unknown.
 """
@@ -11,6 +11,10 @@ from enum import Enum
 # The replicas' route labels that are predictions, on either API (/predict, the Open Inference Protocol's
 # .../infer), as a PromQL label matcher: what every figure of a role's requests counts.
 PREDICTIONS = 'route=~"/predict|/v2/infer"'
+# Only what Prometheus scraped itself from the replicas and the gateway (its jobs, stacks/prometheus) is
+# evidence: never a series that arrived by remote write (fleet's own fleet_rollout_* series included).
+SCRAPED = 'job="inference"'
+GATEWAY_SCRAPED = 'job="gateway"'
 
 
 class Outcome(str, Enum):
@@ -34,6 +38,7 @@ class Stats:
     replicas: int = 0  # the replicas these requests came from (0: unknown)
     synthetic_buckets: Buckets = ()
     classes: tuple[tuple[str, float], ...] = ()  # users' predictions by predicted class (rows, not requests)
+    unserved: int = 0  # requests of the window that failed for their clients: on every server the gateway tried
 
     @property
     def per_replica(self) -> float:
@@ -89,7 +94,8 @@ class Stats:
 
 @dataclass(frozen=True)
 class Thresholds:
-    max_error_rate: float = 0.01
+    max_error_rate: float = 0.01  # the canary's 5xx share beyond what the stable's errors explain (errors_beyond)
+    error_ceiling: float = 0.5  # the canary's 5xx share that fails it whatever the stable's
     max_latency_ratio: float = 1.5
     max_load_allowance: float = 2.0  # the latency limit grows with the canary's extra load per replica, up to this
     min_requests: int = 20  # fewer canary (or stable) requests than this is no evidence
@@ -117,9 +123,8 @@ def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: 
         return Judgement(Outcome.UNKNOWN, "no metrics from the canary")
     if canary.requests < t.min_requests:
         return Judgement(Outcome.UNKNOWN, f"only {canary.requests} canary requests so far (need {t.min_requests})")
-    if canary.error_rate > t.max_error_rate:
-        return Judgement(Outcome.FAIL, f"canary error rate {canary.error_rate:.1%} ({canary.errors}/{canary.requests}) "
-                                       f"over the limit of {t.max_error_rate:.1%}")
+    if (failed := judge_errors(canary, stable, t)) is not None:
+        return failed
     if stable is None or stable.requests < t.min_requests:
         return Judgement(Outcome.UNKNOWN, f"no latency baseline: {stable.requests if stable else 0} stable requests "
                                           f"(need {t.min_requests})")
@@ -159,6 +164,43 @@ def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: 
     made = f" ({min(synthetic, canary.requests)} synthetic)" if synthetic else ""
     return Judgement(Outcome.PASS, f"error rate {canary.error_rate:.1%} over {canary.requests} requests{made}, "
                                    f"latency {', '.join(ratios)} stable{of}{_load(load)}; {mix.reason}")
+
+
+ATTEMPTS = 4  # the most servers the gateway tries for one request (stacks/gateway/haproxy.cfg: retries 3)
+
+
+def errors_beyond(canary: Stats, stable: Stats | None, t: Thresholds) -> tuple[float, str]:
+    """The canary's error rate that the stable's errors on the same window do not explain, and how they
+    were counted. Pure. Traffic that fails on every model (inputs that make any model answer NaN) is no
+    fault of the canary's. The canary may have the stable's error rate; and where requests failed for their
+    clients (on every server the gateway tried, so on stable and canary replicas alike, whatever the share)
+    as many errors a replica as a stable replica had, but no more than ATTEMPTS for each such request: at a
+    small share those requests are most of a good canary's errors. Errors that the gateway's retries hid
+    from clients are never explained away. With no stable baseline (fewer than `min_requests`), every
+    error counts, as it always did."""
+    if stable is None or stable.requests < t.min_requests:
+        return canary.error_rate, "no stable baseline"
+    allowed, how = stable.error_rate, f"the stable's {stable.error_rate:.1%}"
+    if stable.replicas and canary.replicas and canary.requests and stable.unserved:
+        each = min(stable.errors / stable.replicas, ATTEMPTS * stable.unserved)
+        by_replica = min(1.0, each * canary.replicas / canary.requests)
+        if by_replica > allowed:
+            allowed, how = by_replica, (f"{each:.0f} errors a stable replica, {stable.unserved} requests failed "
+                                        f"for their clients on every server tried")
+    return max(0.0, canary.error_rate - allowed), how
+
+
+def judge_errors(canary: Stats, stable: Stats | None, t: Thresholds) -> Judgement | None:
+    """Pure: FAIL when the canary's 5xx share is over `error_ceiling`, or over the stable's (errors_beyond) by
+    more than `max_error_rate`; None when neither."""
+    figures = f"canary error rate {canary.error_rate:.1%} ({canary.errors}/{canary.requests})"
+    if canary.error_rate > t.error_ceiling:
+        return Judgement(Outcome.FAIL, f"{figures} over the ceiling of {t.error_ceiling:.0%}")
+    beyond, how = errors_beyond(canary, stable, t)
+    if beyond > t.max_error_rate:
+        return Judgement(Outcome.FAIL, f"{figures}, {beyond:.1%} beyond the stable's errors ({how}): over the limit "
+                                       f"of {t.max_error_rate:.1%}")
+    return None
 
 
 def total_variation(a: dict[str, float], b: dict[str, float]) -> float:

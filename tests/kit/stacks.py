@@ -21,6 +21,7 @@ STACK = os.environ.get("FLEET_TEST_STACK", "fleettest")
 CONSUL_PORT, GATEWAY_PORT = 18500, 18080
 SECRETS = ROOT / "build/consul/secrets"  # scripts/consul-secrets.sh: the stacks' Consul credentials
 CA = str(SECRETS / "ca.pem")
+PROMETHEUS_PASSWORD = ROOT / "build/prometheus-auth/password"  # scripts/prometheus-secrets.sh: user fleet's
 
 
 def token(who: str) -> str:
@@ -80,6 +81,7 @@ class StackUnderTest:
                 # fleet as an operator runs it: HTTPS with the stack's CA, and fleet's own token
                 "CONSUL_HTTP_ADDR": self.consul_url, "CONSUL_CACERT": CA,
                 "CONSUL_HTTP_TOKEN_FILE": str(SECRETS / "fleet.token"),
+                "FLEET_PROMETHEUS_PASSWORD_FILE": str(PROMETHEUS_PASSWORD),  # and the stack's Prometheus's password
                 # Swarm's rolling update for `fleet deploy` (the tests of fleet's canary through `fleet deploy`
                 # set canary): these stacks change their stable's image by deploying, to start from a known one
                 "FLEET_ROLLOUT_STRATEGY": "rolling",

@@ -3,6 +3,7 @@
 Everything the tests create carries a label (the stack namespace `fleettest*`, or `fleet.test=1` on
 plain containers) and is removed at the start too, so a killed earlier run leaves nothing in the way.
 """
+import os
 import time
 from dataclasses import dataclass
 
@@ -12,8 +13,11 @@ import pytest
 
 from fleet.adapters.swarm import Swarm
 from tests.kit.helpers import SAMPLE, wait_until
-from tests.kit.stacks import (CONSUL_PORT, GATEWAY_PORT, STACK, StackUnderTest, converged, deploy, remove_stack,
-                              remove_test_containers)
+from tests.kit.stacks import (CONSUL_PORT, GATEWAY_PORT, PROMETHEUS_PASSWORD, STACK, StackUnderTest, converged, deploy,
+                              remove_stack, remove_test_containers)
+
+# fleet's adapters made in this process (tests that read Prometheus as fleet does) use the stacks' password
+os.environ.setdefault("FLEET_PROMETHEUS_PASSWORD_FILE", str(PROMETHEUS_PASSWORD))
 
 
 @pytest.fixture(scope="session")

@@ -4,21 +4,24 @@ report opened in real headless Chromium, and fleet's own series in the stack's P
 Stable runs fleet/inference:1; the canary is fleet/inference:2, promoted or refused."""
 import json
 import re
+import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
 import zlib
+from contextlib import contextmanager
 
 import httpx
 import pytest
 
 from fleet import report
 from fleet.adapters import browser
+from fleet.adapters.prometheus import credentials
 from fleet.core.records import Revision
 from tests.kit.cli import fleet
-from tests.kit.helpers import REPORT_DATA, REPORT_RECORD, LoadLoop, Receiver, wait_until
+from tests.kit.helpers import REPORT_DATA, REPORT_RECORD, LoadLoop, Quiet, Receiver, serving, wait_until
 from tests.kit.stacks import ROOT, StackUnderTest, own_stack
 
 NAME = "fleettest-visible"
@@ -74,7 +77,8 @@ def posted(receiver: Receiver) -> list[tuple]:
 
 def prom(s: StackUnderTest, promql: str, **range_args) -> list:
     path = "query_range" if range_args else "query"
-    r = httpx.get(f"{s.prometheus}/api/v1/{path}", params={"query": promql, **range_args}, timeout=10).json()
+    r = httpx.get(f"{s.prometheus}/api/v1/{path}", params={"query": promql, **range_args}, timeout=10,
+                  auth=credentials()).json()
     assert r["status"] == "success", r
     return r["data"]["result"]
 
@@ -101,6 +105,9 @@ def test_a_promoted_rollout_is_watched_posted_gated_reported_and_in_prometheus(v
     slow = receivers((200, "ok", 7.0))  # slower than a webhook's timeout: each post fails after its tries
     approvals = 3
     gate = receivers(*[(503, "waiting for alice", 0)] * approvals, (200, "approved by alice", 0))
+    # URLs that carry secrets, as real ones do: none of them may be written anywhere (issue 39)
+    hook_url = f"{hook.url}?token={SECRETS[0]}&channel=ops"
+    gate_url = gate.url.replace("http://", f"http://alice:{SECRETS[1]}@") + f"?api_key={SECRETS[2]}"
     watch = subprocess.Popen([sys.executable, "-m", "fleet.cli", "status", "--watch", "--json", "--stack", NAME],
                              cwd=ROOT, env=vstack.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     views = []
@@ -111,9 +118,9 @@ def test_a_promoted_rollout_is_watched_posted_gated_reported_and_in_prometheus(v
             # the same image on both sides: this test is about what people see, and the latency judgement
             # has its own tests (test_canary_evidence.py); here, on 2 busy cores beside a watcher, webhook
             # receivers and a gate, a fresh canary's p50 has measured 1.5x the stable's (stop 28's CI, and again after)
-            p, doc = rollout(vstack, "--steps", "25,50", "--step-duration", "12s", "--webhook", hook.url,
-                             "--webhook", "http://127.0.0.1:9/down", "--webhook", slow.url,
-                             "--confirm-promotion", gate.url, "--gate-deadline", "2m", "--max-latency-ratio", "3")
+            p, doc = rollout(vstack, "--steps", "25,50", "--step-duration", "12s", "--webhook", hook_url,
+                             "--webhook", "http://127.0.0.1:9/down?sig=s1g-down", "--webhook", slow.url,
+                             "--confirm-promotion", gate_url, "--gate-deadline", "2m", "--max-latency-ratio", "3")
         wait_until(lambda: any(v.get("ended") for view in views for v in view["rollouts"]), 30, "the live view to show the end")
     finally:
         watch.kill()
@@ -198,6 +205,66 @@ def test_a_promoted_rollout_is_watched_posted_gated_reported_and_in_prometheus(v
     png = tmp_path / "promoted.png"
     assert fleet(vstack, "history", str(doc["revision"]), "--report", str(png), "--stack", NAME).returncode == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+    # no secret of the URLs given is written anywhere: stdout (--json), stderr, the live view, history, the
+    # rollout's keys in Consul KV, the webhook bodies, the report
+    kv = vstack.consul().kv.get(f"fleet/rollouts/{NAME}", recurse=True)[1] or []
+    written = {"stdout": p.stdout, "stderr": p.stderr, "live view": json.dumps(views),
+               "history": fleet(vstack, "history", "--stack", NAME, "--json").stdout,
+               "consul kv": json.dumps([(i["Key"], (i["Value"] or b"").decode()) for i in kv]),
+               "webhook bodies": json.dumps([body for _, body in hook.got + gate.got]), "report": page.read_text()}
+    assert "fleet/rollouts" in written["consul kv"] and "token=REDACTED" in written["history"]
+    leaks = {where: [x for x in SECRETS + ("s1g-down",) if x in text] for where, text in written.items()}
+    assert not any(leaks.values()), leaks
+
+
+SECRETS = ("t0k3n-hook", "hunter2-gate", "k3y-gate")
+
+
+class Trickle(Quiet):
+    """A gate that sends its headers, then a byte every 3 s (for at most 90 s)."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        try:
+            for _ in range(30):
+                self.wfile.write(b"y")
+                self.wfile.flush()
+                time.sleep(3)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+@pytest.mark.parametrize("kind", ["trickling", "silent"])
+def test_a_pre_rollout_gate_that_trickles_or_never_answers_ends_the_rollout_at_its_deadline(vstack, kind):
+    """A gate that sent its headers and then a byte every 3 s held `fleet rollout --gate-deadline 20s` past
+    200 s, and the rollout lock with it."""
+    on_stable(vstack)
+    version = vstack.swarm.service(vstack.service("inference")).attrs["Version"]["Index"]
+    with serving(Trickle) if kind == "trickling" else silent_port() as port:
+        p, doc = rollout(vstack, "--pre-rollout", f"http://127.0.0.1:{port}/gate", "--gate-deadline", "20s",
+                         timeout=120)
+    took = p.ended - p.started
+    print(f"\n{kind} gate: fleet rollout exited {p.returncode} after {took:.1f}s (deadline 20s)")
+    assert p.returncode == 1 and doc["outcome"] == "rolled_back", (doc, p.stderr[-2000:])
+    assert "no answer within its deadline (20s)" in doc["reason"], doc["reason"]
+    assert took < 25 + 5, f"{took:.1f}s: the deadline is 20s, the command's own start and end about 5s"
+    assert vstack.swarm.service(vstack.service("inference-canary")) is None
+    assert vstack.swarm.service(vstack.service("inference")).attrs["Version"]["Index"] == version
+    holder = vstack.consul().kv.get(f"fleet/rollouts/{NAME}/inference/lock")[1]
+    assert holder is None or not holder.get("Session"), f"the rollout lock is still held: {holder}"
+
+
+@contextmanager
+def silent_port():
+    """A port that accepts connections and never answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield s.getsockname()[1]
 
 
 def test_a_confirm_promotion_gate_that_refuses_rolls_back_quoting_it(vstack, receivers, tmp_path):

@@ -77,3 +77,44 @@ def test_consul_tls_server_name_is_the_name_the_certificate_is_checked_against(s
     assert ok.returncode == 0, ok.stderr
     wrong = fleet(s, "status", "--stack", s.name, "--json", env={"CONSUL_TLS_SERVER_NAME": "consul.example.org"})
     assert wrong.returncode == 3 and "TLS handshake" in json.loads(wrong.stdout)["error"], wrong.stdout
+
+
+# the evidence: the stack's Prometheus (issue 39) ---------------------------------------------------------
+def test_prometheus_answers_nobody_without_fleets_password_and_takes_no_forged_evidence(stack):
+    """Prometheus was published with its remote-write receiver on and no login: anyone who reached the
+    port could read the canary's evidence and write series that the judgement (`service=` only) counted."""
+    import time
+
+    from fleet.adapters import remote_write
+    from fleet.adapters.prometheus import Prometheus, credentials, role_window
+    s = stack
+    stable = s.service("inference")
+    def forge(value: float, at: float) -> bytes:  # the stable's errors and requests, as a counter would say
+        return remote_write.encode([("fleet_requests_total", {"service": stable, "route": "/predict",
+                                                              "status": "500"}, value),
+                                    ("fleet_request_seconds_count", {"service": stable, "route": "/predict"}, value)],
+                                   at)
+    now = time.time()
+    forged = forge(1e6, now)
+    for auth in (None, httpx.BasicAuth("fleet", "guess"), httpx.BasicAuth("admin", "admin")):
+        for method, path, kw in (("GET", "/api/v1/query", {"params": {"query": "up"}}),
+                                 ("GET", "/api/v1/series", {"params": {"match[]": "up"}}),
+                                 ("GET", "/-/ready", {}), ("GET", "/graph", {}),
+                                 ("POST", "/api/v1/write", {"content": forged, "headers": remote_write.HEADERS})):
+            r = httpx.request(method, f"{s.prometheus}{path}", auth=auth, timeout=10, **kw)
+            assert r.status_code == 401, (auth, method, path, r.status_code, r.text[:200])
+    assert credentials() is not None
+    p = Prometheus(s.prometheus)
+    try:
+        assert role_window(p, stable, "stable", 30, 1, 5.0) is not None, "fleet reads the evidence with its password"
+        # series written with the password, as fleet writes its own: a counter that jumps by a million
+        for body in (forge(0.0, now - 2), forged):
+            r = httpx.post(f"{s.prometheus}/api/v1/write", content=body, headers=remote_write.HEADERS,
+                           auth=credentials(), timeout=10)
+            assert r.status_code == 204, r.text
+        jumped = p.scalar(f'sum(increase(fleet_requests_total{{service="{stable}",status="500"}}[30s]))')
+        assert jumped and jumped >= 1e5, f"the forged counter is in Prometheus ({jumped}) but must not be evidence"
+        after = role_window(p, stable, "stable", 30, 1, 5.0)
+        assert after.errors < 1e5 and after.requests < 1e5, after
+    finally:
+        p.close()

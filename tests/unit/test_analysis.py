@@ -134,3 +134,34 @@ def test_a_latency_difference_inside_one_histogram_bucket_is_not_a_regression():
     slower = hist(0, 0, 100, 200, 0, bounds=bounds)
     j = judge(slower, stable, Thresholds())
     assert j.outcome is Outcome.FAIL and "p50 latency" in j.reason, j.reason
+
+
+def role(requests: int, errors: int, replicas: int, unserved: int = 0) -> Stats:
+    return Stats(requests, errors, 0.0, hist(requests, 0, 0, 0).buckets, replicas, unserved=unserved)
+
+
+@pytest.mark.parametrize("canary,stable,outcome,words", [
+    # a bad canary fails as before: the stable has no errors to explain its own
+    (role(100, 12, 1), role(900, 0, 2), Outcome.FAIL, "12.0% beyond the stable's errors (the stable's 0.0%)"),
+    (role(100, 2, 1), role(900, 0, 2), Outcome.FAIL, "2.0% beyond"),
+    (role(100, 1, 1), role(900, 0, 2), Outcome.PASS, "error rate 1.0%"),
+    # traffic that fails on every model: at a 10 % share each server still saw every such request (the
+    # gateway tries it on every server, and it fails for its client), so the canary's rate is ~4x the
+    # stable's, its errors a replica the same
+    (role(110, 10, 1, 10), role(920, 20, 2, 10), Outcome.PASS, "error rate 9.1%"),
+    # the same flood, and the canary failing 10 % of its own requests besides (retried, so no client saw them)
+    (role(110, 21, 1, 10), role(920, 20, 2, 10), Outcome.FAIL, "beyond the stable's errors (10 errors a stable"),
+    # the same share of errors on both, spread by weight and hidden from clients by retries: the stable's
+    # rate is all the canary may have, however many errors a stable replica had
+    (role(100, 5, 1), role(900, 45, 2), Outcome.PASS, "error rate 5.0%"),
+    (role(100, 16, 1), role(900, 45, 2), Outcome.FAIL, "11.0% beyond the stable's errors (the stable's 5.0%)"),
+    # a few requests failed for clients explain no more than ATTEMPTS errors each
+    (role(100, 16, 1, 1), role(900, 45, 2, 1), Outcome.FAIL, "beyond the stable's errors"),
+    # a ceiling whatever the stable's, and every error counts with no stable baseline
+    (role(100, 60, 1, 60), role(900, 540, 2, 60), Outcome.FAIL, "over the ceiling of 50%"),
+    (role(100, 5, 1), role(10, 5, 2), Outcome.FAIL, "5.0% beyond the stable's errors (no stable baseline)"),
+    (role(100, 5, 1), None, Outcome.FAIL, "no stable baseline"),
+])
+def test_errors_are_judged_beyond_the_stables_on_the_same_window(canary, stable, outcome, words):
+    j = judge(canary, stable, Thresholds())
+    assert j.outcome is outcome and words in j.reason, j.reason
