@@ -118,3 +118,22 @@ def test_prometheus_answers_nobody_without_fleets_password_and_takes_no_forged_e
         assert after.errors < 1e5 and after.requests < 1e5, after
     finally:
         p.close()
+
+
+def test_no_token_key_or_password_is_on_any_command_line_of_the_stack(stack):
+    """Every process's command line is world-readable on its host (`ps`): the Consul entrypoint passed the
+    gossip key (-encrypt=...) to every agent for its whole life, a server's agent_master token to
+    `consul members` every 2 s while a server was missing, and each token's secret to `consul acl token
+    create -secret=...` at start."""
+    from tests.kit.stacks import PROMETHEUS_PASSWORD
+    secrets = {f.name: f.read_text().strip() for f in SECRETS.iterdir() if f.suffix in (".token", ".key")}
+    secrets["prometheus password"] = PROMETHEUS_PASSWORD.read_text().strip()
+    assert len(secrets) >= 7 and all(len(v) >= 16 for v in secrets.values()), secrets.keys()
+    lines = []
+    for c in stack.swarm.client.containers.list(filters={"label": f"com.docker.stack.namespace={stack.name}"}):
+        top = c.top()
+        cmd = top["Titles"].index("CMD")
+        lines += [f"{c.name}: {p[cmd]}" for p in top["Processes"]]
+    assert any("consul agent" in line for line in lines) and any("prometheus" in line for line in lines), lines
+    leaks = {name: [line[:120] for line in lines if value in line] for name, value in secrets.items()}
+    assert not any(leaks.values()), {name: found for name, found in leaks.items() if found}
