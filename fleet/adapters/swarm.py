@@ -18,6 +18,7 @@ from .registry import Registry, RegistryError
 from .rotation import after, moved_on
 
 STACK_LABEL = "com.docker.stack.namespace"
+SKEW_EVERY = 60.0  # seconds between measures of the engine's clock (Swarm.skew)
 TIMEOUT = 30  # seconds for an Engine API call (the event stream has none: it waits for events)
 CLI_TIMEOUT = 120  # seconds for a docker CLI command
 PATIENCE = 30.0  # seconds a request rides out managers that do not answer or have no leader (several engines)
@@ -49,6 +50,27 @@ class Swarm:
         # otherwise let REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) replace the engine's CA (psf/requests#3829)
         self.client.api.trust_env = False
         self._labels: dict[str, dict[str, str]] = {}  # image pinned by digest -> its labels
+        self._skew: tuple[float, float] | None = None  # (the engine's clock less fleet's, when measured)
+
+    def skew(self) -> float:
+        """How far the engine's clock is ahead of this machine's (seconds; negative: behind), from `docker
+        info`'s SystemTime, measured at most once a minute. Swarm's timestamps (a task's creation, an update's
+        start) are the manager's clock: read through `local_time`, they compare with fleet's own times. 0 when
+        the engine does not say."""
+        if self._skew is None or time.monotonic() - self._skew[1] > SKEW_EVERY:
+            before = time.time()
+            try:
+                engine = _epoch(self.client.info().get("SystemTime"))
+            except (DockerException, OSError, ValueError):
+                engine = None
+            after = time.time()
+            self._skew = ((engine - (before + after) / 2) if engine is not None else 0.0, time.monotonic())
+        return self._skew[0]
+
+    def local_time(self, stamp: str | None) -> float | None:
+        """A Swarm timestamp (RFC 3339, the manager's clock) as epoch seconds on this machine's clock."""
+        at = _epoch(stamp)
+        return None if at is None else at - self.skew()
 
     def check(self) -> None:
         try:
@@ -73,12 +95,12 @@ class Swarm:
 
     def services(self, stack: str) -> list[Service]:
         """The stack's services, as values."""
-        return [service_of(svc) for svc in self.stack_services(stack)]
+        return [service_of(svc, self.local_time) for svc in self.stack_services(stack)]
 
     def describe(self, name: str) -> Service | None:
         """One service as a value, or None when there is none of that name."""
         svc = self.service(name)
-        return service_of(svc) if svc is not None else None
+        return service_of(svc, self.local_time) if svc is not None else None
 
     @property
     def local(self) -> bool:
@@ -197,7 +219,7 @@ class Swarm:
             digest=t["Spec"]["ContainerSpec"]["Image"].partition("@")[2] or None, state=status.get("State", ""),
             desired_state=t.get("DesiredState", ""), message=status.get("Message", ""), error=status.get("Err", ""),
             container_id=container_id, exit_code=cstatus.get("ExitCode"), health=health, health_output=output,
-            spec_version=t.get("Version", {}).get("Index"), created_at=_epoch(t.get("CreatedAt")),
+            spec_version=t.get("Version", {}).get("Index"), created_at=self.local_time(t.get("CreatedAt")),
         )
 
     def container_health(self, container_id: str) -> tuple[str | None, str]:
@@ -331,7 +353,7 @@ class Swarm:
     def container_events(self, service_id: str, since: float):
         """Docker's event stream for the service's containers (die, oom, health_status), until closed.
         By service ID: an earlier service of the same name may still be stopping its containers."""
-        return self.client.events(decode=True, since=int(since), filters={
+        return self.client.events(decode=True, since=int(since + self.skew()), filters={  # `since` on its clock
             "type": "container", "label": f"com.docker.swarm.service.id={service_id}"})
 
     def containers_left(self, service_name: str) -> bool:
@@ -391,15 +413,24 @@ def names_registry(image: str) -> bool:
     return bool(slash) and ("." in first or ":" in first or first == "localhost")
 
 
+STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$")
+
+
 def _epoch(stamp: str | None) -> float | None:
+    """An RFC 3339 time as Docker writes them (nanoseconds; UTC, or the daemon's zone in SystemTime) as
+    epoch seconds; None for none. ValueError for another text."""
     if not stamp:
         return None
-    head, _, frac = stamp.rstrip("Z").partition(".")
-    return datetime.fromisoformat(head + "+00:00").timestamp() + (float("0." + frac[:6]) if frac else 0.0)
+    m = STAMP.match(stamp.strip())
+    if not m:
+        raise ValueError(f"not an RFC 3339 time: {stamp!r}")
+    zone = m.group(3) if m.group(3) and m.group(3) != "Z" else "+00:00"
+    return datetime.fromisoformat(m.group(1) + zone).timestamp() + float("0." + (m.group(2) or "0")[:9])
 
 
-def service_of(svc) -> Service:
-    """docker-py's service object as a value: the one place its attributes are read for fleet."""
+def service_of(svc, local=None) -> Service:
+    """docker-py's service object as a value: the one place its attributes are read for fleet. `local`:
+    a Swarm timestamp on this machine's clock (Swarm.local_time; the manager's own clock without it)."""
     spec = svc.attrs["Spec"]
     container = spec["TaskTemplate"]["ContainerSpec"]
     update = svc.attrs.get("UpdateStatus") or {}
@@ -408,7 +439,7 @@ def service_of(svc) -> Service:
                    image=container["Image"], env=tuple(container.get("Env") or ()),
                    replicas=replicated.get("Replicas", 1) if replicated is not None else None,
                    update_state=update.get("State"), update_message=update.get("Message", ""),
-                   update_started_at=_epoch(update.get("StartedAt")), spec=spec)
+                   update_started_at=(local or _epoch)(update.get("StartedAt")), spec=spec)
 
 
 def engine_failover(api, bases: list[str]) -> None:

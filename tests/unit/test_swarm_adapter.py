@@ -110,3 +110,57 @@ def test_a_service_is_read_into_a_value_once_in_the_adapter():
         "Spec": {"Mode": {"Global": {}}, "TaskTemplate": {"ContainerSpec": {"Image": "fleet/gateway:1"}}},
         "Version": {"Index": 7}}))
     assert glob.is_global and glob.replicas is None and not glob.registers and glob.update_state is None
+
+
+# the manager's clock --------------------------------------------------------------------------------
+class SkewedEngine:
+    """An engine whose clock is `skew` seconds off this machine's: its SystemTime and its Swarm
+    timestamps are on that clock, as a remote manager's are."""
+
+    def __init__(self, skew: float, zone: str = "Z"):
+        self.api, self.skew, self.zone, self.infos = FakeApi(), skew, zone, 0
+
+    def stamp(self, at: float) -> str:
+        from datetime import datetime, timedelta, timezone
+        if self.zone == "Z":
+            return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"
+        tz = timezone(timedelta(hours=1))
+        return datetime.fromtimestamp(at, tz).strftime("%Y-%m-%dT%H:%M:%S.%f") + "123+01:00"
+
+    def info(self):
+        import time
+        self.infos += 1
+        return {"SystemTime": self.stamp(time.time() + self.skew)}
+
+
+@pytest.mark.parametrize("skew", [-30.0, -1.5, 0.0, 45.0])
+@pytest.mark.parametrize("zone", ["Z", "+01:00"])
+def test_swarm_timestamps_are_read_on_this_machines_clock_whatever_the_managers(skew, zone):
+    """A promotion Swarm rolled back on a manager 1.5 s behind fleet's clock was recorded as 'superseded':
+    the rollback's start (the manager's clock) read as earlier than the promotion's (fleet's)."""
+    import time
+    engine = SkewedEngine(skew, zone)
+    swarm = Swarm(engine)
+    promotion_started = time.time()  # fleet's clock
+    rollback_started = engine.stamp(promotion_started + 0.2 + skew)  # 0.2 s later, the manager's clock
+    assert swarm.local_time(rollback_started) >= promotion_started
+    assert abs(swarm.local_time(rollback_started) - (promotion_started + 0.2)) < 0.1
+    swarm.local_time(rollback_started)
+    assert engine.infos == 1, "measured once a minute, not at each timestamp"
+
+
+def test_a_swarm_service_view_carries_the_update_start_on_fleets_clock():
+    import time
+
+    from fleet.adapters.swarm import service_of
+    engine = SkewedEngine(-30.0)
+    swarm = Swarm(engine)
+    started = time.time()
+
+    class Svc:
+        id, name = "x", "fleet_inference"
+        attrs = {"Spec": {"TaskTemplate": {"ContainerSpec": {"Image": "fleet/inference:2"}}, "Mode": {}},
+                 "Version": {"Index": 9}, "UpdateStatus": {"State": "rollback_started",
+                                                           "StartedAt": engine.stamp(started - 30.0 + 1.0)}}
+    assert service_of(Svc, swarm.local_time).update_started_at >= started
+    assert service_of(Svc).update_started_at < started  # the manager's own clock: 29 s behind fleet's
