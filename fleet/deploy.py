@@ -17,6 +17,7 @@ from . import connect, controller, stackfile
 from .adapters.consul import PATIENCE, Catalog, ConsulUnavailable, client as consul_client
 from .adapters.store import Store
 from .adapters.swarm import EngineUnavailable, Swarm
+from .core.tasks import Service
 from .connect import engine, reach
 from .core import changes, policy
 from .core.changes import DeployPlan, How
@@ -90,15 +91,18 @@ def deploy(files: list[Path], stack: str, images: dict[str, str], timeout: float
     containers held as they run), wait for convergence, then each governed service's container change
     through fleet's canary. Any failure puts the whole stack back as it was (exit 1)."""
     s = _read(files, stack, images, consul_addr, swarm, replace_promoted)
-    if on_plan and s.plan.changed and not dry_run:
-        on_plan(s.plan)
-    if s.plan.refused:
-        raise BadInput("the deploy would undo a promotion; nothing was deployed:\n" + "\n".join(
-            f"{stack}_{c.service}: {c.note}" for c in s.plan.refused), result=s.plan)
+    _refuse_reverts(s)
     if dry_run:
         return DeployResult(stack, 0.0, {}, [str(f) for f in s.findings], s.plan)
-    s.stores = stores = _lock(s)
+    stores = _lock(s)
     try:
+        # Read and plan again under the locks: a rollout that ended between the first read and the locks
+        # (a promotion) is in this plan, so the deploy refuses to undo it or plans with it, never reverts it.
+        s = _read(files, stack, images, consul_addr, s.swarm, replace_promoted)
+        s.stores = stores
+        _refuse_reverts(s)
+        if on_plan and s.plan.changed:
+            on_plan(s.plan)
         canaries = [_prepare_canary(s, c.service) for c in s.plan.canaries]
         started = time.time() - 1.0  # the engine's clock is this machine's; a second of slack
         # a governed service whose only change is its containers' is left out (its canary carries it); one
@@ -136,6 +140,12 @@ def deploy(files: list[Path], stack: str, images: dict[str, str], timeout: float
             store.release()
 
 
+def _refuse_reverts(s: "_Situation") -> None:
+    if s.plan.refused:
+        raise BadInput("the deploy would undo a promotion; nothing was deployed:\n" + "\n".join(
+            f"{s.stack}_{c.service}: {c.note}" for c in s.plan.refused), result=s.plan)
+
+
 @dataclass
 class _Situation:
     """What a deploy starts from: the file, the running services, Consul, and the plan."""
@@ -145,7 +155,7 @@ class _Situation:
     findings: list
     live: dict  # short name -> the running service (the stack's, without canaries)
     want: dict[str, dict]  # short name -> the file's service in `changes.desired` shape
-    before: dict[str, int]  # service name -> spec version
+    before: dict[str, Service]  # service name -> the service as this deploy found it (restore puts it back)
     consul: object | None
     catalog: Catalog | None
     plan: DeployPlan
@@ -178,7 +188,7 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
     own_consul = "consul" in doc["services"]
     c = consul_client(addr) if addr or not own_consul else None
     catalog = Catalog(c) if c is not None else None
-    before = swarm.spec_versions(stack)
+    before = {svc.name: svc for svc in swarm.services(stack)}
     if before and catalog is None:
         raise Unreachable(f"stack {stack!r} runs no Consul task to find (its consul service has no running task); "
                           "set CONSUL_HTTP_ADDR or --consul; nothing was deployed")
@@ -205,7 +215,8 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
 
 def _lock(s: _Situation) -> dict[str, Store]:
     """The rollout lock of every running service fleet can roll out, held for the whole deploy: a deploy
-    never runs beside a rollout (exit 2, naming the holder), and its own canaries run under it."""
+    never runs beside a rollout (exit 2, naming the holder), and its own canaries run under it. Taken
+    before the plan the deploy applies is made (`deploy` reads and plans again once it holds them)."""
     stores: dict[str, Store] = {}
     try:
         for name, svc in sorted(s.live.items()):
@@ -285,15 +296,18 @@ def diagnosis(swarm: Swarm, failed: dict[str, Verdict]) -> str:
     return "\n".join(lines)
 
 
-def restore(swarm: Swarm, stack: str, before: dict[str, int]) -> None:
-    """Put back what this deploy changed: changed services roll back to their previous spec (unless
-    Swarm already did), services it created are removed; a stack that did not exist is removed whole."""
-    if not before:
+def restore(swarm: Swarm, stack: str, found: dict[str, Service]) -> None:
+    """Put back what this deploy changed, to the spec it found: a service whose spec is no longer that one
+    gets it back (not Swarm's one-step PreviousSpec, which may be an older promotion's; nothing when Swarm's
+    own rollback already put it back), one it created is removed (never a rollout's canary), and one whose
+    spec is as found is left alone, though `docker stack deploy` wrote it again. A stack that did not exist
+    is removed whole."""
+    if not found:
         swarm.stack_remove(stack)
         return
     for svc in swarm.services(stack):
-        if svc.name not in before:
-            swarm.remove(svc.name)
-        elif svc.version != before[svc.name]:
-            if not (svc.update_state or "").startswith("rollback"):
-                swarm.rollback(svc.name)
+        if svc.name not in found:
+            if "fleet.canary-of" not in svc.labels:
+                swarm.remove(svc.name)
+        elif svc.spec != found[svc.name].spec:
+            swarm.put_spec(svc.name, found[svc.name].spec)

@@ -318,6 +318,15 @@ class Swarm:
     def rollback(self, service_name: str) -> None:
         self._cli("service", "rollback", "--detach", service_name)
 
+    def put_spec(self, service_name: str, spec: dict) -> None:
+        """Update the service to exactly `spec` (a spec read from Swarm earlier): what a failed deploy puts
+        back. Its image stays pinned as it was (by digest), so what ran before runs again."""
+        svc = self.client.services.get(service_name)
+        self.client.api.update_service(
+            svc.id, svc.attrs["Version"]["Index"], task_template=spec.get("TaskTemplate"), name=spec.get("Name"),
+            labels=spec.get("Labels") or {}, mode=spec.get("Mode"), update_config=spec.get("UpdateConfig"),
+            rollback_config=spec.get("RollbackConfig"), endpoint_spec=spec.get("EndpointSpec"))
+
     def create_canary(self, stable: Service, name: str, image: str, replicas: int, settings: dict | None = None) -> str:
         """A second service from the stable one's live spec: same stack namespace, networks, health check
         and update policy; the new image (and a deploy's container `settings`: environment, command,

@@ -7,44 +7,76 @@ from fleet.deploy import restore
 
 
 class FakeSwarm:
-    """A stack's services by name; `rollback` returns one to the spec version it had before its update."""
+    """A stack's services by name; `put_spec` gives one that spec (a new version, as Swarm would), and
+    `rollback` gives it its PreviousSpec: what the test checks is the specs left behind."""
 
-    def __init__(self, services: list[Service], previous: dict[str, int]):
-        self.by_name, self.previous, self.rollbacks = {s.name: s for s in services}, previous, []
+    def __init__(self, services: list[Service], previous: dict[str, dict] | None = None):
+        self.by_name, self.previous, self.writes = {s.name: s for s in services}, previous or {}, []
 
     def services(self, stack):
         return list(self.by_name.values())
 
     def remove(self, name):
+        self.writes.append(("remove", name))
         del self.by_name[name]
 
     def stack_remove(self, stack):
         self.by_name.clear()
 
+    def put_spec(self, name, spec):
+        self.writes.append(("put_spec", name))
+        svc = self.by_name[name]
+        self.by_name[name] = replace(svc, version=svc.version + 1, spec=spec, image=spec["image"])
+
     def rollback(self, name):
-        self.rollbacks.append(name)
-        self.by_name[name] = replace(self.by_name[name], version=self.previous[name], update_state="rollback_completed")
+        self.writes.append(("rollback", name))
+        svc = self.by_name[name]
+        self.by_name[name] = replace(svc, version=svc.version + 1, spec=self.previous[name],
+                                     update_state="rollback_completed")
 
 
-def service(name: str, version: int, update_state: str | None = None) -> Service:
-    return Service(id=name, name=name, version=version, labels={}, image="fleet/inference:2", env=(), replicas=2,
-                   update_state=update_state)
+def service(name: str, version: int, image: str = "fleet/inference:2", update_state: str | None = None,
+            labels: dict | None = None) -> Service:
+    return Service(id=name, name=name, version=version, labels=labels or {}, image=image, env=(), replicas=2,
+                   update_state=update_state, spec={"image": image, "labels": labels or {}})
 
 
-def test_a_changed_service_goes_back_a_new_one_goes_and_an_untouched_one_stays():
-    swarm = FakeSwarm([service("s_gateway", 5), service("s_inference", 8, "updating"), service("s_extra", 1)],
-                      previous={"s_inference": 7})
-    restore(swarm, "s", {"s_gateway": 5, "s_inference": 7})
-    assert {n: s.version for n, s in swarm.by_name.items()} == {"s_gateway": 5, "s_inference": 7}
+def test_a_changed_service_gets_the_spec_it_had_a_new_one_goes_and_a_rewritten_one_stays():
+    found = {"s_gateway": service("s_gateway", 5), "s_inference": service("s_inference", 7, "fleet/inference:1")}
+    # docker stack deploy wrote every service again (new versions), changed one, and added one
+    swarm = FakeSwarm([service("s_gateway", 6), service("s_inference", 8, "fleet/inference:3", "updating"),
+                       service("s_extra", 1)])
+    restore(swarm, "s", found)
+    assert {n: s.spec for n, s in swarm.by_name.items()} == {n: s.spec for n, s in found.items()}
+    assert swarm.writes == [("put_spec", "s_inference"), ("remove", "s_extra")], "the gateway is left alone"
 
 
-def test_a_service_swarm_already_rolls_back_is_not_rolled_back_twice():
-    swarm = FakeSwarm([service("s_inference", 9, "rollback_started")], previous={"s_inference": 7})
-    restore(swarm, "s", {"s_inference": 7})
-    assert swarm.rollbacks == [] and swarm.by_name["s_inference"].update_state == "rollback_started"
+def test_the_spec_found_goes_back_not_swarms_previous_one():
+    """Swarm's PreviousSpec is one update back: after a promotion (v1 -> v3) and a deploy that failed
+    halfway, `docker service rollback` would give back v1, not the promoted v3 the deploy found."""
+    found = {"s_inference": service("s_inference", 9, "fleet/inference:3")}
+    swarm = FakeSwarm([service("s_inference", 10, "fleet/inference:4", "updating")],
+                      previous={"s_inference": {"image": "fleet/inference:1", "labels": {}}})
+    restore(swarm, "s", found)
+    assert swarm.by_name["s_inference"].spec == found["s_inference"].spec
+
+
+def test_a_service_swarm_already_rolled_back_to_the_spec_found_is_left_alone():
+    found = {"s_inference": service("s_inference", 7, "fleet/inference:1")}
+    swarm = FakeSwarm([service("s_inference", 9, "fleet/inference:1", "rollback_started")])
+    restore(swarm, "s", found)
+    assert swarm.writes == [] and swarm.by_name["s_inference"].update_state == "rollback_started"
+
+
+def test_a_rollouts_canary_is_never_removed_by_a_restore():
+    found = {"s_inference": service("s_inference", 7)}
+    canary = service("s_inference-canary", 1, labels={"fleet.canary-of": "s_inference"})
+    swarm = FakeSwarm([service("s_inference", 7), canary])
+    restore(swarm, "s", found)
+    assert set(swarm.by_name) == {"s_inference", "s_inference-canary"} and swarm.writes == []
 
 
 def test_a_stack_that_did_not_exist_before_is_removed_whole():
-    swarm = FakeSwarm([service("s_gateway", 1), service("s_inference", 1)], previous={})
+    swarm = FakeSwarm([service("s_gateway", 1), service("s_inference", 1)])
     restore(swarm, "s", {})
     assert swarm.by_name == {}

@@ -175,3 +175,32 @@ def test_promotion_flags_bring_the_stable_to_the_canarys_settings():
     assert changes.runs(changes.live({**spec(), "TaskTemplate": template}), V2, target)
     assert not changes.runs(running, V2, target) and changes.runs(running, V2, None)
     assert not changes.runs(have(image=V2 + "@sha256:a"), V2 + "@sha256:b", None)
+
+
+# the deploy/rollout race ---------------------------------------------------------------------------
+def test_a_rollout_promoted_between_a_deploys_read_and_its_locks_is_never_reverted(monkeypatch):
+    """`fleet deploy` planned before it took the rollout locks: a rollout that promoted v2 in that window
+    was silently undone by the deploy of the file's v1. The hook is the moment the locks are taken."""
+    from fleet import deploy as d
+
+    world = {"image": V1, "history": [Revision(1, V1, "deployed")], "deployed": []}
+
+    class Swarm:
+        def stack_deploy(self, files, stack):
+            world["deployed"].append(stack)
+
+    def read(files, stack, images, consul_addr, swarm, replace_promoted):
+        plan = changes.plan({"inference": want(image=V1, labels={"fleet.rollout.strategy": "rolling"})},
+                            {"inference": have(image=world["image"], labels={"fleet.rollout.strategy": "rolling"})},
+                            {"inference": list(world["history"])})
+        return d._Situation(Swarm(), stack, {"services": {}}, [], {}, {}, {}, None, None, plan)
+
+    def lock(s):  # meanwhile, a rollout of v2 was promoted, and released its lock
+        world["image"], world["history"] = V2, world["history"] + [Revision(2, V2, "promoted")]
+        return {}
+
+    monkeypatch.setattr(d, "_read", read)
+    monkeypatch.setattr(d, "_lock", lock)
+    with pytest.raises(d.BadInput, match="would undo a promotion"):
+        d.deploy([], "s", {}, 10, None)
+    assert world["deployed"] == [] and world["image"] == V2
