@@ -43,6 +43,9 @@ class SwarmCluster:
     def create_canary(self, image: str, replicas: int, container: dict | None = None) -> str:
         return self.swarm.create_canary(self._stable(), self.canary_name, image, replicas, container)
 
+    def resolve(self, image: str) -> str:
+        return self.swarm.pinned(image)
+
     def canary_image(self) -> str:
         """The canary's image as Swarm pinned it (with its digest)."""
         return self.swarm.describe(self.canary_name).image

@@ -378,10 +378,13 @@ def rollback(t: Target, to: int | None, timeout: float = 600.0) -> Result:
                 raise BadInput(f"revision {to} ({target.image}) was {target.outcome}, never stable: choose a "
                                "deployed or promoted one")
         started = time.time()
-        if t.stable().image_name == target.image:
+        # the build that revision ran, by its digest where the history has it: its tag may name another now
+        ran = target.pinned if target.pinned and "@" in target.pinned else target.image
+        stable = t.stable()
+        if stable.image_name == target.image and ("@" not in ran or stable.image == ran):
             return Result(target.revision, Phase.PROMOTED, f"already on revision {target.revision} "
-                          f"({target.image}): nothing to do", target.image, 0.0)
-        t.swarm.update_image(t.stable_name, target.image)
+                          f"({ran}): nothing to do", target.image, 0.0)
+        t.swarm.update_image(t.stable_name, ran)
         deadline = time.monotonic() + timeout
         for v in stable_verdicts(t, started - 1, threading.Event()):
             if v.state is State.CONVERGED:
@@ -391,7 +394,8 @@ def rollback(t: Target, to: int | None, timeout: float = 600.0) -> Result:
                                       "failure_action restores the previous spec")
         revision = records[-1].revision + 1
         reason = f"rollback to revision {target.revision}"
-        t.store.record(Revision(revision, target.image, "deployed", reason, started_at=started, ended_at=time.time()))
+        t.store.record(Revision(revision, target.image, "deployed", reason, started_at=started, ended_at=time.time(),
+                                pinned=ran))
         return Result(revision, Phase.PROMOTED, reason, target.image, time.time() - started)
     finally:
         t.store.release()

@@ -34,6 +34,10 @@ class Cluster(Protocol):
     def create_canary(self, image: str, replicas: int, container: dict | None) -> str:
         """The canary service beside the stable (the stable's spec with `image` and `container`); its id."""
 
+    def resolve(self, image: str) -> str:
+        """What `image` names now: pinned by its registry's digest where it has one, else as given."""
+        ...
+
     def canary_image(self) -> str:
         """The canary's image as Swarm pinned it (with its digest)."""
 
@@ -143,12 +147,19 @@ class Executor:
             self.note("gate", f"asking the {a.gate} gate")
             self.hooks.gate(a.gate)
         elif isinstance(a, PromoteStable):
-            if not c.stable_runs(self.state.image, self.state.container):
-                c.update_stable(self.state.image, self.state.container)
-            self.note("promote", f"updating the stable service to {self.state.image}")
+            # what the canary ran (pinned by digest), never the tag resolved again: it may name another
+            # build by now, which nobody judged
+            shipped = self.state.shipped
+            now = c.resolve(self.state.image)
+            if "@" in shipped and "@" in now and now.partition("@")[2] != shipped.partition("@")[2]:
+                self.note("tag", f"tag {self.state.image} now points to {now.partition('@')[2]}; the canary judged "
+                                 f"{shipped.partition('@')[2]}; {shipped.partition('@')[2]} shipped")
+            if not c.stable_runs(shipped, self.state.container):
+                c.update_stable(shipped, self.state.container)
+            self.note("promote", f"updating the stable service to {shipped}")
             self.hooks.promotion(self.state.promotion_started)
         elif isinstance(a, RevertStable):
-            if c.stable_runs(self.state.image, self.state.container):
+            if c.stable_runs(self.state.shipped, self.state.container):
                 c.revert_stable()
             self.note("revert", "the stable service rolled back to its previous spec")
         elif isinstance(a, Finish):
@@ -156,7 +167,7 @@ class Executor:
 
     def observe_stable(self) -> StableObserved:
         since = self.state.promotion_started
-        return StableObserved(on_new_image=self.cluster.stable_runs(self.state.image, self.state.container),
+        return StableObserved(on_new_image=self.cluster.stable_runs(self.state.shipped, self.state.container),
                               rolled_back=since is not None and self.cluster.stable_rolled_back_since(since))
 
     def finish(self, r: Rollout, wait: Callable[[], bool] = lambda: True) -> None:

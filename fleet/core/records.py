@@ -77,6 +77,7 @@ class Revision:
     plan: dict | None = None
     timeline: list[dict] | None = None
     golden: dict | None = None
+    pinned: str | None = None  # the image as it ran (its canary, or the stable): by digest where a registry has one
     extra: dict = field(default_factory=dict, repr=False, compare=False)  # a newer fleet's fields, kept
 
     @property
@@ -94,7 +95,8 @@ class Revision:
     def ended(self, state: "RolloutState", r: Rollout, at: float) -> "Revision":
         """This revision once its rollout ended as `r` at `at`, with what the report draws."""
         return replace(self, image=state.image, outcome=r.phase.value, reason=r.reason, ended_at=at,
-                       plan=plan_to_dict(state.plan), timeline=list(state.timeline), golden=state.golden)
+                       plan=plan_to_dict(state.plan), timeline=list(state.timeline), golden=state.golden,
+                       pinned=state.canary_image or self.pinned)
 
 
 @dataclass
@@ -119,6 +121,12 @@ class RolloutState:
     @property
     def phase(self) -> Phase:
         return self.rollout.phase
+
+    @property
+    def shipped(self) -> str:
+        """The reference the canary ran and a promotion ships: pinned by digest where the registry has one
+        (resolved once, when the canary was made), else the image as given."""
+        return self.canary_image or self.image
 
     def note(self, at: float, event: str, detail: str) -> None:
         self.timeline.append({"at": at, "event": event, "detail": detail})

@@ -14,6 +14,7 @@ import time
 import uuid
 from contextlib import contextmanager
 
+import httpx
 import pytest
 
 from tests.kit.helpers import wait_until
@@ -83,18 +84,54 @@ def deaths(service_name: str, nodes=("fleet-node2", "fleet-node3")):
 
 
 def test_1_an_image_only_in_the_registry_is_rolled_out_and_promoted_on_a_worker(rc):
+    """And the build the canary ran is the build shipped: the same tag pushed again with another build (the
+    test image that answers 5xx) while the canary runs is named, and never runs in the stable (a promotion
+    to the tag, resolved again, shipped it, which no canary had judged)."""
     wait_until(lambda: workers_whole(rc), 180, "the stable's replicas on the workers")
     image = push("fleet/inference:2", f"inference:release-{uuid.uuid4().hex[:8]}")
+    judged = registry_digest(image)
     assert not rc.on("fleet-node1", "images", "-q", image).strip(), "the manager must not have the image"
     with clients(1, 2) as loads:
-        p, doc = rollout(rc, image, "--steps", "50", "--step-duration", "15s")
-    assert p.returncode == 0, (p.stdout, p.stderr)
-    assert doc["outcome"] == "promoted" and stable_spec(rc)[0] == image
+        started = time.monotonic()
+        proc = rc.fleet_background("rollout", "--canary", "--image", image, "--json", "--steps", "50",
+                                   "--step-duration", "15s")
+        try:
+            wait_until(lambda: rc.swarm.service(f"{NAME}_inference-canary") is not None, 120, "the canary service")
+            other = push("fleet/inference-test:flaky", image.split("/", 1)[1].removeprefix("fleet/"))  # build B
+            unjudged = registry_digest(image)
+            assert other == image and unjudged != judged
+            out, err = proc.communicate(timeout=400)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    doc = json.loads(out) if out.strip() else {}
+    assert proc.returncode == 0, (out, err[-2000:])
+    svc = rc.swarm.service(f"{NAME}_inference")
+    running = svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    assert doc["outcome"] == "promoted" and running == f"{image}@{judged}", (running, judged)
+    ran = {t.digest for t in rc.swarm.tasks(f"{NAME}_inference", desired_state=None)}  # every task, any state
+    assert judged in ran and unjudged not in ran, "build B never runs in the stable"
+    record = next(h for h in json.loads(rc.fleet("history", "--json").stdout)["revisions"]
+                  if h["revision"] == doc["revision"])
+    assert record["pinned"] == f"{image}@{judged}", record
+    assert any(e["event"] == "tag" and f"the canary judged {judged}; {judged} shipped" in e["detail"]
+               for e in record["timeline"]), record["timeline"]
     assert not rc.on("fleet-node1", "images", "-q", image).strip(), "fleet must not need the image on the manager"
     total = sum(load.total for load in loads)
-    print(f"\nregistry-only image promoted in {p.seconds:.1f}s; {total} client requests, {len(failed(loads))} failed")
+    print(f"\nregistry-only image promoted in {time.monotonic() - started:.1f}s, its tag pushed again meanwhile; "
+          f"{total} client requests, {len(failed(loads))} failed")
     assert total > 100 and failed(loads) == [], failed(loads)[:5]
     wait_until(lambda: workers_whole(rc), 120, "the promoted replicas to be whole")
+
+
+def registry_digest(image: str) -> str:
+    """What the cluster's registry names by `image` now (sha256:...), from its own v2 API."""
+    name, _, tag = image.removeprefix(f"{REGISTRY}/").rpartition(":")
+    r = httpx.head(f"http://{REGISTRY}/v2/{name}/manifests/{tag}", timeout=30, headers={"Accept": ", ".join((
+        "application/vnd.docker.distribution.manifest.v2+json", "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json", "application/vnd.oci.image.index.v1+json"))})
+    assert r.status_code == 200 and r.headers.get("Docker-Content-Digest"), (image, r.status_code)
+    return r.headers["Docker-Content-Digest"]
 
 
 def test_1b_an_image_without_the_version_label_is_refused_before_anything_changes(rc, tmp_path):

@@ -42,6 +42,11 @@ class World:
     history: dict[int, Revision] = field(default_factory=dict)
     budget: int | None = None
     swarm_fails_promotion: bool = False
+    tags: dict = field(default_factory=dict)  # a tag pushed again: what the registry names by it now
+
+    @property
+    def stable_name(self) -> str:
+        return self.stable_image.split("@")[0]
 
     def act(self) -> None:
         if self.budget is not None:
@@ -54,8 +59,11 @@ class FakeCluster:
     def __init__(self, w: World):
         self.w = w
 
-    def stable_runs(self, image, container):
-        return self.w.stable_image == image
+    def stable_runs(self, image, container):  # as changes.runs: the name, and the digest where `image` has one
+        return self.w.stable_name == image.split("@")[0] and ("@" not in image or self.w.stable_image == image)
+
+    def resolve(self, image):  # a tag, as the registry names it now
+        return self.w.tags.get(image, image)
 
     def stable_replicas(self):
         return 2
@@ -145,7 +153,7 @@ def evidence(w: World, clock: Clock):
         canary = Instance("inference-c", "inference", "10.0.0.9", 8000, "2", "canary", "c",
                           "critical" if w.maintenance else "passing")
         cycle = int(clock.now) % 4
-        if w.stable_image == NEW and w.stable_updates:
+        if w.stable_name == NEW and w.stable_updates:
             return PromotionObserved("converged", "2/2 healthy")
         if w.rolled_back:
             return PromotionObserved("failed", "Swarm rolled the update back")
@@ -196,11 +204,11 @@ def assert_safe(w: World, outcome: str | None):
     assert w.state is None, "no rollout state may be left behind"
     assert not w.canary and not w.maintenance and w.weights == {}
     record = w.history[2]
-    if w.stable_image == NEW:
+    if w.stable_name == NEW:
         assert record.outcome == "promoted", record
     else:
         assert record.outcome in ("aborted", "rolled_back"), record
-        assert w.stable_image == OLD
+        assert w.stable_name == OLD
     if outcome is not None:
         assert record.outcome == outcome
 
@@ -209,7 +217,7 @@ def test_an_uninterrupted_rollout_promotes():
     w, clock = World(), Clock()
     x, r = begin(w, clock)
     r = drive(x, r, [], w, clock)
-    assert r.phase is Phase.PROMOTED and w.stable_image == NEW and w.stable_updates == 1
+    assert r.phase is Phase.PROMOTED and w.stable_name == NEW and w.stable_updates == 1
     assert_safe(w, "promoted")
 
 
@@ -231,7 +239,7 @@ def test_killed_between_any_two_actions_then_resumed_ends_safely(fails):
         if r is not None:
             assert r.phase in TERMINAL
         if w.state is None and 2 not in w.history:
-            assert w.stable_image == OLD and not w.canary  # killed before anything was written
+            assert w.stable_name == OLD and not w.canary  # killed before anything was written
             continue
         expected = "rolled_back" if fails and w.stable_updates else None
         assert_safe(w, expected)
@@ -260,6 +268,21 @@ def test_an_adapter_error_mid_rollout_ends_in_the_safe_path_and_names_what_is_le
         _abandon(x, x.state.rollout, raised.value)
     message = str(ended.value)
     assert ended.value.exit_code == 3
-    assert not w.canary and w.stable_image == OLD and w.stable_updates == 0  # canary removed, stable untouched
+    assert not w.canary and w.stable_name == OLD and w.stable_updates == 0  # canary removed, stable untouched
     assert "canary traffic" in message and "traffic weights" in message  # what could not be undone is named
     assert ended.value.result.phase is Phase.ROLLED_BACK  # --json reports the outcome, as on any other end
+
+
+def test_a_tag_pushed_again_during_the_rollout_is_named_and_never_shipped():
+    """On the 3-node cluster the same tag was pushed again (build B) while its canary (build A) ran: the
+    promotion updated the stable to the tag, resolved again, so B shipped, which no canary judged."""
+    judged = f"{NEW}@sha256:{'0' * 64}"  # what FakeCluster.canary_image pins
+    w, clock = World(tags={NEW: f"{NEW}@sha256:{'b' * 64}"}), Clock()
+    x, r = begin(w, clock)
+    r = drive(x, r, [], w, clock)
+    assert r.phase is Phase.PROMOTED and w.stable_image == judged, w.stable_image
+    record = w.history[2]
+    assert record.pinned == judged
+    notes = [e["detail"] for e in record.timeline if e["event"] == "tag"]
+    assert notes == [f"tag {NEW} now points to sha256:{'b' * 64}; the canary judged sha256:{'0' * 64}; "
+                     f"sha256:{'0' * 64} shipped"], record.timeline
