@@ -58,6 +58,7 @@ def event(state: RolloutState, rollout: dict, stack: str, service: str, kind: st
           at: float) -> dict:
     """The JSON a webhook or gate receives, sent at `at` (epoch seconds). Pure."""
     return {"kind": kind, "stack": stack, "service": service, "revision": state.revision,
-            "image": state.image, "previous_image": state.previous_image, "cause": state.cause,
+            "image": state.image, "pinned": state.canary_image, "previous_image": state.previous_image,
+            "cause": state.cause, "tag_moved": next((e["detail"] for e in state.timeline if e["event"] == "tag"), None),
             "phase": rollout.get("phase"), "share": rollout.get("share"), "step": rollout.get("step"),
             "reason": rollout.get("reason", ""), "at": at, "links": links or {}}
