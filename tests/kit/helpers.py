@@ -93,6 +93,62 @@ class LoadLoop:
         return sum(self.statuses.values())
 
 
+INFER = "/v2/models/breast-cancer-mlp/infer"
+# Requests any client can send to the public port, each malformed in its own way: the binary extension's
+# length spelled with the byte 0xb2 ('²', which str.isdigit() takes and int() refuses: every replica answered
+# 500), a length past the body, a body that is no JSON, a tensor of the wrong shape.
+_BODY = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 8], "data": [1.0] * 8}]}).encode()
+BAD_REQUESTS = [
+    (INFER, b"Content-Type: application/json\r\nInference-Header-Content-Length: \xb2", _BODY),
+    (INFER, b"Content-Type: application/octet-stream\r\nInference-Header-Content-Length: 99999", _BODY),
+    ("/predict", b"Content-Type: application/json", b'{"inputs": [[1, 2, 3'),
+    (INFER, b"Content-Type: application/json", _BODY.replace(b"[1, 8]", b"[2, 8]")),
+]
+
+
+@dataclass
+class BadFlood:
+    """BAD_REQUESTS in turn to a public port on 127.0.0.1, over plain sockets (no client library sends
+    them), on one thread, bounded in count and time; the status of each answer counted."""
+    port: int
+    max_requests: int = 3000
+    max_seconds: float = 120.0
+    statuses: Counter = field(default_factory=Counter)
+
+    def __post_init__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import socket
+        deadline = time.monotonic() + self.max_seconds
+        for i in range(self.max_requests):
+            if self._stop.is_set() or time.monotonic() > deadline:
+                return
+            path, headers, body = BAD_REQUESTS[i % len(BAD_REQUESTS)]
+            head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                    f"Content-Length: {len(body)}\r\n").encode() + headers + b"\r\n\r\n"
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+                    s.sendall(head + body)
+                    got = b""
+                    while chunk := s.recv(65536):
+                        got += chunk
+                line = got.split(b"\r\n", 1)[0].split()
+                self.statuses[int(line[1]) if len(line) > 1 and line[1].isdigit() else "no answer"] += 1
+            except OSError as e:
+                self.statuses[type(e).__name__] += 1
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
 class Quiet(BaseHTTPRequestHandler):
     """A test server's handler that logs nothing."""
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.kit.cli import fleet, running_rollout
-from tests.kit.helpers import LoadLoop, wait_until
+from tests.kit.helpers import BadFlood, LoadLoop, wait_until
 from tests.kit.stacks import ROOT, StackUnderTest, canary_gone, converged, own_stack, stable_spec
 
 NAME = "fleettest-rollout"
@@ -142,11 +142,17 @@ def test_canary_wrong_only_on_users_traffic_rolled_back_with_no_failed_requests(
 
 
 def test_good_canary_promoted_with_measured_split_then_rollback_to_any_revision(rstack):
+    """Judged beside a flood of malformed requests from another client, which must sway nothing: one
+    header byte made every replica answer 500, and the gateway counted them against the canary."""
     steps = (25, 50)
-    with LoadLoop(f"{rstack.gateway}/predict", max_requests=30_000, max_seconds=300) as load:
+    with LoadLoop(f"{rstack.gateway}/predict", max_requests=30_000, max_seconds=300) as load, \
+            BadFlood(rstack.gateway_port, max_requests=6000, max_seconds=300) as flood:
         p, doc = rollout(rstack, GOOD, "--steps", ",".join(map(str, steps)), "--step-duration", "15s")
-    assert p.returncode == 0, p.stderr
+    print(f"\nbad requests during the rollout: {dict(flood.statuses)}")
+    assert p.returncode == 0, (p.stderr[-2000:], dict(flood.statuses))
     assert doc["outcome"] == "promoted"
+    assert sum(flood.statuses.values()) > 100 and all(isinstance(k, int) and 400 <= k < 500 for k in flood.statuses), \
+        dict(flood.statuses)
     assert stable_spec(rstack)[0] == GOOD and canary_gone(rstack)
     assert wait_until(lambda: converged(rstack, version="2"), 60, "Consul to show only version 2")
     assert load.failures == [], load.failures[:5]
