@@ -1,5 +1,6 @@
 """Gates asked and webhooks posted (fleet/core/gates.py says what they mean): over HTTP with httpx, commands
-with subprocess, retries with tenacity. A webhook's URL gets a thread of its own, so a slow or dead
+with subprocess, retries with tenacity; every ask and POST has a total deadline (post_within), never one per
+read. A webhook's URL gets a thread of its own, so a slow or dead
 receiver never holds up the evidence loop or another receiver; its failure is reported, never a verdict.
 """
 import asyncio
@@ -31,7 +32,7 @@ def ask(spec: str, payload: dict, timeout: float = ASK_TIMEOUT, env_names: tuple
     """Ask a gate once, within `timeout` seconds in all, whatever the gate does (trickles, never answers)."""
     if is_url(spec):
         try:
-            status, text = asyncio.run(asyncio.wait_for(_post(spec, payload, timeout), timeout))
+            status, text = post_within(spec, json.dumps(payload).encode(), timeout)
         except (httpx.HTTPError, TimeoutError) as e:
             return Answer(None, f"no answer from {redact(spec)} within {timeout:g}s: {type(e).__name__}"
                                 + (f": {redact_text(str(e))}" if str(e) else ""))
@@ -39,17 +40,14 @@ def ask(spec: str, payload: dict, timeout: float = ASK_TIMEOUT, env_names: tuple
     return _run(spec, json.dumps(payload), timeout, env_names)
 
 
-async def _post(url: str, payload: dict, timeout: float) -> tuple[int, str]:
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        r = await client.post(url, json=payload)
-        return r.status_code, r.text
-
-
-async def _deliver(url: str, body: bytes) -> int:
-    """One webhook POST, its status (the caller bounds it in all: a receiver that trickles is cut off)."""
-    async with httpx.AsyncClient(timeout=HOOK_TIMEOUT) as client:
-        r = await client.post(url, content=body, headers={"content-type": "application/json"})
-        return r.status_code
+def post_within(url: str, body: bytes, seconds: float) -> tuple[int, str]:
+    """POST a JSON body and read the whole answer within `seconds` in all (httpx's own timeouts are per
+    read: a receiver sending a byte at a time held it for ever); TimeoutError past them."""
+    async def post() -> tuple[int, str]:
+        async with httpx.AsyncClient(timeout=seconds) as client:
+            r = await client.post(url, content=body, headers={"content-type": "application/json"})
+            return r.status_code, r.text
+    return asyncio.run(asyncio.wait_for(post(), seconds))
 
 
 def gate_env(event: str, names: tuple[str, ...] = ()) -> dict[str, str]:
@@ -137,7 +135,7 @@ class Webhooks:
                                                  wait=tenacity.wait_exponential(multiplier=0.5, max=2),
                                                  reraise=True):
                     with attempt:
-                        status = asyncio.run(asyncio.wait_for(_deliver(url, body), HOOK_TIMEOUT))
+                        status, _ = post_within(url, body, HOOK_TIMEOUT)
                         if not 200 <= status < 300:
                             raise httpx.HTTPError(f"answered {status}")
                 self.delivered.append((url, what))
