@@ -127,7 +127,23 @@ def lint(doc: dict, routing_mesh: bool = True, nodes: int | None = None,
     found = [Finding(sev, name, key, msg)
              for name, svc in sorted((doc.get("services") or {}).items())
              for check in CHECKS for sev, key, msg in check(svc, facts)]
+    found += _networks(doc, facts)
     return sorted(found, key=lambda f: (f.severity != Severity.ERROR, f.service, f.key))
+
+
+def _networks(doc: dict, facts: Facts) -> list[Finding]:
+    """On a Swarm of several nodes, an overlay network of the stack that is not encrypted: replicas, the
+    gateway, Prometheus and Consul's agents talk across the hosts' network in the clear (Consul's own RPC
+    has TLS; the rest does not). Pure."""
+    if not facts.nodes or facts.nodes < 2:
+        return []
+    return [Finding(Severity.WARNING, "(networks)", f"networks.{name}.driver_opts.encrypted",
+                    f"the overlay network {name!r} is not encrypted, and this Swarm has {facts.nodes} nodes: traffic "
+                    "between its tasks crosses the hosts' network in the clear; deploy with "
+                    "`-c stacks/encrypted-network.yml` (IPsec, where the hosts' kernels have it)")
+            for name, net in sorted((doc.get("networks") or {}).items())
+            if not (net or {}).get("external") and (net or {}).get("driver", "overlay") == "overlay"
+            and "encrypted" not in ((net or {}).get("driver_opts") or {})]
 
 
 def _replicas(svc: dict) -> int | None:

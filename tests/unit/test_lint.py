@@ -217,3 +217,17 @@ def test_the_shipped_stack_warns_of_its_single_consul_server_only_on_several_nod
 def test_only_a_consul_agents_server_flag_counts():
     doc = doc_with(command=["my-app", "-server", "-bootstrap-expect=1"])  # not `consul agent -server`
     assert not [f for f in lint(doc, nodes=3) if f.key == "command"]
+
+
+def test_an_unencrypted_overlay_is_a_warning_on_several_nodes_only():
+    from pathlib import Path
+
+    from fleet.stackfile import load
+    root = Path(__file__).resolve().parents[2]
+    doc = load([root / "docker-stack.yml"])
+    assert not [f for f in lint(doc, nodes=1, managers=1) if f.service == "(networks)"]
+    (found,) = [f for f in lint(doc, nodes=3, managers=3) if f.service == "(networks)"]
+    assert found.severity is Severity.WARNING and "stacks/encrypted-network.yml" in found.message
+    encrypted = load([root / "docker-stack.yml", root / "stacks/encrypted-network.yml"])
+    assert encrypted["networks"]["default"]["driver_opts"] == {"encrypted": "true"}
+    assert not [f for f in lint(encrypted, nodes=3, managers=3) if f.service == "(networks)"]
