@@ -130,8 +130,8 @@ token() {  # SECRET-FILE DESCRIPTION POLICY [SERVICE]: create the token with tha
   # service identity for SERVICE), or bring an existing one to them (a stack deployed again over its Consul
   # data: e.g. the replicas' service identity, now <stack>-inference, was plain `inference` before names
   # were scoped by stack)
-  file=$secrets/$1; what=$2; policy=$3; identity=${4:-}
-  set -- -policy-name "$policy"
+  name=$1 file=$secrets/$1 what=$2 policy=$3 identity=${4:-}
+  set -- -policy-name "$policy"  # the positional parameters are the CLI's flags from here on
   [ -z "$identity" ] || set -- "$@" -service-identity "$identity"
   id=$(CONSUL_HTTP_TOKEN_FILE="$file" consul acl token read -self -format=json 2>/dev/null \
        | sed -n 's/.*"AccessorID": *"\([^"]*\)".*/\1/p' | head -n 1)
@@ -141,7 +141,7 @@ token() {  # SECRET-FILE DESCRIPTION POLICY [SERVICE]: create the token with tha
   fi
   body=$(mktemp) extra=""
   [ -z "$identity" ] || extra=', "ServiceIdentities": [{"ServiceName": "'"$identity"'"}]'
-  printf '{"SecretID": "%s", "Description": "%s", "Policies": [{"Name": "%s"}]%s}' "$(read_secret "$1")" "$what" \
+  printf '{"SecretID": "%s", "Description": "%s", "Policies": [{"Name": "%s"}]%s}' "$(read_secret "$name")" "$what" \
     "$policy" "$extra" >"$body"
   if ! api_put /v1/acl/token "$body"; then
     sleep 1  # another server made it meanwhile: bring that one to these settings
