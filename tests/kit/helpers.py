@@ -39,8 +39,24 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.5, whil
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
+class _OnAThread:
+    """A loop (`_run`) on a thread of its own while a `with` block runs; `_stop` ends it."""
+
+    def __post_init__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
 @dataclass
-class LoadLoop:
+class LoadLoop(_OnAThread):
     """POST /predict in a loop on one thread, bounded in count and time; counts outcomes."""
     url: str
     max_requests: int = 5000
@@ -50,10 +66,6 @@ class LoadLoop:
     # (time sent, status or "error", model version or None) per request
     served: list = field(default_factory=list)
     inputs: list = field(default_factory=lambda: SAMPLE)  # the rows each request sends
-
-    def __post_init__(self):
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         deadline = time.monotonic() + self.max_seconds
@@ -74,14 +86,6 @@ class LoadLoop:
                     self.served.append((sent, "error", None))
                     self.failures.append(repr(e))
                 time.sleep(0.01)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=30)
 
     def share(self, version: str, start: float, end: float) -> float:
         """Percent of the successful responses between start and end that came from `version`."""
@@ -107,17 +111,13 @@ BAD_REQUESTS = [
 
 
 @dataclass
-class BadFlood:
+class BadFlood(_OnAThread):
     """BAD_REQUESTS in turn to a public port on 127.0.0.1, over plain sockets (no client library sends
     them), on one thread, bounded in count and time; the status of each answer counted."""
     port: int
     max_requests: int = 3000
     max_seconds: float = 120.0
     statuses: Counter = field(default_factory=Counter)
-
-    def __post_init__(self):
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         import socket
@@ -140,13 +140,24 @@ class BadFlood:
                 self.statuses[type(e).__name__] += 1
             time.sleep(0.02)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=30)
+def trickle(every: float, count: int) -> type[BaseHTTPRequestHandler]:
+    """A handler (a gate or a receiver) that answers 200 with its headers at once, then one byte every
+    `every` seconds, `count` in all: what an HTTP client's per-read timeout never ends."""
+    class Trickle(Quiet):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Length", str(count))
+            self.end_headers()
+            try:
+                for _ in range(count):
+                    self.wfile.write(b"y")
+                    self.wfile.flush()
+                    time.sleep(every)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up: what a test wants
+                pass
+    return Trickle
 
 
 class Quiet(BaseHTTPRequestHandler):

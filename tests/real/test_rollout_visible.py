@@ -21,7 +21,7 @@ from fleet.adapters import browser
 from fleet.adapters.prometheus import credentials
 from fleet.core.records import Revision
 from tests.kit.cli import fleet
-from tests.kit.helpers import REPORT_DATA, REPORT_RECORD, LoadLoop, Quiet, Receiver, serving, wait_until
+from tests.kit.helpers import REPORT_DATA, REPORT_RECORD, LoadLoop, Receiver, serving, trickle, wait_until
 from tests.kit.stacks import ROOT, StackUnderTest, own_stack
 
 NAME = "fleettest-visible"
@@ -221,21 +221,7 @@ def test_a_promoted_rollout_is_watched_posted_gated_reported_and_in_prometheus(v
 SECRETS = ("t0k3n-hook", "hunter2-gate", "k3y-gate")
 
 
-class Trickle(Quiet):
-    """A gate that sends its headers, then a byte every 3 s (for at most 90 s)."""
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(200)
-        self.send_header("Content-Length", "100")
-        self.end_headers()
-        try:
-            for _ in range(30):
-                self.wfile.write(b"y")
-                self.wfile.flush()
-                time.sleep(3)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+Trickle = trickle(3.0, 30)  # a byte every 3 s, for at most 90 s
 
 
 @pytest.mark.parametrize("kind", ["trickling", "silent"])

@@ -12,7 +12,7 @@ from fleet.core.analysis import Judgement, Outcome, Stats
 from fleet.core.events import MetricsSample
 from fleet.core.records import Revision, RolloutState
 from fleet.core.rollout import Phase, Plan, Rollout
-from tests.kit.helpers import Quiet, Receiver, serving
+from tests.kit.helpers import Quiet, Receiver, serving, trickle
 
 
 def a_state(revision, image="fleet/inference:3", previous="fleet/inference:2", plan=Plan(),
@@ -186,21 +186,7 @@ def test_remote_write_encodes_a_sorted_write_request_snappy_compressed():
 
 
 # every wait has a total deadline ------------------------------------------------------------------
-class Trickle(Quiet):
-    """A gate that sends its headers and then one byte every 0.3 s, for at most 60 s."""
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(200)
-        self.send_header("Content-Length", "1000")
-        self.end_headers()
-        try:
-            for _ in range(200):
-                self.wfile.write(b"y")
-                self.wfile.flush()
-                time.sleep(0.3)
-        except (BrokenPipeError, ConnectionResetError):  # fleet gave up: what the test wants
-            pass
+Trickle = trickle(0.3, 200)  # a byte every 0.3 s for at most 60 s
 
 
 class Redirect(Quiet):
