@@ -70,7 +70,8 @@ def test_every_bad_input_gets_its_4xx_and_the_replica_stays_ready(run_replica):
     assert f'fleet_requests_total{{route="/predict",status="422"}} {unprocessable:.1f}' in metrics
     # fleet's own requests are timed apart from users' (the canary's latency is compared like with like)
     assert 'fleet_request_seconds_count{origin="synthetic",route="/predict"} 1.0' in metrics
-    assert f'fleet_request_seconds_count{{origin="organic",route="/predict"}} {len(BAD_BODIES) + 1:.1f}' in metrics
+    # and a client's errors are timed nowhere: a flood of fast 4xx moved a role's median latency
+    assert 'fleet_request_seconds_count{origin="organic",route="/predict"} 1.0' in metrics
     assert 'status="500"' not in metrics
     info = httpx.get(f"{replica.url}/info", timeout=5).json()
     assert info["version"] == "2" and info["device"] == "cpu" and len(info["sha256"]) == 64

@@ -58,7 +58,11 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             m = self.replica.metrics
-            m.latency.labels(route, origin).observe(time.perf_counter() - started)
+            # A client's error (4xx) is timed nowhere: answered in a millisecond, a flood of them from any client
+            # moved a role's median, and with it the canary's latency verdict. What is timed, and so counted as
+            # a request served, is what the replica answered (2xx) or failed (5xx).
+            if not 400 <= status["code"] < 500:
+                m.latency.labels(route, origin).observe(time.perf_counter() - started)
             m.requests.labels(route, str(status["code"])).inc()
             if is_predict:
                 self.replica.in_flight -= 1
