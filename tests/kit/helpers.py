@@ -117,6 +117,7 @@ class BadFlood(_OnAThread):
     port: int
     max_requests: int = 3000
     max_seconds: float = 120.0
+    pause: float = 0.1  # seconds between requests: ~10 a second, enough to sway a verdict, not the CPU
     statuses: Counter = field(default_factory=Counter)
 
     def _run(self):
@@ -138,7 +139,7 @@ class BadFlood(_OnAThread):
                 self.statuses[int(line[1]) if len(line) > 1 and line[1].isdigit() else "no answer"] += 1
             except OSError as e:
                 self.statuses[type(e).__name__] += 1
-            time.sleep(0.02)
+            time.sleep(self.pause)
 
 
 def trickle(every: float, count: int) -> type[BaseHTTPRequestHandler]:

@@ -92,8 +92,8 @@ def test_prometheus_answers_nobody_without_fleets_password_and_takes_no_forged_e
     def forge(value: float, at: float) -> bytes:  # the stable's errors and requests, as a counter would say
         return remote_write.encode([("fleet_requests_total", {"service": stable, "route": "/predict",
                                                               "status": "500"}, value),
-                                    ("fleet_request_seconds_count", {"service": stable, "route": "/predict"}, value)],
-                                   at)
+                                    ("fleet_request_seconds_count", {"service": stable, "route": "/predict",
+                                                                     "origin": "organic"}, value)], at)
     now = time.time()
     forged = forge(1e6, now)
     for auth in (None, httpx.BasicAuth("fleet", "guess"), httpx.BasicAuth("admin", "admin")):

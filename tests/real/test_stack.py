@@ -111,7 +111,7 @@ def test_a_standard_open_inference_protocol_client_works_through_the_gateway(sta
 def predictions(stack, route: str) -> float:
     p = Prometheus(stack.prometheus)
     try:
-        return sum(x.value for x in p.query(f'fleet_request_seconds_count{{service="{stack.service("inference")}",'
+        return sum(x.value for x in p.query(f'fleet_request_seconds_count{{job="inference",service="{stack.service("inference")}",'
                                             f'route="{route}"}}'))
     finally:
         p.close()
@@ -144,8 +144,8 @@ def origins(stack) -> dict[str, float]:
     """/predict requests the stack's replicas timed, by origin, as Prometheus scraped them."""
     p = Prometheus(stack.prometheus)
     try:
-        samples = p.query(f'sum by (origin) (fleet_request_seconds_count{{service="{stack.service("inference")}",'
-                          'route="/predict"})')
+        samples = p.query(f'sum by (origin) (fleet_request_seconds_count{{job="inference",'
+                          f'service="{stack.service("inference")}",route="/predict"}})')
     finally:
         p.close()
     return {"organic": 0.0, "synthetic": 0.0, **{x.labels["origin"]: x.value for x in samples}}
