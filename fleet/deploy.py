@@ -176,8 +176,8 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
     errors = [f for f in findings if f.severity is stackfile.Severity.ERROR]
     if errors:
         raise BadInput("the stack file has errors; nothing was deployed:\n" + "\n".join(map(str, errors)))
-    services = [svc for svc in swarm.services(stack)  # without a rollout's canary: it is not the file's
-                if "fleet.canary-of" not in svc.labels]
+    found = swarm.services(stack)
+    services = [svc for svc in found if "fleet.canary-of" not in svc.labels]  # a rollout's canary is not the file's
     live_modes = {svc.name: "global" if svc.is_global else "replicated" for svc in services}
     changed = mode_changes(doc, stack, live_modes)
     if changed:
@@ -188,7 +188,7 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
     own_consul = "consul" in doc["services"]
     c = consul_client(addr) if addr or not own_consul else None
     catalog = Catalog(c) if c is not None else None
-    before = {svc.name: svc for svc in swarm.services(stack)}
+    before = {svc.name: svc for svc in found}
     if before and catalog is None:
         raise Unreachable(f"stack {stack!r} runs no Consul task to find (its consul service has no running task); "
                           "set CONSUL_HTTP_ADDR or --consul; nothing was deployed")

@@ -72,14 +72,12 @@ class Prometheus:
     def _data(self, path: str, params: dict) -> list:
         """A query's `data.result`; ProviderError when Prometheus does not answer, or answers an error."""
         r = self._get(path, params)
+        if r.status_code in (401, 403):
+            raise ProviderError(REFUSED.format(url=self.url, status=r.status_code))
         try:
             doc = r.json()
         except ValueError as e:
-            if r.status_code in (401, 403):
-                raise ProviderError(REFUSED.format(url=self.url, status=r.status_code)) from None
             raise ProviderError(f"Prometheus at {self.url} answered something other than JSON: {e!r}") from None
-        if r.status_code in (401, 403):
-            raise ProviderError(REFUSED.format(url=self.url, status=r.status_code))
         if r.status_code != 200 or doc.get("status") != "success":
             raise ProviderError(f"Prometheus at {self.url} answered {r.status_code}: {doc.get('error', r.text[:200])}")
         return doc["data"]["result"]
