@@ -1,6 +1,9 @@
 # fleet: `make demo` deploys the stack and sends one prediction; `make test` runs every test.
 # Both install what is missing first (Python env, Docker engine + Swarm, Consul, images).
 PY := .venv/bin/python
+# make test's workers (pytest-xdist): the cluster's group in one, the single-node groups in the others
+# (tests/real/conftest.py); most of a real test's time is spent waiting, so 3 overlap well on 2 cores
+TEST_WORKERS ?= 3
 
 .PHONY: setup demo test unit bench clean cluster cluster-down cuda-image
 
@@ -14,7 +17,7 @@ demo:
 test: setup
 	bash scripts/test-images.sh
 	bash scripts/browser.sh
-	$(PY) -m pytest -v -p no:cacheprovider --durations=40 tests
+	$(PY) -m pytest -v -p no:cacheprovider --durations=40 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder tests
 
 unit:
 	$(PY) -m pytest -q tests/unit

@@ -33,9 +33,13 @@ def build(package, tag: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def remove_images(client: docker.DockerClient) -> None:
+    """This module's tags (IMAGE:*) of the models' images; the same build tagged by another module running at
+    the same time (the cluster's REGISTRY/fleet/digits-test:pushed) keeps its own tag."""
     for model in MODELS:
         for image in client.images.list(filters={"label": f"fleet.model={model}"}):
-            client.images.remove(image.id, force=True)
+            for tag in image.tags:
+                if tag.startswith(f"{IMAGE}:"):
+                    client.images.remove(tag)
 
 
 @pytest.fixture(scope="module")

@@ -62,14 +62,14 @@ def b_secrets(a: StackUnderTest, tmp) -> str:
 def stacks(swarm, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("shared")
     a = StackUnderTest(A, swarm, 19600, 19180)
-    b = StackUnderTest(B, swarm, 19600, 19280)  # B's fleet and tests speak to A's Consul
+    b = StackUnderTest(B, swarm, 19600, 19480)  # B's fleet and tests speak to A's Consul
     for s in (b, a):
         remove_stack(swarm, s.name)
     env = {"FLEET_REPLICAS": "1"}
     subprocess.run(["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(ROOT / "docker-stack.yml"), A],
                    check=True, capture_output=True, env={**a.env(), **env})
     wait_until(lambda: converged(a, replicas=1), 240, f"stack {A} to converge")
-    b_env = {**b.env(), **env, "FLEET_CONSUL_PORT": "19700", "FLEET_CONSUL_SECRETS": b_secrets(a, tmp)}
+    b_env = {**b.env(), **env, "FLEET_CONSUL_PORT": "19400", "FLEET_CONSUL_SECRETS": b_secrets(a, tmp)}
     subprocess.run(["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(ROOT / "docker-stack.yml"),
                     "-c", shared_file(tmp), B], check=True, capture_output=True, env=b_env)
     wait_until(lambda: converged(b, replicas=1), 240, f"stack {B} to converge, registered in {A}'s Consul")
