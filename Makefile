@@ -17,7 +17,7 @@ demo:
 test: setup
 	bash scripts/test-images.sh
 	bash scripts/browser.sh
-	$(PY) -m pytest -v -p no:cacheprovider --durations=40 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder tests
+	$(PY) -m pytest -v -p no:cacheprovider --durations=40 --junitxml=build/junit.xml -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder tests
 
 unit:
 	$(PY) -m pytest -q tests/unit

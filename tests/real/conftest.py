@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from fleet.adapters.swarm import Swarm
+from tests.kit import groups
 from tests.kit.helpers import SAMPLE, wait_until
 from tests.kit.stacks import (CONSUL_PORT, GATEWAY_PORT, PROMETHEUS_PASSWORD, STACK, StackUnderTest, converged, deploy,
                               remove_stack, remove_test_containers)
@@ -97,18 +98,8 @@ def run_replica(swarm):
 __all__ = ["Replica", "time"]
 
 
-# The run's groups, longest first (CI, `make test`: pytest-xdist's loadgroup, in this order, to 3 workers): a
-# group runs whole in one worker, and a worker takes the next group as its last ends. The 3-node cluster's
-# tests are one group (one cluster, up for the first of them), started first since they take longest; the
-# tests on the session's `stack` another (one stack a run); every other module of real tests has a stack of
-# its own (its own name and ports) and is a group. Seconds from a fresh-clone run's --durations=0.
-GROUPS = {"cluster": 1500, "stack": 400, "test_control_plane": 500, "test_rollout": 450, "test_model_package": 350,
-          "test_deploy_canary": 300, "test_rollout_visible": 250, "test_canary_evidence": 250, "test_deploy": 240,
-          "test_external_consul": 200, "test_shared_consul": 120, "test_replica": 60, "test_stackfiles": 30}
-
-
-def group_of(item) -> str:
-    """The group a test runs in: tests that share a session fixture share a worker."""
+def group_by_fixtures(item) -> str:
+    """The group a test must run in for its session fixtures: the cluster's, the session stack's, or its module's."""
     names = getattr(item, "fixturenames", ())
     if "cluster_session" in names:
         return "cluster"
@@ -117,15 +108,17 @@ def group_of(item) -> str:
     return item.module.__name__.rsplit(".", 1)[-1]
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(items):
-    """Real tests first, longest group first, each marked with its group (pytest-xdist's xdist_group); unit and
-    process tests after, spread one by one over whichever workers are free. Without xdist, the same order."""
-    real = [item for item in items if "/real/" in item.nodeid]
-    for item in real:
-        item.add_marker(pytest.mark.xdist_group(group_of(item)))
-    rank = {id(item): -GROUPS.get(group_of(item), 100) for item in real}
-    items.sort(key=lambda item: rank.get(id(item), 0))
+    """Real tests first, the longest group first (tests/kit/groups.py), unit and process tests after. A real
+    test whose session fixtures do not match its module's group would share a session fixture (the cluster,
+    the session stack) with another worker, which would make its own: refused here."""
+    wrong = [f"{item.nodeid}: uses {group_by_fixtures(item)}'s fixtures, and its module's group is "
+             f"{groups.group(item.nodeid)}" for item in items if "/real/" in item.nodeid
+             and group_by_fixtures(item) != groups.group(item.nodeid)]
+    if wrong:
+        raise pytest.UsageError("tests in the wrong group (tests/kit/groups.py names each module's):\n"
+                                + "\n".join(wrong))
+    items.sort(key=lambda item: groups.rank(item.nodeid))
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from fleet.stream import EventStream
 from tests.kit.cli import fleet
 from tests.kit.consul_restart import RestartStack
 from tests.kit.helpers import LoadLoop, wait_until
-from tests.kit.stacks import ROOT, STACK as SHARED_STACK, canary_gone, stable_spec
+from tests.kit.stacks import ROOT, canary_gone, stable_spec
 
 NAME = "fleettest-cp"
 STABLE, GOOD = "fleet/inference:1", "fleet/inference:2"
@@ -283,10 +283,11 @@ def test_docker_event_stream_cut_is_restarted_and_replays_the_gap(swarm):
     ["rollout", "--canary", "--image", GOOD], ["promote"], ["abort"], ["rollback"], ["history"], ["status"],
     ["deploy"],
 ], ids=lambda a: a[0])
-def test_consul_unreachable_at_the_start_exits_3_and_changes_nothing(stack, argv):
-    services = {svc.name: svc.attrs["Version"]["Index"] for svc in stack.swarm.stack_services(SHARED_STACK)}
-    p = fleet(stack, *argv, "--stack", SHARED_STACK, "--json", env={"CONSUL_HTTP_ADDR": "http://127.0.0.1:1"},
+def test_consul_unreachable_at_the_start_exits_3_and_changes_nothing(stack_cp, argv):
+    stack = stack_cp.stack
+    services = {svc.name: svc.attrs["Version"]["Index"] for svc in stack.swarm.stack_services(stack.name)}
+    p = fleet(stack, *argv, "--stack", stack.name, "--json", env={"CONSUL_HTTP_ADDR": "http://127.0.0.1:1"},
               timeout=120)
     assert p.returncode == 3, (p.stdout, p.stderr)
     assert "Traceback" not in p.stderr and "Consul" in json.loads(p.stdout)["error"]
-    assert {svc.name: svc.attrs["Version"]["Index"] for svc in stack.swarm.stack_services(SHARED_STACK)} == services
+    assert {svc.name: svc.attrs["Version"]["Index"] for svc in stack.swarm.stack_services(stack.name)} == services
