@@ -2,7 +2,16 @@
 by group (tests/kit/groups.py), in the order collected (tests/real/conftest.py sorts the longest first). xdist's
 own loadgroup reads a group suffix from each test's ID, which pytest 9 no longer lets it add, so the group is
 read from the ID here."""
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
 from tests.kit.groups import group
+
+TIMES = Path(__file__).resolve().parents[1] / "build/test-times"
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -15,3 +24,18 @@ def pytest_xdist_make_scheduler(config, log):
             return group(nodeid) or nodeid
 
     return ByGroup(config, log)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Each test's wall time (its setup and teardown included) and the CPU time this process and the commands it
+    ran spent meanwhile, a line of build/test-times/<worker>.jsonl: scripts/test-durations.py groups them."""
+    started, cpu = time.time(), os.times()
+    try:
+        return (yield)
+    finally:
+        now = os.times()
+        spent = sum(getattr(now, f) - getattr(cpu, f) for f in ("user", "system", "children_user", "children_system"))
+        TIMES.mkdir(parents=True, exist_ok=True)
+        with open(TIMES / f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.jsonl", "a") as f:
+            f.write(json.dumps({"test": item.nodeid, "start": started, "end": time.time(), "cpu": round(spent, 3)}) + "\n")
