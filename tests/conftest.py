@@ -26,6 +26,12 @@ def pytest_xdist_make_scheduler(config, log):
     return ByGroup(config, log)
 
 
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):  # the run's first process: last run's times go
+        for old in TIMES.glob("*.jsonl"):
+            old.unlink()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """Each test's wall time (its setup and teardown included) and the CPU time this process and the commands it

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from fleet.adapters.swarm import Swarm
-from tests.kit import groups
+from tests.kit import diagnose, groups
 from tests.kit.helpers import SAMPLE, wait_until
 from tests.kit.stacks import (CONSUL_PORT, GATEWAY_PORT, PROMETHEUS_PASSWORD, STACK, StackUnderTest, converged, deploy,
                               remove_stack, remove_test_containers)
@@ -119,6 +119,20 @@ def pytest_collection_modifyitems(items):
         raise pytest.UsageError("tests in the wrong group (tests/kit/groups.py names each module's):\n"
                                 + "\n".join(wrong))
     items.sort(key=lambda item: groups.rank(item.nodeid))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed real test's report ends with the state of every stack it used (tests/kit/diagnose.py)."""
+    report = yield
+    if report.failed and call.when in ("setup", "call"):
+        try:
+            text = diagnose.report(getattr(item, "funcargs", {}).values(), since=call.start - 5)
+        except Exception as e:  # never hide the test's own failure behind the diagnosis's
+            text = f"not read: {type(e).__name__}: {e}"
+        if text:
+            report.sections.append(("the stacks the test used", text))
+    return report
 
 
 @pytest.fixture(scope="session")
