@@ -1,9 +1,8 @@
 """Gates asked and webhooks posted (fleet/core/gates.py says what they mean): over HTTP with httpx, commands
-with subprocess, retries with tenacity; every ask and POST has a total deadline (post_within), never one per
+with subprocess, retries with tenacity; every ask and POST has a total deadline (within.py), never one per
 read. A webhook's URL gets a thread of its own, so a slow or dead
 receiver never holds up the evidence loop or another receiver; its failure is reported, never a verdict.
 """
-import asyncio
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ import tenacity
 
 from ..core.gates import Answer, answer_of, is_url
 from ..core.secrets import redact, redact_text
+from .within import request_within
 
 log = logging.getLogger("fleet.hooks")
 ASK_TIMEOUT = 10.0  # seconds one ask of a gate may take
@@ -41,13 +41,10 @@ def ask(spec: str, payload: dict, timeout: float = ASK_TIMEOUT, env_names: tuple
 
 
 def post_within(url: str, body: bytes, seconds: float) -> tuple[int, str]:
-    """POST a JSON body and read the whole answer within `seconds` in all (httpx's own timeouts are per
-    read: a receiver sending a byte at a time held it for ever); TimeoutError past them."""
-    async def post() -> tuple[int, str]:
-        async with httpx.AsyncClient(timeout=seconds) as client:
-            r = await client.post(url, content=body, headers={"content-type": "application/json"})
-            return r.status_code, r.text
-    return asyncio.run(asyncio.wait_for(post(), seconds))
+    """POST a JSON body and read the whole answer within `seconds` in all (within.py); httpx.TimeoutException
+    past them."""
+    r = request_within("POST", url, seconds, content=body, headers={"content-type": "application/json"})
+    return r.status_code, r.text
 
 
 def gate_env(event: str, names: tuple[str, ...] = ()) -> dict[str, str]:

@@ -13,6 +13,7 @@ import httpx
 
 from ..core.analysis import GATEWAY_SCRAPED, PREDICTIONS, SCRAPED, Stats
 from .endpoints import Endpoints, Unanswered, fixed
+from .within import request_within
 
 log = logging.getLogger("fleet.prometheus")
 
@@ -53,19 +54,21 @@ class Prometheus:
     answer, the next address, and Swarm is asked again where it runs."""
 
     def __init__(self, endpoints: Endpoints | str, timeout: float = 2.0):
+        """`timeout`: seconds one query may take in all, its whole answer read (within.py)."""
         self.endpoints = fixed(endpoints) if isinstance(endpoints, str) else endpoints
-        self.http = httpx.Client(timeout=timeout, auth=credentials())
+        self.timeout, self.auth = timeout, credentials()
 
     @property
     def url(self) -> str:
         return self.endpoints.current
 
     def close(self) -> None:
-        self.http.close()
+        """Nothing held between queries (each has a client of its own, for its deadline)."""
 
     def _get(self, path: str, params: dict) -> httpx.Response:
         try:
-            return self.endpoints.first(lambda url: self.http.get(f"{url}{path}", params=params), 2)
+            return self.endpoints.first(lambda url: request_within("GET", f"{url}{path}", self.timeout, params=params,
+                                                                   auth=self.auth), 2)
         except Unanswered as e:
             raise ProviderError(f"Prometheus did not answer: {e}") from None
 

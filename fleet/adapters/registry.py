@@ -10,9 +10,11 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-import requests
+import httpx
 
-TIMEOUT = 10.0
+from .within import request_within
+
+TIMEOUT = 10.0  # seconds one request to a registry may take in all, its whole answer read (within.py)
 DOCKER_HUB = "registry-1.docker.io"
 MANIFESTS = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -61,8 +63,6 @@ class Registry:
     def __init__(self, insecure: set[str] = frozenset(), platform: str = "linux/amd64"):
         self.insecure = set(insecure)  # registries the engine speaks plain HTTP to
         self.platform = platform
-        self.http = requests.Session()
-        self.http.trust_env = False  # never through a proxy meant for other traffic
         self._tokens: dict[str, str] = {}
 
     def labels(self, image: str) -> dict[str, str]:
@@ -93,7 +93,7 @@ class Registry:
         except ValueError:
             raise RegistryError(f"{ref.registry} answered {path} with something other than JSON") from None
 
-    def _get(self, ref: Reference, path: str, accept: str) -> requests.Response:
+    def _get(self, ref: Reference, path: str, accept: str) -> httpx.Response:
         url = f"/v2/{ref.repository}/{path}"
         headers = {"Accept": accept}
         if ref.registry in self._tokens:
@@ -106,16 +106,21 @@ class Registry:
                 r = self._request(ref.registry, url, {**headers, "Authorization": f"Bearer {token}"})
         return r
 
-    def _request(self, registry: str, url: str, headers: dict) -> requests.Response:
+    def _request(self, registry: str, url: str, headers: dict) -> httpx.Response:
         try:
-            return self.http.get(f"https://{registry}{url}", headers=headers, timeout=TIMEOUT)
-        except requests.RequestException as e:
+            return self._send(f"https://{registry}{url}", headers=headers)
+        except httpx.HTTPError as e:
             if not (loopback(registry) or registry in self.insecure):
                 raise RegistryError(f"the registry {registry} did not answer over HTTPS ({e})") from None
         try:  # Docker's rule: a loopback or an insecure registry may speak plain HTTP
-            return self.http.get(f"http://{registry}{url}", headers=headers, timeout=TIMEOUT)
-        except requests.RequestException as e:
+            return self._send(f"http://{registry}{url}", headers=headers)
+        except httpx.HTTPError as e:
             raise RegistryError(f"the registry {registry} did not answer ({e})") from None
+
+    @staticmethod
+    def _send(url: str, **kwargs) -> httpx.Response:
+        """A GET within TIMEOUT in all, never through a proxy meant for other traffic."""
+        return request_within("GET", url, TIMEOUT, trust_env=False, follow_redirects=True, **kwargs)
 
     def _token(self, challenge: str, ref: Reference) -> str | None:
         """An anonymous pull token for a `Bearer realm=…,service=…` challenge."""
@@ -125,9 +130,9 @@ class Registry:
         if "realm" not in params:
             return None
         try:
-            r = self.http.get(params["realm"], timeout=TIMEOUT, params={
-                "service": params.get("service", ""), "scope": f"repository:{ref.repository}:pull"})
+            r = self._send(params["realm"], params={"service": params.get("service", ""),
+                                                    "scope": f"repository:{ref.repository}:pull"})
             doc = r.json()
-        except (requests.RequestException, ValueError):
+        except (httpx.HTTPError, ValueError):
             return None
         return doc.get("token") or doc.get("access_token")

@@ -15,6 +15,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from .endpoints import Endpoints, Unanswered
 from .prometheus import credentials
+from .within import request_within
 
 log = logging.getLogger("fleet.remote_write")
 HEADERS = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
@@ -75,18 +76,18 @@ class Pusher:
         self._thread.join(wait)
 
     def _run(self) -> None:
-        with httpx.Client(timeout=self.timeout, auth=credentials()) as http:
-            while (item := self._queue.get()) is not None:
-                series, at = item
-                body = encode(series, at)
-                try:
-                    r = self.endpoints.first(lambda url: http.post(f"{url}/api/v1/write", content=body,
-                                                                   headers=HEADERS), 2)
-                    if r.status_code >= 300:
-                        raise Unanswered(f"{r.status_code}: {r.text.strip()[:200]}")
-                    self.pushed += 1
-                except (Unanswered, httpx.HTTPError) as e:
-                    message = f"fleet's series not written to Prometheus: {e}"[:300]
-                    self.failures.append(message)
-                    log.warning(message)
-                    self.on_failure(message)
+        auth = credentials()
+        while (item := self._queue.get()) is not None:
+            series, at = item
+            body = encode(series, at)
+            try:
+                r = self.endpoints.first(lambda url: request_within("POST", f"{url}/api/v1/write", self.timeout,
+                                                                    content=body, headers=HEADERS, auth=auth), 2)
+                if r.status_code >= 300:
+                    raise Unanswered(f"{r.status_code}: {r.text.strip()[:200]}")
+                self.pushed += 1
+            except (Unanswered, httpx.HTTPError) as e:
+                message = f"fleet's series not written to Prometheus: {e}"[:300]
+                self.failures.append(message)
+                log.warning(message)
+                self.on_failure(message)

@@ -158,6 +158,7 @@ def trickle(every: float, count: int) -> type[BaseHTTPRequestHandler]:
                     time.sleep(every)
             except (BrokenPipeError, ConnectionResetError):  # the client gave up: what a test wants
                 pass
+        do_GET = do_POST  # a registry's manifest, a Prometheus query
     return Trickle
 
 
