@@ -1,9 +1,10 @@
 # fleet: `make demo` deploys the stack and sends one prediction; `make test` runs every test.
 # Both install what is missing first (Python env, Docker engine + Swarm, Consul, images).
 PY := .venv/bin/python
-# make test's workers (pytest-xdist): the cluster's group in one, the single-node groups in the others
-# (tests/real/conftest.py); most of a real test's time is spent waiting, so 3 overlap well on 2 cores
-TEST_WORKERS ?= 3
+# make test's workers (pytest-xdist): the 3-node cluster's tests in one, the single-node groups in the other
+# (tests/kit/groups.py). 3 workers on 2 cores ran the run queue to 30-50 (load average 36): five rollouts
+# failed on it
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test unit bench clean cluster cluster-down cuda-image
 
