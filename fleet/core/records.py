@@ -117,6 +117,8 @@ class RolloutState:
     golden: dict | None = None  # the golden gate's answer: passed, detail
     evidence: dict | None = None  # the latest metrics window's figures (fleet/core/view.py), for watchers
     extra: dict = field(default_factory=dict, repr=False, compare=False)  # a newer fleet's fields, kept
+    # and those it wrote within the plan, its thresholds and the rollout: {"plan": {...}, "thresholds": {...}, ...}
+    extra_within: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def phase(self) -> Phase:
@@ -137,11 +139,17 @@ class RolloutState:
                         started_at=at)
 
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        return {**self.extra, **d, "plan": plan_to_dict(self.plan), "rollout": self.rollout.to_dict(), "timeline": list(self.timeline),
-                "control_applied": list(self.control_applied)}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "extra_within")}
+        within = self.extra_within
+        plan = {**within.get("plan", {}), **plan_to_dict(self.plan)}
+        plan["thresholds"] = {**within.get("thresholds", {}), **plan["thresholds"]}
+        return {**self.extra, **d, "plan": plan, "rollout": {**within.get("rollout", {}), **self.rollout.to_dict()},
+                "timeline": list(self.timeline), "control_applied": list(self.control_applied)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RolloutState":
-        return cls(**{**known(cls, d), "extra": unknown(cls, d), "plan": plan_from_dict(d["plan"]), "rollout": Rollout.from_dict(d["rollout"]),
+        within = {"plan": unknown(Plan, d["plan"]), "thresholds": unknown(Thresholds, d["plan"]["thresholds"]),
+                  "rollout": unknown(Rollout, d["rollout"])}
+        return cls(**{**known(cls, d), "extra": unknown(cls, d), "extra_within": {k: v for k, v in within.items() if v},
+                      "plan": plan_from_dict(d["plan"]), "rollout": Rollout.from_dict(d["rollout"]),
                       "timeline": list(d.get("timeline") or []), "control_applied": list(d.get("control_applied") or [])})

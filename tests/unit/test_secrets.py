@@ -79,6 +79,9 @@ def test_a_record_written_by_a_newer_fleet_is_read_and_its_unknown_fields_kept()
     s = RolloutState.from_dict(state)
     assert s.rollout.phase is Phase.STEPPING and s.rollout.share == 25
     assert s.plan.thresholds == Thresholds() and s.to_dict()["shadow"] == {"agreement": 0.99}
+    written = RolloutState.from_dict(json.loads(json.dumps(s.to_dict()))).to_dict()  # read and written again
+    assert written["plan"]["strategy"] == "blue-green" and written["plan"]["thresholds"]["max_p99_ratio"] == 2.0
+    assert written["rollout"]["mirror_share"] == 5 and written["shadow"] == {"agreement": 0.99}, "nested fields kept"
 
 
 def test_a_webhook_body_never_carries_a_secret_url(tmp_path):
