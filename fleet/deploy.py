@@ -280,9 +280,10 @@ def _record(s: _Situation, stores: dict[str, Store], started: float) -> None:
             store = stores[c.service]
             history = store.history()
             image = str(s.doc["services"][c.service]["image"])
+            running = s.swarm.describe(f"{s.stack}_{c.service}")  # as Swarm pinned it: what rollback --to puts back
             store.record(Revision((history[-1].revision + 1) if history else 1, image, "deployed",
                                   "fleet deploy (Swarm's rolling update)", cause="fleet deploy", started_at=started,
-                                  ended_at=time.time()))
+                                  ended_at=time.time(), pinned=running.image if running else None))
 
 
 def diagnosis(swarm: Swarm, failed: dict[str, Verdict]) -> str:

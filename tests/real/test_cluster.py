@@ -109,6 +109,9 @@ def test_a_tag_pushed_again_rolls_out_and_every_node_runs_its_digest(cluster):
     digests = running_digests(cluster)
     assert len(digests) >= 2 and all(second in d and first not in d for d in digests.values()), digests
     assert len(cluster.passing("2")) == REPLICAS
+    history = json.loads(cluster.fleet("history", "--json").stdout)
+    pinned = [r.get("pinned") or "" for r in history["revisions"][-2:]]  # oldest first
+    assert pinned[0].endswith(f"@{first}") and pinned[1].endswith(f"@{second}"), pinned  # what rollback --to puts back
     print(f"\nrebuilt tag rolled out to {sorted(digests)} in {p.seconds:.1f}s")
 
 
