@@ -1,4 +1,4 @@
-"""pytest-xdist's scheduling for `make test` (-n 2 --dist loadgroup --no-loadscope-reorder): the real tests run
+"""pytest-xdist's scheduling for `make test` (-n N --dist loadgroup --no-loadscope-reorder): the real tests run
 by group (tests/kit/groups.py), in the order collected (tests/real/conftest.py sorts the longest first). xdist's
 own loadgroup reads a group suffix from each test's ID, which pytest 9 no longer lets it add, so the group is
 read from the ID here."""

@@ -1,4 +1,4 @@
-"""The groups `make test` runs its real tests in (pytest-xdist, 2 workers: tests/conftest.py's scheduler): a
+"""The groups `make test` runs its real tests in (pytest-xdist: tests/conftest.py's scheduler): a
 group runs whole in one worker, and a worker takes the next group as its last ends. The 3-node cluster's tests
 are one group (one cluster a run, up for the first of them); the tests on the session's `stack` another (one
 stack a run); every other module of real tests has a stack of its own (its own name and ports) and is a

@@ -121,6 +121,21 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: groups.rank(item.nodeid))
 
 
+SHARED = ("stack", "cluster_session")  # session fixtures whose tests are one group each (tests/kit/groups.py)
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures are torn down
+def pytest_runtest_teardown(item, nextitem):
+    """The session's stack and the 3-node cluster go with the last test of their group, which runs whole in one
+    worker, rather than at that worker's end: an idle stack cost a quarter of a core (its healthchecks, its
+    250 ms scrapes) while the worker ran other groups, and CI's two cores are the bound. A later test that
+    asked for one again would get a new one."""
+    for name in SHARED:
+        if name in item.fixturenames and (nextitem is None or name not in nextitem.fixturenames):
+            for fixturedef in item._fixtureinfo.name2fixturedefs.get(name, ()):
+                fixturedef.finish(item._request)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     """A failed real test's report ends with the state of every stack it used (tests/kit/diagnose.py)."""
