@@ -274,9 +274,10 @@ def _converge(s: _Situation, started: float, timeout: float, poll: float,
 
 
 def _record(s: _Situation, stores: dict[str, Store], started: float) -> None:
-    """A revision in fleet's history for each service whose image Swarm's rolling update changed."""
+    """A revision in fleet's history for each service whose image Swarm's rolling update changed: its name, or
+    the digest its tag names (a rebuilt tag is a new build, and `fleet rollback --to` must find the old one)."""
     for c in s.plan.services:
-        if c.how is How.ROLLING and "image" in c.keys() and c.service in stores:
+        if c.how is How.ROLLING and {"image", "digest"} & set(c.keys()) and c.service in stores:
             store = stores[c.service]
             history = store.history()
             image = str(s.doc["services"][c.service]["image"])

@@ -80,3 +80,33 @@ def test_a_stack_that_did_not_exist_before_is_removed_whole():
     swarm = FakeSwarm([service("s_gateway", 1), service("s_inference", 1)])
     restore(swarm, "s", {})
     assert swarm.by_name == {}
+
+
+class FakeStore:
+    def __init__(self, history=()):
+        self.revisions = list(history)
+
+    def history(self):
+        return list(self.revisions)
+
+    def record(self, revision):
+        self.revisions.append(revision)
+
+
+def test_a_rebuilt_tag_rolled_out_by_swarm_is_a_revision_with_the_digest_it_runs():
+    """A rebuilt tag changes the digest only: still a new build in the history, pinned to what now runs, so
+    that `fleet rollback --to` finds the build before it."""
+    from types import SimpleNamespace
+
+    from fleet.core.changes import DeployPlan, How, KeyChange, ServiceChange
+    from fleet.core.records import Revision
+    from fleet.deploy import _record
+    old, new = "reg.example/fleet/inference:next@sha256:aaa", "reg.example/fleet/inference:next@sha256:bbb"
+    swarm = FakeSwarm([service("s_inference", 9, new)])
+    swarm.describe = lambda name: swarm.by_name.get(name)
+    change = ServiceChange("inference", How.ROLLING, (KeyChange("digest", "sha256:aaa", "sha256:bbb"),))
+    store = FakeStore([Revision(1, "reg.example/fleet/inference:next", "deployed", pinned=old)])
+    s = SimpleNamespace(swarm=swarm, stack="s", plan=DeployPlan((change,)),
+                        doc={"services": {"inference": {"image": "reg.example/fleet/inference:next"}}})
+    _record(s, {"inference": store}, started=1.0)
+    assert [(r.revision, r.pinned) for r in store.revisions] == [(1, old), (2, new)]
