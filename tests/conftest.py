@@ -14,6 +14,7 @@ from tests.kit.groups import group
 TIMES = Path(__file__).resolve().parents[1] / "build/test-times"
 
 
+@pytest.hookimpl(optionalhook=True)  # a run without xdist (-p no:xdist) knows no such hook
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadgroup":
         return None
