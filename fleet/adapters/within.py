@@ -23,7 +23,7 @@ def request_within(method: str, url: str, seconds: float, *, trust_env: bool = T
             return await client.request(method, url, **kwargs)
     try:
         return asyncio.run(asyncio.wait_for(send(), max(0.0, deadline - time.monotonic())))
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:  # asyncio's is the builtin since Python 3.11
         raise httpx.TimeoutException(f"no whole answer within {seconds:g}s") from None
 
 
