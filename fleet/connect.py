@@ -12,6 +12,7 @@ import consul
 
 from .adapters.consul import PATIENCE, Catalog, ConsulUnavailable, check_access, client as consul_client
 from .adapters.endpoints import Endpoints, fixed
+from .adapters.gateway import OPS_PORT
 from .adapters.store import Store
 from .adapters.swarm import EngineUnavailable, Swarm, consul_name
 from .cluster import SwarmCluster
@@ -50,7 +51,7 @@ class Target:
 
     def gateway_endpoints(self) -> Endpoints:
         """The gateway's ops port (per-role routes) on every live node that runs one, or --gateway's URLs."""
-        return self._endpoints(self.gateway, "gateway", 8081, "--gateway")
+        return self._endpoints(self.gateway, "gateway", OPS_PORT, "--gateway")
 
     def prometheus_endpoints(self) -> Endpoints:
         return self._endpoints(self.prometheus, "prometheus", 9090, "--prometheus")

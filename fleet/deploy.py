@@ -8,13 +8,14 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from docker.errors import DockerException
 
 from . import connect, controller, stackfile
 from .adapters.consul import PATIENCE, Catalog, ConsulUnavailable, client as consul_client
+from .adapters.gateway import OPS_PORT, unrouted
 from .adapters.store import Store
 from .adapters.swarm import EngineUnavailable, Swarm
 from .core.tasks import Service
@@ -259,6 +260,8 @@ def _converge(s: _Situation, started: float, timeout: float, poll: float,
         if s.catalog is None and (addr := s.swarm.consul_url(s.stack)):
             s.catalog = Catalog(consul_client(addr))
         verdicts = observe(s.swarm, s.catalog, s.stack, started, existing=set(s.before))
+        if verdicts and all(v.state is State.CONVERGED for v in verdicts.values()):
+            verdicts = _routed(s, verdicts)
         on_progress(verdicts)
         failed = {n: v for n, v in verdicts.items() if v.state is State.FAILED}
         if failed:
@@ -271,6 +274,21 @@ def _converge(s: _Situation, started: float, timeout: float, poll: float,
             missing = "; ".join(f"{n}: {v.reason}" for n, v in verdicts.items() if v.state is not State.CONVERGED)
             raise OperationFailed(f"not converged within {timeout:g}s; still missing: {missing}")
         time.sleep(poll)
+
+
+def _routed(s: _Situation, verdicts: dict[str, Verdict]) -> dict[str, Verdict]:
+    """The verdicts, with the stack's gateway still progressing while any of its tasks (one a node) routes no
+    request to the replicas that Consul already passes: a client right after `fleet deploy` returns is
+    served, not told "No server is available" while the gateway's next DNS lookup is due."""
+    name = f"{s.stack}_gateway"
+    gateway = verdicts.get(name)
+    if gateway is None or not any(v.passing for v in verdicts.values()):
+        return verdicts  # no gateway in this stack, or nothing for it to route to
+    why = [w for url in s.swarm.published_urls(name, OPS_PORT) if (w := unrouted(url))]
+    if not why:
+        return verdicts
+    return {**verdicts, name: replace(gateway, state=State.PROGRESSING,
+                                      reason=f"{gateway.reason}; not routing to the replicas yet: {'; '.join(why)}")}
 
 
 def _record(s: _Situation, stores: dict[str, Store], started: float) -> None:

@@ -20,6 +20,20 @@ MAX_GATEWAYS = 3  # gateways tried for one request before it is given up (no evi
 CHUNK = 64  # rows per /predict request (the service's FLEET_MAX_ROWS default)
 
 
+OPS_PORT = 8081  # the gateway's ops port (GATEWAY_OPS_PORT in docker-stack.yml)
+
+
+def unrouted(url: str, timeout: float = 2.0) -> str | None:
+    """None when the gateway whose ops port is `url` sends a request of its public pool to a ready replica
+    now (GET /ready through the default, weighted backend answers 200); else what it answered. Replicas
+    passing in Consul are not yet routed: the gateway finds them by resolving Consul's DNS every 250 ms."""
+    try:
+        r = httpx.get(f"{url}/ready", timeout=timeout)
+    except httpx.HTTPError as e:
+        return f"{url} did not answer: {e!r}"
+    return None if r.status_code == 200 else f"{url}/ready answered {r.status_code}: {r.text.strip()[:120]}"
+
+
 class GatewayError(Exception):
     """The gateway or a route did not answer: no evidence, never a verdict on the canary."""
 

@@ -2,10 +2,11 @@
 import json
 import subprocess
 
+import httpx
 import pytest
 
 from tests.kit.cli import fleet
-from tests.kit.helpers import wait_until
+from tests.kit.helpers import SAMPLE, wait_until
 from tests.kit.stacks import StackUnderTest, converged, own_stack, running_ids
 
 NAME = "fleettest-deploy"
@@ -34,6 +35,11 @@ def test_deploy_waits_until_converged_and_exits_0(dstack):
     assert doc["ok"] and set(doc["services"]) == {f"{NAME}_{s}" for s in ("consul", "consul-agent", "gateway", "prometheus", "inference")}
     assert all(s["state"] == "converged" for s in doc["services"].values())
     assert converged(dstack)  # true right after fleet returns, not eventually
+    # and a client is served from that moment: the gateway already routes to the replicas Consul passes (before,
+    # fleet returned up to a DNS lookup early, and a client got "No server is available": stop 46's CI)
+    with httpx.Client(timeout=10) as client:
+        answers = [client.post(f"{dstack.gateway}/predict", json={"inputs": SAMPLE}) for _ in range(5)]
+    assert [r.status_code for r in answers] == [200] * 5, [r.text[:200] for r in answers]
     print(f"fleet deploy converged in {p.seconds:.1f}s")
 
 

@@ -110,3 +110,46 @@ def test_a_rebuilt_tag_rolled_out_by_swarm_is_a_revision_with_the_digest_it_runs
                         doc={"services": {"inference": {"image": "reg.example/fleet/inference:next"}}})
     _record(s, {"inference": store}, started=1.0)
     assert [(r.revision, r.pinned) for r in store.revisions] == [(1, old), (2, new)]
+
+
+def test_a_gateway_that_routes_to_no_replica_yet_keeps_the_deploy_waiting():
+    """Swarm and Consul converged, but the gateway's next DNS lookup is not due yet: the gateway's verdict
+    stays progressing, naming what its ops port answered, until it routes (a local HTTP server plays it)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from types import SimpleNamespace
+
+    from fleet.core.convergence import State, Verdict
+    from fleet.deploy import _routed
+    answers = [503, 200]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            code = answers.pop(0) if self.path == "/ready" else 404
+            body = b"No server is available to handle this request." if code == 503 else b"ready"
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        asked = []
+        swarm = SimpleNamespace(published_urls=lambda name, port: asked.append((name, port)) or [url])
+        s = SimpleNamespace(swarm=swarm, stack="s")
+        verdicts = {"s_gateway": Verdict(State.CONVERGED, "1/1 tasks running", 1, 1),
+                    "s_inference": Verdict(State.CONVERGED, "2/2 tasks healthy, 2 passing in Consul", 2, 2, 2)}
+        first = _routed(s, verdicts)
+        assert first["s_gateway"].state is State.PROGRESSING and "answered 503: No server is available" in \
+            first["s_gateway"].reason and first["s_inference"] == verdicts["s_inference"]
+        assert _routed(s, verdicts) == verdicts and asked == [("s_gateway", 8081)] * 2
+        # nothing passing to route to, or no gateway in the stack: not asked at all
+        idle = {**verdicts, "s_inference": Verdict(State.CONVERGED, "0/0 tasks", 0, 0, 0)}
+        assert _routed(s, idle) == idle and _routed(s, {"s_inference": verdicts["s_inference"]}) and len(asked) == 2
+    finally:
+        server.shutdown()
