@@ -13,6 +13,7 @@ import consul
 import docker
 
 from fleet.adapters.consul import Catalog
+from fleet.adapters.gateway import unrouted
 from fleet.adapters.swarm import Swarm
 from tests.kit.helpers import wait_until
 
@@ -130,7 +131,9 @@ def converged(stack: StackUnderTest, replicas: int = 2, version: str = "2"):
             return False
     instances = stack.catalog.instances(stack.consul_service)
     passing = [i for i in instances if i.status == "passing" and i.version == version]
-    return len(passing) == replicas == len(instances) and passing
+    # and the gateway routes to them: it finds them by DNS a moment after Consul passes them (fleet deploy waits
+    # for it too), and a test's first request must not be sent into that moment
+    return len(passing) == replicas == len(instances) and passing and unrouted(stack.ops) is None
 
 
 def running_ids(stack: StackUnderTest) -> set[str]:
