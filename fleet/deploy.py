@@ -167,13 +167,14 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
           replace_promoted: bool) -> _Situation:
     """Everything checked and read before anything changes (exit 2 or 3 from here)."""
     swarm = engine(swarm)
-    doc = stackfile.load(files)
+    facts = swarm_facts(swarm)
+    doc = stackfile.load(files, stackfile.servers_env(dict(os.environ), facts["managers"]))
     unknown = sorted(set(images) - set(doc["services"]))
     if unknown:
         raise BadInput(f"--image names {unknown}, not in the stack file (services: {sorted(doc['services'])})")
     for name, image in images.items():
         doc["services"][name] = {**doc["services"][name], "image": image}
-    findings = stackfile.lint(doc, routing_mesh=routing_mesh_available(), **swarm_facts(swarm))
+    findings = stackfile.lint(doc, routing_mesh=routing_mesh_available(), **facts)
     errors = [f for f in findings if f.severity is stackfile.Severity.ERROR]
     if errors:
         raise BadInput("the stack file has errors; nothing was deployed:\n" + "\n".join(map(str, errors)))

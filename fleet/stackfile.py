@@ -108,6 +108,18 @@ def consul_servers(command) -> int | None:
     return 1 if "-bootstrap" in args else None
 
 
+SERVERS_VAR = "FLEET_CONSUL_SERVERS"  # docker-stack.yml's servers' -bootstrap-expect
+
+
+def servers_env(environ: dict[str, str], managers: int | None) -> dict[str, str]:
+    """The environment `fleet deploy` and `fleet lint` read a stack file with: FLEET_CONSUL_SERVERS, when the
+    user left it unset, is the Swarm's managers (fleet's stack runs a Consul server on each, so each expects
+    them all and no group of them can elect a leader alone); lint then judges the count. Pure."""
+    if environ.get(SERVERS_VAR) or managers is None:
+        return dict(environ)
+    return {**environ, SERVERS_VAR: str(managers)}
+
+
 @dataclass(frozen=True)
 class Facts:
     """What lint weighs a service against besides the file: the Swarm's, when known (None: not known)."""
@@ -311,5 +323,40 @@ def _rollout_policy(svc: dict, facts: Facts) -> list[Said]:
     return said
 
 
+def _servers_running(svc: dict, facts: Facts) -> int | None:
+    """How many tasks of a service run: one on each node its placement matches (global), else its replicas."""
+    deploy = svc.get("deploy") or {}
+    if deploy.get("mode") == "global":
+        return nodes_matching((deploy.get("placement") or {}).get("constraints"), facts.nodes, facts.managers)
+    return _replicas(svc)
+
+
+def _quorum(svc: dict, facts: Facts) -> list[Said]:
+    """Consul servers that can split, or never elect: each group of -bootstrap-expect servers may elect a
+    leader of its own, so the servers that run must be fewer than twice that (a majority), no fewer than it,
+    and odd (an even count keeps quorum through no more losses, and may split in halves on a partition)."""
+    expect = consul_servers(svc.get("command"))
+    running = _servers_running(svc, facts)
+    if expect is None or not running:
+        return []
+    fix = ("fleet's stack runs one on each manager, and `fleet deploy` sets FLEET_CONSUL_SERVERS to the managers "
+           "when it is unset")
+    if running > 1 and running % 2 == 0:
+        return [(Severity.ERROR, "deploy.mode", f"{running} Consul servers would run: an even count loses quorum as "
+                 f"soon as {running - 1} would, and a partition can leave two halves with no leader; run 1, 3 or 5 "
+                 "(on fleet's stack: `docker node promote <node>` or `docker node demote <node>` until the managers "
+                 "are 1, 3 or 5)")]
+    if running >= 2 * expect:
+        return [(Severity.ERROR, "command", f"{running} Consul servers would run, each expecting only {expect} "
+                 f"(-bootstrap-expect={expect}): groups of {expect} may each elect a leader of their own (a split "
+                 "brain: two rollout locks, two histories); make every server expect them all, "
+                 f"-bootstrap-expect={running} ({fix})")]
+    if expect > running:
+        return [(Severity.ERROR, "command", f"the Consul servers expect {expect} (-bootstrap-expect={expect}) but "
+                 f"only {running} can run here: no leader is ever elected; expect {running} ({fix})")]
+    return []
+
+
 # each service's checks, in the order their findings are listed (within a severity, service and key)
-CHECKS = (_image, _health_and_updates, _drain, _placement, _state, _update_order, _secrets_and_ports, _rollout_policy)
+CHECKS = (_image, _health_and_updates, _drain, _placement, _state, _quorum, _update_order, _secrets_and_ports,
+          _rollout_policy)

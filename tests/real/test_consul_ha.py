@@ -1,8 +1,8 @@
 """Consul with no single point of failure, on the real 3-node Swarm (tests/kit/cluster.py): the cluster's
 nodes promoted to three managers for this module (demoted again after it), the stack deployed by fleet
-with FLEET_CONSUL_SERVERS=3, so a Consul server runs on every node (a global service on the managers, each
-with its own volume). Nodes are killed and drained for real; clients at the surviving nodes' gateways
-(bounded loops) see what users would, counted from the first request.
+as shipped (fleet reads FLEET_CONSUL_SERVERS=3 from the managers), so a Consul server runs on every node (a
+global service on the managers, each with its own volume). Nodes are killed and drained for real; clients
+at the surviving nodes' gateways (bounded loops) see what users would, counted from the first request.
 
 fleet is given the three managers' engines (DOCKER_HOST lists them) and follows whichever answers; these
 tests watch Swarm through the surviving managers' own engines (`docker exec fleet-nodeN docker ...`) and
@@ -27,7 +27,9 @@ from tests.kit.helpers import wait_until
 def ha(cluster_session):
     c: Cluster = cluster_session
     with three_managers(c):
-        p = c.fleet("deploy", "--json", "--timeout", "8m", FLEET_CONSUL_SERVERS="3")
+        # as shipped, FLEET_CONSUL_SERVERS unset: fleet reads it from the three managers (issue 44; with
+        # -bootstrap-expect=1 each server elected itself: three Raft clusters)
+        p = c.fleet("deploy", "--json", "--timeout", "8m", FLEET_CONSUL_SERVERS="")
         assert p.returncode == 0, (p.stdout, p.stderr)
         wait_until(lambda: len(passing(NODES[0])) == REPLICAS, 120, "every replica passing")
         wait_until(lambda: servers(NODES[0]) == {node: True for node in NODES}, 120, "three voters")
@@ -42,6 +44,7 @@ def test_three_servers_a_leader_and_each_replica_with_its_own_nodes_agent(ha):
     assert alive == {node: "consul" for node in NODES}, members  # a server (an agent) on every node
     assert servers(NODES[0]) == {node: True for node in NODES}  # three voters
     assert leader(NODES[0]) in NODES
+    assert {node: leader(node) for node in NODES} == {node: leader(NODES[0]) for node in NODES}  # one Raft cluster
     tasks = {t.id: t.node for t in ha.tasks()}
     for entry in passing(NODES[0]):  # registered with the agent of the node its task runs on
         assert entry["Node"]["Node"] == tasks[entry["Service"]["Meta"]["task_id"]], entry

@@ -77,6 +77,8 @@ BAD = [
     ("malformed --image", ["deploy", "--image", "fleet/inference:1"], {}, 2, "SERVICE=IMAGE"),
     ("bad --timeout", ["deploy", "--timeout", "soon"], {}, 2, "not a duration"),
     ("lint error", ["deploy", "-c", "docker-stack.yml", "-c", "tests/data/short-monitor.yml"], {}, 2, "monitor"),
+    # issue 44: servers that expect more than the Swarm's managers can run never elect a leader
+    ("Consul servers that never elect", ["deploy"], {"FLEET_CONSUL_SERVERS": "3"}, 2, "no leader is ever elected"),
     ("mode change", ["deploy", "-c", "docker-stack.yml", "-c", "tests/data/gateway-replicated.yml"], {}, 2,
      "docker service rm fleettest-deploy_gateway"),
     ("unreachable Docker", ["deploy"], {"DOCKER_HOST": "tcp://127.0.0.1:1"}, 3, "Docker engine"),

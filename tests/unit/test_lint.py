@@ -231,3 +231,36 @@ def test_an_unencrypted_overlay_is_a_warning_on_several_nodes_only():
     encrypted = load([root / "docker-stack.yml", root / "stacks/encrypted-network.yml"])
     assert encrypted["networks"]["default"]["driver_opts"] == {"encrypted": "true"}
     assert not [f for f in lint(encrypted, nodes=3, managers=3) if f.service == "(networks)"]
+
+
+def test_fleet_reads_the_consul_servers_from_the_managers_unless_the_user_set_them():
+    from fleet.stackfile import servers_env
+    assert servers_env({"PATH": "/bin"}, 3) == {"PATH": "/bin", "FLEET_CONSUL_SERVERS": "3"}
+    assert servers_env({"FLEET_CONSUL_SERVERS": "1"}, 3) == {"FLEET_CONSUL_SERVERS": "1"}  # the user's, judged by lint
+    assert servers_env({"FLEET_CONSUL_SERVERS": ""}, 5)["FLEET_CONSUL_SERVERS"] == "5"  # empty is unset, as compose reads it
+    assert servers_env({}, None) == {}  # no engine: the file's default
+
+
+@pytest.mark.parametrize("managers,given,key,says", [
+    (1, None, None, None),
+    (3, None, None, None),  # fleet deploy's own reading: three servers, each expecting three
+    (5, None, None, None),
+    (2, None, "deploy.mode", "2 Consul servers would run: an even count"),
+    (4, None, "deploy.mode", "docker node promote <node>"),
+    (3, "1", "command", "groups of 1 may each elect a leader of their own"),  # issue 44: three Raft clusters
+    (5, "2", "command", "-bootstrap-expect=5"),
+    (1, "3", "command", "no leader is ever elected"),
+    (5, "3", None, None),  # a majority of five: no two groups of three
+])
+def test_consul_servers_that_could_split_or_never_elect_are_an_error(managers, given, key, says):
+    """The shipped stack as fleet deploy reads it on a Swarm of `managers` (a server on each), with
+    FLEET_CONSUL_SERVERS as the user `given` it."""
+    from pathlib import Path
+
+    from fleet.stackfile import load, servers_env
+    env = {k: v for k, v in os.environ.items() if k != "FLEET_CONSUL_SERVERS"}
+    env |= {"FLEET_CONSUL_SERVERS": given} if given else {}
+    doc = load([Path(__file__).resolve().parents[2] / "docker-stack.yml"], servers_env(env, managers))
+    errors = [f for f in lint(doc, nodes=managers, managers=managers) if f.severity is Severity.ERROR]
+    assert [(f.service, f.key) for f in errors] == ([("consul", key)] if key else []), errors
+    assert not key or says in errors[0].message
