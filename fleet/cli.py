@@ -285,6 +285,13 @@ def render(doc: dict) -> None:
         note = " [red]orphaned: its fleet process is gone; run `fleet rollout --resume`[/]" if r["orphaned"] else ""
         out.print(f"rollout of {r['service']} to {r['image']} (revision {r['revision']}): {r['phase']}, canary share "
                   f"{r['share']}%{note}")
+    plane = doc.get("control_plane") or {}
+    if plane.get("servers"):
+        voters = [s["node"] for s in plane["servers"] if s["voter"]]
+        out.print(f"consul: {len(plane['servers'])} server(s), leader {plane['leader'] or 'none'}, "
+                  f"{len(voters)} voter(s): {', '.join(voters)}", highlight=False)
+    for warning in plane.get("warnings", []) + ([plane["error"]] if plane.get("error") else []):
+        err.print(f"[yellow]consul: {warning}[/]", highlight=False)
     if doc["consul_error"]:
         err.print(f"[yellow]consul: {doc['consul_error']}[/]")
 

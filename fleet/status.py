@@ -1,9 +1,10 @@
 """`fleet status`: one view merging Swarm's services and tasks, Docker health and Consul's checks, and
 the live view of rollouts in progress (`--watch`)."""
-from .adapters.consul import Catalog, ConsulUnavailable, check_access
+from .adapters.consul import Catalog, ConsulUnavailable, check_access, raft
 from .adapters.store import stack_rollouts
 from .adapters.swarm import Swarm
 from .core import view
+from .core.raft import control_plane
 
 LIVE_STATES = {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running"}
 
@@ -56,7 +57,14 @@ def status(swarm: Swarm, catalog: Catalog, stack: str) -> dict:
             found = rollouts(catalog, stack)
         except ConsulUnavailable as e:  # Consul lost since the catalog answered: said, never a traceback
             consul_error = str(e)
-    return {"stack": stack, "services": services, "nodes": nodes, "consul_error": consul_error, "rollouts": found}
+    plane = None
+    if not consul_error:
+        try:
+            plane = control_plane(*raft(catalog.consul))
+        except ConsulUnavailable as e:  # an older stack's policy, or an operator's Consul: said, the rest stands
+            plane = {"error": f"cannot read Consul's Raft configuration: {e}"}
+    return {"stack": stack, "services": services, "nodes": nodes, "consul_error": consul_error, "rollouts": found,
+            "control_plane": plane}
 
 
 def node_flag(node: dict) -> str | None:

@@ -5,6 +5,7 @@ from urllib.parse import urlparse
 import consul
 import requests
 import tenacity
+from consul.callback import CB
 from fleet_protocol import SecretUnreadable, ServerName, secret
 
 from ..errors import BadInput, Unreachable
@@ -161,3 +162,12 @@ def _instance(entry: dict) -> Instance:
         status=worst["Status"] if worst else "passing", output=(worst or {}).get("Output", "").strip(),
         weights=svc.get("Weights") or {},
     )
+
+
+def raft(c: consul.Consul) -> tuple[dict, list[dict]]:
+    """The Raft configuration the server answering holds (stale: a server with no leader still says what it
+    holds), and the gossip pool's members; fleet's policy has `operator = "read"` for the first.
+    ConsulUnavailable when Consul does not answer or refuses. (py-consul sends no token with either.)"""
+    headers = c.prepare_headers()
+    return (call(c.http.get, CB.json(), "/v1/operator/raft/configuration", params=[("stale", "1")], headers=headers),
+            call(c.http.get, CB.json(), "/v1/agent/members", headers=headers))

@@ -154,7 +154,7 @@ token() {  # SECRET-FILE DESCRIPTION POLICY [SERVICE]: create the token with tha
 policy fleet-agent 'node_prefix "" { policy = "write" } agent_prefix "" { policy = "read" } service_prefix "" { policy = "read" }'
 policy fleet-dns 'node_prefix "" { policy = "read" } service_prefix "" { policy = "read" }'
 policy fleet-replica "key_prefix \"fleet/traffic/$service/\" { policy = \"read\" } key \"fleet/config/$service\" { policy = \"read\" }"
-policy fleet "key_prefix \"fleet/\" { policy = \"write\" } session_prefix \"\" { policy = \"write\" } node \"fleet-locks\" { policy = \"write\" } service \"$service\" { policy = \"write\" } service_prefix \"\" { policy = \"read\" } node_prefix \"\" { policy = \"read\" }"
+policy fleet "key_prefix \"fleet/\" { policy = \"write\" } session_prefix \"\" { policy = \"write\" } node \"fleet-locks\" { policy = \"write\" } service \"$service\" { policy = \"write\" } service_prefix \"\" { policy = \"read\" } node_prefix \"\" { policy = \"read\" } operator = \"read\""
 token consul_agent_token "fleet: the agent's own token" fleet-agent
 token consul_dns_token "fleet: the agent's default token (DNS for the gateway)" fleet-dns
 token consul_replica_token "fleet: replicas of $service" fleet-replica "$service"

@@ -45,6 +45,9 @@ def test_three_servers_a_leader_and_each_replica_with_its_own_nodes_agent(ha):
     assert servers(NODES[0]) == {node: True for node in NODES}  # three voters
     assert leader(NODES[0]) in NODES
     assert {node: leader(node) for node in NODES} == {node: leader(NODES[0]) for node in NODES}  # one Raft cluster
+    plane = json.loads(ha.fleet("status", "--json").stdout)["control_plane"]  # and `fleet status` says so
+    assert (sorted(s["node"] for s in plane["servers"] if s["voter"] and s["alive"]), plane["leader"],
+            plane["warnings"]) == (sorted(NODES), leader(NODES[0]), []), plane
     tasks = {t.id: t.node for t in ha.tasks()}
     for entry in passing(NODES[0]):  # registered with the agent of the node its task runs on
         assert entry["Node"]["Node"] == tasks[entry["Service"]["Meta"]["task_id"]], entry

@@ -60,6 +60,17 @@ def test_status_json_agrees_with_docker_stack_ps_and_consul(dstack):
                          "--format", "{{.ID}}"], capture_output=True, text=True, check=True).stdout.split()
     shown = {t["id"] for s in doc["services"] for t in s["tasks"] if t["desired_state"] == "running"}
     assert shown == set(ps)
+    # the control plane as Consul's own CLI says it, run in the server's container with the management token
+    raft = subprocess.run(["docker", "exec", next(c.id for c in dstack.swarm.client.containers.list(
+        filters={"label": f"com.docker.swarm.service.name={NAME}_consul"})), "sh", "-c",
+        "CONSUL_HTTP_TOKEN_FILE=/run/secrets/consul_master_token CONSUL_HTTP_ADDR=https://127.0.0.1:8501 "
+        "CONSUL_CACERT=/run/secrets/consul_ca consul operator raft list-peers"], capture_output=True, text=True)
+    (peer,) = raft.stdout.splitlines()[1:]  # Node ID Address State Voter RaftProtocol
+    node, _, address, state, voter = peer.split()[:5]
+    plane = doc["control_plane"]
+    assert plane["warnings"] == [] and plane["leader"] == node and state == "leader", (plane, raft.stdout)
+    assert [(s["node"], s["address"], s["voter"], s["alive"]) for s in plane["servers"]] == \
+        [(node, address, voter == "true", True)], (plane, raft.stdout)
     inference = next(s for s in doc["services"] if s["name"] == f"{NAME}_inference")
     assert inference["version"] == "2" and inference["role"] == "stable"
     assert inference["replicas"] == {"running": 2, "desired": 2}

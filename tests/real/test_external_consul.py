@@ -33,7 +33,7 @@ POLICIES = {  # the rules an operator gives fleet's users of their Consul
     "fleet": f'key_prefix "fleet/" {{ policy = "write" }} session_prefix "" {{ policy = "write" }} '
              'node "fleet-locks" { policy = "write" } '
              f'service "{SERVICE}" {{ policy = "write" }} service_prefix "" {{ policy = "read" }} '
-             'node_prefix "" { policy = "read" }',
+             'node_prefix "" { policy = "read" } operator = "read"',
 }
 
 
@@ -152,6 +152,13 @@ def test_the_stacks_agent_joins_the_operators_servers_and_each_replica_registers
     assert leader.rsplit(":", 1)[0] in {members[name]["Addr"] for name in SERVERS}
     _, entries = admin.health.service(SERVICE, passing=True)
     assert len(entries) == 2 and {e["Node"]["Node"] for e in entries} == {node}, entries  # through its node's agent
+    # `fleet status` shows the operator's control plane as its servers hold it: three voters, one leader
+    p = subprocess.run([sys.executable, "-m", "fleet.cli", "status", "--stack", NAME, "--json"], cwd=ROOT, env=ext.env(),
+                       capture_output=True, text=True, timeout=60)
+    plane = json.loads(p.stdout)["control_plane"]
+    assert sorted((s["node"], s["voter"], s["alive"]) for s in plane["servers"]) == [(n, True, True) for n in SERVERS]
+    assert plane["voters"] == 3 and plane["warnings"] == [], plane
+    assert plane["leader"] == next(name for name in SERVERS if members[name]["Addr"] == leader.rsplit(":", 1)[0])
 
 
 WRITES = [  # (path, body): what a request without a token might try to write
