@@ -14,7 +14,7 @@ from pathlib import Path
 from docker.errors import DockerException
 
 from . import connect, controller, stackfile
-from .adapters.consul import PATIENCE, Catalog, ConsulUnavailable, client as consul_client
+from .adapters.consul import PATIENCE, Catalog, ConsulUnavailable, client as consul_client, raft
 from .adapters.gateway import OPS_PORT, unrouted
 from .adapters.store import Store
 from .adapters.swarm import EngineUnavailable, Swarm
@@ -23,6 +23,7 @@ from .connect import engine, reach
 from .core import changes, policy
 from .core.changes import DeployPlan, How
 from .core.convergence import State, Verdict
+from .core.raft import control_plane
 from .core.records import Revision
 from .core.rollout import Phase, Rollout
 from .errors import BadInput, OperationFailed, Unreachable
@@ -273,8 +274,18 @@ def _converge(s: _Situation, started: float, timeout: float, poll: float,
         if time.monotonic() > deadline:
             restore(s.swarm, s.stack, s.before)
             missing = "; ".join(f"{n}: {v.reason}" for n, v in verdicts.items() if v.state is not State.CONVERGED)
-            raise OperationFailed(f"not converged within {timeout:g}s; still missing: {missing}")
+            raise OperationFailed(f"not converged within {timeout:g}s; still missing: {missing}{_plane(s)}")
         time.sleep(poll)
+
+
+def _plane(s: _Situation) -> str:
+    """What is wrong with Consul's control plane, as a failed deploy's last words: servers that split, or stale
+    data naming an earlier deploy's addresses, keep replicas from passing, and nothing else would say so."""
+    try:
+        warnings = control_plane(*raft(s.catalog.consul))["warnings"] if s.catalog else []
+    except ConsulUnavailable as e:
+        warnings = [f"its Raft configuration cannot be read: {e}"]
+    return f"; Consul's control plane: {'; '.join(warnings)}" if warnings else ""
 
 
 def _routed(s: _Situation, verdicts: dict[str, Verdict]) -> dict[str, Verdict]:

@@ -12,6 +12,7 @@ Consul through each node's published HTTPS port (tests/kit/consul_ha.py), so the
 """
 import json
 import subprocess
+import sys
 import time
 import uuid
 
@@ -21,6 +22,7 @@ from tests.kit.cluster import NAME, NODES, REPLICAS, Cluster, canary_gone, clien
 from tests.kit.consul_ha import (answers, consul_on, kill_under_load, kv, leader, node_id_of, on_node, passing, servers,
                                  start, three_managers, tolerant)
 from tests.kit.helpers import wait_until
+from tests.kit.stacks import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +167,20 @@ def test_the_raft_leaders_node_killed_under_load(ha):
     wait_until(lambda: len(passing(victim)) == REPLICAS, 240, "every replica passing again")
     with clients(int(victim[-1]), seconds=20):
         pass
+
+
+
+def test_servers_that_may_each_bootstrap_alone_are_refused_nothing_deployed(ha):
+    """Issue 44: on three managers, FLEET_CONSUL_SERVERS=1 (the file's own default, which `docker stack deploy`
+    by hand reads) lets each server elect itself: three Raft clusters behind one name. fleet deploy and lint
+    refuse it, exit 2, naming the fix, and nothing changes. (Deployed by hand the split is real but which
+    servers end up alone is a race, so no test waits for it: fleet/core/raft.py's warnings are unit-tested on
+    its shapes, and real servers' answers are judged here, by test_external_consul.py and test_deploy.py.)"""
+    spec = ha.swarm.describe(f"{NAME}_consul").spec
+    p = ha.fleet("deploy", FLEET_CONSUL_SERVERS="1")
+    assert p.returncode == 2 and "groups of 1 may each elect a leader of their own" in p.stderr, p.stderr
+    assert "-bootstrap-expect=3" in p.stderr and "nothing was deployed" in p.stderr, p.stderr
+    lint = subprocess.run([sys.executable, "-m", "fleet.cli", "lint"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, env=ha.fleet_env(FLEET_CONSUL_SERVERS="1"))
+    assert lint.returncode == 2 and "groups of 1 may each elect a leader of their own" in lint.stderr, lint.stderr
+    assert ha.swarm.describe(f"{NAME}_consul").spec == spec

@@ -153,3 +153,26 @@ def test_a_gateway_that_routes_to_no_replica_yet_keeps_the_deploy_waiting():
         assert _routed(s, idle) == idle and _routed(s, {"s_inference": verdicts["s_inference"]}) and len(asked) == 2
     finally:
         server.shutdown()
+
+
+def test_a_deploy_that_times_out_says_what_is_wrong_with_consuls_control_plane(monkeypatch):
+    """Servers that each elected themselves keep replicas from passing; the deploy's last words say so."""
+    from types import SimpleNamespace
+
+    import fleet.deploy as deploy
+    from fleet.adapters.consul import ConsulUnavailable
+    split = ({"Servers": [{"Node": "n2", "Address": "10.0.2.4:8300", "Leader": True, "Voter": True}]},
+             [{"Name": n, "Addr": a, "Status": 1, "Tags": {"role": "consul", "port": "8300"}}
+              for n, a in (("n1", "10.0.2.3"), ("n2", "10.0.2.4"))])
+    s = SimpleNamespace(catalog=SimpleNamespace(consul=object()))
+    monkeypatch.setattr(deploy, "raft", lambda c: split)
+    assert deploy._plane(s).startswith("; Consul's control plane: server n1 (10.0.2.3:8300) is alive but not in "
+                                       "this Raft cluster")
+    monkeypatch.setattr(deploy, "raft", lambda c: ({"Servers": split[0]["Servers"]}, split[1][1:]))
+    assert deploy._plane(s) == ""  # one server, its own leader: nothing to add
+
+    def refused(c):
+        raise ConsulUnavailable("Consul refused fleet's token")
+    monkeypatch.setattr(deploy, "raft", refused)
+    assert "its Raft configuration cannot be read: Consul refused" in deploy._plane(s)
+    assert deploy._plane(SimpleNamespace(catalog=None)) == ""
