@@ -378,7 +378,8 @@ def rollout(canary: bool = typer.Option(False, "--canary", help="run the new ima
             prometheus: str = typer.Option("", "--prometheus",
                                            help="Prometheus's URL (default: found from the stack)"),
             webhook: list[str] = typer.Option([], "--webhook", help="a URL POSTed a JSON event at each phase change "
-                                              "and at the end (repeatable) [default: fleet.rollout.webhooks]"),
+                                              "and at the end (repeatable); slack:URL, teams:URL or discord:URL posts "
+                                              "that service's format [default: fleet.rollout.webhooks]"),
             pre_rollout: str = typer.Option(None, "--pre-rollout", help="a gate (URL or command) that must approve "
                                             "before the canary is created"),
             confirm_promotion: str = typer.Option(None, "--confirm-promotion", help="a gate (URL or command) that "

@@ -16,7 +16,7 @@ import time
 import httpx
 import tenacity
 
-from ..core.gates import Answer, answer_of, is_url
+from ..core.gates import Answer, answer_of, chat_payload, is_url, webhook_of
 from ..core.secrets import redact, redact_text
 from .within import request_within
 
@@ -126,13 +126,15 @@ class Webhooks:
     def _run(self, url: str, q: queue.Queue) -> None:
         while (payload := q.get()) is not None:
             what = f"{payload.get('kind')} {payload.get('phase')}"
-            body = redact_text(json.dumps(payload)).encode()  # no receiver reads another's secret
+            chat, target = webhook_of(url)  # slack:URL and the like: that service's format, POSTed to URL
+            # no receiver reads another's secret
+            body = redact_text(json.dumps(chat_payload(chat, payload) if chat else payload)).encode()
             try:
                 for attempt in tenacity.Retrying(stop=tenacity.stop_after_attempt(HOOK_ATTEMPTS),
                                                  wait=tenacity.wait_exponential(multiplier=0.5, max=2),
                                                  reraise=True):
                     with attempt:
-                        status, _ = post_within(url, body, HOOK_TIMEOUT)
+                        status, _ = post_within(target, body, HOOK_TIMEOUT)
                         if not 200 <= status < 300:
                             raise httpx.HTTPError(f"answered {status}")
                 self.delivered.append((url, what))

@@ -9,8 +9,9 @@ gate is POSTed the rollout's event (JSON); a command gets it on stdin and in FLE
     command  exit 0: approve · any other exit: refuse (its last output quoted) · still running at the
              timeout: no answer yet
 
-A webhook is a URL POSTed the same event at each phase change and at the end. Asking and posting are
-fleet/adapters/hooks.py; this module is pure.
+A webhook is a URL POSTed the same event at each phase change and at the end: fleet's JSON, or with
+`slack:`, `teams:` or `discord:` before the URL that service's incoming-webhook format (`chat_payload`: one
+short line people read). Asking and posting are fleet/adapters/hooks.py; this module is pure.
 """
 import shlex
 from dataclasses import dataclass
@@ -28,6 +29,53 @@ class Answer:
 
 def is_url(spec: str) -> bool:
     return spec.startswith(("http://", "https://"))
+
+
+CHATS = ("slack", "teams", "discord")  # webhooks in that service's incoming-webhook format: `slack:URL`
+
+
+def webhook_of(spec: str) -> tuple[str | None, str]:
+    """A webhook as written: (the chat service, its URL) for `slack:URL`, `teams:URL` or `discord:URL`, else
+    (None, the URL: fleet's JSON event). Pure."""
+    kind, _, url = spec.partition(":")
+    return (kind, url) if kind in CHATS and is_url(url) else (None, spec)
+
+
+def is_webhook(spec: str) -> bool:
+    return is_url(webhook_of(spec)[1])
+
+
+def chat_line(event: dict) -> str:
+    """The event as one short line: service, image, phase, share, reason. Pure."""
+    share = f" at {event['share']}%" if event.get("share") else ""
+    reason = f": {event['reason']}" if event.get("reason") else ""
+    return (f"fleet {event['kind']}: {event['stack']}/{event['service']} {event['image']} (revision "
+            f"{event['revision']}) {event['phase']}{share}{reason}")
+
+
+def chat_payload(kind: str, event: dict) -> dict:
+    """What a Slack, Microsoft Teams (a Workflows webhook: an Adaptive Card) or Discord incoming webhook takes,
+    for one event: its line, and its links (commands as code, URLs as links). Pure."""
+    line, links = chat_line(event), event.get("links") or {}
+    commands = {name: v for name, v in links.items() if not is_url(v)}
+    urls = {name: v for name, v in links.items() if is_url(v)}
+    if kind == "slack":
+        return {"text": line + "".join(f" · {name}: `{v}`" for name, v in commands.items())
+                + "".join(f" · <{v}|{name}>" for name, v in urls.items())}
+    if kind == "discord":  # at most 2,000 characters; <URL> shows no preview
+        text = line + "".join(f" · {name}: `{v}`" for name, v in commands.items()) \
+            + "".join(f" · {name}: <{v}>" for name, v in urls.items())
+        return {"content": text[:2000]}
+    if kind == "teams":
+        card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": [{"type": "TextBlock", "text": line, "wrap": True}]
+                + [{"type": "TextBlock", "text": f"{name}: `{v}`", "wrap": True, "isSubtle": True}
+                   for name, v in commands.items()],
+                "actions": [{"type": "Action.OpenUrl", "title": name, "url": v} for name, v in urls.items()]}
+        return {"type": "message", "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive",
+                                                    "contentUrl": None, "content": card}]}
+    raise ValueError(f"{kind!r} is none of {', '.join(CHATS)}")
 
 
 def check_spec(spec: str) -> str:

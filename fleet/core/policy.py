@@ -77,8 +77,9 @@ def _strategy(text: str) -> str:
 
 def _webhooks(text: str) -> tuple[str, ...]:
     urls = tuple(u.strip() for u in text.split(",") if u.strip())
-    if not urls or not all(gates.is_url(u) for u in urls):
-        raise ValueError(f"{text!r} is not a list of http(s) URLs")
+    if not urls or not all(gates.is_webhook(u) for u in urls):
+        raise ValueError(f"{text!r} is not a list of http(s) URLs (each may start slack:, teams: or discord: for "
+                         "that service's incoming-webhook format)")
     return urls
 
 

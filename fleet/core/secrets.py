@@ -4,7 +4,9 @@ Gate and webhook URLs often carry a credential: `https://user:password@host/...`
 `?token=...`. Wherever fleet writes a URL (stderr, `--json`, the timeline, history and the state in
 Consul KV, webhook events, reports), it writes `redact(url)`: the user info and the values of secret-named
 query keys become `REDACTED`, the rest stays readable. The real URL lives only in the rollout's memory;
-`restore` finds it again among the URLs an operator gives a resumed rollout.
+`restore` finds it again among the URLs an operator gives a resumed rollout. A chat webhook's URL (written
+`slack:URL`, `teams:URL`, `discord:URL`, or on Slack's and Discord's webhook hosts) is a credential in its
+path: the path goes too.
 """
 import re
 from collections.abc import Iterable
@@ -13,7 +15,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 MASK = "REDACTED"
 SECRET_KEYS = ("token", "key", "secret", "sig", "signature", "password", "passwd", "pwd", "auth", "credential",
                "session", "code")
-URL = re.compile(r"https?://[^\s'\"<>]+")
+URL = re.compile(r"(?:(?:slack|teams|discord):)?https?://[^\s'\"<>|]+")  # | ends one: Slack's <URL|text>
+CHAT_PREFIXES = ("slack:", "teams:", "discord:")  # fleet/core/gates.py's CHATS
+CHAT_HOSTS = ("hooks.slack.com", "discord.com", "discordapp.com")  # their webhook URLs' paths are credentials
 
 
 def _secret(key: str) -> bool:
@@ -22,8 +26,15 @@ def _secret(key: str) -> bool:
 
 
 def redact(url: str) -> str:
-    """`url` with its user info and secret-named query values masked. Pure; a text that is no http(s) URL
-    is returned as it is."""
+    """`url` with its user info and secret-named query values masked (and a chat webhook's path). Pure; a text
+    that is no http(s) URL is returned as it is."""
+    prefix = next((p for p in CHAT_PREFIXES if url.startswith(p)), "")
+    if prefix:
+        return prefix + _redact(url[len(prefix):], chat=True)
+    return _redact(url, chat=False)
+
+
+def _redact(url: str, chat: bool) -> str:
     if not url.startswith(("http://", "https://")):
         return url
     try:
@@ -39,7 +50,8 @@ def redact(url: str) -> str:
     pairs = parse_qsl(query, keep_blank_values=True)
     if any(_secret(k) for k, _ in pairs):
         query = urlencode([(k, MASK if _secret(k) else v) for k, v in pairs], safe=MASK)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, MASK if parts.fragment else ""))
+    path = f"/{MASK}" if (chat or host in CHAT_HOSTS) and parts.path.strip("/") else parts.path
+    return urlunsplit((parts.scheme, netloc, path, query, MASK if parts.fragment else ""))
 
 
 def redact_text(text: str) -> str:

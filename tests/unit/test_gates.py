@@ -266,3 +266,54 @@ def test_a_webhook_that_trickles_is_cut_off_and_reported(monkeypatch):
         out.close(wait=10)
     assert time.monotonic() - started < 4, "two tries of at most 0.5 s each, and the retry's wait"
     assert len(failures) == 1 and "token=REDACTED" in failures[0] and "abc" not in failures[0], failures
+
+
+# notifications people read (issue 40) ---------------------------------------------------------------
+EVENT = gates.event(a_state(7, "fleet/inference:3"), {"phase": "rolled_back", "share": 25,
+                                                      "reason": "canary 5xx 4.0% beyond the stable's"},
+                    "fleet", "inference", "end", {"history": "fleet history --stack fleet --service inference",
+                                                  "prometheus": "http://10.0.0.5:9090"}, at=1700000000.0)
+LINE = "fleet end: fleet/inference fleet/inference:3 (revision 7) rolled_back at 25%: canary 5xx 4.0% beyond the stable's"
+
+
+def test_a_chat_webhook_is_written_with_its_service_before_the_url_and_checked_as_one():
+    assert gates.webhook_of("slack:https://hooks.slack.com/services/T/B/x") == ("slack", "https://hooks.slack.com/services/T/B/x")
+    assert gates.webhook_of("https://chat.example/hook") == (None, "https://chat.example/hook")
+    assert gates.webhook_of("irc:https://x") == (None, "irc:https://x") and not gates.is_webhook("irc:https://x")
+    p, errors = policy.parse({"fleet.rollout.webhooks": "teams:https://t.example/w?sig=s, discord:http://127.0.0.1:1/d"})
+    assert errors == [] and p.plan.webhooks == ("teams:https://t.example/w?sig=s", "discord:http://127.0.0.1:1/d")
+    _, errors = policy.parse({"fleet.rollout.webhooks": "slack:hooks.slack.com/services/T/B/x"})  # no scheme
+    assert len(errors) == 1 and "slack:, teams: or discord:" in errors[0][1], errors
+
+
+def test_each_chat_gets_one_line_in_its_own_incoming_webhook_format():
+    assert gates.chat_line(EVENT) == LINE
+    slack = gates.chat_payload("slack", EVENT)
+    assert slack == {"text": LINE + " · history: `fleet history --stack fleet --service inference`"
+                             " · <http://10.0.0.5:9090|prometheus>"}
+    discord = gates.chat_payload("discord", EVENT)
+    assert discord == {"content": LINE + " · history: `fleet history --stack fleet --service inference`"
+                                         " · prometheus: <http://10.0.0.5:9090>"}
+    assert len(gates.chat_payload("discord", {**EVENT, "reason": "x" * 5000})["content"]) == 2000  # Discord's limit
+    (attachment,) = gates.chat_payload("teams", EVENT)["attachments"]
+    card = attachment["content"]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive" and card["type"] == "AdaptiveCard"
+    assert card["body"][0] == {"type": "TextBlock", "text": LINE, "wrap": True}
+    assert card["actions"] == [{"type": "Action.OpenUrl", "title": "prometheus", "url": "http://10.0.0.5:9090"}]
+    with pytest.raises(ValueError):
+        gates.chat_payload("irc", EVENT)
+
+
+def test_chat_webhooks_post_their_format_to_the_url_after_the_prefix_and_a_dead_one_is_only_reported(receiver):
+    slack, teams, discord, plain = receiver(), receiver(), receiver(), receiver()
+    failures = []
+    out = hooks.Webhooks([f"slack:{slack.url}", f"teams:{teams.url}", f"discord:{discord.url}", plain.url,
+                          "slack:http://127.0.0.1:9/services/T/B/secret"], on_failure=failures.append)
+    out.post(EVENT)
+    out.close(wait=10)
+    assert [e for _, e in slack.got] == [gates.chat_payload("slack", EVENT)]
+    assert [e for _, e in teams.got] == [gates.chat_payload("teams", EVENT)]
+    assert [e for _, e in discord.got] == [gates.chat_payload("discord", EVENT)]
+    assert [e for _, e in plain.got] == [EVENT]  # a plain URL keeps fleet's JSON
+    assert len(failures) == 1 and "slack:http://127.0.0.1:9/REDACTED failed" in failures[0], failures
+    assert "secret" not in failures[0]  # a chat webhook's path is its credential

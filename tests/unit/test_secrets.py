@@ -24,6 +24,11 @@ SECRETS = ("hunter2", "t0k3n", "k3y", "s1g", "alice")
     ("http://[::1]:9/x?password=hunter2", "http://[::1]:9/x?password=REDACTED"),
     ("http://h.example:notaport/x?token=t0k3n", "http://REDACTED"),
     ("https://plain.example/hook?channel=ops", "https://plain.example/hook?channel=ops"),
+    # a chat webhook's path is its credential (issue 40: slack:, teams:, discord: URLs)
+    ("slack:https://hooks.slack.com/services/T0/B0/t0k3n", "slack:https://hooks.slack.com/REDACTED"),
+    ("https://hooks.slack.com/services/T0/B0/t0k3n", "https://hooks.slack.com/REDACTED"),
+    ("https://discord.com/api/webhooks/1/t0k3n", "https://discord.com/REDACTED"),
+    ("teams:https://t.example:443/workflows/w/invoke?sv=1&sig=s1g", "teams:https://t.example:443/REDACTED?sv=1&sig=REDACTED"),
     ("/usr/local/bin/gate --quick", "/usr/local/bin/gate --quick"),
     ("", ""),
 ])
