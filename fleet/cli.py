@@ -296,19 +296,40 @@ def render(doc: dict) -> None:
         err.print(f"[yellow]consul: {doc['consul_error']}[/]")
 
 
-def status_table(doc: dict) -> Table:
-    table = Table("service / task", "node", "image", "version", "role", "state", "health", "consul",
-                  title=f"stack {doc['stack']}")
-    for s in doc["services"]:
-        update = f" (update {s['update']['state']})" if s["update"]["state"] else ""
-        table.add_row(f"[bold]{s['name']}[/]", "", s["image"], s["version"] or "", s["role"] or "",
-                      f"{s['replicas']['running']}/{s['replicas']['desired']} running{update}", "", "")
-        for t in s["tasks"]:
-            c = t["consul"]
-            node = t["node"] + (f" [red]({t['node_flag']})[/]" if t["node_flag"] else "")
-            table.add_row(f"  {t['name']} {t['id'][:12]}", node, t["image"], "", "", f"{t['state']}/{t['desired_state']}",
-                          t["health"] or "", f"{c['status']}: {c['output'][:40]}" if c else "")
+def _line(*parts) -> Table:
+    """A line that wraps at spaces at the console's width, even on a console in soft-wrap mode (fleet's own)."""
+    table = Table.grid()
+    table.add_row(Text.assemble(*parts))
     return table
+
+
+def status_table(doc: dict) -> Group:
+    """The stack as a person reads it, legible at 80 columns (a terminal, or a pipe): a line for each service
+    (name, image, version, role, tasks running, Swarm's update), then its tasks, one row each (slot, the ID
+    `docker stack ps` shows, node, state, health, Consul's check), and a line for a task whose image is not
+    the service's. Nothing is cut: what does not fit wraps. Consul's check output is in --json."""
+    parts = [_line((f"stack {doc['stack']}", "bold"))]
+    for s in doc["services"]:
+        about = [s["image"], f"v{s['version']}" if s["version"] else "", s["role"] or "",
+                 f"{s['replicas']['running']}/{s['replicas']['desired']} running",
+                 f"update {s['update']['state']}" if s["update"]["state"] else ""]
+        parts.append(_line((s["name"], "bold"), "  ", "  ".join(a for a in about if a)))
+        if not s["tasks"]:
+            continue
+        tasks = Table(box=None, pad_edge=False, padding=(0, 2, 0, 0), header_style="dim")
+        for name in ("  task", "id", "node", "state", "health", "consul"):
+            tasks.add_column(name, overflow="fold")
+        others = []
+        for t in s["tasks"]:
+            c, slot = t["consul"], t["name"].removeprefix(s["name"]) or "-"
+            state = t["state"] if t["state"] == t["desired_state"] else f"{t['state']} (desired {t['desired_state']})"
+            consul = f"{c['status']}{'' if c['version'] in (None, s['version']) else ' v' + c['version']}" if c else ""
+            tasks.add_row(f"  {slot}", t["id"][:12], t["node"] + (f" [red]({t['node_flag']})[/]" if t["node_flag"] else ""),
+                          state, t["health"] or "", consul)
+            if t["image"] != s["image"]:
+                others.append(_line(("  ", ""), (f"{slot} {t['id'][:12]} runs {t['image']}", "yellow")))
+        parts += [tasks, *others]
+    return Group(*parts)
 
 
 # rollouts ------------------------------------------------------------------------------------------

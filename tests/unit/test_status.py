@@ -29,3 +29,69 @@ def test_consul_lost_before_the_rollouts_are_read_is_a_consul_error_not_a_traceb
     doc = status_module.status(NoServices(), catalog, "fleet")
     assert doc["rollouts"] == [] and doc["consul_error"].startswith("Consul does not answer"), doc
     assert doc["nodes"][0]["flag"] is None
+
+
+# the table a person reads (issue 40): legible at 80 columns, nothing cut -----------------------------------
+def _task(name: str, tid: str, node: str, image: str, state: str = "running", consul: dict | None = None,
+          flag: str | None = None) -> dict:
+    return {"id": tid, "name": name, "node": node, "node_flag": flag, "image": image, "digest": None, "state": state,
+            "desired_state": "running", "error": "", "health": "healthy" if state == "running" else "starting",
+            "consul": consul}
+
+
+def _service(name: str, image: str, tasks: list, version=None, role=None, update=None) -> dict:
+    return {"name": name, "image": image, "version": version, "role": role, "update": {"state": update},
+            "replicas": {"running": sum(t["state"] == "running" for t in tasks), "desired": len(tasks)}, "tasks": tasks}
+
+
+IMAGE = "127.0.0.1:31500/fleet/inference:2"
+CHECK = {"id": "x", "status": "passing", "version": "2", "output": "HTTP GET http://10.0.7.9:8001/ready: 200 OK " * 3}
+STATUS = {"stack": "fleettest-visible", "consul_error": None, "rollouts": [], "nodes": [], "control_plane": None,
+          "services": [
+              _service("fleettest-visible_consul-agent", "fleet/consul:1.8.7",
+                       [_task("fleettest-visible_consul-agent", f"{n}bcdefghijklmnopqrstuvwxy", f"fleet-node{n}",
+                              "fleet/consul:1.8.7", flag="drained" if n == 3 else None) for n in (2, 3)]),
+              _service("fleettest-visible_inference", IMAGE, [
+                  _task("fleettest-visible_inference.1", "hheq0nyk7a3bwse8qhqlcc7pj", "fleet-node2", IMAGE,
+                        consul=CHECK),
+                  _task("fleettest-visible_inference.2", "zcjessn9g4k566b8b9inketmk", "fleet-node3",
+                        "127.0.0.1:31500/fleet/inference:1", state="starting",
+                        consul={**CHECK, "status": "critical", "version": "1"})], version="2", role="stable",
+                  update="rollback_completed")]}
+CELLS = ["fleettest-visible_consul-agent", "fleet/consul:1.8.7", "2bcdefghijkl", "3bcdefghijkl", "fleet-node2",
+         "(drained)", "fleettest-visible_inference", IMAGE, "v2", "stable", "1/2 running", "update rollback_completed",
+         ".1", ".2", "hheq0nyk7a3b", "zcjessn9g4k5", "starting (desired running)", "127.0.0.1:31500/fleet/inference:1",
+         "healthy", "passing", "critical v1"]
+
+
+def test_the_status_table_is_legible_at_80_and_120_columns_nothing_cut():
+    """Every cell whole (no ellipsis, no word folded), on a Rich console of that width: a terminal's."""
+    import io
+
+    from rich.console import Console
+
+    from fleet.cli import status_table
+    for width in (80, 120):
+        buffer = io.StringIO()
+        Console(file=buffer, width=width).print(status_table(STATUS))
+        text = buffer.getvalue()
+        assert "…" not in text and max(map(len, text.splitlines())) <= width, text
+        assert whole(CELLS, text) == [], text
+
+
+def whole(cells: list[str], text: str) -> list[str]:
+    """The cells some word of which is not in `text` whole (a cell may wrap at its spaces, never inside a word)."""
+    words = set(text.split())
+    return [c for c in cells if not all(w in words or w in text for w in c.split())]
+
+
+def test_the_status_table_on_a_pipe_with_columns_80_is_as_legible():
+    import json
+    import subprocess
+    import sys
+    code = ("import json, sys; from fleet.cli import render; render(json.loads(sys.stdin.read()))")
+    p = subprocess.run([sys.executable, "-c", code], input=json.dumps(STATUS), capture_output=True, text=True,
+                       env={"COLUMNS": "80", "PATH": "/usr/bin:/bin", "TERM": "dumb"}, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "…" not in p.stdout and max(map(len, p.stdout.splitlines())) <= 80, p.stdout
+    assert whole(CELLS, p.stdout) == [], p.stdout
