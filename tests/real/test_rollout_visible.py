@@ -102,6 +102,7 @@ def drawn_lines(html_file, tmp_path) -> tuple[str, list[str]]:
 def test_a_promoted_rollout_is_watched_posted_gated_reported_and_in_prometheus(vstack, receivers, tmp_path):
     on_stable(vstack)
     hook = receivers()
+    chat = receivers()  # a Slack incoming webhook (issue 40): the same events, in Slack's format
     slow = receivers((200, "ok", 7.0))  # slower than a webhook's timeout: each post fails after its tries
     approvals = 3
     gate = receivers(*[(503, "waiting for alice", 0)] * approvals, (200, "approved by alice", 0))
@@ -120,6 +121,7 @@ def test_a_promoted_rollout_is_watched_posted_gated_reported_and_in_prometheus(v
             # receivers and a gate, a fresh canary's p50 has measured 1.5x the stable's (stop 28's CI, and again after)
             p, doc = rollout(vstack, "--steps", "25,50", "--step-duration", "12s", "--webhook", hook_url,
                              "--webhook", "http://127.0.0.1:9/down?sig=s1g-down", "--webhook", slow.url,
+                             "--webhook", f"slack:{chat.url}",
                              "--confirm-promotion", gate_url, "--gate-deadline", "2m", "--max-latency-ratio", "3")
         wait_until(lambda: any(v.get("ended") for view in views for v in view["rollouts"]), 30, "the live view to show the end")
     finally:
@@ -169,6 +171,12 @@ def test_a_promoted_rollout_is_watched_posted_gated_reported_and_in_prometheus(v
     assert [s for kind, ph, s in got if ph == "stepping"] == [25, 50]
     assert [ph for _, ph, _ in got].index("confirming") < [ph for _, ph, _ in got].index("promoting")
     assert any("127.0.0.1:9/down" in f for f in doc["notify_failures"]), doc["notify_failures"]
+    # the Slack receiver: one line for each of those events, in Slack's shape, naming the phase
+    lines = [body["text"] for _, body in chat.got]
+    assert [set(body) for _, body in chat.got] == [{"text"}] * len(got), chat.got
+    assert [line.split(": ", 1)[0] for line in lines] == [f"fleet {kind}" for kind, _, _ in got], lines
+    assert all(f") {ph}" in line for line, (_, ph, _) in zip(lines, got)), lines
+    assert f"{NAME}/inference {GOOD}" in lines[-1], lines[-1]
     record = next(h for h in history(vstack) if h["revision"] == doc["revision"])
     print(f"the command ended {p.ended - record['ended_at']:.1f}s after the outcome was recorded (a dead and a "
           f"slow webhook receiver; the bound is {FLUSH_WAIT}s for webhooks)")
