@@ -1,7 +1,6 @@
 """fleet's command line: parse, call a use case, print. Exit codes: 0 done; 1 failed and restored;
 2 bad input, nothing changed; 3 Docker or Consul unreachable, nothing changed."""
 import json
-import os
 import sys
 import threading
 import time
@@ -79,7 +78,7 @@ def lint(files: list[Path] = FILES, as_json: bool = JSON):
     """Check a stack file for what would make rollouts unsafe. Exit 2 on errors."""
     with failing(as_json):
         facts = swarm_facts()  # read as `fleet deploy` reads it: FLEET_CONSUL_SERVERS from the managers when unset
-        findings = stackfile.lint(stackfile.load(files, stackfile.servers_env(dict(os.environ), facts["managers"])),
+        findings = stackfile.lint(stackfile.load(files, managers=facts["managers"]),
                                   routing_mesh=routing_mesh_available(), **facts)
     errors = [f for f in findings if f.severity is stackfile.Severity.ERROR]
     if as_json:

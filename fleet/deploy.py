@@ -169,7 +169,7 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
     """Everything checked and read before anything changes (exit 2 or 3 from here)."""
     swarm = engine(swarm)
     facts = swarm_facts(swarm)
-    doc = stackfile.load(files, stackfile.servers_env(dict(os.environ), facts["managers"]))
+    doc = stackfile.load(files, managers=facts["managers"])
     unknown = sorted(set(images) - set(doc["services"]))
     if unknown:
         raise BadInput(f"--image names {unknown}, not in the stack file (services: {sorted(doc['services'])})")

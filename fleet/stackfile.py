@@ -3,6 +3,7 @@
 Loading goes through `docker stack config` (the docker CLI's own compose conversion: variables,
 merges and defaults exactly as deploy applies them); lint then reads the resulting document.
 """
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -34,8 +35,11 @@ class Finding:
         return f"{self.severity.value}: {self.service}: {self.key}: {self.message}"
 
 
-def load(files: list[Path], env: dict | None = None) -> dict:
-    """The merged, interpolated stack document. BadInput when a file is missing or invalid."""
+def load(files: list[Path], env: dict | None = None, managers: int | None = None) -> dict:
+    """The merged, interpolated stack document, read with `env` (this process's environment by default) and,
+    when the Swarm's `managers` are known, FLEET_CONSUL_SERVERS from them where unset (`servers_env`): as
+    `fleet deploy` deploys it. BadInput when a file is missing or invalid."""
+    env = servers_env(dict(os.environ if env is None else env), managers)
     for f in files:
         if not f.is_file():
             raise BadInput(f"stack file {f} not found: pass an existing compose file with -c")

@@ -124,9 +124,9 @@ class Webhooks:
                 self._fail(f"webhook {redact(url)}: events left undelivered after {wait:g}s")
 
     def _run(self, url: str, q: queue.Queue) -> None:
+        chat, target = webhook_of(url)  # slack:URL and the like: that service's format, POSTed to URL
         while (payload := q.get()) is not None:
             what = f"{payload.get('kind')} {payload.get('phase')}"
-            chat, target = webhook_of(url)  # slack:URL and the like: that service's format, POSTed to URL
             # no receiver reads another's secret
             body = redact_text(json.dumps(chat_payload(chat, payload) if chat else payload)).encode()
             try:

@@ -17,6 +17,7 @@ import shlex
 from dataclasses import dataclass
 
 from .records import RolloutState
+from .secrets import CHATS
 
 NOT_YET = {408, 425, 429}
 
@@ -29,9 +30,6 @@ class Answer:
 
 def is_url(spec: str) -> bool:
     return spec.startswith(("http://", "https://"))
-
-
-CHATS = ("slack", "teams", "discord")  # webhooks in that service's incoming-webhook format: `slack:URL`
 
 
 def webhook_of(spec: str) -> tuple[str | None, str]:

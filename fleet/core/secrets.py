@@ -15,8 +15,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 MASK = "REDACTED"
 SECRET_KEYS = ("token", "key", "secret", "sig", "signature", "password", "passwd", "pwd", "auth", "credential",
                "session", "code")
-URL = re.compile(r"(?:(?:slack|teams|discord):)?https?://[^\s'\"<>|]+")  # | ends one: Slack's <URL|text>
-CHAT_PREFIXES = ("slack:", "teams:", "discord:")  # fleet/core/gates.py's CHATS
+CHATS = ("slack", "teams", "discord")  # webhooks written `slack:URL`: that service's format (fleet/core/gates.py)
+CHAT_PREFIXES = tuple(f"{chat}:" for chat in CHATS)
+URL = re.compile(rf"(?:(?:{'|'.join(CHATS)}):)?https?://[^\s'\"<>|]+")  # | ends one: Slack's <URL|text>
 CHAT_HOSTS = ("hooks.slack.com", "discord.com", "discordapp.com")  # their webhook URLs' paths are credentials
 
 
