@@ -25,8 +25,8 @@ from .core.secrets import redact_text
 from .core.convergence import State
 from .core.rollout import Phase, Rollout
 from .deploy import deploy as run_deploy, parse_images, routing_mesh_available, swarm_facts
-from .errors import BadInput, FleetError, OperationFailed, Unreachable
-from .status import status as read_status, watch_rollouts
+from .errors import BadInput, FleetError, OperationFailed, TimedOut, Unreachable
+from .status import follow_rollout, status as read_status, watch_rollouts
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 out = Console(soft_wrap=True)
@@ -224,17 +224,26 @@ def show_plan(plan) -> None:
 @app.command()
 def status(stack: str = STACK, consul: str = CONSUL, as_json: bool = JSON,
            watch: bool = typer.Option(False, "--watch", help="follow the stack's rollouts live until interrupted: "
-                                      "in place on a terminal, else (or with --json) one JSON line per change")):
+                                      "in place on a terminal, else (or with --json) one JSON line per change"),
+           wait: bool = typer.Option(False, "--wait", help="follow the service's rollout in progress (else the next "
+                                     "to start) to its end, a line per change, and exit as `fleet rollout` would: "
+                                     "0 promoted, 1 rolled back or aborted, 3 unreachable, 124 at --timeout"),
+           timeout: str = typer.Option("30m", "--timeout", help="with --wait: how long to wait, e.g. 90s, 20m"),
+           service: str = SERVICE):
     """Services, tasks, Docker health and Consul checks of a stack, in one view."""
     try:
+        limit = _duration("--timeout", timeout)
         swarm = engine()
         catalog = Catalog(consul_of(swarm, stack, consul))
         doc = read_status(swarm, catalog, stack)
         if not doc["services"]:
             raise BadInput(f"no stack named {stack!r}: deploy it with `fleet deploy --stack {stack}`")
+        if (watch or wait) and doc["consul_error"]:
+            raise Unreachable(doc["consul_error"])
+        if wait:
+            _wait(catalog, stack, service, limit, as_json)
+            return
         if watch:
-            if doc["consul_error"]:
-                raise Unreachable(doc["consul_error"])
             _watch(swarm, catalog, stack, as_json or not out.is_terminal)
             return
         if doc["consul_error"]:  # Swarm's view is still shown, but the answer is partial
@@ -275,6 +284,30 @@ def _watch(swarm: Swarm, catalog: Catalog, stack: str, lines: bool) -> None:
             live.stop()
 
 
+def _wait(catalog: Catalog, stack: str, service: str, limit: float, as_json: bool) -> None:
+    """`fleet status --wait`: a line per change of the service's rollout (JSON with --json), then its outcome
+    as the exit code; TimedOut (124) when `limit` seconds pass first."""
+    last, deadline = None, time.monotonic() + limit
+    for v in follow_rollout(catalog, stack, service, deadline):
+        if not view.changed(last, v):
+            continue
+        last = v
+        if as_json:
+            emit({"at": round(time.time(), 3), "stack": stack, **v}, flush=True)
+        else:
+            paused = " (paused)" if v.get("paused_since") else ""
+            out.print(f"{service} revision {v['revision']} ({v['image']}): {v['phase']}{paused} at {v['share']}%"
+                      f"{': ' + v['reason'] if v.get('reason') else ''}", highlight=False, markup=False)
+        if v.get("ended"):
+            code = view.exit_code(v["phase"])
+            if code:
+                raise typer.Exit(code)
+            return
+    raise TimedOut(f"no rollout of {stack}_{service} ended within {limit:g}s"
+                   + (f"; it is {last['phase']} at {last['share']}%" if last else "; none started") +
+                   "; nothing was changed")
+
+
 def render(doc: dict) -> None:
     out.print(status_table(doc))
     for n in doc["nodes"]:
@@ -282,6 +315,7 @@ def render(doc: dict) -> None:
             err.print(f"[yellow]node {n['hostname']} ({n['role']}) is {n['flag']}[/]")
     for r in doc["rollouts"]:
         note = " [red]orphaned: its fleet process is gone; run `fleet rollout --resume`[/]" if r["orphaned"] else ""
+        note += " [yellow]paused: `fleet resume` goes on[/]" if r.get("paused") else ""
         out.print(f"rollout of {r['service']} to {r['image']} (revision {r['revision']}): {r['phase']}, canary share "
                   f"{r['share']}%{note}")
     plane = doc.get("control_plane") or {}
@@ -351,7 +385,8 @@ def show_progress(as_json: bool):
     def progress(r: Rollout) -> None:
         if not as_json:
             colour = "red" if r.failure else "green" if r.phase is Phase.PROMOTED else "yellow"
-            err.print(f"[{colour}]{r.phase.value}[/] canary share {r.share}%"
+            err.print(f"[{colour}]{r.phase.value}[/]{' (paused)' if r.held_since is not None else ''} canary share "
+                      f"{r.share}%"
                       + (f": {r.reason}" if r.reason else "") + (f" ({r.judgement.reason})" if r.judgement else ""),
                       highlight=False)
     return progress
@@ -471,6 +506,36 @@ def abort(stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_j
                 raise
             result = e.result
         report(result, as_json)
+
+
+@app.command()
+def pause(stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
+    """Hold the canary at its share: no step advances and nothing is promoted until `fleet resume`; its
+    evidence is still judged (a failing canary still rolls back), and --pause-timeout ends a forgotten pause."""
+    with failing(as_json):
+        _held(controller.hold(connect(stack, service, consul), "pause"), "pause", as_json)
+
+
+@app.command()
+def resume(stack: str = STACK, service: str = SERVICE, consul: str = CONSUL, as_json: bool = JSON):
+    """Go on with a paused rollout, from the step it was on, with the time that step had left."""
+    with failing(as_json):
+        _held(controller.hold(connect(stack, service, consul), "resume"), "resume", as_json)
+
+
+def _held(state, action: str, as_json: bool) -> None:
+    if state is None:
+        raise OperationFailed(f"the rollout ended before `{action}` took effect; `fleet history` shows how")
+    r = state.rollout
+    if (r.held_since is not None) != (action == "pause"):
+        raise OperationFailed(f"the rollout moved on ({r.phase.value} at {r.share}%) before `{action}` took effect")
+    if as_json:
+        emit({"ok": True, "revision": state.revision, "image": state.image, "phase": r.phase.value,
+              "share": r.share, "paused": r.held_since is not None, "reason": r.reason})
+        return
+    out.print(f"revision {state.revision} ({state.image}): {r.phase.value}"
+              f"{' (paused)' if r.held_since is not None else ''} at {r.share}%: {r.reason}", highlight=False,
+              markup=False)
 
 
 @app.command()

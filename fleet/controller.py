@@ -198,6 +198,36 @@ def request(t: Target, action: str, timeout: float = 600.0) -> Result:
     raise OperationFailed(f"the controller did not act on `{action}` within {timeout:g}s")
 
 
+def hold(t: Target, action: str, timeout: float = 30.0) -> RolloutState | None:
+    """`fleet pause` / `fleet resume`: ask the running controller to hold its stepping canary at its share, or
+    to go on; returns the rollout's state once the controller did, or once it moved on (None: it ended)."""
+    state = t.store.load()
+    if not state:
+        raise BadInput(f"no rollout of {t.stable_name} in progress; `fleet history` lists past ones")
+    if t.store.holder() is None:
+        raise BadInput(f"the rollout of {t.stable_name} has no controller (its fleet process is gone): bring it to "
+                       "a safe end with `fleet rollout --resume`, or `fleet abort` it")
+    r = state.rollout
+    if action == "pause" and r.held_since is not None:
+        return state  # already held: pausing again changes nothing
+    if action == "pause" and r.phase is not Phase.STEPPING:
+        raise BadInput(f"the rollout of {t.stable_name} is {r.phase.value}: only a canary in its steps can be "
+                       "paused (`fleet abort` reverts it, `fleet promote` promotes it)")
+    if action == "resume" and r.held_since is None:
+        raise BadInput(f"the rollout of {t.stable_name} is not paused ({r.phase.value} at {r.share}%): nothing "
+                       "to resume")
+    t.store.request(ControlRequest.new(action, state.revision))  # for this rollout only, applied once
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = t.store.load()
+        if now is None or now.revision != state.revision or now.rollout.phase is not Phase.STEPPING:
+            return now  # it ended or moved on meanwhile: the caller says what it shows
+        if (now.rollout.held_since is not None) == (action == "pause"):
+            return now
+        time.sleep(0.25)
+    raise OperationFailed(f"the controller did not act on `{action}` within {timeout:g}s")
+
+
 # the loop -----------------------------------------------------------------------------------------
 def _drive(t: Target, state: RolloutState, r: Rollout, plan: Plan, actions: list[Action],
            on_progress: Callable[[Rollout], None]) -> Result:
@@ -220,8 +250,9 @@ def _drive(t: Target, state: RolloutState, r: Rollout, plan: Plan, actions: list
         and to fleet's own series in Prometheus."""
         while hook_failures:
             x.note("webhook", hook_failures.pop(0))
-        if new.phase not in TERMINAL and posted["at"] != (new.phase, new.share):
-            posted["at"] = (new.phase, new.share)
+        at = (new.phase, new.share, new.held_since is not None)
+        if new.phase not in TERMINAL and posted["at"] != at:
+            posted["at"] = at
             out.post(gates.event(state, new.to_dict(), t.stack, t.service, "phase", links, at=time.time()))
             metrics.push(view.series(t.stack, t.service, replace(state, rollout=new)))
         on_progress(new)

@@ -22,3 +22,9 @@ class BadInput(FleetError):
 class Unreachable(FleetError):
     """Docker or Consul unreachable; nothing changed. Exit 3."""
     exit_code = 3
+
+
+class TimedOut(FleetError):
+    """A wait (`fleet status --wait --timeout`) ran out with the rollout still going; nothing changed. Exit 124,
+    as timeout(1)."""
+    exit_code = 124

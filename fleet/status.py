@@ -1,5 +1,7 @@
 """`fleet status`: one view merging Swarm's services and tasks, Docker health and Consul's checks, and
-the live view of rollouts in progress (`--watch`)."""
+the live view of rollouts in progress (`--watch`), and one rollout followed to its end (`--wait`)."""
+import time
+
 from .adapters.consul import Catalog, ConsulUnavailable, check_access, raft
 from .adapters.store import stack_rollouts
 from .adapters.swarm import Swarm
@@ -80,7 +82,8 @@ def rollouts(catalog: Catalog, stack: str) -> list[dict]:
     controller died): `fleet rollout --resume` finishes or reverts them."""
     _, found = stack_rollouts(catalog.consul, stack)
     return [{"service": svc, "revision": e.state.revision, "image": e.state.image, "phase": e.state.phase.value,
-             "share": e.state.rollout.share, "reason": e.state.rollout.reason, "orphaned": not e.held}
+             "share": e.state.rollout.share, "paused": e.state.rollout.held_since is not None,
+             "reason": e.state.rollout.reason, "orphaned": not e.held}
             for svc, e in sorted(found.items()) if e.state]
 
 
@@ -100,3 +103,23 @@ def watch_rollouts(catalog: Catalog, stack: str, stopped, wait: str = "2s"):
                 views.append(view.ended_view(svc, e.history.get(running[svc])))
         running = now
         yield views
+
+
+def follow_rollout(catalog: Catalog, stack: str, service: str, deadline: float, wait: str = "2s"):
+    """The service's rollout in progress, or else the next one to start, as live views each time its state
+    in Consul changes, until it ends: the last view is its ended view (`"ended": True`, its outcome as
+    `phase`), read from its history record, so a rollout that began and ended between two reads is not
+    missed. Returns without an ended view when the monotonic `deadline` passes first."""
+    index, before = None, None
+    while time.monotonic() < deadline:
+        index, found = stack_rollouts(catalog.consul, stack, index=index, wait=wait)
+        entry = found.get(service)
+        history = entry.history if entry else {}
+        if before is None:  # what had ended when we began; a rollout in progress then is not among them
+            before = {n for n, h in history.items() if h.outcome in view.ENDED}
+        done = view.ended_since(history, before)
+        if done is not None:
+            yield view.ended_view(service, done)
+            return
+        if entry and entry.state:
+            yield view.rollout_view(service, entry.state, orphaned=not entry.held)

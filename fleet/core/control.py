@@ -1,4 +1,4 @@
-"""Control requests (`fleet promote`, `fleet abort`) as values, and the rule that applies each once.
+"""Control requests (`fleet promote`, `abort`, `pause`, `resume`) as values, and the rule that applies each once.
 
 A request names the rollout (revision) it was made for and carries an id; the controller applies it
 only when it is for its rollout, made while it held the lock (Consul's index of the request is above
@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 
-ACTIONS = ("promote", "abort")
+ACTIONS = ("promote", "abort", "pause", "resume")
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def chat_line(event: dict) -> str:
     share = f" at {event['share']}%" if event.get("share") else ""
     reason = f": {event['reason']}" if event.get("reason") else ""
     return (f"fleet {event['kind']}: {event['stack']}/{event['service']} {event['image']} (revision "
-            f"{event['revision']}) {event['phase']}{share}{reason}")
+            f"{event['revision']}) {event['phase']}{' (paused)' if event.get('paused') else ''}{share}{reason}")
 
 
 def chat_payload(kind: str, event: dict) -> dict:
@@ -107,4 +107,5 @@ def event(state: RolloutState, rollout: dict, stack: str, service: str, kind: st
             "image": state.image, "pinned": state.canary_image, "previous_image": state.previous_image,
             "cause": state.cause, "tag_moved": next((e["detail"] for e in state.timeline if e["event"] == "tag"), None),
             "phase": rollout.get("phase"), "share": rollout.get("share"), "step": rollout.get("step"),
-            "reason": rollout.get("reason", ""), "at": at, "links": links or {}}
+            "paused": rollout.get("held_since") is not None, "reason": rollout.get("reason", ""), "at": at,
+            "links": links or {}}

@@ -12,7 +12,9 @@ clock. The controller (fleet/controller.py) feeds it events and carries out the 
 Missing evidence is never a pass: while a source is down (SourceFailed until SourceUp) no step
 advances and no promotion starts; when it is back, the step's clock starts again, so a step passes
 only after a whole step duration of complete evidence; a source down past the progress deadline fails
-the canary. PAUSED ends after `pause_timeout`. The controller saves each new state before it carries
+the canary. PAUSED ends after `pause_timeout`, and so does a hold: `fleet pause` holds a stepping canary at
+its share (`held_since`: no step advances and nothing promotes by itself, but every signal is still judged,
+so a failing canary still rolls back) until `fleet resume`, which goes on with the step's time left. The controller saves each new state before it carries
 out the actions, and a rollout found orphaned is resumed from what Swarm shows (`resumed`).
 """
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -135,6 +137,7 @@ class Rollout:
     missing: tuple[str, ...] = ()  # evidence sources down now
     missing_since: float | None = None
     promote_requested: bool = False  # promote on the first fresh, complete, passing evidence
+    held_since: float | None = None  # held at its share by `fleet pause` since then, until `fleet resume`
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -234,7 +237,7 @@ def resumed(r: Rollout, now: float, stable: StableObserved, promote: bool = Fals
         return replace(r, phase=Phase.PROMOTING, phase_since=now, reason=r.reason or "promotion resumed"), \
             [PromoteStable()]
     if promote and r.phase in AT_LAST_STEP:
-        return (replace(r, phase=Phase.STEPPING, phase_since=now, judgement=None, judged_at=None, missing=(),
+        return (replace(r, phase=Phase.STEPPING, phase_since=now, judgement=None, judged_at=None, missing=(), held_since=None,
                         missing_since=None, promote_requested=True,
                         reason="promote requested on an orphaned rollout: judging fresh evidence first"),
                 [SetShare(r.share)])
@@ -254,20 +257,28 @@ def _source_up(r: Rollout, event: SourceUp, now: float) -> Rollout:
     missing = tuple(m for m in r.missing if m != event.source)
     r = replace(r, missing=missing, missing_since=r.missing_since if missing else None)
     if r.phase in AT_LAST_STEP and not missing:  # the gap's evidence is lost: judge anew
-        r = replace(r, phase_since=now if r.phase is Phase.STEPPING else r.phase_since, judgement=None,
+        since = (r.held_since or now) if r.phase is Phase.STEPPING else r.phase_since  # held: resume starts anew
+        r = replace(r, phase_since=since, judgement=None,
                     judged_at=None)
     return r
 
 
 def _promote(r: Rollout, now: float, reason: str) -> tuple[Rollout, list[Action]]:
-    return replace(r, phase=Phase.PROMOTING, phase_since=now, reason=reason, promote_requested=False), \
-        [PromoteStable()]
+    return replace(r, phase=Phase.PROMOTING, phase_since=now, reason=reason, promote_requested=False,
+                   held_since=None), [PromoteStable()]
 
 
 def _control(r: Rollout, action: str, now: float) -> tuple[Rollout, list[Action]]:
     if action == "abort":
         return fail(r, now, Reason.ABORTED, "aborted on request", phase=Phase.ABORTED,
                     revert_stable=r.phase is Phase.PROMOTING)
+    if action == "pause" and r.phase is Phase.STEPPING and r.held_since is None:
+        return replace(r, held_since=now, reason=f"paused at {r.share}% on request: no step advances and nothing "
+                                                   "is promoted until `fleet resume`; a failing canary still rolls "
+                                                   "back"), []
+    if action == "resume" and r.held_since is not None:  # the step goes on with the time it had left
+        return replace(r, held_since=None, phase_since=r.phase_since + (now - r.held_since),
+                       reason=f"resumed at {r.share}% on request after {now - r.held_since:.0f}s held"), []
     if action == "promote" and r.phase in AT_LAST_STEP:
         if r.missing:  # never on a gap in the evidence: promote once it is whole and passing again
             return replace(r, promote_requested=True, reason="promote requested; waiting for complete "
@@ -327,6 +338,11 @@ def _tick(r: Rollout, now: float, plan: Plan) -> tuple[Rollout, list[Action]]:
     if r.phase is Phase.CONFIRMING and now - r.phase_since > plan.gate_deadline:
         return fail(r, now, Reason.GATE, f"the confirm-promotion gate gave no answer within its deadline "
                                          f"({plan.gate_deadline:g}s): {r.last_seen or 'nothing heard'}")
+    if r.held_since is not None:
+        if now - r.held_since > plan.pause_timeout:
+            return fail(r, now, Reason.PAUSE_TIMEOUT, f"nobody resumed the canary paused at {r.share}% within "
+                                                      f"the pause timeout ({plan.pause_timeout:g}s)")
+        return r, []
     if r.phase is Phase.PAUSED and now - r.phase_since > plan.pause_timeout:
         return fail(r, now, Reason.PAUSE_TIMEOUT, f"nobody promoted the paused canary within the pause timeout "
                                                   f"({plan.pause_timeout:g}s)")

@@ -32,7 +32,8 @@ def rollout_view(service: str, state: RolloutState, orphaned: bool = False) -> d
             "phase": r.phase.value, "step": r.step, "steps": list(state.plan.steps), "share": r.share,
             "reason": r.reason, "verdict": judgement.outcome.value if judgement else None,
             "verdict_reason": judgement.reason if judgement else None,
-            "missing": list(r.missing), "golden": state.golden, "evidence": state.evidence, "orphaned": orphaned}
+            "missing": list(r.missing), "golden": state.golden, "evidence": state.evidence, "orphaned": orphaned,
+            "paused_since": r.held_since}
 
 
 def ended_view(service: str, record: Revision | None) -> dict:
@@ -46,6 +47,18 @@ def ended_view(service: str, record: Revision | None) -> dict:
             "reason": record.reason, "ended": True}
 
 
+def ended_since(history: dict[int, Revision], before: set[int]) -> Revision | None:
+    """The first rollout (by revision) recorded ended in `history` (revision -> record) that had not ended
+    when `before` was read: what `fleet status --wait` waited for. Deploys and rollbacks are not rollouts."""
+    ended = [h for n, h in sorted(history.items()) if n not in before and h.outcome in ENDED]
+    return ended[0] if ended else None
+
+
+def exit_code(outcome: str) -> int:
+    """`fleet status --wait`'s exit code for a rollout's outcome, as `fleet rollout` would have exited."""
+    return 0 if outcome == Phase.PROMOTED.value else 1
+
+
 def changed(a: dict | None, b: dict) -> bool:
     """Whether the view changed in what a person reads (not only in when it was read)."""
     return a is None or {k: v for k, v in a.items() if k != "at"} != {k: v for k, v in b.items() if k != "at"}
@@ -57,6 +70,7 @@ def lines(view: dict) -> list[str]:
     where = f"step {step + 1}/{len(steps)}" if steps and step is not None and step >= 0 else ""
     out = [f"{view['service']} revision {view.get('revision')}: {view.get('previous_image')} -> {view.get('image')}",
            f"  {view.get('phase')}{' (orphaned: no controller)' if view.get('orphaned') else ''}"
+           f"{' (paused: `fleet resume` goes on)' if view.get('paused_since') else ''}"
            f"  share {view.get('share')}%  {where}  steps {steps or ''}".rstrip()]
     if view.get("reason"):
         out.append(f"  {view['reason'][:200]}")

@@ -4,10 +4,11 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from tests.kit.cli import fleet, running_rollout
+from tests.kit.cli import fleet, fleet_background, running_rollout
 from tests.kit.helpers import BadFlood, LoadLoop, wait_until
 from tests.kit.stacks import ROOT, StackUnderTest, canary_gone, converged, own_stack, stable_spec
 
@@ -190,20 +191,85 @@ def test_abort_from_another_shell_reverts_the_running_rollout(rstack):
     assert stable_spec(rstack) == before and canary_gone(rstack)
 
 
-def test_no_auto_promote_waits_for_fleet_promote(rstack):
+def rollout_state(s: StackUnderTest) -> dict:
+    _, item = s.consul().kv.get(f"fleet/rollouts/{NAME}/inference/state")
+    return json.loads(item["Value"])["rollout"] if item and item.get("Value") else {}
+
+
+def waiting(s: StackUnderTest, *args: str) -> subprocess.Popen:
+    """`fleet status --wait --json ARGS` started now: a CI job waiting on the rollout in progress, or the next."""
+    return fleet_background(s, "status", "--stack", NAME, "--wait", "--json", *args)
+
+
+def lines_of(p: subprocess.Popen) -> list[dict]:
+    out, err = p.communicate(timeout=120)
+    return [json.loads(line) for line in out.splitlines() if line.strip()] or [{"stderr": err}]
+
+
+def test_no_auto_promote_waits_for_fleet_promote_and_a_pause_holds_the_step_until_resume(rstack):
+    """`fleet pause` at 20 % holds the canary past its 10 s step (25 s, share and phase read every second),
+    `fleet resume` goes on, the last step passed waits for `fleet promote`; `fleet status --wait`, started
+    before the rollout, follows it and exits 0 on the promotion; before any rollout it ends at its timeout."""
+    p = fleet(rstack, "status", "--stack", NAME, "--wait", "--timeout", "2s")
+    assert p.returncode == 124 and "none started" in p.stderr, (p.returncode, p.stderr)
+    wait = waiting(rstack, "--timeout", "5m")
     # a 10 s step: a 5 s window of Prometheus counters held 18 to 20 canary requests and paused after 78 s
     with running_rollout(rstack, GOOD, "--steps", "20", "--step-duration", "10s", "--no-auto-promote",
                          stderr=subprocess.DEVNULL) as running:
         with LoadLoop(f"{rstack.gateway}/predict", max_requests=30_000, max_seconds=300) as load:
-            wait_until(lambda: phase(rstack) == "paused", 180, "the rollout to pause after its last step",
+            wait_until(lambda: rollout_state(rstack).get("share") == 20, 180, "the canary's first step",
                        while_running=running)
+            p = fleet(rstack, "pause", "--stack", NAME, "--json")
+            assert p.returncode == 0 and json.loads(p.stdout)["paused"] is True, (p.stdout, p.stderr)
+            held_until = time.monotonic() + 25  # 2.5 steps
+            while time.monotonic() < held_until:
+                r = rollout_state(rstack)
+                assert (r["phase"], r["share"], r["held_since"] is not None) == ("stepping", 20, True), r
+                time.sleep(1)
+            status = json.loads(fleet(rstack, "status", "--stack", NAME, "--json").stdout)
+            assert status["rollouts"][0]["paused"] is True, status["rollouts"]
+            p = fleet(rstack, "resume", "--stack", NAME, "--json")
+            assert p.returncode == 0 and json.loads(p.stdout)["paused"] is False, (p.stdout, p.stderr)
+            assert fleet(rstack, "resume", "--stack", NAME).returncode == 2  # not paused: nothing to resume
+            wait_until(lambda: phase(rstack) == "paused", 180, "the rollout to wait for promote after its last step",
+                       while_running=running)
+            assert fleet(rstack, "pause", "--stack", NAME).returncode == 2  # only a canary in its steps
             assert stable_spec(rstack)[0] == STABLE  # nothing promoted without the word
             p = fleet(rstack, "promote", "--stack", NAME, "--json", timeout=300)
             assert p.returncode == 0, p.stderr
             assert json.loads(p.stdout)["outcome"] == "promoted"
         out, _ = running.communicate(timeout=120)
         assert running.returncode == 0 and json.loads(out)["outcome"] == "promoted"
+    seen = lines_of(wait)
+    assert wait.returncode == 0 and seen[-1]["ended"] and seen[-1]["phase"] == "promoted", seen[-3:]
+    assert any(v.get("paused_since") for v in seen) and seen[0]["image"] == GOOD, seen
     assert stable_spec(rstack)[0] == GOOD and canary_gone(rstack)
     assert load.failures == [], load.failures[:5]
+    timeline = json.loads(out)["timeline"]
+    held = [e["at"] for e in timeline if e["event"] in ("pause", "resume")]
+    assert len(held) == 2 and held[1] - held[0] >= 25, timeline
     assert fleet(rstack, "rollback", "--stack", NAME, "--json").returncode == 0
     assert stable_spec(rstack)[0] == STABLE
+
+
+def test_a_paused_canary_that_goes_bad_is_rolled_back_and_status_wait_exits_1(rstack):
+    """The late image answers 30 % errors from 25 s after its first request: paused at its first share, it is
+    still judged and rolled back while held, and `fleet status --wait` beside it exits 1 naming the outcome."""
+    before = settled_spec(rstack)
+    with running_rollout(rstack, "fleet/inference-test:late", "--steps", "20,50", "--step-duration", "60s",
+                         stderr=subprocess.DEVNULL) as running:
+        wait = waiting(rstack, "--timeout", "4m")
+        with LoadLoop(f"{rstack.gateway}/predict", max_requests=30_000, max_seconds=240) as load:
+            wait_until(lambda: rollout_state(rstack).get("share") == 20, 180, "the canary's first step",
+                       while_running=running)
+            assert fleet(rstack, "pause", "--stack", NAME).returncode == 0
+            out, _ = running.communicate(timeout=200)
+    doc = json.loads(out)
+    assert running.returncode == 1 and doc["outcome"] == "rolled_back" and "error rate" in doc["reason"], doc
+    events = [e["event"] for e in doc["timeline"]]
+    assert "pause" in events and "resume" not in events and events.index("pause") < events.index("signal"), events
+    assert len([e for e in doc["timeline"] if e["event"] == "share"]) == 1, doc["timeline"]  # held at 20 %
+    seen = lines_of(wait)
+    assert wait.returncode == 1 and seen[-1]["phase"] == "rolled_back", seen[-3:]
+    print(f"\npaused late canary: {doc['reason']} ({len(load.failures)} of {load.total} client requests failed)")
+    assert stable_spec(rstack) == before and canary_gone(rstack)

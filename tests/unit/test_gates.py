@@ -317,3 +317,31 @@ def test_chat_webhooks_post_their_format_to_the_url_after_the_prefix_and_a_dead_
     assert [e for _, e in plain.got] == [EVENT]  # a plain URL keeps fleet's JSON
     assert len(failures) == 1 and "slack:http://127.0.0.1:9/REDACTED failed" in failures[0], failures
     assert "secret" not in failures[0]  # a chat webhook's path is its credential
+
+
+def test_a_paused_rollout_is_said_in_its_event_chat_line_and_live_view():
+    held = Rollout(Phase.STEPPING, 0, 0, step=1, share=25, reason="paused at 25% on request", held_since=5.0)
+    event = gates.event(a_state(7), held.to_dict(), "fleet", "inference", "phase", at=6.0)
+    assert event["paused"] is True and gates.event(a_state(7), {"phase": "stepping"}, "s", "i", "phase",
+                                                   at=6.0)["paused"] is False
+    assert "stepping (paused) at 25%: paused at 25% on request" in gates.chat_line(event)
+    v = view.rollout_view("inference", a_state(7, rollout=held))
+    assert v["paused_since"] == 5.0 and "(paused: `fleet resume` goes on)" in "\n".join(view.lines(v))
+    assert view.changed(v, {**v, "paused_since": None})
+
+
+def record(revision, outcome):
+    return Revision(revision, f"fleet/inference:{revision}", outcome, "", started_at=1.0, ended_at=2.0)
+
+
+def test_status_wait_takes_the_first_rollout_ended_since_it_began_and_exits_as_the_rollout_would():
+    before = {1, 2}  # ended when the wait began
+    history = {1: record(1, "deployed"), 2: record(2, "promoted"), 3: record(3, "in_progress")}
+    assert view.ended_since(history, before) is None  # 3 is still going
+    history[3] = record(3, "rolled_back")
+    history[4] = record(4, "deployed")  # a deploy or a rollback after it is no rollout
+    assert view.ended_since(history, before).revision == 3
+    assert view.ended_since({**history, 3: record(3, "in_progress")}, before) is None
+    assert view.ended_since({1: record(1, "deployed"), 5: record(5, "aborted"), 6: record(6, "promoted")},
+                            set()).revision == 5
+    assert [view.exit_code(o) for o in ("promoted", "rolled_back", "aborted", "superseded")] == [0, 1, 1, 1]

@@ -279,3 +279,61 @@ def test_without_auto_promote_the_gate_is_not_asked_a_person_promotes():
 def test_an_orphan_confirming_is_reverted_on_resume():
     r, actions = resumed(confirming(), T0 + 50, StableObserved(on_new_image=False, rolled_back=False))
     assert r.phase is Phase.ABORTED and [type(a) for a in actions] == [CutCanary, Finish]
+
+
+def test_a_paused_canary_holds_its_share_past_its_step_then_resumes_with_the_time_it_had_left():
+    """`fleet pause` 10 s into a 30 s step holds the step however long (evidence keeps coming, passing);
+    `fleet resume` after 500 s goes on with the 20 s the step had left: not at once, not a whole step anew."""
+    good = passed_at(T0)[0]
+    r, actions = step(stepping(0, judgement=good, judged_at=T0 + 9), ControlRequested("pause"), T0 + 10, PLAN)
+    assert r.held_since == T0 + 10 and actions == [] and "paused at 10%" in r.reason
+    for t in (T0 + 31, T0 + 200, T0 + 509):
+        r, _ = step(r, MetricsSample(GOOD.canary, GOOD.stable), t - 0.5, PLAN)
+        r, actions = step(r, Tick(), t, PLAN)
+        assert (r.phase, r.share, actions) == (Phase.STEPPING, 10, []), t  # held: no step advances
+    r, actions = step(r, ControlRequested("pause"), T0 + 509, PLAN)  # pausing again changes nothing
+    assert r.held_since == T0 + 10 and actions == []
+    r, actions = step(r, ControlRequested("resume"), T0 + 510, PLAN)
+    assert r.held_since is None and r.phase_since == T0 + 500 and actions == [] and "500s held" in r.reason
+    r, _ = step(r, MetricsSample(GOOD.canary, GOOD.stable), T0 + 529, PLAN)
+    assert step(r, Tick(), T0 + 529, PLAN)[1] == []  # 19 s of the 20 left
+    r, actions = step(r, Tick(), T0 + 530, PLAN)
+    assert (r.phase, r.share, actions) == (Phase.STEPPING, 50, [SetShare(50)])
+
+
+def test_a_paused_canary_still_rolls_back_on_failing_evidence_and_a_forgotten_pause_ends_in_a_rollback():
+    r, _ = step(stepping(1), ControlRequested("pause"), T0 + 1, PLAN)
+    bad, actions = step(r, MetricsSample(Stats(100, 30, 1.0), Stats(900, 0, 9.0)), T0 + 2, PLAN)
+    assert bad.phase is Phase.ROLLED_BACK and bad.failure is Reason.METRICS and CutCanary in map(type, actions)
+    gone, actions = step(r, ContainerEvent("die", "abc", "exit code 3"), T0 + 2, PLAN)
+    assert gone.phase is Phase.ROLLED_BACK and gone.failure is Reason.TASK_FAILED
+    plan = replace(PLAN, pause_timeout=600)
+    assert step(r, Tick(), T0 + 601, plan)[0].held_since == T0 + 1
+    late, actions = step(r, Tick(), T0 + 602, plan)
+    assert late.phase is Phase.ROLLED_BACK and late.failure is Reason.PAUSE_TIMEOUT and Finish(Phase.ROLLED_BACK) in actions
+    assert "nobody resumed the canary paused at 50% within the pause timeout (600s)" in late.reason
+
+
+@pytest.mark.parametrize("r", [start(T0), replace(start(T0), phase=Phase.VERIFYING, ready=True),
+                               replace(stepping(1), phase=Phase.PAUSED), replace(stepping(1), phase=Phase.PROMOTING)])
+def test_only_a_stepping_canary_is_paused_and_resume_without_a_pause_changes_nothing(r):
+    for action in ("pause", "resume"):
+        after, actions = step(r, ControlRequested(action), T0 + 3, PLAN)
+        assert (after, actions) == (r, [])
+    assert step(stepping(0), ControlRequested("resume"), T0 + 3, PLAN) == (stepping(0), [])
+
+
+def test_promote_and_abort_act_on_a_paused_canary():
+    r, _ = step(stepping(1, judgement=passed_at(T0)[0], judged_at=T0), ControlRequested("pause"), T0 + 1, PLAN)
+    promoted, actions = step(r, ControlRequested("promote"), T0 + 2, PLAN)
+    assert promoted.phase is Phase.PROMOTING and promoted.held_since is None and actions == [PromoteStable()]
+    aborted, actions = step(r, ControlRequested("abort"), T0 + 2, PLAN)
+    assert aborted.phase is Phase.ABORTED and aborted.share == 0
+
+
+def test_evidence_back_during_a_pause_gives_the_step_a_whole_duration_after_resume():
+    r, _ = step(stepping(0), ControlRequested("pause"), T0 + 10, PLAN)
+    r, _ = step(r, SourceFailed("metrics", "down"), T0 + 20, PLAN)
+    r, _ = step(r, SourceUp("metrics"), T0 + 40, PLAN)
+    r, _ = step(r, ControlRequested("resume"), T0 + 100, PLAN)
+    assert r.phase_since == T0 + 100  # the gap's evidence is lost: the step starts anew at resume
