@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from . import controller, package, stackfile, tuning as live_config
+from . import checkout, controller, package, stackfile, tuning as live_config
 from .adapters.builder import Builder
 from .adapters.consul import Catalog
 from .adapters.swarm import Swarm
@@ -39,6 +39,14 @@ CONSUL = typer.Option(None, "--consul", envvar="CONSUL_HTTP_ADDR",
 SERVICE = typer.Option("inference", "--service", help="the stack's service to roll out")
 BASE_IMAGE = "fleet/inference:base"  # the root Dockerfile's image, which scripts/images.sh builds
 FILES = typer.Option([Path("docker-stack.yml")], "-c", "--compose-file", help="stack file(s), merged in order")
+
+
+@app.callback()
+def main() -> None:
+    """fleet deploys a PyTorch inference service to Docker Swarm and rolls out new versions of it safely."""
+    said = checkout.apply()  # a checkout where `make demo` ran: its Consul CA and token when none is set
+    if said:
+        err.print(said, highlight=False, markup=False)
 
 
 def emit(doc: dict, flush: bool = False) -> None:
@@ -573,11 +581,23 @@ def history(revision: int = typer.Argument(None, help="one revision (with --repo
     if as_json:
         emit({"ok": True, "revisions": [{**h.to_dict(), "current": h.revision == current} for h in records]})
         return
-    table = Table("revision", "image", "outcome", "ended", "reason", title=f"{stack}_{service}")
-    for h in records:
-        ended = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.ended_at)) if h.ended_at else ""
-        table.add_row(f"{h.revision}{' *' if h.revision == current else ''}", h.image, h.outcome, ended, h.reason)
-    out.print(table)
+    for line in history_lines(f"{stack}_{service}", records, current):
+        out.print(line, highlight=False, markup=False)
+
+
+def history_lines(title: str, records: list, current: int | None) -> list[str]:
+    """The revisions as lines that nothing cuts at any width: revision (* the one running), outcome, when it
+    ended and the image on one line, the reason under it (a terminal wraps it, a pipe keeps it whole)."""
+    head = ("rev", "outcome", "ended")
+    rows = [(f"{h.revision}{' *' if h.revision == current else ''}", h.outcome,
+             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.ended_at)) if h.ended_at else "-") for h in records]
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(3)]
+    lines = [title, "  " + "  ".join(c.ljust(w) for c, w in zip(head, widths)) + "  image"]
+    for row, h in zip(rows, records):
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + h.image)
+        if h.reason:
+            lines.append("  " + " " * (widths[0] + 2) + h.reason)
+    return lines
 
 
 # live configuration ----------------------------------------------------------------------------------

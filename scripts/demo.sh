@@ -16,13 +16,19 @@ curl -fsS -X POST "http://127.0.0.1:$gw/predict" -H 'content-type: application/j
   -d '{"inputs": [[11.94, 18.24, 75.71, 437.6, 0.0826, 0.0475, 0.0197, 0.0135],
                   [20.92, 25.09, 143.0, 1347.0, 0.1099, 0.2236, 0.3174, 0.1474]]}'
 echo
+prom=${FLEET_PROMETHEUS_PORT:-9090}
 cat <<EOT
 
-stack $stack is up:
-  gateway      http://127.0.0.1:$gw/predict   (POST {"inputs": [[8 measurements], ...]})
-  consul       https://127.0.0.1:$cport (HTTPS, ACLs: . build/consul/fleet.env for fleet's token and the CA)
-  prometheus   http://127.0.0.1:${FLEET_PROMETHEUS_PORT:-9090} (user fleet: . build/prometheus-auth/fleet.env)
-  tasks        docker stack ps $stack
-  instances    curl -s --cacert build/consul/secrets/ca.pem https://127.0.0.1:$cport/v1/health/service/inference
-  remove       docker stack rm $stack
+stack $stack is up: gateway http://127.0.0.1:$gw, Consul https://127.0.0.1:$cport, Prometheus http://127.0.0.1:$prom
+(user fleet). From this checkout, in any shell, these work as printed (fleet finds the stack's Consul CA,
+its token and the Prometheus password in build/ when nothing is set; . build/consul/fleet.env sets them):
+
+  curl -fsS -X POST http://127.0.0.1:$gw/predict -H 'content-type: application/json' -d '{"inputs": [[11.94, 18.24, 75.71, 437.6, 0.0826, 0.0475, 0.0197, 0.0135]]}'
+  .venv/bin/fleet status --stack $stack
+  docker stack ps $stack
+  docker tag fleet/inference:2 fleet/inference:2-demo && .venv/bin/fleet rollout --canary --image fleet/inference:2-demo --stack $stack --steps 50 --step-duration 10s
+  .venv/bin/fleet history --stack $stack
+  curl -fsS --cacert build/consul/secrets/ca.pem -H "X-Consul-Token: \$(cat build/consul/secrets/fleet.token)" https://127.0.0.1:$cport/v1/health/service/$stack-inference
+  curl -fsS -u "fleet:\$(cat build/prometheus-auth/password)" 'http://127.0.0.1:$prom/api/v1/query?query=up'
+  docker stack rm $stack
 EOT

@@ -95,3 +95,21 @@ def test_the_status_table_on_a_pipe_with_columns_80_is_as_legible():
     assert p.returncode == 0, p.stderr
     assert "…" not in p.stdout and max(map(len, p.stdout.splitlines())) <= 80, p.stdout
     assert whole(CELLS, p.stdout) == [], p.stdout
+
+
+def test_history_lines_keep_every_image_and_reason_whole_at_any_width():
+    from fleet.cli import history_lines
+    from fleet.core.records import Revision
+    records = [Revision(1, "registry.example:5000/team/fleet-inference:2024-06-01-long", "deployed",
+                        "running before fleet's first rollout", ended_at=1.7e9),
+               Revision(2, "fleet/inference:2-demo", "promoted", "all steps passed (50% passed: " + "x" * 300 + ")",
+                        ended_at=1.7e9 + 60),
+               Revision(3, "fleet/inference:3", "in_progress")]
+    lines = history_lines("fleet_inference", records, 2)
+    text = "\n".join(lines)
+    assert lines[0] == "fleet_inference" and lines[1].split() == ["rev", "outcome", "ended", "image"]
+    for h in records:
+        assert h.image in text and (h.reason in text)
+    row = next(line for line in lines if "2-demo" in line)
+    assert row.split()[:3] == ["2", "*", "promoted"]
+    assert lines[-1].split()[-1] == "fleet/inference:3" and "-" in lines[-1].split()
