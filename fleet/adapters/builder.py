@@ -8,7 +8,7 @@ from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 
 from ..errors import BadInput, OperationFailed, Unreachable
 from ..package import MODEL_DIR, Package, write_context
-from .swarm import API_VERSION, TIMEOUT
+from .swarm import engine_client
 
 CHECK_TIMEOUT = 300  # seconds for the check in the image (loading torch and the weights, the golden rows)
 
@@ -16,7 +16,7 @@ CHECK_TIMEOUT = 300  # seconds for the check in the image (loading torch and the
 class Builder:
     def __init__(self, client: docker.DockerClient | None = None):
         try:
-            self.client = client or docker.from_env(timeout=TIMEOUT, version=API_VERSION)
+            self.client = client or engine_client()
             self.client.ping()
         except (DockerException, OSError) as e:
             raise Unreachable(f"cannot reach the Docker engine ({e}); start it or set DOCKER_HOST") from None

@@ -1,10 +1,14 @@
 """Consul through py-consul: the instances of a service and their checks."""
+import atexit
 import os
+import tempfile
+from pathlib import Path
 from urllib.parse import urlparse
 
 import consul
 import requests
 import tenacity
+import urllib3
 from consul.callback import CB
 from fleet_protocol import SecretUnreadable, ServerName, secret
 
@@ -78,23 +82,74 @@ def token_from(env: dict) -> str | None:
         raise BadInput(f"{e}; point it at a readable file holding the token") from None
 
 
+def _flag(env, name: str) -> bool | None:
+    """A boolean variable as Go's strconv.ParseBool reads it (Consul's CLI); None when unset; BadInput else."""
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    if value.lower() in ("1", "t", "true"):
+        return True
+    if value.lower() in ("0", "f", "false"):
+        return False
+    raise BadInput(f"{name}={value!r} is not a boolean: set it to true or false")
+
+
+def verify_of(env) -> bool | str:
+    """How Consul's certificate is checked: not at all with CONSUL_HTTP_SSL_VERIFY=false, else against
+    CONSUL_CACERT (a file), else against the certificates in CONSUL_CAPATH (a folder, as Consul reads it:
+    every PEM file in it, joined into one bundle), else the system's."""
+    if _flag(env, "CONSUL_HTTP_SSL_VERIFY") is False:  # asked for: not warned about at every call
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        return False
+    if env.get("CONSUL_CACERT"):
+        return env["CONSUL_CACERT"]
+    if env.get("CONSUL_CAPATH"):
+        return _bundle(env["CONSUL_CAPATH"])
+    return True
+
+
+_BUNDLES: dict[str, str] = {}
+
+
+def _bundle(folder: str) -> str:
+    """One file holding every certificate of `folder` (made once a process); BadInput when it has none."""
+    if folder not in _BUNDLES:
+        try:
+            pems = [p.read_text() for p in sorted(Path(folder).iterdir()) if p.is_file()
+                    and "-----BEGIN CERTIFICATE-----" in p.read_text(errors="replace")]
+        except OSError as e:
+            raise BadInput(f"CONSUL_CAPATH={folder}: {e.strerror}; point it at a folder of PEM certificates") from None
+        if not pems:
+            raise BadInput(f"CONSUL_CAPATH={folder} holds no PEM certificate; point it at the folder of your CA's")
+        with tempfile.NamedTemporaryFile("w", prefix="fleet-consul-ca-", suffix=".pem", delete=False) as f:
+            f.write("\n".join(pems))
+        atexit.register(os.unlink, f.name)
+        _BUNDLES[folder] = f.name
+    return _BUNDLES[folder]
+
+
 def client(addr: str | None = None, token: str | None = None) -> consul.Consul:
     """A client for CONSUL_HTTP_ADDR (flags override), with the ecosystem's variables: CONSUL_HTTP_TOKEN
-    (or CONSUL_HTTP_TOKEN_FILE), CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY and
-    CONSUL_TLS_SERVER_NAME; every call times out (TIMEOUT, plus the wait of a blocking query). The address
+    (or CONSUL_HTTP_TOKEN_FILE), CONSUL_HTTP_SSL, CONSUL_HTTP_SSL_VERIFY, CONSUL_CACERT, CONSUL_CAPATH,
+    CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME and CONSUL_HTTP_AUTH; every call times out (TIMEOUT, plus the wait of a blocking query). The address
     may list several agents of one Consul cluster, comma-separated: a call that one does not answer goes
     to the next."""
     env = os.environ
+    ssl = _flag(env, "CONSUL_HTTP_SSL")
     addrs = [a.strip() for a in (addr or env.get("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500")).split(",") if a.strip()]
-    urls = [urlparse(a if "://" in a else f"http://{a}") for a in addrs]
+    urls = [urlparse(a if "://" in a else f"{'https' if ssl else 'http'}://{a}") for a in addrs]
+    if ssl:  # as Consul's CLI: CONSUL_HTTP_SSL=true is HTTPS whatever the address says
+        urls = [u._replace(scheme="https") for u in urls]
     url = urls[0]
     cert = (env["CONSUL_CLIENT_CERT"], env["CONSUL_CLIENT_KEY"]) \
         if env.get("CONSUL_CLIENT_CERT") and env.get("CONSUL_CLIENT_KEY") else None
     c = consul.Consul(host=url.hostname, port=url.port or 8500, scheme=url.scheme,
-                      token=token or token_from(env), verify=env.get("CONSUL_CACERT") or True, cert=cert,
-                      connections_timeout=TIMEOUT)
+                      token=token or token_from(env), verify=verify_of(env), cert=cert, connections_timeout=TIMEOUT)
     if env.get("CONSUL_TLS_SERVER_NAME"):
         c.http.session.mount("https://", ServerName(env["CONSUL_TLS_SERVER_NAME"]))
+    if env.get("CONSUL_HTTP_AUTH"):  # user[:password], HTTP basic authentication in front of the agent
+        user, _, password = env["CONSUL_HTTP_AUTH"].partition(":")
+        c.http.session.auth = (user, password)
     if len(urls) > 1:
         failover(c.http, [f"{u.scheme}://{u.hostname}:{u.port or 8500}" for u in urls])
     return c

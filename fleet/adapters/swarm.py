@@ -1,5 +1,6 @@
 """Docker Swarm through docker-py: services of a stack, their tasks and their containers' health."""
 import copy
+import json
 import os
 import re
 import subprocess
@@ -12,7 +13,7 @@ from docker.errors import APIError, DockerException, NotFound, ImageNotFound
 
 from ..core import capacity, changes, placement
 from ..core.convergence import ServiceView
-from ..errors import Unreachable
+from ..errors import BadInput, Unreachable
 from ..core.tasks import Service, Task
 from .registry import Registry, RegistryError
 from .rotation import after, moved_on
@@ -29,6 +30,40 @@ class EngineUnavailable(Unreachable):
     """The Docker engine does not answer or is not a Swarm manager (exit 3)."""
 
 
+def context_named() -> str | None:
+    """The docker context fleet follows: DOCKER_CONTEXT's, unless DOCKER_HOST is set (which wins, as for the
+    docker CLI) or it names the default. Never the CLI's *current* context: unset, fleet takes the socket."""
+    name = os.environ.get("DOCKER_CONTEXT", "").strip()
+    return None if os.environ.get("DOCKER_HOST") or name in ("", "default") else name
+
+
+def engine_client() -> docker.DockerClient:
+    """docker-py's client of the engine the docker CLI would use: DOCKER_HOST (with DOCKER_TLS_VERIFY and
+    DOCKER_CERT_PATH), else DOCKER_CONTEXT's endpoint and TLS material, as `docker context inspect` reads them
+    (under DOCKER_CONFIG; docker-py's own reader misses a config folder without a config.json), else the local
+    socket. BadInput for a context that does not exist."""
+    name = context_named()
+    if name is None:
+        return docker.from_env(timeout=TIMEOUT, version=API_VERSION)
+    try:
+        p = subprocess.run(["docker", "context", "inspect", name], capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BadInput(f"DOCKER_CONTEXT={name}: cannot run `docker context inspect` ({e})") from None
+    if p.returncode != 0:
+        raise BadInput(f"DOCKER_CONTEXT={name}: no such docker context; `docker context ls` lists them (under "
+                       f"DOCKER_CONFIG, default ~/.docker): {p.stderr.strip()[:200]}")
+    ctx = json.loads(p.stdout)[0]
+    endpoint = ctx["Endpoints"]["docker"]
+    material = os.path.join(ctx["Storage"]["TLSPath"], "docker")
+    files = {f: os.path.join(material, f"{f}.pem") for f in ("ca", "cert", "key")}
+    tls = False
+    if any(os.path.isfile(f) for f in files.values()) or endpoint.get("SkipTLSVerify"):
+        tls = docker.tls.TLSConfig(
+            client_cert=(files["cert"], files["key"]) if os.path.isfile(files["cert"]) else None,
+            ca_cert=files["ca"] if os.path.isfile(files["ca"]) else None, verify=not endpoint.get("SkipTLSVerify"))
+    return docker.DockerClient(base_url=endpoint["Host"], tls=tls, timeout=TIMEOUT, version=API_VERSION)
+
+
 class Swarm:
     def __init__(self, client: docker.DockerClient | None = None):
         hosts = [h.strip() for h in os.environ.get("DOCKER_HOST", "").split(",") if h.strip()]
@@ -36,7 +71,7 @@ class Swarm:
             # a fixed API version: "auto" would ask the engine before trust_env is off (below)
             clients = [client] if client else [docker.from_env(timeout=TIMEOUT, version=API_VERSION,
                                                                environment={**os.environ, "DOCKER_HOST": h})
-                                               for h in hosts] or [docker.from_env(timeout=TIMEOUT, version=API_VERSION)]
+                                               for h in hosts] or [engine_client()]
         except DockerException as e:
             raise EngineUnavailable(f"cannot reach the Docker engine ({e}); start it or set DOCKER_HOST") from None
         if len(clients) > 1 and not all(h.startswith("tcp://") for h in hosts):
@@ -76,7 +111,10 @@ class Swarm:
         try:
             info = self.client.info()
         except (DockerException, OSError) as e:
-            raise EngineUnavailable(f"the Docker engine does not answer ({e}); start it or set DOCKER_HOST") from None
+            which = f" of docker context {context_named()} at {self.client.api.base_url.split('://', 1)[-1]}" \
+                if context_named() else ""
+            raise EngineUnavailable(f"the Docker engine{which} does not answer ({e}); start it or set "
+                                    f"{'DOCKER_CONTEXT' if which else 'DOCKER_HOST'}") from None
         swarm = info.get("Swarm", {})
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
             raise EngineUnavailable("the Docker engine is not a Swarm manager: run "
@@ -111,7 +149,9 @@ class Swarm:
         """The environment for the docker CLI commands fleet runs, aimed at the engine docker-py talks to now
         (of several in DOCKER_HOST, the one that last answered): the TLS variables pass through, and without
         DOCKER_HOST the CLI gets docker-py's default socket, where it would otherwise follow its current
-        context (which docker-py ignores)."""
+        context (which docker-py ignores); with DOCKER_CONTEXT, the CLI follows that context as fleet does."""
+        if context_named():  # the CLI follows the same context, with its TLS material
+            return dict(os.environ)
         env = {k: v for k, v in os.environ.items() if k != "DOCKER_CONTEXT"}
         env.setdefault("DOCKER_HOST", "unix:///var/run/docker.sock")
         if len(self.engines) > 1:

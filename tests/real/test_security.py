@@ -1,6 +1,7 @@
 """The locked control plane on the real stack: Consul with ACLs (default deny) and HTTPS only, each user
 with its own least-privilege token from a Swarm secret (stacks/consul/entrypoint.sh)."""
 import json
+import subprocess
 
 import consul
 import httpx
@@ -55,6 +56,48 @@ def test_fleet_without_its_token_or_ca_exits_3_naming_why_and_changes_nothing(st
         assert says in json.loads(p.stdout)["error"], (argv, p.stdout)
     assert s.swarm.service(s.service("inference-canary")) is None and running_ids(s) == tasks
     assert s.consul("master").kv.get(f"fleet/config/{s.consul_service}")[1] is None
+
+
+def test_consuls_own_variables_reach_the_stacks_consul_as_its_cli_would_and_bad_ones_exit_2(stack, tmp_path):
+    """CONSUL_CAPATH (a folder of certificates, one file not one), CONSUL_HTTP_SSL=true with an address
+    without a scheme, and CONSUL_HTTP_SSL_VERIFY=false beside a CA that did not sign Consul's certificate,
+    as the consul CLI takes them; a flag that is no boolean, or a folder with no certificate, is exit 2."""
+    s = stack
+    capath = tmp_path / "cas"
+    capath.mkdir()
+    (capath / "ca.pem").write_text((SECRETS / "ca.pem").read_text())
+    (capath / "README").write_text("not a certificate")
+    good = [{"CONSUL_CACERT": "", "CONSUL_CAPATH": str(capath)},
+            {"CONSUL_HTTP_ADDR": f"127.0.0.1:{s.consul_port}", "CONSUL_HTTP_SSL": "true"},
+            {"CONSUL_CACERT": "/etc/ssl/certs/ca-certificates.crt", "CONSUL_HTTP_SSL_VERIFY": "false"}]
+    for env in good:
+        p = fleet(s, "status", "--stack", s.name, "--json", env=env)
+        assert p.returncode == 0 and json.loads(p.stdout)["consul_error"] is None, (env, p.stdout[-500:], p.stderr)
+    bad = [({"CONSUL_HTTP_SSL": "yes please"}, "CONSUL_HTTP_SSL='yes please' is not a boolean"),
+           ({"CONSUL_CACERT": "", "CONSUL_CAPATH": str(tmp_path / "none")}, "No such file or directory"),
+           ({"CONSUL_CACERT": "", "CONSUL_CAPATH": str(SECRETS.parent.parent / "prometheus-auth")}, "holds no PEM certificate")]
+    for env, says in bad:
+        p = fleet(s, "status", "--stack", s.name, "--json", env=env)
+        assert p.returncode == 2 and says in json.loads(p.stdout)["error"], (env, p.stdout, p.stderr)
+
+
+def test_docker_context_chooses_the_engine_as_for_the_docker_cli(stack, tmp_path):
+    """DOCKER_CONTEXT (kept under DOCKER_CONFIG, as `docker context create` writes it) is the engine fleet and
+    the docker CLI commands it runs talk to: this engine's socket answers, a dead endpoint is exit 3, an
+    unknown context exit 2 naming `docker context ls`; DOCKER_HOST wins over it, as for the CLI."""
+    s = stack
+    for name, host in (("fleettest-here", "unix:///var/run/docker.sock"), ("fleettest-dead", "tcp://127.0.0.1:9")):
+        subprocess.run(["docker", "--config", str(tmp_path), "context", "create", name, "--docker", f"host={host}"],
+                       check=True, capture_output=True)
+    env = {"DOCKER_CONFIG": str(tmp_path), "DOCKER_HOST": ""}
+    cases = [("fleettest-here", 0, f"stack {s.name}"), ("fleettest-dead", 3, "the Docker engine of docker context fleettest-dead at 127.0.0.1:9 does not answer"),
+             ("fleettest-nope", 2, "no such docker context; `docker context ls` lists them")]
+    for context, code, says in cases:
+        p = fleet(s, "status", "--stack", s.name, env={**env, "DOCKER_CONTEXT": context})
+        assert p.returncode == code and says in p.stdout + p.stderr, (context, p.stdout[-300:], p.stderr[-600:])
+    p = fleet(s, "diff", "--stack", s.name, env={**env, "DOCKER_CONTEXT": "fleettest-dead",
+                                                  "DOCKER_HOST": "unix:///var/run/docker.sock"})
+    assert p.returncode in (0, 4), p.stderr[-600:]  # DOCKER_HOST wins
 
 
 def test_consul_answers_only_https_with_the_stacks_ca_and_no_plain_http_is_published(stack: StackUnderTest):

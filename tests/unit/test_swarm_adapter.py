@@ -22,11 +22,23 @@ class FakeClient:
     api = FakeApi()
 
 
-def test_docker_cli_follows_docker_py_not_a_context(monkeypatch):
+def test_docker_cli_follows_docker_py_not_the_clis_current_context(monkeypatch):
+    """Unset, DOCKER_CONTEXT is not the CLI's current context (config.json's): fleet and its CLI commands take
+    the local socket; `default` is the same; DOCKER_CONTEXT set is followed by both (fleet: engine_client)."""
     monkeypatch.delenv("DOCKER_HOST", raising=False)
+    for unset in (None, "default"):
+        if unset is None:
+            monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+        else:
+            monkeypatch.setenv("DOCKER_CONTEXT", unset)
+        env = Swarm(FakeClient()).cli_env()
+        assert env["DOCKER_HOST"] == "unix:///var/run/docker.sock" and "DOCKER_CONTEXT" not in env
     monkeypatch.setenv("DOCKER_CONTEXT", "remote-prod")
     env = Swarm(FakeClient()).cli_env()
-    assert env["DOCKER_HOST"] == "unix:///var/run/docker.sock" and "DOCKER_CONTEXT" not in env
+    assert env["DOCKER_CONTEXT"] == "remote-prod" and "DOCKER_HOST" not in env
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.5:2376")  # DOCKER_HOST wins, as for the CLI
+    env = Swarm(FakeClient()).cli_env()
+    assert env["DOCKER_HOST"] == "tcp://10.0.0.5:2376" and "DOCKER_CONTEXT" not in env
 
 
 def test_docker_cli_gets_the_remote_engine_and_its_tls(monkeypatch):
