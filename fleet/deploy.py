@@ -212,6 +212,12 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
                 history[name] = Store(c, stack, name).history()
             except ConsulUnavailable as e:
                 raise Unreachable(f"{e}; nothing was deployed") from None
+    for name, svc in sorted(doc["services"].items()):  # a private image the nodes could not pull: said now
+        image = str(svc.get("image", ""))
+        if image and (name not in have or have[name]["image"] != image.split("@")[0]):
+            problem = swarm.login_problem(image)
+            if problem:
+                raise BadInput(f"{stack}_{name}: {problem}; nothing was deployed")
     plan = changes.plan(want, have, history, replace_promoted)
     return _Situation(swarm, stack, doc, findings, live, want, before, c, catalog, plan)
 

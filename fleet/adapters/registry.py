@@ -2,15 +2,27 @@
 HTTP API v2 / OCI distribution), so that a new image pushed by CI is known to fleet before any node has
 pulled it. A Swarm manager's engine has only the images its own tasks ran.
 
-Anonymous pulls, with the registry's bearer-token challenge answered as the docker CLI does for public
-repositories. A registry on a loopback address, or one the engine lists as insecure, is spoken to over
-plain HTTP when HTTPS fails, as Docker itself does.
+With the login Docker would use (`docker_login`: DOCKER_CONFIG's or ~/.docker's config.json, its `auths`,
+`credsStore` and `credHelpers`, through docker-py and the `docker-credential-*` helpers), or anonymously
+where there is none: the registry's Basic challenge is answered with it, its Bearer challenge by asking its
+token service with it (anonymously for a public repository), as the docker CLI does. A registry that
+wants a login fleet does not have, or refuses the one it has, is a `LoginFailed` naming
+`docker login <registry>`. The registry's CA (and a client certificate) come from
+/etc/docker/certs.d/<registry>/, as for the engine. A registry on a loopback address, or one the engine
+lists as insecure, is spoken to over plain HTTP when HTTPS fails, as Docker itself does.
 """
+import base64
+import functools
 import ipaddress
 import re
+import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import docker.auth
 import httpx
+from docker.errors import DockerException
 
 from .within import request_within
 
@@ -24,8 +36,27 @@ MANIFESTS = ", ".join([
 ])
 
 
+CERTS_D = Path("/etc/docker/certs.d")  # the engine's per-registry CAs and client certificates
+
+
 class RegistryError(Exception):
     """The registry did not answer, or has no such image (the message says which)."""
+
+
+class LoginFailed(RegistryError):
+    """The registry wants a login that fleet does not have, or refused the one it has."""
+
+
+def docker_login(registry: str) -> dict | None:
+    """The login Docker would use for `registry` (username and password, or an identity token; keys in lower
+    case), from DOCKER_CONFIG's config.json (default ~/.docker) through docker-py: `auths`, and the
+    `credsStore` or `credHelpers` helper it names; None when there is none. LoginFailed when a helper fails."""
+    try:
+        found = docker.auth.load_config().resolve_authconfig(None if registry == DOCKER_HUB else registry)
+    except DockerException as e:  # the helper is missing or failed
+        raise LoginFailed(f"cannot read the login for {registry} ({e}); check `docker login {registry}`") from None
+    found = {k.lower(): v for k, v in (found or {}).items() if v}
+    return found if found.get("password") or found.get("identitytoken") else None
 
 
 @dataclass(frozen=True)
@@ -59,11 +90,28 @@ def loopback(registry: str) -> bool:
         return False
 
 
+@functools.cache
+def tls_for(registry: str, certs_d: Path = CERTS_D) -> ssl.SSLContext | bool:
+    """How a registry's certificate is checked, as the engine does: the system's CAs and every `*.crt` in
+    certs.d/<registry>/, with its `client.cert` and `client.key` when there; True (the system's) without."""
+    folder = certs_d / registry
+    if not folder.is_dir():
+        return True
+    context = httpx.create_ssl_context(trust_env=False)
+    for ca in sorted(folder.glob("*.crt")):
+        context.load_verify_locations(cafile=str(ca))
+    if (folder / "client.cert").is_file() and (folder / "client.key").is_file():
+        context.load_cert_chain(str(folder / "client.cert"), str(folder / "client.key"))
+    return context
+
+
 class Registry:
-    def __init__(self, insecure: set[str] = frozenset(), platform: str = "linux/amd64"):
+    def __init__(self, insecure: set[str] = frozenset(), platform: str = "linux/amd64",
+                 login: Callable[[str], dict | None] = docker_login, certs_d: Path = CERTS_D):
         self.insecure = set(insecure)  # registries the engine speaks plain HTTP to
         self.platform = platform
-        self._tokens: dict[str, str] = {}
+        self.login, self.certs_d = login, certs_d
+        self._auth: dict[str, str] = {}  # registry -> the Authorization header that worked
 
     def labels(self, image: str) -> dict[str, str]:
         """The image's labels, read from its config blob in the registry (the platform's manifest of a list)."""
@@ -96,43 +144,75 @@ class Registry:
     def _get(self, ref: Reference, path: str, accept: str) -> httpx.Response:
         url = f"/v2/{ref.repository}/{path}"
         headers = {"Accept": accept}
-        if ref.registry in self._tokens:
-            headers["Authorization"] = f"Bearer {self._tokens[ref.registry]}"
+        if ref.registry in self._auth:
+            headers["Authorization"] = self._auth[ref.registry]
         r = self._request(ref.registry, url, headers)
-        if r.status_code == 401 and "Authorization" not in headers:
-            token = self._token(r.headers.get("WWW-Authenticate", ""), ref)
-            if token:
-                self._tokens[ref.registry] = token
-                r = self._request(ref.registry, url, {**headers, "Authorization": f"Bearer {token}"})
+        if r.status_code in (401, 403) and "Authorization" in headers:  # a token that expired: once anew
+            del self._auth[ref.registry], headers["Authorization"]
+            r = self._request(ref.registry, url, headers)
+        if r.status_code == 401:
+            login = self.login(ref.registry)
+            authorization = self._authorization(r.headers.get("WWW-Authenticate", ""), ref, login)
+            if authorization is not None:
+                r = self._request(ref.registry, url, {**headers, "Authorization": authorization})
+            if authorization is None or r.status_code in (401, 403):
+                raise self._refused(ref, login, r.status_code)
+            self._auth[ref.registry] = authorization
         return r
 
     def _request(self, registry: str, url: str, headers: dict) -> httpx.Response:
         try:
-            return self._send(f"https://{registry}{url}", headers=headers)
+            return self._send(f"https://{registry}{url}", headers=headers, verify=tls_for(registry, self.certs_d))
         except httpx.HTTPError as e:
             if not (loopback(registry) or registry in self.insecure):
-                raise RegistryError(f"the registry {registry} did not answer over HTTPS ({e})") from None
+                raise RegistryError(f"the registry {registry} did not answer over HTTPS ({e}); its CA goes in "
+                                    f"{self.certs_d / registry}/ca.crt, as for the engine") from None
         try:  # Docker's rule: a loopback or an insecure registry may speak plain HTTP
             return self._send(f"http://{registry}{url}", headers=headers)
         except httpx.HTTPError as e:
             raise RegistryError(f"the registry {registry} did not answer ({e})") from None
 
     @staticmethod
-    def _send(url: str, **kwargs) -> httpx.Response:
+    def _send(url: str, verify: ssl.SSLContext | bool = True, **kwargs) -> httpx.Response:
         """A GET within TIMEOUT in all, never through a proxy meant for other traffic."""
-        return request_within("GET", url, TIMEOUT, trust_env=False, follow_redirects=True, **kwargs)
+        return request_within("GET", url, TIMEOUT, trust_env=False, follow_redirects=True, verify=verify, **kwargs)
 
-    def _token(self, challenge: str, ref: Reference) -> str | None:
-        """An anonymous pull token for a `Bearer realm=…,service=…` challenge."""
-        if not challenge.lower().startswith("bearer "):
+    @staticmethod
+    def _refused(ref: Reference, login: dict | None, status: int) -> LoginFailed:
+        if not login:
+            return LoginFailed(f"the registry {ref.registry} wants a login to read {ref.repository} ({status}) and "
+                               f"fleet has none: run `docker login {ref.registry}` (fleet reads Docker's logins, "
+                               "in DOCKER_CONFIG or ~/.docker)")
+        return LoginFailed(f"the registry {ref.registry} refused the login of {login.get('username') or 'its token'} "
+                           f"for {ref.repository} ({status}): run `docker login {ref.registry}` again")
+
+    def _authorization(self, challenge: str, ref: Reference, login: dict | None) -> str | None:
+        """The Authorization header that answers the registry's challenge: Basic with the login; Bearer with
+        a token from its token service, asked with the login (anonymously without one: public images)."""
+        scheme = challenge.split(" ", 1)[0].lower()
+        if scheme == "basic":
+            if not login or not login.get("password"):
+                return None
+            pair = f"{login.get('username', '')}:{login['password']}".encode()
+            return "Basic " + base64.b64encode(pair).decode()
+        if scheme != "bearer":
             return None
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
         if "realm" not in params:
             return None
+        ask = {"service": params.get("service", ""), "scope": f"repository:{ref.repository}:pull"}
+        auth = (login.get("username", ""), login["password"]) if login and login.get("password") else None
         try:
-            r = self._send(params["realm"], params={"service": params.get("service", ""),
-                                                    "scope": f"repository:{ref.repository}:pull"})
-            doc = r.json()
+            if login and login.get("identitytoken"):  # an OAuth2 refresh token, as `docker login` may keep
+                r = request_within("POST", params["realm"], TIMEOUT, trust_env=False, verify=tls_for(ref.registry, self.certs_d),
+                                   data={**ask, "grant_type": "refresh_token", "client_id": "fleet",
+                                         "refresh_token": login["identitytoken"]})
+            else:
+                r = self._send(params["realm"], verify=tls_for(ref.registry, self.certs_d), params=ask,
+                               **({"auth": auth} if auth else {}))
+            if r.status_code in (401, 403):
+                raise self._refused(ref, login, r.status_code)
+            token = r.json().get("token") or r.json().get("access_token")
         except (httpx.HTTPError, ValueError):
             return None
-        return doc.get("token") or doc.get("access_token")
+        return f"Bearer {token}" if token else None

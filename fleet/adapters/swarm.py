@@ -15,7 +15,7 @@ from ..core import capacity, changes, placement
 from ..core.convergence import ServiceView
 from ..errors import BadInput, Unreachable
 from ..core.tasks import Service, Task
-from .registry import Registry, RegistryError
+from .registry import LoginFailed, Registry, RegistryError
 from .rotation import after, moved_on
 
 STACK_LABEL = "com.docker.stack.namespace"
@@ -322,6 +322,25 @@ class Swarm:
             self._labels[image] = labels
         return labels
 
+    def login_problem(self, image: str) -> str | None:
+        """Why the nodes could not pull `image` with this client's registry login (it wants one fleet does not
+        have, or refuses it), or None: the image is on this engine, names no registry, can be read, or its
+        registry does not answer now (Swarm's pull says more than fleet could)."""
+        if not names_registry(image.split("@")[0]):
+            return None
+        try:
+            self.client.images.get(image)
+            return None
+        except (ImageNotFound, APIError):
+            pass
+        try:
+            self._registry().labels(image)
+        except LoginFailed as e:
+            return str(e)
+        except RegistryError:
+            return None
+        return None
+
     def _registry(self) -> Registry:
         """A registry reader that speaks plain HTTP where this engine does (its insecure registries)."""
         try:
@@ -347,8 +366,9 @@ class Swarm:
         """`docker stack deploy`, the docker CLI's own compose conversion (not rewritten here). It pins
         each image to its registry digest (--resolve-image always, the CLI's default) where a registry
         answers; local tags stay tags. Without --prune: `fleet deploy` removes what the file dropped
-        itself, last (and never a canary)."""
-        proc = self._cli("stack", "deploy", *[a for f in files for a in ("-c", f)], stack)
+        itself, last (and never a canary). --with-registry-auth: the nodes pull a private image with this
+        client's login (Docker's, DOCKER_CONFIG or ~/.docker), as fleet's own service specs carry it."""
+        proc = self._cli("stack", "deploy", "--with-registry-auth", *[a for f in files for a in ("-c", f)], stack)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr.strip() or proc.stdout.strip())
 
@@ -393,9 +413,10 @@ class Swarm:
             endpoint_spec=spec.get("EndpointSpec"))["ID"]
 
     def update_image(self, service_name: str, image: str, flags: list[str] = ()) -> None:
-        """Swarm's own rolling update to `image`, pinned (the service's update_config, with `flags` over it)."""
-        proc = self._cli("service", "update", "--detach", "--no-resolve-image", *flags, "--image", self.pinned(image),
-                         service_name)
+        """Swarm's own rolling update to `image`, pinned (the service's update_config, with `flags` over it),
+        with this client's registry login for the nodes' pulls."""
+        proc = self._cli("service", "update", "--detach", "--no-resolve-image", "--with-registry-auth", *flags,
+                         "--image", self.pinned(image), service_name)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr.strip() or proc.stdout.strip())
 
