@@ -10,6 +10,7 @@ import pytest
 
 from tests.kit.cli import fleet, fleet_background, running_rollout
 from tests.kit.helpers import BadFlood, LoadLoop, wait_until
+from tests.kit.private_registry import PrivateRegistry
 from tests.kit.stacks import ROOT, StackUnderTest, canary_gone, converged, own_stack, stable_spec
 
 NAME = "fleettest-rollout"
@@ -273,3 +274,41 @@ def test_a_paused_canary_that_goes_bad_is_rolled_back_and_status_wait_exits_1(rs
     assert wait.returncode == 1 and seen[-1]["phase"] == "rolled_back", seen[-3:]
     print(f"\npaused late canary: {doc['reason']} ({len(load.failures)} of {load.total} client requests failed)")
     assert stable_spec(rstack) == before and canary_gone(rstack)
+
+
+@pytest.fixture
+def private(tmp_path):
+    registry = PrivateRegistry(tmp_path).start()
+    try:
+        yield registry
+    finally:
+        registry.stop()
+
+
+def test_a_private_image_is_rolled_out_with_dockers_login_and_refused_without_it(rstack, private):
+    """An image in a registry that wants a login (htpasswd, TLS with its own CA in certs.d), on no engine by
+    its name: without a login, or with a wrong one, `fleet rollout` exits 2 naming `docker login` and changes
+    nothing; with the login from a credential helper, fleet reads its labels, Swarm pulls it with the login
+    fleet forwards, and it is promoted; `fleet rollback` returns to the public stable."""
+    image = private.push(GOOD, "team/inference:2")
+    before = settled_spec(rstack)
+    argv = ["rollout", "--canary", "--image", image, "--stack", NAME, "--json", "--steps", "50", "--step-duration", "10s"]
+    for env, says in ((private.config(None), "wants a login to read team/inference (401) and fleet has none"),
+                      (private.config("wrong"), "refused the login of ci for team/inference")):
+        p = fleet(rstack, *argv, env=env)
+        error = json.loads(p.stdout)["error"]
+        assert p.returncode == 2 and says in error and f"`docker login {private.host}" in error, (p.stdout, p.stderr)
+        assert private.config(None)["DOCKER_CONFIG"] not in error and "fleet-private-s3cret" not in p.stdout + p.stderr
+        assert stable_spec(rstack) == before and canary_gone(rstack)
+    p = fleet(rstack, "deploy", "--stack", NAME, "--image", f"inference={image}", env=private.config(None))
+    assert p.returncode == 2 and f"`docker login {private.host}`" in p.stderr and "nothing was deployed" in p.stderr, \
+        p.stderr[-1500:]
+    assert stable_spec(rstack) == before
+    with LoadLoop(f"{rstack.gateway}/predict", max_requests=30_000, max_seconds=300) as load:
+        p = fleet(rstack, *argv, env=private.helped(), timeout=400)
+    doc = json.loads(p.stdout)
+    assert p.returncode == 0 and doc["outcome"] == "promoted", (doc, p.stderr[-2000:])
+    assert stable_spec(rstack)[0] == image and canary_gone(rstack)
+    assert load.failures == [], load.failures[:5]
+    assert fleet(rstack, "rollback", "--stack", NAME, "--json", env=private.helped()).returncode == 0
+    assert stable_spec(rstack)[0] == STABLE

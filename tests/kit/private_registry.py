@@ -1,0 +1,100 @@
+"""A registry that wants a login, as teams run one (issue 40): Debian's docker-registry (in the cluster's node
+image) with htpasswd over TLS, its certificate signed by a CA made here, published on 127.0.0.1:PORT; the CA
+in /etc/docker/certs.d/127.0.0.1:PORT/ca.crt, where the engine and fleet look for it. Docker configs (a
+DOCKER_CONFIG folder each) with the right login, a wrong one, none, or a credential helper (a script of the
+docker-credential-* protocol). Everything is labelled fleet.test=1 and removed after, a killed run's too."""
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import bcrypt
+
+from tests.kit.helpers import wait_until
+
+PORT = 31600
+HOST = f"127.0.0.1:{PORT}"
+NAME = "fleettest-private-registry"
+USER, PASSWORD = "ci", "fleet-private-s3cret"
+CERTS_D = Path("/etc/docker/certs.d") / HOST
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+class PrivateRegistry:
+    def __init__(self, folder: Path):
+        self.folder, self.host = folder, HOST
+        self.certs = folder / "certs"
+
+    def start(self) -> "PrivateRegistry":
+        self.stop()
+        c = self.certs
+        c.mkdir(parents=True)
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                str(c / "ca.key"), "-out", str(c / "ca.crt"), "-days", "2", "-subj", "/CN=fleet test registry CA")
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                str(c / "registry.key"), "-out", str(c / "registry.csr"), "-subj", "/CN=127.0.0.1")
+        (c / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        openssl("x509", "-req", "-in", str(c / "registry.csr"), "-CA", str(c / "ca.crt"), "-CAkey", str(c / "ca.key"),
+                "-CAcreateserial", "-out", str(c / "registry.crt"), "-days", "2", "-extfile", str(c / "san.ext"))
+        (c / "htpasswd").write_text(f"{USER}:{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(6)).decode()}\n")
+        (c / "config.yml").write_text(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/docker-registry\n"
+            "http:\n  addr: :5000\n  tls:\n    certificate: /certs/registry.crt\n    key: /certs/registry.key\n"
+            "auth:\n  htpasswd:\n    realm: fleet-test\n    path: /certs/htpasswd\n")
+        for f in c.iterdir():
+            f.chmod(0o644)
+        CERTS_D.mkdir(parents=True, exist_ok=True)
+        shutil.copy(c / "ca.crt", CERTS_D / "ca.crt")
+        subprocess.run(["docker", "run", "-d", "--name", NAME, "--label", "fleet.test=1", "-p", f"127.0.0.1:{PORT}:5000",
+                        "-v", f"{c}:/certs:ro", "--entrypoint", "docker-registry", "fleet/node:bookworm", "serve",
+                        "/certs/config.yml"], check=True, capture_output=True)
+        wait_until(lambda: self._answers(), 30, f"the private registry on {HOST}")
+        return self
+
+    def _answers(self) -> bool:
+        p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(self.certs / "ca.crt"),
+                            f"https://{HOST}/v2/"], capture_output=True, text=True)
+        return p.stdout == "401"  # up, over TLS with our CA, and wanting a login
+
+    def stop(self) -> None:
+        subprocess.run(["docker", "rm", "-f", NAME], capture_output=True)
+        shutil.rmtree(CERTS_D, ignore_errors=True)
+
+    def config(self, password: str | None) -> dict:
+        """The environment of a client whose Docker config holds `password` for the registry (None: no login)."""
+        folder = self.folder / f"docker-{password or 'none'}"
+        folder.mkdir(exist_ok=True)
+        auths = {HOST: {"auth": base64.b64encode(f"{USER}:{password}".encode()).decode()}} if password else {}
+        (folder / "config.json").write_text(json.dumps({"auths": auths}))
+        return {"DOCKER_CONFIG": str(folder)}
+
+    def helped(self) -> dict:
+        """The environment of a client whose login comes from a credential helper (credHelpers), on its PATH."""
+        folder = self.folder / "docker-helper"
+        (folder / "bin").mkdir(parents=True, exist_ok=True)
+        helper = folder / "bin/docker-credential-fleettest"
+        helper.write_text(f"#!{sys.executable}\nimport json, sys\nserver = sys.stdin.read().strip()\n"
+                          f"if sys.argv[1] != 'get' or server != {HOST!r}:\n"
+                          "    print('credentials not found in native keychain'); sys.exit(1)\n"
+                          f"print(json.dumps({{'ServerURL': server, 'Username': {USER!r}, 'Secret': {PASSWORD!r}}}))\n")
+        helper.chmod(0o755)
+        (folder / "config.json").write_text(json.dumps({"credHelpers": {HOST: "fleettest"}}))
+        return {"DOCKER_CONFIG": str(folder), "PATH": f"{folder / 'bin'}:{os.environ['PATH']}"}
+
+    def push(self, image: str, name: str) -> str:
+        """`image` pushed as HOST/name with the login, the pushed name untagged here again (this engine holds no
+        copy by that name: fleet reads it from the registry, Swarm pulls it); returns HOST/name."""
+        target = f"{HOST}/{name}"
+        env = self.config(PASSWORD)
+        subprocess.run(["docker", "tag", image, target], check=True, capture_output=True)
+        p = subprocess.run(["docker", "push", target], capture_output=True, text=True, env={**os.environ, **env})
+        assert p.returncode == 0, p.stderr
+        subprocess.run(["docker", "rmi", target], check=True, capture_output=True)
+        return target
+
