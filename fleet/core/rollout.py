@@ -14,8 +14,9 @@ advances and no promotion starts; when it is back, the step's clock starts again
 only after a whole step duration of complete evidence; a source down past the progress deadline fails
 the canary. PAUSED ends after `pause_timeout`, and so does a hold: `fleet pause` holds a stepping canary at
 its share (`held_since`: no step advances and nothing promotes by itself, but every signal is still judged,
-so a failing canary still rolls back) until `fleet resume`, which goes on with the step's time left. The controller saves each new state before it carries
-out the actions, and a rollout found orphaned is resumed from what Swarm shows (`resumed`).
+so a failing canary still rolls back) until `fleet resume`, which goes on with the step's time left. The
+controller saves each new state before it carries out the actions, and a rollout found orphaned is resumed
+from what Swarm shows (`resumed`).
 """
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
@@ -237,8 +238,8 @@ def resumed(r: Rollout, now: float, stable: StableObserved, promote: bool = Fals
         return replace(r, phase=Phase.PROMOTING, phase_since=now, reason=r.reason or "promotion resumed"), \
             [PromoteStable()]
     if promote and r.phase in AT_LAST_STEP:
-        return (replace(r, phase=Phase.STEPPING, phase_since=now, judgement=None, judged_at=None, missing=(), held_since=None,
-                        missing_since=None, promote_requested=True,
+        return (replace(r, phase=Phase.STEPPING, phase_since=now, judgement=None, judged_at=None, missing=(),
+                        missing_since=None, promote_requested=True, held_since=None,
                         reason="promote requested on an orphaned rollout: judging fresh evidence first"),
                 [SetShare(r.share)])
     return fail(r, now, Reason.CONTROLLER_LOST, f"the controller stopped while {r.phase.value}; "
@@ -258,8 +259,7 @@ def _source_up(r: Rollout, event: SourceUp, now: float) -> Rollout:
     r = replace(r, missing=missing, missing_since=r.missing_since if missing else None)
     if r.phase in AT_LAST_STEP and not missing:  # the gap's evidence is lost: judge anew
         since = (r.held_since or now) if r.phase is Phase.STEPPING else r.phase_since  # held: resume starts anew
-        r = replace(r, phase_since=since, judgement=None,
-                    judged_at=None)
+        r = replace(r, phase_since=since, judgement=None, judged_at=None)
     return r
 
 
