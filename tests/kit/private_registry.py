@@ -31,7 +31,8 @@ class PrivateRegistry:
         self.folder, self.host = folder, HOST
         self.certs = folder / "certs"
 
-    def start(self) -> "PrivateRegistry":
+    def start(self, network: str | None = None) -> "PrivateRegistry":
+        """Up on 127.0.0.1:PORT here, and (with `network`, the cluster's) as NAME:5000 on that network too."""
         self.stop()
         c = self.certs
         c.mkdir(parents=True)
@@ -52,8 +53,9 @@ class PrivateRegistry:
         CERTS_D.mkdir(parents=True, exist_ok=True)
         shutil.copy(c / "ca.crt", CERTS_D / "ca.crt")
         subprocess.run(["docker", "run", "-d", "--name", NAME, "--label", "fleet.test=1", "-p", f"127.0.0.1:{PORT}:5000",
+                        *(["--network", network] if network else []),
                         "-v", f"{c}:/certs:ro", "--entrypoint", "docker-registry", "fleet/node:bookworm", "serve",
-                        "/certs/config.yml"], check=True, capture_output=True)
+                        "/certs/config.yml"], check=True, capture_output=True, env=_local())
         wait_until(lambda: self._answers(), 30, f"the private registry on {HOST}")
         return self
 
@@ -63,8 +65,23 @@ class PrivateRegistry:
         return p.stdout == "401"  # up, over TLS with our CA, and wanting a login
 
     def stop(self) -> None:
-        subprocess.run(["docker", "rm", "-f", NAME], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", NAME], capture_output=True, env=_local())
         shutil.rmtree(CERTS_D, ignore_errors=True)
+
+    def reach_from(self, nodes: tuple[str, ...]) -> None:
+        """Each cluster node reaches the registry as HOST too (a forwarder in the node, as the cluster's own
+        registry is reached), and its engine checks it against the CA, in the node's certs.d."""
+        for node in nodes:
+            exec_ = ["docker", "exec", "-i", node, "sh", "-c"]
+            subprocess.run([*exec_, f"mkdir -p {CERTS_D} && cat > {CERTS_D}/ca.crt"], input=(self.certs / "ca.crt").read_bytes(),
+                           check=True, capture_output=True, env=_local())
+            subprocess.run(["docker", "exec", "-d", node, "socat", f"TCP-LISTEN:{PORT},bind=127.0.0.1,fork,reuseaddr",
+                            f"TCP:{NAME}:5000"], check=True, capture_output=True, env=_local())
+
+    def leave(self, nodes: tuple[str, ...]) -> None:
+        for node in nodes:
+            subprocess.run(["docker", "exec", node, "sh", "-c", f"pkill -f 'TCP-LISTEN:{PORT}'; rm -rf {CERTS_D}"],
+                           capture_output=True, env=_local())
 
     def config(self, password: str | None) -> dict:
         """The environment of a client whose Docker config holds `password` for the registry (None: no login)."""
@@ -92,9 +109,14 @@ class PrivateRegistry:
         copy by that name: fleet reads it from the registry, Swarm pulls it); returns HOST/name."""
         target = f"{HOST}/{name}"
         env = self.config(PASSWORD)
-        subprocess.run(["docker", "tag", image, target], check=True, capture_output=True)
-        p = subprocess.run(["docker", "push", target], capture_output=True, text=True, env={**os.environ, **env})
+        subprocess.run(["docker", "tag", image, target], check=True, capture_output=True, env=_local())
+        p = subprocess.run(["docker", "push", target], capture_output=True, text=True, env={**_local(), **env})
         assert p.returncode == 0, p.stderr
-        subprocess.run(["docker", "rmi", target], check=True, capture_output=True)
+        subprocess.run(["docker", "rmi", target], check=True, capture_output=True, env=_local())
         return target
 
+
+
+def _local() -> dict:
+    """The docker CLI against this machine's engine, whatever DOCKER_* the test process has."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}

@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from tests.kit.helpers import wait_until
-from tests.kit.cluster import (NAME, REGISTRY, Cluster, canary_gone, clients, failed, local_env, push, remove_stack,
-                               rollout, stable_spec)
+from tests.kit.cluster import (NAME, NODES, REGISTRY, Cluster, canary_gone, clients, failed, local_env, push,
+                               remove_stack, rollout, stable_spec)
+from tests.kit.private_registry import PrivateRegistry
 
 REPLICAS = "2"
 WORKERS_ONLY = """version: "3.8"
@@ -144,6 +145,43 @@ def test_1b_an_image_without_the_version_label_is_refused_before_anything_change
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert "fleet.model-version" in doc["error"] and "--label" in doc["error"], doc
     assert stable_spec(rc) == before and canary_gone(rc)
+
+
+def test_1c_a_private_image_is_rolled_out_on_the_workers_with_the_login_fleet_forwards(rc, tmp_path):
+    """A registry that wants a login (htpasswd over TLS, its CA in each node's certs.d), reached by every node
+    under one name: no login and a wrong one exit 2 with nothing changed; with the login from a credential
+    helper on fleet's machine alone (no node has a login), the canary on a worker pulls it, is judged and
+    promoted, the workers pull it for the promotion, and the manager never pulls it. Rolled back after."""
+    wait_until(lambda: workers_whole(rc), 180, "the stable's replicas on the workers")
+    private = PrivateRegistry(tmp_path).start(network="fleet-nodes")
+    try:
+        private.reach_from(NODES)
+        image = private.push("fleet/inference:2", f"team/inference:{uuid.uuid4().hex[:8]}")
+        before = stable_spec(rc)
+        argv = ["rollout", "--canary", "--image", image, "--json", "--steps", "50", "--step-duration", "15s"]
+        for env, says in ((private.config(None), "fleet has none"), (private.config("wrong"), "refused the login")):
+            p = rc.fleet(*argv, timeout=120, **env)
+            assert p.returncode == 2 and says in p.stdout and f"docker login {private.host}" in p.stdout, \
+                (p.stdout, p.stderr[-1000:])
+            assert stable_spec(rc) == before and canary_gone(rc)
+        with clients(1, 2) as loads:
+            started = time.monotonic()
+            p = rc.fleet(*argv, timeout=400, **private.helped())
+        doc = json.loads(p.stdout) if p.stdout.strip() else {}
+        assert p.returncode == 0 and doc["outcome"] == "promoted", (p.stdout[-1500:], p.stderr[-2000:])
+        assert stable_spec(rc)[0] == image and canary_gone(rc)
+        assert not rc.on("fleet-node1", "images", "-q", image).strip(), "the manager must never pull it"
+        total = sum(load.total for load in loads)
+        print(f"\nprivate image promoted on the workers in {time.monotonic() - started:.1f}s; {total} client "
+              f"requests, {len(failed(loads))} failed")
+        assert total > 100 and failed(loads) == [], failed(loads)[:5]
+        wait_until(lambda: workers_whole(rc), 120, "the promoted replicas to be whole")
+        p = rc.fleet("rollback", "--json", timeout=300, **private.helped())
+        assert p.returncode == 0, p.stderr[-1500:]
+        wait_until(lambda: workers_whole(rc), 120, "the stable whole again")
+    finally:
+        private.leave(NODES)
+        private.stop()
 
 
 def test_2_a_canary_crashing_on_a_worker_is_rolled_back_within_10s_naming_its_exit_code(rc):
