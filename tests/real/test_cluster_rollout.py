@@ -151,8 +151,11 @@ def test_1c_a_private_image_is_rolled_out_on_the_workers_with_the_login_fleet_fo
     """A registry that wants a login (htpasswd over TLS, its CA in each node's certs.d), reached by every node
     under one name: no login and a wrong one exit 2 with nothing changed; with the login from a credential
     helper on fleet's machine alone (no node has a login), the canary on a worker pulls it, is judged and
-    promoted, the workers pull it for the promotion, and the manager never pulls it. Rolled back after."""
+    promoted, the workers pull it for the promotion, and the manager never pulls it. Then `fleet deploy` of
+    another new private image (`docker stack deploy --with-registry-auth`) converges on the workers. Rolled
+    back after to the public image the module's other tests start from."""
     wait_until(lambda: workers_whole(rc), 180, "the stable's replicas on the workers")
+    public = next(h["revision"] for h in json.loads(rc.fleet("history", "--json").stdout)["revisions"] if h["current"])
     private = PrivateRegistry(tmp_path).start(network="fleet-nodes")
     try:
         private.reach_from(NODES)
@@ -176,7 +179,13 @@ def test_1c_a_private_image_is_rolled_out_on_the_workers_with_the_login_fleet_fo
               f"requests, {len(failed(loads))} failed")
         assert total > 100 and failed(loads) == [], failed(loads)[:5]
         wait_until(lambda: workers_whole(rc), 120, "the promoted replicas to be whole")
-        p = rc.fleet("rollback", "--json", timeout=300, **private.helped())
+        deployed = private.push("fleet/inference:2", f"team/inference:deploy-{uuid.uuid4().hex[:8]}")
+        p = rc.fleet("deploy", *rc.stack_files, "--image", f"inference={deployed}", "--replace-promoted", "--json",
+                     "--timeout", "5m", timeout=400, FLEET_REPLICAS=REPLICAS, **private.helped())
+        assert p.returncode == 0, (p.stdout[-1500:], p.stderr[-2000:])
+        assert stable_spec(rc)[0] == deployed and not rc.on("fleet-node1", "images", "-q", deployed).strip()
+        wait_until(lambda: workers_whole(rc), 120, "the deployed replicas to be whole")
+        p = rc.fleet("rollback", "--to", str(public), "--json", timeout=300, **private.helped())
         assert p.returncode == 0, p.stderr[-1500:]
         wait_until(lambda: workers_whole(rc), 120, "the stable whole again")
     finally:
