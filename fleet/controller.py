@@ -293,6 +293,12 @@ def _drive(t: Target, state: RolloutState, r: Rollout, plan: Plan, actions: list
         raise
     except Exception as e:
         _abandon(x, state.rollout, e)
+    except SystemExit as e:  # Rich ends the process when fleet's output is closed (`fleet rollout | head`)
+        try:
+            _abandon(x, state.rollout, OSError(f"fleet's output was closed (exit {e.code})"))
+        except FleetError:
+            pass  # reverted, or what is left is in the record; the process ends as it was going to
+        raise
     finally:
         stream.stop()
         evidence.close()

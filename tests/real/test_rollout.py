@@ -276,6 +276,20 @@ def test_a_paused_canary_that_goes_bad_is_rolled_back_and_status_wait_exits_1(rs
     assert stable_spec(rstack) == before and canary_gone(rstack)
 
 
+def test_a_rollout_whose_output_is_closed_is_reverted_not_left_orphaned(rstack):
+    """`fleet rollout ... 2>&1 | head -3`: its output closes while the canary starts; Rich ends the process
+    (SystemExit), and fleet reverts first: canary removed, the revision recorded rolled back, nothing orphaned."""
+    before = settled_spec(rstack)
+    command = (f"{sys.executable} -m fleet.cli rollout --canary --image {GOOD} --stack {NAME} --steps 50 "
+               "--step-duration 60s 2>&1 | head -3")
+    p = subprocess.run(["bash", "-c", command], cwd=ROOT, env=rstack.env(), capture_output=True, text=True, timeout=300)
+    assert len(p.stdout.splitlines()) == 3, p.stdout
+    wait_until(lambda: phase(rstack) is None, 60, "the rollout's state to be cleared")
+    last = json.loads(fleet(rstack, "history", "--stack", NAME, "--json").stdout)["revisions"][-1]
+    assert last["image"] == GOOD and last["outcome"] == "rolled_back" and "output was closed" in last["reason"], last
+    assert stable_spec(rstack) == before and canary_gone(rstack)
+
+
 @pytest.fixture
 def private(tmp_path):
     registry = PrivateRegistry(tmp_path).start()
