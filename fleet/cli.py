@@ -393,7 +393,7 @@ def show_progress(as_json: bool):
     def progress(r: Rollout) -> None:
         if not as_json:
             colour = "red" if r.failure else "green" if r.phase is Phase.PROMOTED else "yellow"
-            err.print(f"[{colour}]{r.phase.value}[/]{' (paused)' if r.held_since is not None else ''} canary share "
+            err.print(f"[{colour}]{r.phase.value}[/]{' (paused)' if r.paused else ''} canary share "
                       f"{r.share}%"
                       + (f": {r.reason}" if r.reason else "") + (f" ({r.judgement.reason})" if r.judgement else ""),
                       highlight=False)
@@ -535,14 +535,14 @@ def _held(state, action: str, as_json: bool) -> None:
     if state is None:
         raise OperationFailed(f"the rollout ended before `{action}` took effect; `fleet history` shows how")
     r = state.rollout
-    if (r.held_since is not None) != (action == "pause"):
+    if (r.paused) != (action == "pause"):
         raise OperationFailed(f"the rollout moved on ({r.phase.value} at {r.share}%) before `{action}` took effect")
     if as_json:
         emit({"ok": True, "revision": state.revision, "image": state.image, "phase": r.phase.value,
-              "share": r.share, "paused": r.held_since is not None, "reason": r.reason})
+              "share": r.share, "paused": r.paused, "reason": r.reason})
         return
     out.print(f"revision {state.revision} ({state.image}): {r.phase.value}"
-              f"{' (paused)' if r.held_since is not None else ''} at {r.share}%: {r.reason}", highlight=False,
+              f"{' (paused)' if r.paused else ''} at {r.share}%: {r.reason}", highlight=False,
               markup=False)
 
 

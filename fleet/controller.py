@@ -208,12 +208,12 @@ def hold(t: Target, action: str, timeout: float = 30.0) -> RolloutState | None:
         raise BadInput(f"the rollout of {t.stable_name} has no controller (its fleet process is gone): bring it to "
                        "a safe end with `fleet rollout --resume`, or `fleet abort` it")
     r = state.rollout
-    if action == "pause" and r.held_since is not None:
+    if action == "pause" and r.paused:
         return state  # already held: pausing again changes nothing
     if action == "pause" and r.phase is not Phase.STEPPING:
         raise BadInput(f"the rollout of {t.stable_name} is {r.phase.value}: only a canary in its steps can be "
                        "paused (`fleet abort` reverts it, `fleet promote` promotes it)")
-    if action == "resume" and r.held_since is None:
+    if action == "resume" and not r.paused:
         raise BadInput(f"the rollout of {t.stable_name} is not paused ({r.phase.value} at {r.share}%): nothing "
                        "to resume")
     t.store.request(ControlRequest.new(action, state.revision))  # for this rollout only, applied once
@@ -222,7 +222,7 @@ def hold(t: Target, action: str, timeout: float = 30.0) -> RolloutState | None:
         now = t.store.load()
         if now is None or now.revision != state.revision or now.rollout.phase is not Phase.STEPPING:
             return now  # it ended or moved on meanwhile: the caller says what it shows
-        if (now.rollout.held_since is not None) == (action == "pause"):
+        if (now.rollout.paused) == (action == "pause"):
             return now
         time.sleep(0.25)
     raise OperationFailed(f"the controller did not act on `{action}` within {timeout:g}s")
@@ -250,7 +250,7 @@ def _drive(t: Target, state: RolloutState, r: Rollout, plan: Plan, actions: list
         and to fleet's own series in Prometheus."""
         while hook_failures:
             x.note("webhook", hook_failures.pop(0))
-        at = (new.phase, new.share, new.held_since is not None)
+        at = (new.phase, new.share, new.paused)
         if new.phase not in TERMINAL and posted["at"] != at:
             posted["at"] = at
             out.post(gates.event(state, new.to_dict(), t.stack, t.service, "phase", links, at=time.time()))

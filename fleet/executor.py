@@ -127,8 +127,8 @@ class Executor:
         if event is not None and (before.phase, before.share) != (r.phase, r.share):
             self.note("phase", f"{r.phase.value} at {r.share}% after {type(event).__name__}: {r.reason}"
                       if r.reason else f"{r.phase.value} at {r.share}%")
-        if event is not None and (before.held_since is None) != (r.held_since is None):
-            self.note("pause" if r.held_since is not None else "resume", r.reason)
+        if event is not None and before.paused != r.paused:
+            self.note("pause" if r.paused else "resume", r.reason)
         self.ledger.save(self.state)
 
     def execute(self, a: Action, plan: Plan) -> None:

@@ -82,7 +82,7 @@ def rollouts(catalog: Catalog, stack: str) -> list[dict]:
     controller died): `fleet rollout --resume` finishes or reverts them."""
     _, found = stack_rollouts(catalog.consul, stack)
     return [{"service": svc, "revision": e.state.revision, "image": e.state.image, "phase": e.state.phase.value,
-             "share": e.state.rollout.share, "paused": e.state.rollout.held_since is not None,
+             "share": e.state.rollout.share, "paused": e.state.rollout.paused,
              "reason": e.state.rollout.reason, "orphaned": not e.held}
             for svc, e in sorted(found.items()) if e.state]
 

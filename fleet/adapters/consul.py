@@ -115,8 +115,8 @@ def _bundle(folder: str) -> str:
     """One file holding every certificate of `folder` (made once a process); BadInput when it has none."""
     if folder not in _BUNDLES:
         try:
-            pems = [p.read_text() for p in sorted(Path(folder).iterdir()) if p.is_file()
-                    and "-----BEGIN CERTIFICATE-----" in p.read_text(errors="replace")]
+            texts = [p.read_text(errors="replace") for p in sorted(Path(folder).iterdir()) if p.is_file()]
+            pems = [t for t in texts if "-----BEGIN CERTIFICATE-----" in t]
         except OSError as e:
             raise BadInput(f"CONSUL_CAPATH={folder}: {e.strerror}; point it at a folder of PEM certificates") from None
         if not pems:
@@ -131,9 +131,9 @@ def _bundle(folder: str) -> str:
 def client(addr: str | None = None, token: str | None = None) -> consul.Consul:
     """A client for CONSUL_HTTP_ADDR (flags override), with the ecosystem's variables: CONSUL_HTTP_TOKEN
     (or CONSUL_HTTP_TOKEN_FILE), CONSUL_HTTP_SSL, CONSUL_HTTP_SSL_VERIFY, CONSUL_CACERT, CONSUL_CAPATH,
-    CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME and CONSUL_HTTP_AUTH; every call times out (TIMEOUT, plus the wait of a blocking query). The address
-    may list several agents of one Consul cluster, comma-separated: a call that one does not answer goes
-    to the next."""
+    CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME and CONSUL_HTTP_AUTH; every call times out
+    (TIMEOUT, plus the wait of a blocking query). The address may list several agents of one Consul cluster,
+    comma-separated: a call that one does not answer goes to the next."""
     env = os.environ
     ssl = _flag(env, "CONSUL_HTTP_SSL")
     addrs = [a.strip() for a in (addr or env.get("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500")).split(",") if a.strip()]

@@ -30,6 +30,10 @@ class EngineUnavailable(Unreachable):
     """The Docker engine does not answer or is not a Swarm manager (exit 3)."""
 
 
+class NoLogin(LookupError):
+    """An image this engine does not hold, in a registry that wants a login fleet lacks or refuses its login."""
+
+
 def context_named() -> str | None:
     """The docker context fleet follows: DOCKER_CONTEXT's, unless DOCKER_HOST is set (which wins, as for the
     docker CLI) or it names the default. Never the CLI's *current* context: unset, fleet takes the socket."""
@@ -317,7 +321,8 @@ class Swarm:
             try:
                 labels = self._registry().labels(image)
             except RegistryError as e:
-                raise LookupError(f"image {image} is not on this engine, and its registry cannot give it: {e}") from None
+                raise (NoLogin if isinstance(e, LoginFailed) else LookupError)(
+                    f"image {image} is not on this engine, and its registry cannot give it: {e}") from None
         if "@" in image:
             self._labels[image] = labels
         return labels
@@ -329,16 +334,11 @@ class Swarm:
         if not names_registry(image.split("@")[0]):
             return None
         try:
-            self.client.images.get(image)
-            return None
-        except (ImageNotFound, APIError):
-            pass
-        try:
-            self._registry().labels(image)
-        except LoginFailed as e:
+            self.image_labels(image)
+        except NoLogin as e:
             return str(e)
-        except RegistryError:
-            return None
+        except LookupError:
+            pass
         return None
 
     def _registry(self) -> Registry:

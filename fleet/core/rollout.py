@@ -140,6 +140,11 @@ class Rollout:
     promote_requested: bool = False  # promote on the first fresh, complete, passing evidence
     held_since: float | None = None  # held at its share by `fleet pause` since then, until `fleet resume`
 
+    @property
+    def paused(self) -> bool:
+        """Held at its share by `fleet pause` (until `fleet resume`)."""
+        return self.held_since is not None
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["phase"], d["failure"] = self.phase.value, self.failure.value if self.failure else None
@@ -272,11 +277,11 @@ def _control(r: Rollout, action: str, now: float) -> tuple[Rollout, list[Action]
     if action == "abort":
         return fail(r, now, Reason.ABORTED, "aborted on request", phase=Phase.ABORTED,
                     revert_stable=r.phase is Phase.PROMOTING)
-    if action == "pause" and r.phase is Phase.STEPPING and r.held_since is None:
+    if action == "pause" and r.phase is Phase.STEPPING and not r.paused:
         return replace(r, held_since=now, reason=f"paused at {r.share}% on request: no step advances and nothing "
                                                    "is promoted until `fleet resume`; a failing canary still rolls "
                                                    "back"), []
-    if action == "resume" and r.held_since is not None:  # the step goes on with the time it had left
+    if action == "resume" and r.paused:  # the step goes on with the time it had left
         return replace(r, held_since=None, phase_since=r.phase_since + (now - r.held_since),
                        reason=f"resumed at {r.share}% on request after {now - r.held_since:.0f}s held"), []
     if action == "promote" and r.phase in AT_LAST_STEP:
@@ -338,7 +343,7 @@ def _tick(r: Rollout, now: float, plan: Plan) -> tuple[Rollout, list[Action]]:
     if r.phase is Phase.CONFIRMING and now - r.phase_since > plan.gate_deadline:
         return fail(r, now, Reason.GATE, f"the confirm-promotion gate gave no answer within its deadline "
                                          f"({plan.gate_deadline:g}s): {r.last_seen or 'nothing heard'}")
-    if r.held_since is not None:
+    if r.paused:
         if now - r.held_since > plan.pause_timeout:
             return fail(r, now, Reason.PAUSE_TIMEOUT, f"nobody resumed the canary paused at {r.share}% within "
                                                       f"the pause timeout ({plan.pause_timeout:g}s)")

@@ -85,7 +85,8 @@ class PrivateRegistry:
 
     def config(self, password: str | None) -> dict:
         """The environment of a client whose Docker config holds `password` for the registry (None: no login)."""
-        folder = self.folder / f"docker-{password or 'none'}"
+        folder = self.folder / ("docker-none" if password is None else
+                                "docker-login" if password == PASSWORD else "docker-wrong")
         folder.mkdir(exist_ok=True)
         auths = {HOST: {"auth": base64.b64encode(f"{USER}:{password}".encode()).decode()}} if password else {}
         (folder / "config.json").write_text(json.dumps({"auths": auths}))
