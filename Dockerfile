@@ -31,6 +31,6 @@ USER fleet
 EXPOSE 8000 8001
 # Healthy means ready (or degraded): Swarm's start-first update and rollback wait on it. The start
 # period covers model loading; the stack file tunes these values per deployment.
-HEALTHCHECK --interval=2s --timeout=5s --start-period=40s --retries=3 CMD ["python3", "-m", "fleet_inference.healthcheck"]
+HEALTHCHECK --interval=2s --timeout=5s --start-period=40s --retries=3 CMD ["python3", "-I", "-S", "/app/fleet_inference/healthcheck.py"]
 STOPSIGNAL SIGTERM
 CMD ["python3", "-m", "fleet_inference"]

@@ -35,9 +35,9 @@ def pytest_sessionstart(session):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    """Each test's wall time (its setup and teardown included) and the CPU time this process and the commands it
-    ran spent meanwhile, a line of build/test-times/<worker>.jsonl: scripts/test-durations.py groups them."""
-    started, cpu = time.time(), os.times()
+    """Each test's wall time (its setup and teardown included), the CPU time this process and the commands it
+    ran spent meanwhile, and the machine's, a line of build/test-times/<worker>.jsonl: scripts/test-durations.py groups them."""
+    started, cpu, machine = time.time(), os.times(), machine_busy()
     try:
         return (yield)
     finally:
@@ -45,4 +45,12 @@ def pytest_runtest_protocol(item, nextitem):
         spent = sum(getattr(now, f) - getattr(cpu, f) for f in ("user", "system", "children_user", "children_system"))
         TIMES.mkdir(parents=True, exist_ok=True)
         with open(TIMES / f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.jsonl", "a") as f:
-            f.write(json.dumps({"test": item.nodeid, "start": started, "end": time.time(), "cpu": round(spent, 3)}) + "\n")
+            f.write(json.dumps({"test": item.nodeid, "start": started, "end": time.time(), "cpu": round(spent, 3),
+                                "machine": round(machine_busy() - machine, 3)}) + "\n")
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy since boot (/proc/stat: every state but idle and iowait): what
+    a test cost with its stacks' containers and the engine, and whatever else ran meanwhile (another worker)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")

@@ -6,7 +6,7 @@ import httpx
 
 from tests.kit.helpers import SAMPLE, seconds, wait_until
 
-HEALTHCHECK = ["CMD", "python3", "-m", "fleet_inference.healthcheck"]
+HEALTHCHECK = ["CMD", "python3", "-I", "-S", "/app/fleet_inference/healthcheck.py"]
 
 
 def get(url: str) -> tuple[int, dict]:

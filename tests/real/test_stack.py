@@ -162,7 +162,7 @@ def test_replicas_run_hardened_and_still_serve(stack):
         wrote = c.exec_run(["python3", "-c", "open('/app/x', 'w')"])
         assert wrote.exit_code != 0 and b"Read-only file system" in wrote.output
         assert c.exec_run(["python3", "-c", "open('/tmp/x', 'w').write('ok')"]).exit_code == 0  # the tmpfs
-        probe = c.exec_run(["python3", "-m", "fleet_inference.healthcheck"])
+        probe = c.exec_run(["python3", "-I", "-S", "/app/fleet_inference/healthcheck.py"])
         assert probe.exit_code == 0 and b'"phase":"ready"' in probe.output, probe.output
     assert httpx.post(f"{stack.gateway}/predict", json={"inputs": SAMPLE}, timeout=10).status_code == 200
 
