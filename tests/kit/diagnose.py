@@ -1,12 +1,37 @@
 """What a person needs to diagnose a failed real test, added to its report by tests/real/conftest.py: for each
 stack the test used (found among its fixtures, the 3-node cluster's too), the stack's tasks as `docker stack ps`
-lists them, the replicas in Consul with their checks, and the gateway's lines since the test began that say why a client got
-an error. Each part is best effort: a stack that cannot be read says why, and the test's own failure stays
+lists them, the replicas in Consul with their checks, the gateway's lines since the test began that say why a client got
+an error, and what each gateway sees now (GATEWAY_PROBE: the Consul agents its dnsmasq forwards to, the replicas each
+of them and dnsmasq answer by DNS, HAProxy's servers that are up). Each part is best effort: a stack that cannot be read says why, and the test's own failure stays
 the report's first word."""
 import subprocess
 
-from tests.kit.cluster import NAME, Cluster
-from tests.kit.stacks import StackUnderTest, gateway_log
+from tests.kit.cluster import NAME, NODES, Cluster, local_env
+from tests.kit.stacks import StackUnderTest, gateway_errors, gateway_log, gateway_log_args
+
+# Run in a gateway container (python3 -c; its standard library only): where "No server is available" comes from.
+GATEWAY_PROBE = r"""
+import importlib.machinery, os, re, urllib.request
+agents = importlib.machinery.SourceFileLoader("agents", "/usr/local/bin/fleet-agents").load_module()
+name = os.environ["FLEET_SERVICE"] + ".service.consul"
+run = os.environ.get("FLEET_GATEWAY_RUN", "/tmp/fleet-gateway")
+try:
+    servers = re.findall(r"server=/[^/]*/([0-9.]+)", open(run + "/dns-servers").read())
+except OSError as e:
+    servers = []
+    print("dns-servers:", e)
+for server in servers:
+    print(f"agent {server}: {name} ->", agents.query_a(server, name) or "nothing")
+agents.PORT = 5353
+print(f"dnsmasq: {name} ->", agents.query_a("127.0.0.1", name) or "nothing")
+try:
+    text = urllib.request.urlopen("http://127.0.0.1:8404/metrics", timeout=3).read().decode()
+    up = [l for l in text.splitlines() if l.startswith("haproxy_server_status{") and 'state="UP"' in l]
+    names = [re.search(r'proxy="([^"]+)",server="([^"]+)"', l) for l in up if l.endswith(" 1")]
+    print("haproxy up:", [f"{m.group(1)}/{m.group(2)}" for m in names if m] or "none")
+except OSError as e:
+    print("haproxy metrics:", e)
+"""
 
 FORMAT = "{{.Name}}\t{{.Image}}\t{{.Node}}\t{{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}"
 
@@ -37,13 +62,40 @@ def consul_lines(s: StackUnderTest | Cluster) -> list[str]:
         return [f"consul: not read ({type(e).__name__}: {e})"]
 
 
-def describe_cluster(c: Cluster) -> str:
+def probe_gateways(service: str, docker: list[str], env: dict | None = None) -> list[str]:
+    """GATEWAY_PROBE's lines from each running gateway task of `service`, through the docker CLI `docker` (the
+    host's, or a cluster node's own)."""
+    def run(*args: str) -> str:
+        p = subprocess.run([*docker, *args], capture_output=True, text=True, timeout=30, env=env)
+        return (p.stdout + p.stderr).strip()
+
+    lines = []
+    for container in run("ps", "-q", "-f", f"label=com.docker.swarm.service.name={service}").split():
+        lines += [f"gateway {container[:12]}: {line}" for line in run("exec", container, "python3", "-c",
+                                                                        GATEWAY_PROBE).splitlines()]
+    return lines
+
+
+def describe_cluster(c: Cluster, since: float) -> str:
     parts = [f"== stack {NAME} on the 3-node cluster"]
     try:
         parts.append(c.docker("stack", "ps", NAME, "--no-trunc", "--format", FORMAT).strip()[-4000:])
     except Exception as e:
         parts.append(f"tasks: not read ({type(e).__name__}: {e})")
-    return "\n".join(parts + consul_lines(c))
+    parts += consul_lines(c)
+    try:
+        log = subprocess.run(["docker", *gateway_log_args(f"{NAME}_gateway", since)], capture_output=True, text=True,
+                             timeout=60, env=c.fleet_env(DOCKER_HOST=c.env["DOCKER_HOST"]))
+        parts += [f"gateway: {line}" for line in gateway_errors(log.stdout + log.stderr)[-40:]]
+    except Exception as e:
+        parts.append(f"gateway: log not read ({type(e).__name__}: {e})")
+    for node in NODES:
+        try:
+            parts += [f"{node} {line}" for line in probe_gateways(f"{NAME}_gateway", ["docker", "exec", node, "docker"],
+                                                                   env=local_env())]
+        except Exception as e:
+            parts.append(f"{node}: gateways not probed ({type(e).__name__}: {e})")
+    return "\n".join(parts)
 
 
 def describe(stack: StackUnderTest, since: float) -> str:
@@ -56,9 +108,13 @@ def describe(stack: StackUnderTest, since: float) -> str:
         parts += [f"gateway: {line}" for line in gateway_log(stack, since)[-40:]]
     except Exception as e:
         parts.append(f"gateway: log not read ({type(e).__name__}: {e})")
+    try:
+        parts += probe_gateways(stack.service("gateway"), ["docker"])
+    except Exception as e:
+        parts.append(f"gateways not probed ({type(e).__name__}: {e})")
     return "\n".join(parts)
 
 
 def report(values, since: float) -> str:
-    return "\n\n".join(describe_cluster(s) if isinstance(s, Cluster) else describe(s, since)
+    return "\n\n".join(describe_cluster(s, since) if isinstance(s, Cluster) else describe(s, since)
                        for s in stacks_in(values))
