@@ -15,11 +15,10 @@ from pathlib import Path
 
 import consul
 import docker
-import httpx
 
 from fleet.adapters.consul import Catalog
 from fleet.adapters.swarm import API_VERSION, Swarm
-from tests.kit.helpers import SAMPLE, LoadLoop, wait_until
+from tests.kit.helpers import HTTP, SAMPLE, LoadLoop, wait_until
 from tests.kit.stacks import CA, ROOT, SECRETS
 
 NAME = "fleetcluster"
@@ -178,7 +177,7 @@ def clients(*nodes: int, seconds: float = 240):
 
 
 def serves(url: str) -> bool:
-    return httpx.post(url, json={"inputs": SAMPLE}, timeout=10).status_code == 200
+    return HTTP.post(url, json={"inputs": SAMPLE}, timeout=10).status_code == 200
 
 
 def failed(loads) -> list:

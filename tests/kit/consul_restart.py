@@ -4,11 +4,10 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-import httpx
 
 from fleet.adapters.consul import Catalog
 from fleet.adapters.swarm import Swarm, _epoch
-from tests.kit.helpers import SAMPLE, LoadLoop, wait_until
+from tests.kit.helpers import HTTP, SAMPLE, LoadLoop, wait_until
 from tests.kit.stacks import StackUnderTest, converged, deploy, remove_stack
 
 PROBE_KEY = "fleet/test/restart-probe"
@@ -40,7 +39,7 @@ class RestartStack:
         deploy(s, {"FLEET_IMAGE": self.image})
         version = s.swarm.image_label(self.image, "fleet.model-version")
         wait_until(lambda: converged(s, version=version), 180, f"stack {s.name} to converge")
-        wait_until(lambda: httpx.post(f"{s.gateway}/predict", json={"inputs": SAMPLE}, timeout=5).status_code == 200,
+        wait_until(lambda: HTTP.post(f"{s.gateway}/predict", json={"inputs": SAMPLE}, timeout=5).status_code == 200,
                    60, "the gateway to answer /predict")
         return self
 

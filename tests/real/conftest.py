@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
-import httpx
 import pytest
 
 from fleet.adapters.swarm import Swarm
 from tests.kit import diagnose, groups
-from tests.kit.helpers import SAMPLE, wait_until
+from tests.kit.helpers import HTTP, SAMPLE, wait_until
 from tests.kit.stacks import (CONSUL_PORT, GATEWAY_PORT, PROMETHEUS_PASSWORD, STACK, StackUnderTest, converged, deploy,
                               remove_stack, remove_test_containers)
 
@@ -61,7 +60,7 @@ def stack(swarm):
     remove_stack(swarm, s.name)
     deploy(s)
     wait_until(lambda: converged(s), 180, f"stack {s.name} to converge")
-    wait_until(lambda: httpx.post(f"{s.gateway}/predict", json={"inputs": SAMPLE}, timeout=5).status_code == 200,
+    wait_until(lambda: HTTP.post(f"{s.gateway}/predict", json={"inputs": SAMPLE}, timeout=5).status_code == 200,
                60, "the gateway to answer /predict")
     yield s
     remove_stack(swarm, s.name)

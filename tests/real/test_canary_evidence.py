@@ -6,11 +6,10 @@ import json
 import subprocess
 import sys
 
-import httpx
 import pytest
 
 from tests.kit.cli import fleet
-from tests.kit.helpers import LoadLoop, wait_until
+from tests.kit.helpers import HTTP, LoadLoop, wait_until
 from tests.kit.stacks import ROOT, StackUnderTest, canary_gone, own_stack, stable_image
 
 NAME = "fleettest-ev"
@@ -41,7 +40,7 @@ def phase(s: StackUnderTest) -> str | None:
 
 
 def routed_version(s: StackUnderTest, role: str) -> str | None:
-    r = httpx.get(f"{s.ops}/info", headers={"X-Fleet-Route": role}, timeout=5)
+    r = HTTP.get(f"{s.ops}/info", headers={"X-Fleet-Route": role}, timeout=5)
     return str(r.json()["version"]) if r.status_code == 200 else None
 
 

@@ -14,7 +14,7 @@ import torch
 
 from tests.kit.cluster import NAME, NODES, REGISTRY, REPLICAS, Cluster, local_env, push, remove_stack
 from tests.kit.digits import write_package
-from tests.kit.helpers import SAMPLE, LoadLoop, wait_until
+from tests.kit.helpers import HTTP, SAMPLE, LoadLoop, wait_until
 from tests.kit.stacks import ROOT
 
 
@@ -52,7 +52,7 @@ def test_deploy_from_the_host_over_tls_converges_on_several_nodes(cluster):
     assert all(e["Node"]["Node"] == running[e["Service"]["Meta"]["task_id"]] for e in entries), entries
     want = expected_answer()
     for i in range(1, len(NODES) + 1):
-        r = httpx.post(f"http://127.0.0.1:3{i}080/predict", json={"inputs": SAMPLE}, timeout=10)
+        r = HTTP.post(f"http://127.0.0.1:3{i}080/predict", json={"inputs": SAMPLE}, timeout=10)
         assert r.status_code == 200, (i, r.text)
         assert r.json()["classes"] == want["classes"]
         assert torch.allclose(torch.tensor(r.json()["probabilities"]), want["probabilities"], atol=1e-5)

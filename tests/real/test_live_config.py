@@ -7,7 +7,7 @@ import httpx
 
 from fleet.adapters.prometheus import Prometheus
 from tests.kit.cli import fleet
-from tests.kit.helpers import SAMPLE, wait_until
+from tests.kit.helpers import HTTP, SAMPLE, wait_until
 from tests.kit.stacks import StackUnderTest, running_ids
 
 ROWS3 = {"inputs": SAMPLE[:1] * 3}
@@ -18,7 +18,7 @@ def replica_configs(s: StackUnderTest) -> dict[str, dict]:
     """Each replica's effective config from its /info, by task, asked through the gateway's stable route."""
     seen = {}
     for _ in range(12):
-        info = httpx.get(f"{s.ops}/info", headers={"X-Fleet-Route": "stable"}, timeout=5).json()
+        info = HTTP.get(f"{s.ops}/info", headers={"X-Fleet-Route": "stable"}, timeout=5).json()
         seen[info["task_id"]] = info["config"]
     return seen
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import docker
-import httpx
 import numpy as np
 import pytest
 import torch
@@ -19,7 +18,7 @@ import tritonclient.http as triton
 from fleet.adapters.gateway import Gateway
 from tests.kit.cli import fleet
 from tests.kit.digits import write_masked_package, write_package, write_tensor_package, write_token_package
-from tests.kit.helpers import LoadLoop, wait_until
+from tests.kit.helpers import HTTP, LoadLoop, wait_until
 from tests.kit.stacks import ROOT, canary_gone, converged, own_stack, stable_image
 
 NAME = "fleettest-byom"
@@ -76,7 +75,7 @@ def test_a_users_image_classifier_is_built_deployed_served_on_both_apis_and_roll
     golden = json.loads((packages["1"] / "golden.json").read_text())
     rows = golden["inputs"][:16]
     local = torch.jit.load(str(packages["1"] / "model.pt"))(torch.tensor(rows)).detach().numpy()
-    r = httpx.post(f"{byom.gateway}/predict", json={"inputs": rows}, timeout=10)
+    r = HTTP.post(f"{byom.gateway}/predict", json={"inputs": rows}, timeout=10)
     assert r.status_code == 200, r.text
     assert r.json()["version"] == "1" and r.json()["classes"] == local.argmax(axis=1).tolist()
     assert r.json()["labels"] == [str(c) for c in local.argmax(axis=1).tolist()]  # the manifest's names
@@ -94,9 +93,9 @@ def test_a_users_image_classifier_is_built_deployed_served_on_both_apis_and_roll
 
     # bad requests name the shape the manifest declares, on both APIs
     flat = [[v for channel in row for line in channel for v in line] for row in rows[:2]]
-    r = httpx.post(f"{byom.gateway}/predict", json={"inputs": flat}, timeout=10)
+    r = HTTP.post(f"{byom.gateway}/predict", json={"inputs": flat}, timeout=10)
     assert r.status_code == 422 and "[1, 8, 8]" in r.json()["error"], r.text
-    r = httpx.post(f"{byom.gateway}/v2/models/digits-cnn/infer", timeout=10, json={
+    r = HTTP.post(f"{byom.gateway}/v2/models/digits-cnn/infer", timeout=10, json={
         "inputs": [{"name": "input", "shape": [2, 64], "datatype": "FP32", "data": flat}]})
     assert r.status_code == 400 and "[N, 1, 8, 8]" in r.json()["error"], r.text
 
@@ -129,12 +128,12 @@ def test_a_torch_export_program_of_integer_inputs_is_fed_its_datatype_on_both_ap
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["check"]["input_dtype"] == "INT64"
     replica = run_replica(f"{IMAGE}:tokens")
-    wait_until(lambda: httpx.get(f"{replica.url}/ready", timeout=2).status_code == 200, 90, "the replica ready")
+    wait_until(lambda: HTTP.get(f"{replica.url}/ready", timeout=2).status_code == 200, 90, "the replica ready")
 
     rows = json.loads((package / "golden.json").read_text())["inputs"][:16]
     with torch.no_grad():
         local = torch.export.load(str(package / "model.pt2")).module()(torch.tensor(rows)).numpy()
-    r = httpx.post(f"{replica.url}/predict", json={"inputs": rows}, timeout=10)
+    r = HTTP.post(f"{replica.url}/predict", json={"inputs": rows}, timeout=10)
     assert r.status_code == 200, r.text
     assert r.json()["classes"] == local.argmax(axis=1).tolist()
     np.testing.assert_allclose(np.array(r.json()["probabilities"]), local, rtol=1e-5, atol=1e-6)
@@ -149,12 +148,12 @@ def test_a_torch_export_program_of_integer_inputs_is_fed_its_datatype_on_both_ap
 
     # a value the datatype cannot hold is the client's error, named, on both APIs; the replica stays ready
     half = [rows[0][:-1] + [2.5]]
-    r = httpx.post(f"{replica.url}/predict", json={"inputs": half}, timeout=10)
+    r = HTTP.post(f"{replica.url}/predict", json={"inputs": half}, timeout=10)
     assert r.status_code == 422 and "inputs[0][63] is 2.5, not a whole number: the model takes INT64" in r.text, r.text
-    r = httpx.post(f"{replica.url}/v2/models/digits-tokens/infer", timeout=10, json={
+    r = HTTP.post(f"{replica.url}/v2/models/digits-tokens/infer", timeout=10, json={
         "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": half[0]}]})
     assert r.status_code == 400 and "value 63 is 2.5, not a whole number" in r.text, r.text
-    assert httpx.get(f"{replica.url}/ready", timeout=2).status_code == 200
+    assert HTTP.get(f"{replica.url}/ready", timeout=2).status_code == 200
 
 
 def test_a_model_of_two_inputs_is_fed_both_by_name_on_both_apis_and_judged_on_its_golden_set(byom, run_replica,
@@ -168,7 +167,7 @@ def test_a_model_of_two_inputs_is_fed_both_by_name_on_both_apis_and_judged_on_it
     assert p.returncode == 0, p.stderr
     assert [i["name"] for i in json.loads(p.stdout)["check"]["inputs"]] == ["image", "mask"]
     replica = run_replica(f"{IMAGE}:masked")
-    wait_until(lambda: httpx.get(f"{replica.url}/ready", timeout=2).status_code == 200, 90, "the replica ready")
+    wait_until(lambda: HTTP.get(f"{replica.url}/ready", timeout=2).status_code == 200, 90, "the replica ready")
 
     golden = json.loads((package / "golden.json").read_text())["inputs"]
     image = golden["image"][:16]
@@ -179,7 +178,7 @@ def test_a_model_of_two_inputs_is_fed_both_by_name_on_both_apis_and_judged_on_it
         local = model(torch.tensor(image), torch.tensor(mask)).numpy()
         whole = model(torch.tensor(image), torch.ones(16, 1, 8, 8, dtype=torch.uint8)).numpy()
     assert (local.argmax(axis=1) != whole.argmax(axis=1)).any()  # the mask is really applied
-    r = httpx.post(f"{replica.url}/predict", json={"inputs": {"mask": mask.tolist(), "image": image}}, timeout=10)
+    r = HTTP.post(f"{replica.url}/predict", json={"inputs": {"mask": mask.tolist(), "image": image}}, timeout=10)
     assert r.status_code == 200, r.text
     assert r.json()["classes"] == local.argmax(axis=1).tolist()
     np.testing.assert_allclose(np.array(r.json()["probabilities"]), local, rtol=1e-5, atol=1e-6)
@@ -195,9 +194,9 @@ def test_a_model_of_two_inputs_is_fed_both_by_name_on_both_apis_and_judged_on_it
                                atol=1e-6)
 
     # a missing input, or a mask value the manifest's range refuses, is the client's error, named
-    r = httpx.post(f"{replica.url}/predict", json={"inputs": {"image": image}}, timeout=10)
+    r = HTTP.post(f"{replica.url}/predict", json={"inputs": {"image": image}}, timeout=10)
     assert r.status_code == 422 and "missing ['mask']" in r.text, r.text
-    r = httpx.post(f"{replica.url}/predict", json={"inputs": {"image": image[:1], "mask": [[[[2] * 8] * 8]]}},
+    r = HTTP.post(f"{replica.url}/predict", json={"inputs": {"image": image[:1], "mask": [[[[2] * 8] * 8]]}},
                    timeout=10)
     assert r.status_code == 422 and "inputs['mask'][0][0][0][0] is 2, outside the model's input range" in r.text
 
@@ -209,7 +208,7 @@ def test_a_model_of_two_inputs_is_fed_both_by_name_on_both_apis_and_judged_on_it
             (package / "manifest.json").read_text())["golden"]["accuracy"]
     finally:
         gateway.close()
-    assert httpx.get(f"{replica.url}/ready", timeout=2).status_code == 200
+    assert HTTP.get(f"{replica.url}/ready", timeout=2).status_code == 200
 
 
 def break_shape(m, g):
@@ -260,10 +259,10 @@ def test_a_tensor_model_is_served_and_a_canary_whose_outputs_moved_past_the_tole
               timeout=400)
     assert p.returncode == 0, p.stderr
     golden = json.loads((same / "golden.json").read_text())
-    r = httpx.post(f"{byom.gateway}/predict", json={"inputs": golden["inputs"][:4]}, timeout=10)
+    r = HTTP.post(f"{byom.gateway}/predict", json={"inputs": golden["inputs"][:4]}, timeout=10)
     assert r.status_code == 200 and "classes" not in r.json(), r.text
     np.testing.assert_allclose(np.array(r.json()["outputs"]), np.array(golden["outputs"][:4]), atol=1e-6)
-    r = httpx.post(f"{byom.gateway}/v2/models/digits-embedding/infer", timeout=10, json={
+    r = HTTP.post(f"{byom.gateway}/v2/models/digits-embedding/infer", timeout=10, json={
         "inputs": [{"name": "input", "shape": [4, 1, 8, 8], "datatype": "FP32", "data": golden["inputs"][:4]}]})
     assert r.status_code == 200 and [o["name"] for o in r.json()["outputs"]] == ["output"], r.text
     assert r.json()["outputs"][0]["shape"] == [4, 2]

@@ -2,15 +2,14 @@
 import os
 import signal
 
-import httpx
 
-from tests.kit.helpers import SAMPLE, seconds, wait_until
+from tests.kit.helpers import HTTP, SAMPLE, seconds, wait_until
 
 HEALTHCHECK = ["CMD", "python3", "-I", "-S", "/app/fleet_inference/healthcheck.py"]
 
 
 def get(url: str) -> tuple[int, dict]:
-    r = httpx.get(url, timeout=5)
+    r = HTTP.get(url, timeout=5)
     return r.status_code, r.json()
 
 
@@ -21,7 +20,7 @@ def test_loading_is_not_ready_and_the_container_is_starting(run_replica):
     assert body["reason"]
     assert replica.health() == "starting"
     assert get(f"{replica.url}/health")[0] == 200  # alive while loading
-    r = httpx.post(f"{replica.url}/predict", json={"inputs": SAMPLE}, timeout=5)
+    r = HTTP.post(f"{replica.url}/predict", json={"inputs": SAMPLE}, timeout=5)
     assert r.status_code == 503 and r.json()["phase"] in ("loading", "warming")
     wait_until(lambda: get(f"{replica.url}/ready")[0] == 200, 60, "the replica to become ready")
     wait_until(lambda: replica.health() == "healthy", 30, "the container to turn healthy")
@@ -58,14 +57,14 @@ def test_every_bad_input_gets_its_4xx_and_the_replica_stays_ready(run_replica):
     replica = run_replica("fleet/inference:2")
     wait_until(lambda: get(f"{replica.url}/ready")[0] == 200, 60, "ready")
     for name, body, status in BAD_BODIES:
-        r = httpx.post(f"{replica.url}/predict", content=body, headers={"content-type": "application/json"}, timeout=10)
+        r = HTTP.post(f"{replica.url}/predict", content=body, headers={"content-type": "application/json"}, timeout=10)
         assert r.status_code == status, (name, r.status_code, r.text)
         assert r.json()["error"], name
     assert get(f"{replica.url}/ready")[0] == 200
-    assert httpx.post(f"{replica.url}/predict", json={"inputs": SAMPLE}, timeout=5).status_code == 200
-    fleets = httpx.post(f"{replica.url}/predict", json={"inputs": SAMPLE}, headers={"X-Fleet-Origin": "synthetic"})
+    assert HTTP.post(f"{replica.url}/predict", json={"inputs": SAMPLE}, timeout=5).status_code == 200
+    fleets = HTTP.post(f"{replica.url}/predict", json={"inputs": SAMPLE}, headers={"X-Fleet-Origin": "synthetic"})
     assert fleets.status_code == 200
-    metrics = httpx.get(f"{replica.url}/metrics", timeout=5).text
+    metrics = HTTP.get(f"{replica.url}/metrics", timeout=5).text
     unprocessable = sum(status == 422 for _, _, status in BAD_BODIES)
     assert f'fleet_requests_total{{route="/predict",status="422"}} {unprocessable:.1f}' in metrics
     # fleet's own requests are timed apart from users' (the canary's latency is compared like with like)
@@ -73,7 +72,7 @@ def test_every_bad_input_gets_its_4xx_and_the_replica_stays_ready(run_replica):
     # and a client's errors are timed nowhere: a flood of fast 4xx moved a role's median latency
     assert 'fleet_request_seconds_count{origin="organic",route="/predict"} 1.0' in metrics
     assert 'status="500"' not in metrics
-    info = httpx.get(f"{replica.url}/info", timeout=5).json()
+    info = HTTP.get(f"{replica.url}/info", timeout=5).json()
     assert info["version"] == "2" and info["device"] == "cpu" and len(info["sha256"]) == 64
 
 
@@ -81,11 +80,11 @@ def test_streamed_oversized_bodies_odd_content_types_and_errors_leak_nothing(run
     replica = run_replica("fleet/inference-test:flaky")
     wait_until(lambda: get(f"{replica.url}/ready")[0] == 200, 60, "ready")
     chunks = (b'{"inputs": [' + b"[0,0,0,0,0,0,0,0]," * 1000 for _ in range(100))  # chunked, ~1.7 MB, no length
-    r = httpx.post(f"{replica.url}/predict", content=chunks, headers={"content-type": "application/json"}, timeout=10)
+    r = HTTP.post(f"{replica.url}/predict", content=chunks, headers={"content-type": "application/json"}, timeout=10)
     assert r.status_code == 413 and "over the limit" in r.json()["error"], r.text
-    r = httpx.post(f"{replica.url}/predict", content=b"inputs=1", headers={"content-type": "text/plain"}, timeout=5)
+    r = HTTP.post(f"{replica.url}/predict", content=b"inputs=1", headers={"content-type": "text/plain"}, timeout=5)
     assert r.status_code == 415 and "application/json" in r.json()["error"]
-    failed = [r for r in (httpx.post(f"{replica.url}/predict", json={"inputs": SAMPLE}, timeout=5) for _ in range(40))
+    failed = [r for r in (HTTP.post(f"{replica.url}/predict", json={"inputs": SAMPLE}, timeout=5) for _ in range(40))
               if r.status_code == 500]
     assert failed, "the flaky image fails 30 % of its predictions after its first 20"
     for r in failed:  # an incident id, never the exception's repr or a traceback
@@ -103,7 +102,7 @@ def test_sigterm_drains_first_then_exits(run_replica):
         *get(f"{replica.url}/ready")), 5, "phase draining")
     assert status == 503
     # still serving in-flight work while Consul and the gateway notice
-    assert httpx.post(f"{replica.url}/predict", json={"inputs": SAMPLE}, timeout=5).status_code == 200
+    assert HTTP.post(f"{replica.url}/predict", json={"inputs": SAMPLE}, timeout=5).status_code == 200
     result = replica.container.wait(timeout=30)
     assert result["StatusCode"] == 0
 

@@ -13,7 +13,6 @@ import time
 import zlib
 from contextlib import contextmanager
 
-import httpx
 import pytest
 
 from fleet import report
@@ -21,7 +20,7 @@ from fleet.adapters import browser
 from fleet.adapters.prometheus import credentials
 from fleet.core.records import Revision
 from tests.kit.cli import fleet
-from tests.kit.helpers import REPORT_DATA, REPORT_RECORD, LoadLoop, Receiver, serving, trickle, wait_until
+from tests.kit.helpers import HTTP, REPORT_DATA, REPORT_RECORD, LoadLoop, Receiver, serving, trickle, wait_until
 from tests.kit.stacks import ROOT, StackUnderTest, own_stack
 
 NAME = "fleettest-visible"
@@ -77,7 +76,7 @@ def posted(receiver: Receiver) -> list[tuple]:
 
 def prom(s: StackUnderTest, promql: str, **range_args) -> list:
     path = "query_range" if range_args else "query"
-    r = httpx.get(f"{s.prometheus}/api/v1/{path}", params={"query": promql, **range_args}, timeout=10,
+    r = HTTP.get(f"{s.prometheus}/api/v1/{path}", params={"query": promql, **range_args}, timeout=10,
                   auth=credentials()).json()
     assert r["status"] == "success", r
     return r["data"]["result"]

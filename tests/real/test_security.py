@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.kit.cli import fleet
-from tests.kit.helpers import SAMPLE
+from tests.kit.helpers import HTTP, SAMPLE
 from tests.kit.stacks import SECRETS, StackUnderTest, running_ids
 
 
@@ -37,7 +37,7 @@ def test_without_a_token_or_with_a_replicas_token_nobody_registers_steers_or_rol
     admin = s.consul("master")
     assert "intruder" not in admin.agent.services()
     assert admin.kv.get("fleet/traffic/", recurse=True)[1] == weights_before
-    r = httpx.post(f"{s.gateway}/predict", json={"inputs": SAMPLE}, timeout=10)
+    r = HTTP.post(f"{s.gateway}/predict", json={"inputs": SAMPLE}, timeout=10)
     assert r.status_code == 200, r.text  # the stack serves with the tokens it was given
 
 
@@ -105,13 +105,13 @@ def test_consul_answers_only_https_with_the_stacks_ca_and_no_plain_http_is_publi
     ports = s.swarm.service(s.service("consul")).attrs["Endpoint"]["Ports"]
     assert [p["TargetPort"] for p in ports] == [8501]
     try:  # plain HTTP on the published port: Go's TLS server answers 400 "an HTTP request to an HTTPS server"
-        plain = httpx.get(f"http://127.0.0.1:{s.consul_port}/v1/status/leader", timeout=5)
+        plain = HTTP.get(f"http://127.0.0.1:{s.consul_port}/v1/status/leader", timeout=5)
         assert plain.status_code == 400 and "HTTPS" in plain.text, plain.text
     except (httpx.RemoteProtocolError, httpx.ReadError):
         pass  # or it hangs up on it; a timeout or a refused connection would say nothing and fails here
     assert httpx.get(f"{s.consul_url}/v1/status/leader", verify=str(SECRETS / "ca.pem"), timeout=5).status_code == 200
     with pytest.raises(httpx.ConnectError):  # any other CA: the handshake fails
-        httpx.get(f"{s.consul_url}/v1/status/leader", timeout=5)
+        HTTP.get(f"{s.consul_url}/v1/status/leader", timeout=5)
 
 
 def test_consul_tls_server_name_is_the_name_the_certificate_is_checked_against(stack):
@@ -152,7 +152,7 @@ def test_prometheus_answers_nobody_without_fleets_password_and_takes_no_forged_e
         assert role_window(p, stable, "stable", 30, 1, 5.0) is not None, "fleet reads the evidence with its password"
         # series written with the password, as fleet writes its own: a counter that jumps by a million
         for body in (forge(0.0, now - 2), forged):
-            r = httpx.post(f"{s.prometheus}/api/v1/write", content=body, headers=remote_write.HEADERS,
+            r = HTTP.post(f"{s.prometheus}/api/v1/write", content=body, headers=remote_write.HEADERS,
                            auth=credentials(), timeout=10)
             assert r.status_code == 204, r.text
         jumped = p.scalar(f'sum(increase(fleet_requests_total{{service="{stable}",status="500"}}[30s]))')

@@ -3,14 +3,13 @@ import json
 import subprocess
 
 import consul
-import httpx
 from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 import torch
 
 from fleet.adapters.prometheus import Prometheus
 from tests.process.test_hostile_input import HEADERS, INFER, header_values, raw_request
-from tests.kit.helpers import SAMPLE, LoadLoop, wait_until
+from tests.kit.helpers import HTTP, SAMPLE, LoadLoop, wait_until
 from tests.kit.stacks import ROOT, converged
 
 
@@ -63,7 +62,7 @@ def test_prediction_through_the_gateway_equals_the_model(stack):
     model = torch.jit.load(str(ROOT / "build/models/v2/model.pt"))
     with torch.inference_mode():
         expected = model(torch.tensor(SAMPLE))
-    r = httpx.post(f"{stack.gateway}/predict", json={"inputs": SAMPLE}, timeout=10)
+    r = HTTP.post(f"{stack.gateway}/predict", json={"inputs": SAMPLE}, timeout=10)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["version"] == "2"
@@ -120,19 +119,19 @@ def predictions(stack, route: str) -> float:
 def test_the_public_port_serves_the_public_api_only_and_fleets_port_the_rest(stack):
     for path in ("/metrics", "/golden", "/info"):
         for headers in ({}, {"X-Fleet-Route": "stable"}):
-            r = httpx.get(f"{stack.gateway}{path}", headers=headers, timeout=5)
+            r = HTTP.get(f"{stack.gateway}{path}", headers=headers, timeout=5)
             assert r.status_code == 404 and "POST /predict" in r.json()["error"], (path, headers, r.text)
-        assert httpx.get(f"{stack.ops}{path}", headers={"X-Fleet-Route": "stable"}, timeout=5).status_code == 200, path
-    assert httpx.get(f"{stack.gateway}/predict", timeout=5).status_code == 405
-    assert httpx.get(f"{stack.gateway}/ready", timeout=5).status_code == 200
-    big = httpx.post(f"{stack.gateway}/predict", content=b"x" * 300_000, timeout=10,
+        assert HTTP.get(f"{stack.ops}{path}", headers={"X-Fleet-Route": "stable"}, timeout=5).status_code == 200, path
+    assert HTTP.get(f"{stack.gateway}/predict", timeout=5).status_code == 405
+    assert HTTP.get(f"{stack.gateway}/ready", timeout=5).status_code == 200
+    big = HTTP.post(f"{stack.gateway}/predict", content=b"x" * 300_000, timeout=10,
                      headers={"content-type": "application/json"})
     assert big.status_code == 413 and "limit" in big.json()["error"]
     # fleet's headers are dropped on the public port: no role can be picked (there is no canary: a
     # route to it would fail) and fleet's synthetic origin cannot be claimed from outside
     before = origins(stack)
     for _ in range(10):
-        r = httpx.post(f"{stack.gateway}/predict", json={"inputs": SAMPLE}, timeout=10,
+        r = HTTP.post(f"{stack.gateway}/predict", json={"inputs": SAMPLE}, timeout=10,
                        headers={"X-Fleet-Origin": "synthetic", "X-Fleet-Route": "canary"})
         assert r.status_code == 200, r.text
     after = wait_until(lambda: (o := origins(stack))["organic"] >= before["organic"] + 10 and o, 30,
@@ -164,7 +163,7 @@ def test_replicas_run_hardened_and_still_serve(stack):
         assert c.exec_run(["python3", "-c", "open('/tmp/x', 'w').write('ok')"]).exit_code == 0  # the tmpfs
         probe = c.exec_run(["python3", "-I", "-S", "/app/fleet_inference/healthcheck.py"])
         assert probe.exit_code == 0 and b'"phase":"ready"' in probe.output, probe.output
-    assert httpx.post(f"{stack.gateway}/predict", json={"inputs": SAMPLE}, timeout=10).status_code == 200
+    assert HTTP.post(f"{stack.gateway}/predict", json={"inputs": SAMPLE}, timeout=10).status_code == 200
 
 
 def test_scale_down_and_forced_update_fail_no_request(stack):
