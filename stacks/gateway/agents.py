@@ -76,15 +76,38 @@ def order(known: list[str], own: str | None) -> list[str]:
     return ranked
 
 
+def catches_hangup(pid: int) -> bool:
+    """Whether process `pid` has a handler for SIGHUP now (its SigCgt mask). A SIGHUP that reaches dnsmasq before
+    its handler is installed ends it (the default action): on a busy node the list changed that soon after
+    dnsmasq started, and the gateway answered 503 "No server is available" for good."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            mask = next((int(line.split()[1], 16) for line in f if line.startswith("SigCgt:")), 0)
+    except OSError:
+        return False
+    return bool(mask >> (signal.SIGHUP - 1) & 1)
+
+
+def listed(path: str) -> list[str] | None:
+    """The agents the servers file at `path` lists now, in order (None when there is none)."""
+    try:
+        with open(path) as f:
+            return [line.split("/", 2)[2].split("#")[0] for line in f if line.startswith("server=/")]
+    except OSError:
+        return None
+
+
 def main() -> None:
     path, dnsmasq = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None
-    written, own, deadline = None, None, time.monotonic() + 120
+    # dnsmasq started with the file as it is: a list changed from there on is sent, not the same one again
+    written, own, deadline = (listed(path) if dnsmasq else None), None, time.monotonic() + 120
     while True:
         known = addresses()
         if NODE and own not in known:
             own = next((a for server in known for a in query_a(server, f"{NODE}.node.consul")), None)
         ranked = order(known, own)
-        if ranked and ranked != written:
+        # a change waits (a second at a time) until dnsmasq can take the signal that makes it read the file again
+        if ranked and ranked != written and (dnsmasq is None or catches_hangup(dnsmasq)):
             with open(path + ".new", "w") as f:
                 f.writelines(f"server=/consul/{a}#{PORT}\n" for a in ranked)
             os.replace(path + ".new", path)

@@ -27,15 +27,20 @@ echo "gateway: service $FLEET_SERVICE, port $GATEWAY_PORT, ops port $GATEWAY_OPS
 haproxy -W -db -f /etc/fleet/haproxy.cfg &
 proxy=$!
 trap 'kill -USR1 "$proxy" 2>/dev/null' TERM INT   # soft stop: finish what is in flight
+# A helper gone: soft stop, then at most 10 s for what is in flight, then a hard stop, and exit 1 for Swarm to
+# start a new gateway. Not `wait` alone: a SIGUSR1 that reaches HAProxy while it starts is lost (seen on a busy
+# node: the gateway lived on without dnsmasq, answering 503 "No server is available" for good).
+restart() {
+  echo "gateway: $1 exited; exiting so that Swarm restarts the gateway" >&2
+  kill -USR1 "$proxy" 2>/dev/null
+  for _ in $(seq 1 10); do kill -0 "$proxy" 2>/dev/null || exit 1; sleep 1; done
+  echo "gateway: HAProxy still runs 10 s after its soft stop; stopping it" >&2
+  kill -KILL "$proxy" 2>/dev/null
+  exit 1
+}
 while kill -0 "$proxy" 2>/dev/null; do
-  if ! kill -0 "$dns" 2>/dev/null; then
-    echo "gateway: dnsmasq exited; exiting so that Swarm restarts the gateway" >&2
-    kill -USR1 "$proxy"; break
-  fi
-  if ! kill -0 "$agents" 2>/dev/null; then
-    echo "gateway: fleet-agents exited; exiting so that Swarm restarts the gateway" >&2
-    kill -USR1 "$proxy"; break
-  fi
+  kill -0 "$dns" 2>/dev/null || restart dnsmasq
+  kill -0 "$agents" 2>/dev/null || restart fleet-agents
   sleep 1 & wait $!
 done
 wait "$proxy"

@@ -222,3 +222,50 @@ def test_a_token_refused_mid_way_is_waited_out_then_named():
         refusals[0] = 10**6  # refused from now on
         with pytest.raises(ConsulUnavailable, match="refused fleet's token"):
             Catalog(client(f"http://127.0.0.1:{port}", token="t"), patience=1.0).instances("svc")
+
+
+HANDLER_LATER = """
+import signal, sys
+print("started", flush=True)
+sys.stdin.readline()
+signal.signal(signal.SIGHUP, lambda *_: print("hup", flush=True))
+print("handler", flush=True)
+while True:
+    signal.pause()
+"""
+
+
+def test_the_agents_list_reaches_dnsmasq_only_once_it_can_take_the_signal(tmp_path):
+    """fleet-agents sends dnsmasq SIGHUP when the list changes; one sent before dnsmasq installed its handler
+    killed it (the default action) and left the gateway without DNS. A process that installs its handler only when
+    told to stands in for a slow dnsmasq: it lives, the change waits, then arrives with one SIGHUP."""
+    import subprocess
+    import sys
+    agents = gateway_agents()
+    servers = tmp_path / "dns-servers"
+    servers.write_text("server=/consul/10.9.9.9#8600\n")  # what dnsmasq started with: the list then changes
+    assert agents.listed(str(servers)) == ["10.9.9.9"]
+    slow = subprocess.Popen([sys.executable, "-c", HANDLER_LATER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    follower = None
+    try:
+        assert slow.stdout.readline() == "started\n"
+        assert not agents.catches_hangup(slow.pid)
+        follower = subprocess.Popen([sys.executable, str(ROOT / "stacks/gateway/agents.py"), str(servers),
+                                     str(slow.pid)], env={"CONSUL_DNS_HOST": "localhost", "PATH": "/usr/bin:/bin"},
+                                    stderr=subprocess.PIPE, text=True)
+        with pytest.raises(subprocess.TimeoutExpired):  # two of the follower's rounds: not signalled, not killed
+            slow.wait(timeout=2.5)
+        assert agents.listed(str(servers)) == ["10.9.9.9"]
+        slow.stdin.write("\n")
+        slow.stdin.flush()
+        assert slow.stdout.readline() == "handler\n"
+        assert agents.catches_hangup(slow.pid)
+        assert slow.stdout.readline() == "hup\n"  # blocks until the change arrives (the test's timeout bounds it)
+        assert agents.listed(str(servers)) == ["127.0.0.1"]
+        assert slow.poll() is None
+    finally:
+        for p in (follower, slow):
+            if p is not None:
+                p.kill()
+                p.wait()
