@@ -72,6 +72,13 @@ node_up() {  # start node $1 (index) unless it runs
   # one fake GPU a node, as a GPU node's daemon.json names its GPUs (node-generic-resources): Swarm places
   # replicas that reserve one (stacks/gpu.yml) by it, which tests/real/test_cluster_gpu.py checks with no GPU
   local engine=(-H unix:///var/run/docker.sock --node-generic-resource "NVIDIA-GPU=GPU-fake-node$i")
+  # The nodes see the host's cgroups, so the containers they run would be the host's containers' siblings
+  # (under /docker, one share each): the cluster's twenty or so outweighed a single-node stack's six, and
+  # while the nodes started replicas, a single-node test beside them in the other worker was starved (its
+  # canary's p99 1.86x the stable's in a two-worker run, a good canary rolled back). Under a parent of their
+  # own, the cluster's containers together weigh as much as all of the host's: each side keeps at least
+  # half of the 2 cores when both want them.
+  engine+=(--cgroup-parent /fleet-cluster)
   # every node's engine over TLS on 127.0.0.1:3i376 (node 1's is the manager's, $engine_port): once nodes are
   # promoted to managers, fleet may list them all in DOCKER_HOST and follow whichever answers
   ports+=(-p "127.0.0.1:3${i}376:2376")

@@ -1,8 +1,10 @@
 """A registry that wants a login, as teams run one (issue 40): Debian's docker-registry (in the cluster's node
-image) with htpasswd over TLS, its certificate signed by a CA made here, published on 127.0.0.1:PORT; the CA
-in /etc/docker/certs.d/127.0.0.1:PORT/ca.crt, where the engine and fleet look for it. Docker configs (a
+image) with htpasswd over TLS, its certificate signed by a CA made here, published on 127.0.0.1:port; the CA
+in /etc/docker/certs.d/127.0.0.1:port/ca.crt, where the engine and fleet look for it. Docker configs (a
 DOCKER_CONFIG folder each) with the right login, a wrong one, none, or a credential helper (a script of the
-docker-credential-* protocol). Everything is labelled fleet.test=1 and removed after, a killed run's too."""
+docker-credential-* protocol). Everything is labelled fleet.test=1 and removed after, a killed run's too. Each
+user has a port and a container name of its own (the single-node tests and the cluster's run at once, in two
+workers: one registry's start removed the other's, and both tests failed)."""
 import base64
 import json
 import os
@@ -15,11 +17,7 @@ import bcrypt
 
 from tests.kit.helpers import wait_until
 
-PORT = 31600
-HOST = f"127.0.0.1:{PORT}"
-NAME = "fleettest-private-registry"
 USER, PASSWORD = "ci", "fleet-private-s3cret"
-CERTS_D = Path("/etc/docker/certs.d") / HOST
 
 
 def openssl(*args: str) -> None:
@@ -27,12 +25,14 @@ def openssl(*args: str) -> None:
 
 
 class PrivateRegistry:
-    def __init__(self, folder: Path):
-        self.folder, self.host = folder, HOST
+    def __init__(self, folder: Path, port: int = 31600):
+        self.folder, self.port, self.host = folder, port, f"127.0.0.1:{port}"
+        self.name = f"fleettest-private-registry-{port}"
         self.certs = folder / "certs"
+        self.certs_d = Path("/etc/docker/certs.d") / self.host
 
     def start(self, network: str | None = None) -> "PrivateRegistry":
-        """Up on 127.0.0.1:PORT here, and (with `network`, the cluster's) as NAME:5000 on that network too."""
+        """Up on 127.0.0.1:port here, and (with `network`, the cluster's) as its name:5000 on that network too."""
         self.stop()
         c = self.certs
         c.mkdir(parents=True)
@@ -50,37 +50,38 @@ class PrivateRegistry:
             "auth:\n  htpasswd:\n    realm: fleet-test\n    path: /certs/htpasswd\n")
         for f in c.iterdir():
             f.chmod(0o644)
-        CERTS_D.mkdir(parents=True, exist_ok=True)
-        shutil.copy(c / "ca.crt", CERTS_D / "ca.crt")
-        subprocess.run(["docker", "run", "-d", "--name", NAME, "--label", "fleet.test=1", "-p", f"127.0.0.1:{PORT}:5000",
+        self.certs_d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(c / "ca.crt", self.certs_d / "ca.crt")
+        subprocess.run(["docker", "run", "-d", "--name", self.name, "--label", "fleet.test=1",
+                        "-p", f"{self.host}:5000",
                         *(["--network", network] if network else []),
                         "-v", f"{c}:/certs:ro", "--entrypoint", "docker-registry", "fleet/node:bookworm", "serve",
                         "/certs/config.yml"], check=True, capture_output=True, env=_local())
-        wait_until(lambda: self._answers(), 30, f"the private registry on {HOST}")
+        wait_until(lambda: self._answers(), 30, f"the private registry on {self.host}")
         return self
 
     def _answers(self) -> bool:
         p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(self.certs / "ca.crt"),
-                            f"https://{HOST}/v2/"], capture_output=True, text=True)
+                            f"https://{self.host}/v2/"], capture_output=True, text=True)
         return p.stdout == "401"  # up, over TLS with our CA, and wanting a login
 
     def stop(self) -> None:
-        subprocess.run(["docker", "rm", "-f", NAME], capture_output=True, env=_local())
-        shutil.rmtree(CERTS_D, ignore_errors=True)
+        subprocess.run(["docker", "rm", "-f", self.name], capture_output=True, env=_local())
+        shutil.rmtree(self.certs_d, ignore_errors=True)
 
     def reach_from(self, nodes: tuple[str, ...]) -> None:
-        """Each cluster node reaches the registry as HOST too (a forwarder in the node, as the cluster's own
+        """Each cluster node reaches the registry as 127.0.0.1:port too (a forwarder in the node, as the cluster's own
         registry is reached), and its engine checks it against the CA, in the node's certs.d."""
         for node in nodes:
             exec_ = ["docker", "exec", "-i", node, "sh", "-c"]
-            subprocess.run([*exec_, f"mkdir -p {CERTS_D} && cat > {CERTS_D}/ca.crt"], input=(self.certs / "ca.crt").read_bytes(),
+            subprocess.run([*exec_, f"mkdir -p {self.certs_d} && cat > {self.certs_d}/ca.crt"], input=(self.certs / "ca.crt").read_bytes(),
                            check=True, capture_output=True, env=_local())
-            subprocess.run(["docker", "exec", "-d", node, "socat", f"TCP-LISTEN:{PORT},bind=127.0.0.1,fork,reuseaddr",
-                            f"TCP:{NAME}:5000"], check=True, capture_output=True, env=_local())
+            subprocess.run(["docker", "exec", "-d", node, "socat", f"TCP-LISTEN:{self.port},bind=127.0.0.1,fork,reuseaddr",
+                            f"TCP:{self.name}:5000"], check=True, capture_output=True, env=_local())
 
     def leave(self, nodes: tuple[str, ...]) -> None:
         for node in nodes:
-            subprocess.run(["docker", "exec", node, "sh", "-c", f"pkill -f 'TCP-LISTEN:{PORT}'; rm -rf {CERTS_D}"],
+            subprocess.run(["docker", "exec", node, "sh", "-c", f"pkill -f 'TCP-LISTEN:{self.port}'; rm -rf {self.certs_d}"],
                            capture_output=True, env=_local())
 
     def config(self, password: str | None) -> dict:
@@ -88,7 +89,7 @@ class PrivateRegistry:
         folder = self.folder / ("docker-none" if password is None else
                                 "docker-login" if password == PASSWORD else "docker-wrong")
         folder.mkdir(exist_ok=True)
-        auths = {HOST: {"auth": base64.b64encode(f"{USER}:{password}".encode()).decode()}} if password else {}
+        auths = {self.host: {"auth": base64.b64encode(f"{USER}:{password}".encode()).decode()}} if password else {}
         (folder / "config.json").write_text(json.dumps({"auths": auths}))
         return {"DOCKER_CONFIG": str(folder)}
 
@@ -98,17 +99,17 @@ class PrivateRegistry:
         (folder / "bin").mkdir(parents=True, exist_ok=True)
         helper = folder / "bin/docker-credential-fleettest"
         helper.write_text(f"#!{sys.executable}\nimport json, sys\nserver = sys.stdin.read().strip()\n"
-                          f"if sys.argv[1] != 'get' or server != {HOST!r}:\n"
+                          f"if sys.argv[1] != 'get' or server != {self.host!r}:\n"
                           "    print('credentials not found in native keychain'); sys.exit(1)\n"
                           f"print(json.dumps({{'ServerURL': server, 'Username': {USER!r}, 'Secret': {PASSWORD!r}}}))\n")
         helper.chmod(0o755)
-        (folder / "config.json").write_text(json.dumps({"credHelpers": {HOST: "fleettest"}}))
+        (folder / "config.json").write_text(json.dumps({"credHelpers": {self.host: "fleettest"}}))
         return {"DOCKER_CONFIG": str(folder), "PATH": f"{folder / 'bin'}:{os.environ['PATH']}"}
 
     def push(self, image: str, name: str) -> str:
-        """`image` pushed as HOST/name with the login, the pushed name untagged here again (this engine holds no
-        copy by that name: fleet reads it from the registry, Swarm pulls it); returns HOST/name."""
-        target = f"{HOST}/{name}"
+        """`image` pushed as host/name with the login, the pushed name untagged here again (this engine holds no
+        copy by that name: fleet reads it from the registry, Swarm pulls it); returns host/name."""
+        target = f"{self.host}/{name}"
         env = self.config(PASSWORD)
         subprocess.run(["docker", "tag", image, target], check=True, capture_output=True, env=_local())
         p = subprocess.run(["docker", "push", target], capture_output=True, text=True, env={**_local(), **env})

@@ -156,7 +156,7 @@ def test_1c_a_private_image_is_rolled_out_on_the_workers_with_the_login_fleet_fo
     back after to the public image the module's other tests start from."""
     wait_until(lambda: workers_whole(rc), 180, "the stable's replicas on the workers")
     public = next(h["revision"] for h in json.loads(rc.fleet("history", "--json").stdout)["revisions"] if h["current"])
-    private = PrivateRegistry(tmp_path).start(network="fleet-nodes")
+    private = PrivateRegistry(tmp_path, port=31601).start(network="fleet-nodes")
     try:
         private.reach_from(NODES)
         image = private.push("fleet/inference:2", f"team/inference:{uuid.uuid4().hex[:8]}")
