@@ -1,10 +1,10 @@
 # fleet: `make demo` deploys the stack and sends one prediction; `make test` runs every test.
 # Both install what is missing first (Python env, Docker engine + Swarm, Consul, images).
 PY := .venv/bin/python
-# make test's workers (pytest-xdist, by group: tests/kit/groups.py). One on CI's 2 cores: the suite is bound
-# by CPU, not by waiting (README, "How make test runs": 2 workers kept both cores 96 % busy, took about as
-# long, and rollouts judged on latency failed); TEST_WORKERS=2 or more where there are cores to spare
-TEST_WORKERS ?= 1
+# make test's workers (pytest-xdist, by group: tests/kit/groups.py). Two on CI's 2 cores: the 3-node cluster's
+# group in one, every single-node group in the other, the cluster's containers under a cgroup of their own so
+# that neither side starves the other (README, "How make test runs"); TEST_WORKERS=1 runs it all in turn
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test unit bench clean cluster cluster-down cuda-image
 
