@@ -7,7 +7,7 @@ the report's first word."""
 import subprocess
 
 from tests.kit.cluster import NAME, NODES, Cluster, local_env
-from tests.kit.stacks import StackUnderTest, gateway_errors, gateway_log, gateway_log_args
+from tests.kit.stacks import StackUnderTest, gateway_log, service_errors
 
 # Run in a gateway container (python3 -c; its standard library only): where "No server is available" comes from.
 GATEWAY_PROBE = r"""
@@ -84,9 +84,8 @@ def describe_cluster(c: Cluster, since: float) -> str:
         parts.append(f"tasks: not read ({type(e).__name__}: {e})")
     parts += consul_lines(c)
     try:
-        log = subprocess.run(["docker", *gateway_log_args(f"{NAME}_gateway", since)], capture_output=True, text=True,
-                             timeout=60, env=c.fleet_env(DOCKER_HOST=c.env["DOCKER_HOST"]))
-        parts += [f"gateway: {line}" for line in gateway_errors(log.stdout + log.stderr)[-40:]]
+        parts += [f"gateway: {line}" for line in service_errors(
+            f"{NAME}_gateway", since, env=c.fleet_env(DOCKER_HOST=c.env["DOCKER_HOST"]))[-40:]]
     except Exception as e:
         parts.append(f"gateway: log not read ({type(e).__name__}: {e})")
     for node in NODES:

@@ -12,13 +12,13 @@ import httpx
 
 from fleet.core.records import Revision
 
-# Two held-out tumours the demo's model v1 and v2 both classify right (train.py: 8 measurements each): benign
-# (mean radius 11.94) and malignant (20.92).
 # the tests' plain HTTP client, made once: httpx.get/post make a client a call, and each loads the CA bundle into a
 # new TLS context (about 50 ms of CPU, every half second in a wait_until). No connection is kept: each request
 # opens its own, as before, so a gateway restarted between two requests is never met on a stale connection.
 HTTP = httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0))
 
+# Two held-out tumours the demo's model v1 and v2 both classify right (train.py: 8 measurements each): benign
+# (mean radius 11.94) and malignant (20.92).
 SAMPLE = [[11.94, 18.24, 75.71, 437.6, 0.0826, 0.0475, 0.0197, 0.0135],
           [20.92, 25.09, 143.0, 1347.0, 0.1099, 0.2236, 0.3174, 0.1474]]
 

@@ -117,18 +117,14 @@ def deploy(stack: StackUnderTest, env: dict | None = None) -> None:
 def gateway_log(stack: StackUnderTest, since: float) -> list[str]:
     """The gateway's own log lines since `since` (epoch s) that say why a client got an error: its servers going
     DOWN or UP (with the check's reason and duration) and requests it had no server for."""
-    out = subprocess.run(["docker", *gateway_log_args(stack.service("gateway"), since)], capture_output=True, text=True,
-                         timeout=60)
-    return gateway_errors(out.stdout + out.stderr)
+    return service_errors(stack.service("gateway"), since)
 
 
-def gateway_log_args(service: str, since: float) -> list[str]:
-    return ["service", "logs", "--raw", "--timestamps", "--since", str(int(since)), service]
-
-
-def gateway_errors(log: str) -> list[str]:
-    """The lines of a gateway's log that say why a client got an error."""
-    return [line for line in log.splitlines()
+def service_errors(service: str, since: float, env: dict | None = None) -> list[str]:
+    """gateway_log's lines of any gateway service, through the docker CLI that `env` points at (None: this one)."""
+    out = subprocess.run(["docker", "service", "logs", "--raw", "--timestamps", "--since", str(int(since)), service],
+                         capture_output=True, text=True, timeout=60, env=env)
+    return [line for line in (out.stdout + out.stderr).splitlines()
             if any(k in line for k in ("DOWN", " is UP", "NOSRV", "no server available", " 503 "))]
 
 
