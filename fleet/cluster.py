@@ -68,8 +68,19 @@ class SwarmCluster:
         self.swarm.remove(self.canary_name)
 
     def canary_gone(self) -> bool:
-        return not self.swarm.containers_left(self.canary_name) and not any(
-            i.role == "canary" for i in self.catalog.instances(self.consul_name))
+        """No canary container left, and no canary instance in Consul. A replica leaves Consul as it drains;
+        one that could not (Consul did not answer it, or it was killed at its grace period) stays listed
+        until Consul's own reaper (DeregisterCriticalServiceAfter, a minute and more), so once its
+        container is gone fleet removes it, where the agent fleet speaks to holds it."""
+        if self.swarm.containers_left(self.canary_name):
+            return False
+        left = [i for i in self.catalog.instances(self.consul_name) if i.role == "canary"]
+        for i in left:
+            try:
+                self.catalog.deregister(i.id)
+            except consul.ConsulException:  # held by another node's agent: its reaper removes it
+                pass
+        return not left
 
     def update_stable(self, image: str, container: dict | None = None) -> None:
         stable = self._stable()

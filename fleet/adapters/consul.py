@@ -205,6 +205,12 @@ class Catalog:
         patiently(self.patience, self.consul.agent.service.maintenance, service_id, "true", reason,
                   unanswered=(requests.RequestException,))
 
+    def deregister(self, service_id: str) -> None:
+        """Remove one instance whose replica is gone. Consul's own refusal (an instance another agent holds)
+        stays a ConsulException, as for `maintenance`."""
+        patiently(self.patience, self.consul.agent.service.deregister, service_id,
+                  unanswered=(requests.RequestException,))
+
 
 def _instance(entry: dict) -> Instance:
     svc = entry["Service"]

@@ -5,6 +5,7 @@ same window: error rate beyond the stable's against a limit, latency at p50 and 
 against users' (or fleet's synthetic ones against fleet's). Too few requests,
 or no baseline, is UNKNOWN, never PASS: no promotion on unknown.
 """
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -74,6 +75,20 @@ class Stats:
         lower, upper, share = self._bucket(q, origin)
         return lower + (upper - lower) * share if upper != float("inf") else lower  # open bucket: its lower bound
 
+    def slower_than(self, seconds: float, origin: str | None = None) -> float:
+        """How many requests (of `origin`) took longer than `seconds`, interpolated in its bucket as the
+        quantiles are (none in the open bucket's range: the histogram cannot say)."""
+        buckets = self.histogram(origin)
+        lower, below = 0.0, 0.0
+        for bound, count in buckets:
+            if bound >= seconds:
+                if bound == float("inf"):
+                    return buckets[-1][1] - below if seconds <= lower else 0.0
+                share = (seconds - lower) / (bound - lower) if bound > lower else 1.0
+                return buckets[-1][1] - (below + (count - below) * share)
+            lower, below = bound, count
+        return 0.0
+
     def bucket(self, q: float, origin: str | None = None) -> tuple[float, float]:
         """The bounds of the histogram bucket the `q` quantile falls in: all that the histogram knows of it
         (the mean twice when there is no histogram)."""
@@ -102,6 +117,7 @@ class Thresholds:
     latency_floor: float = 0.005  # seconds: below this, median latencies count as equal (timer noise)
     tail_floor: float = 0.05  # seconds: below this, p99 latencies count as equal (scheduling noise)
     min_tail_requests: int = 200  # fewer requests (either role) than this: the p99 is noise, p50 only
+    tail_chance: float = 0.001  # a slower p99 fails only when its slow requests are less likely than this by chance
     min_latency_window: float = 5.0  # seconds of evidence before latency is judged (at most the step duration)
     max_divergence: float = 0.2  # total variation between the roles' predicted-class mixes on users' traffic
     min_predictions: int = 100  # fewer users' predictions (either role) than this: the mix is not judged
@@ -158,8 +174,13 @@ def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: 
         # Two quantiles in the same bucket cannot be told apart: where in the bucket they fall is the
         # interpolation's guess (two replicas of one image measured 11.9 and 17.9 ms p50 on a busy host).
         if ratio > limit and canary.bucket(q, origin)[0] >= stable.bucket(q, origin)[1]:
-            return Judgement(Outcome.FAIL, f"canary {name} latency {c * 1000:.1f} ms is {ratio:.2f}x the stable's "
-                                           f"{s * 1000:.1f} ms{of} (limit {limit:.2g}x{_load(load)})")
+            slow = _slow_tail(canary, stable, limit * max(s, floor), origin, t.tail_chance) if name == "p99" else None
+            if slow is None or slow[0] < t.tail_chance:
+                return Judgement(Outcome.FAIL, f"canary {name} latency {c * 1000:.1f} ms is {ratio:.2f}x the stable's "
+                                               f"{s * 1000:.1f} ms{of} (limit {limit:.2g}x{_load(load)})"
+                                               + (f": {slow[1]}" if slow else ""))
+            ratios.append(f"{name} {ratio:.2f}x (within chance: {slow[1]})")
+            continue
         ratios.append(f"{name} {ratio:.2f}x" + (" (within one histogram bucket)" if ratio > limit else ""))
     made = f" ({min(synthetic, canary.requests)} synthetic)" if synthetic else ""
     return Judgement(Outcome.PASS, f"error rate {canary.error_rate:.1%} over {canary.requests} requests{made}, "
@@ -226,6 +247,34 @@ def judge_mix(canary: tuple[tuple[str, float], ...], stable: tuple[tuple[str, fl
     if tv > t.max_divergence:
         return Judgement(Outcome.FAIL, f"{figures}, over the limit of {t.max_divergence:g} ({shares})")
     return Judgement(Outcome.PASS, f"{figures} (limit {t.max_divergence:g})")
+
+
+def _slow_tail(canary: Stats, stable: Stats, seconds: float, origin: str | None,
+               least: float) -> tuple[float, str]:
+    """How likely the canary's share of requests slower than `seconds` is by chance, were a slow request as
+    likely on either role (the stable's on the same window), and those figures in words. A p99 rests on its
+    few slowest requests: on a busy host a stall of a few hundred ms hits two or three requests of a window,
+    on whichever role, and made the p99 of a good canary five times the stable's."""
+    n, ns = round(canary.count(origin)), round(stable.count(origin))
+    k, m = (min(total, max(0, round(r.slower_than(seconds, origin)))) for r, total in ((canary, n), (stable, ns)))
+    chance = excess_chance(k, n, m, ns)
+    return chance, (f"{k} of {n} canary requests slower than {seconds * 1000:.0f} ms against {m} of {ns} stable "
+                    f"ones (chance {chance:.2g}, limit {least:g})")
+
+
+def excess_chance(k: int, n: int, m: int, ns: int) -> float:
+    """Pure: one-sided Fisher's exact test. Of n canary and ns stable requests, k and m were slow: the chance
+    that k or more of the k + m slow ones fall among the canary's n, were each request equally likely slow."""
+    total, slow = n + ns, k + m
+    if not n or not slow:
+        return 1.0
+
+    def log_comb(a: int, b: int) -> float:
+        return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
+
+    whole = log_comb(total, n)
+    return min(1.0, sum(math.exp(log_comb(slow, x) + log_comb(total - slow, n - x) - whole)
+                        for x in range(max(k, n - (total - slow)), min(slow, n) + 1)))
 
 
 def _like_for_like(canary: Stats, stable: Stats, least: int) -> str | None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fleet.adapters.prometheus import Prometheus
+from fleet.cluster import SwarmCluster
 from tests.process.test_hostile_input import HEADERS, INFER, header_values, raw_request
 from tests.kit.helpers import HTTP, SAMPLE, LoadLoop, wait_until
 from tests.kit.stacks import ROOT, converged
@@ -27,6 +28,29 @@ def test_every_replica_is_healthy_in_docker_and_passing_in_consul_with_its_versi
     assert {(i.status, i.version, i.role) for i in instances} == {("passing", "2", "stable")}
     ps_ids = {row["ID"] for row in stack_ps(stack) if row["DesiredState"] == "Running"}
     assert set(running) <= ps_ids  # what fleet sees is what `docker stack ps` shows
+
+
+def test_a_canary_instance_left_in_consul_with_no_container_is_removed_by_fleet(stack):
+    """CI's landing: a canary rolled back, its containers gone, and its instance still in Consul after fleet's
+    60 s wait (a replica that could not deregister as it drained stays until Consul's reaper, a minute and
+    more): the next rollout would count it. No canary container runs here, so an instance named canary is
+    such a leftover, and fleet's wait for the canary to be gone removes it."""
+    c = stack.consul("master")
+    left = f"{stack.consul_service}-fleettest-left-canary"
+    cluster = SwarmCluster(stack.swarm, stack.catalog, None, stack.service("inference"),
+                           stack.service("inference-canary"), stack.consul_service)
+    try:
+        c.agent.service.register(stack.consul_service, service_id=left, address="10.255.255.1", port=8000,
+                                 tags=["canary", "v9"], meta={"role": "canary", "version": "9"})
+        assert any(i.id == left for i in stack.catalog.instances(stack.consul_service))
+        assert not cluster.canary_gone(), "an instance was still listed: not gone on this call"
+        assert all(i.id != left and i.role == "stable" for i in stack.catalog.instances(stack.consul_service))
+        assert cluster.canary_gone()
+    finally:
+        try:
+            c.agent.service.deregister(left)
+        except consul.ConsulException:  # gone already: Consul 1.8 answers 500 "Unknown service"
+            pass
 
 
 def test_a_registration_left_at_an_address_another_replica_now_holds_fails_its_check(stack):

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from fleet.core.analysis import Outcome, Stats, Thresholds, judge, judge_golden
+from fleet.core.analysis import Outcome, Stats, Thresholds, excess_chance, judge, judge_golden
 
 INF = float("inf")
 
@@ -35,10 +35,44 @@ def test_quantile_interpolates_like_histogram_quantile(stats, q, expected):
     (hist(270, 0, 0, 30), hist(300, 0, 0, 0), Outcome.FAIL, "p99 latency"),  # a slow tail only
     (hist(294, 6, 0, 0), hist(300, 0, 0, 0), Outcome.PASS, "p99"),  # tails under 50 ms count as equal
     (hist(90, 0, 0, 10), hist(100, 0, 0, 0), Outcome.PASS, "p50 1.00x stable"),  # 100 requests: p99 is noise
+    (hist(288, 0, 0, 12), hist(300, 0, 0, 0), Outcome.FAIL, "12 of 300 canary requests slower than 75 ms"),
+    # five stalled requests of 300 set the p99 at 2x: as likely as not on either role (a busy host's stalls)
+    (hist(295, 0, 0, 5), hist(300, 0, 0, 0), Outcome.PASS, "p99 2.00x (within chance: 5 of 300 canary"),
 ])
 def test_latency_judged_at_p50_and_p99(canary, stable, outcome, words):
     j = judge(canary, stable, Thresholds())
     assert j.outcome is outcome and words in j.reason, j.reason
+
+
+def test_a_slower_p99_fails_only_beyond_what_chance_puts_on_either_role():
+    """CI's landing: a good canary at 50 % rolled back on 'p99 247 ms is 4.94x the stable's 48.6 ms', its p99
+    set by the three slowest of ~250 requests while the other worker's cluster took the CPU."""
+    bounds = (0.025, 0.05, 0.1, 0.25, 0.5, INF)
+    good, stable = hist(200, 45, 0, 5, 0, 0, bounds=bounds), hist(180, 18, 2, 0, 0, 0, bounds=bounds)
+    assert good.quantile(0.99) > 3 * stable.quantile(0.99)
+    j = judge(good, stable, Thresholds())
+    assert j.outcome is Outcome.PASS and "within chance: 5 of 250 canary requests" in j.reason, j.reason
+    slow = hist(200, 25, 0, 25, 0, 0, bounds=bounds)  # one request in ten stalls on the canary alone
+    j = judge(slow, stable, Thresholds())
+    assert j.outcome is Outcome.FAIL and "p99 latency" in j.reason and "25 of 250 canary" in j.reason, j.reason
+
+
+@pytest.mark.parametrize("k,n,m,ns,chance", [
+    (1, 1, 0, 1, 0.5),  # one slow request of two: on the canary's side half the time
+    (2, 2, 0, 2, 1 / 6),  # both slow ones of four on the canary's two: 1 of C(4,2) ways
+    (0, 10, 3, 10, 1.0),  # none of the canary's slow: nothing to explain
+    (3, 250, 0, 200, 250 * 249 * 248 / (450 * 449 * 448)),
+    (0, 0, 0, 0, 1.0),
+])
+def test_excess_chance_is_fishers_one_sided_exact_test(k, n, m, ns, chance):
+    assert excess_chance(k, n, m, ns) == pytest.approx(chance)
+
+
+def test_slower_than_interpolates_in_its_bucket_like_the_quantiles():
+    h = hist(50, 50, 0, 10)  # bounds 5 ms, 10 ms, 100 ms, +Inf
+    assert h.slower_than(0.0075) == pytest.approx(35)  # half the second bucket's 50, and the open bucket's 10
+    assert h.slower_than(0.1) == pytest.approx(10) and h.slower_than(5.0) == 0.0
+    assert hist(10, 0, 0, 0).slower_than(0.0) == pytest.approx(10)
 
 
 def test_latency_waits_for_a_window_long_enough_and_never_passes_before():
