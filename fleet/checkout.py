@@ -1,7 +1,8 @@
 """What `make demo` (scripts/consul-secrets.sh, scripts/prometheus-secrets.sh) left in this checkout's
-`build/`: the stack's Consul CA and fleet's token, and the stack's Prometheus password. A fleet command
-run with none of Consul's variables set (no `CONSUL_*` at all) uses the first two, and one with neither
-`FLEET_PROMETHEUS_PASSWORD_FILE` nor `FLEET_PROMETHEUS_PASSWORD` the third, as `. build/consul/fleet.env`
+`build/`: the stack's Consul CA and fleet's token, and the stack's Prometheus password and CA. A fleet command
+run with none of Consul's variables set (no `CONSUL_*` at all) uses the first two, one with neither
+`FLEET_PROMETHEUS_PASSWORD_FILE` nor `FLEET_PROMETHEUS_PASSWORD` the third, and one without
+`FLEET_PROMETHEUS_CACERT` the fourth, as `. build/consul/fleet.env`
 and `. build/prometheus-auth/fleet.env` would have set them; it says so once on stderr. Whatever the user
 set, even to an empty value, is left as it is."""
 import os
@@ -32,12 +33,16 @@ def defaults(env: dict, cwd: Path | None = None) -> tuple[dict[str, str], str]:
         if not {"FLEET_PROMETHEUS_PASSWORD_FILE", "FLEET_PROMETHEUS_PASSWORD"} & set(env) \
                 and "FLEET_PROMETHEUS_PASSWORD_FILE" not in add and password.is_file():
             add["FLEET_PROMETHEUS_PASSWORD_FILE"] = str(password)
+        ca = build / "prometheus-auth/ca.pem"
+        if "FLEET_PROMETHEUS_CACERT" not in env and "FLEET_PROMETHEUS_CACERT" not in add and ca.is_file():
+            add["FLEET_PROMETHEUS_CACERT"] = str(ca)
         if len(add) > before:
             used.append(str(build))
     if not add:
         return {}, ""
     what = " and ".join(w for w, keys in (("the stack's Consul CA and fleet's token", "CONSUL_CACERT"),
-                                          ("the stack's Prometheus password", "FLEET_PROMETHEUS_PASSWORD_FILE"))
+                                          ("the stack's Prometheus password", "FLEET_PROMETHEUS_PASSWORD_FILE"),
+                                          ("the stack's Prometheus CA", "FLEET_PROMETHEUS_CACERT"))
                         if keys in add)
     return add, (f"fleet: using {what} from {' and '.join(used)} (nothing set them: `. build/consul/fleet.env` and "
                  "`. build/prometheus-auth/fleet.env` do, or set CONSUL_* yourself)")

@@ -54,13 +54,15 @@ class Target:
         return self._endpoints(self.gateway, "gateway", OPS_PORT, "--gateway")
 
     def prometheus_endpoints(self) -> Endpoints:
-        return self._endpoints(self.prometheus, "prometheus", 9090, "--prometheus")
+        """The stack's Prometheus where it is published (HTTPS: it serves TLS with the certificate
+        scripts/prometheus-secrets.sh made), or --prometheus's URLs."""
+        return self._endpoints(self.prometheus, "prometheus", 9090, "--prometheus", "https")
 
-    def _endpoints(self, given: str, service: str, port: int, flag: str) -> Endpoints:
+    def _endpoints(self, given: str, service: str, port: int, flag: str, scheme: str = "http") -> Endpoints:
         """BadInput when none is found now: the evidence comes through them, so fail before changing anything."""
         if given:
             return fixed(given)
-        endpoints = Endpoints(lambda: self.swarm.published_urls(f"{self.stack}_{service}", port))
+        endpoints = Endpoints(lambda: self.swarm.published_urls(f"{self.stack}_{service}", port, scheme))
         if not endpoints.urls():
             raise BadInput(f"stack {self.stack!r} has no {service} service publishing port {port} on a ready node "
                            f"(fleet's canary evidence needs it: deploy the stack from docker-stack.yml), or give "

@@ -29,6 +29,6 @@ its token and the Prometheus password in build/ when nothing is set; . build/con
   docker tag fleet/inference:2 fleet/inference:2-demo && .venv/bin/fleet rollout --canary --image fleet/inference:2-demo --stack $stack --steps 50 --step-duration 10s
   .venv/bin/fleet history --stack $stack
   curl -fsS --cacert build/consul/secrets/ca.pem -H "X-Consul-Token: \$(cat build/consul/secrets/fleet.token)" https://127.0.0.1:$cport/v1/health/service/$stack-inference
-  curl -fsS -u "fleet:\$(cat build/prometheus-auth/password)" 'http://127.0.0.1:$prom/api/v1/query?query=up'
+  curl -fsS --cacert build/prometheus-auth/ca.pem -u "fleet:\$(cat build/prometheus-auth/password)" 'https://127.0.0.1:$prom/api/v1/query?query=up'
   docker stack rm $stack
 EOT

@@ -4,8 +4,10 @@ A query returns its samples, or none ("no data"); a provider that does not answe
 ProviderError, which is missing evidence (counted apart from metric failures, like Argo Rollouts'
 consecutiveErrorLimit), never a verdict on the canary.
 """
+import functools
 import logging
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +47,33 @@ def credentials() -> httpx.BasicAuth | None:
     return httpx.BasicAuth(os.environ.get("FLEET_PROMETHEUS_USER") or "fleet", password)
 
 
+def tls() -> ssl.SSLContext | bool:
+    """How fleet checks the TLS certificate of Prometheus: against the CA in FLEET_PROMETHEUS_CACERT (the stack's
+    own, which scripts/prometheus-secrets.sh made to sign Prometheus's certificate alone and then threw its
+    key away: that CA is the certificate's pin, so the host name fleet reached it by, a node's address that
+    Swarm gives, is not checked), else the system's CAs (an operator's Prometheus, given with --prometheus)."""
+    path = os.environ.get("FLEET_PROMETHEUS_CACERT")
+    if not path:
+        return True
+    try:
+        return _pinned(path)
+    except (OSError, ssl.SSLError) as e:  # said, and then the handshake's failure says the rest (UNTRUSTED)
+        log.warning("FLEET_PROMETHEUS_CACERT %s: %s; point it at the CA scripts/prometheus-secrets.sh made "
+                    "(build/prometheus-auth/ca.pem)", path, getattr(e, "strerror", None) or e)
+        return True
+
+
+@functools.cache
+def _pinned(path: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=path)
+    context.check_hostname = False
+    return context
+
+
+UNTRUSTED = ("Prometheus at {url} has a certificate fleet does not trust ({error}): set FLEET_PROMETHEUS_CACERT to "
+             "the CA that signed it (`. build/prometheus-auth/fleet.env` sets it for the stack's own)")
+
+
 REFUSED = ("Prometheus at {url} wants credentials ({status}): set FLEET_PROMETHEUS_PASSWORD_FILE "
            "(`. build/prometheus-auth/fleet.env` sets it for the stack's own)")
 
@@ -56,7 +85,7 @@ class Prometheus:
     def __init__(self, endpoints: Endpoints | str, timeout: float = 2.0):
         """`timeout`: seconds one query may take in all, its whole answer read (within.py)."""
         self.endpoints = fixed(endpoints) if isinstance(endpoints, str) else endpoints
-        self.timeout, self.auth = timeout, credentials()
+        self.timeout, self.auth, self.verify = timeout, credentials(), tls()
 
     @property
     def url(self) -> str:
@@ -68,8 +97,10 @@ class Prometheus:
     def _get(self, path: str, params: dict) -> httpx.Response:
         try:
             return self.endpoints.first(lambda url: request_within("GET", f"{url}{path}", self.timeout, params=params,
-                                                                   auth=self.auth), 2)
+                                                                   auth=self.auth, verify=self.verify), 2)
         except Unanswered as e:
+            if "CERTIFICATE_VERIFY_FAILED" in str(e):
+                raise ProviderError(UNTRUSTED.format(url=self.url, error="certificate verify failed")) from None
             raise ProviderError(f"Prometheus did not answer: {e}") from None
 
     def _data(self, path: str, params: dict) -> list:

@@ -14,7 +14,7 @@ import snappy
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from .endpoints import Endpoints, Unanswered
-from .prometheus import credentials
+from .prometheus import credentials, tls
 from .within import request_within
 
 log = logging.getLogger("fleet.remote_write")
@@ -76,13 +76,14 @@ class Pusher:
         self._thread.join(wait)
 
     def _run(self) -> None:
-        auth = credentials()
+        auth, verify = credentials(), tls()
         while (item := self._queue.get()) is not None:
             series, at = item
             body = encode(series, at)
             try:
                 r = self.endpoints.first(lambda url: request_within("POST", f"{url}/api/v1/write", self.timeout,
-                                                                    content=body, headers=HEADERS, auth=auth), 2)
+                                                                    content=body, headers=HEADERS, auth=auth,
+                                                                    verify=verify), 2)
                 if r.status_code >= 300:
                     raise Unanswered(f"{r.status_code}: {r.text.strip()[:200]}")
                 self.pushed += 1

@@ -3,16 +3,22 @@
 # Swarm's template {{index .Service.Labels "com.docker.stack.namespace"}}) and run Prometheus.
 # `fleet-prometheus check` is the container's health check: Prometheus answers /-/ready (with the user
 # fleet's password where the web configuration asks for one).
-# With the Swarm secret prometheus_web (a web configuration: basic auth), Prometheus answers nobody without
-# credentials, queries and remote writes alike; prometheus_password is fleet's password, for the check.
+# With the Swarm secret prometheus_web (a web configuration: TLS with the secrets prometheus_tls and
+# prometheus_tls_key, and basic auth), Prometheus answers nobody without credentials, queries and remote
+# writes alike, over HTTPS only; prometheus_password is fleet's password, for the check.
 set -eu
 web=/run/secrets/prometheus_web
 if [ "${1:-}" = "check" ]; then
   auth=""
   [ -s /run/secrets/prometheus_password ] &&
     auth="Authorization: Basic $(printf 'fleet:%s' "$(cat /run/secrets/prometheus_password)" | base64 -w0)"
-  exec 3<>/dev/tcp/127.0.0.1/9090 && printf 'GET /-/ready HTTP/1.0\r\n%s\r\n\r\n' "$auth" >&3 &&
-    head -c 12 <&3 | grep -q " 200"
+  request() { printf 'GET /-/ready HTTP/1.0\r\n%s\r\n\r\n' "$auth"; }
+  if [ -s "$web" ] && grep -q '^tls_server_config:' "$web"; then  # its own certificate: nothing to verify
+    request | timeout 4 openssl s_client -quiet -connect 127.0.0.1:9090 2>/dev/null |
+      head -c 12 | grep -q " 200"
+  else
+    exec 3<>/dev/tcp/127.0.0.1/9090 && request >&3 && head -c 12 <&3 | grep -q " 200"
+  fi
   exit
 fi
 config=()

@@ -71,6 +71,7 @@ class LoadLoop(_OnAThread):
     # (time sent, status or "error", model version or None) per request
     served: list = field(default_factory=list)
     inputs: list = field(default_factory=lambda: SAMPLE)  # the rows each request sends
+    pause: float = 0.01  # seconds between requests
 
     def _run(self):
         deadline = time.monotonic() + self.max_seconds
@@ -90,7 +91,7 @@ class LoadLoop(_OnAThread):
                     self.statuses["error"] += 1
                     self.served.append((sent, "error", None))
                     self.failures.append(repr(e))
-                time.sleep(0.01)
+                time.sleep(self.pause)
 
     def share(self, version: str, start: float, end: float) -> float:
         """Percent of the successful responses between start and end that came from `version`."""

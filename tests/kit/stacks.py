@@ -23,6 +23,7 @@ CONSUL_PORT, GATEWAY_PORT = 18500, 18080
 SECRETS = ROOT / "build/consul/secrets"  # scripts/consul-secrets.sh: the stacks' Consul credentials
 CA = str(SECRETS / "ca.pem")
 PROMETHEUS_PASSWORD = ROOT / "build/prometheus-auth/password"  # scripts/prometheus-secrets.sh: user fleet's
+PROMETHEUS_CA = ROOT / "build/prometheus-auth/ca.pem"  # and the CA of the stacks' Prometheus's certificate
 
 
 def token(who: str) -> str:
@@ -73,7 +74,7 @@ class StackUnderTest:
 
     @property
     def prometheus(self) -> str:
-        return f"http://127.0.0.1:{self.prometheus_port}"
+        return f"https://127.0.0.1:{self.prometheus_port}"
 
     def env(self) -> dict:
         return {**os.environ, "FLEET_CONSUL_PORT": str(self.consul_port), "FLEET_GATEWAY_PORT": str(self.gateway_port),
@@ -82,7 +83,8 @@ class StackUnderTest:
                 # fleet as an operator runs it: HTTPS with the stack's CA, and fleet's own token
                 "CONSUL_HTTP_ADDR": self.consul_url, "CONSUL_CACERT": CA,
                 "CONSUL_HTTP_TOKEN_FILE": str(SECRETS / "fleet.token"),
-                "FLEET_PROMETHEUS_PASSWORD_FILE": str(PROMETHEUS_PASSWORD),  # and the stack's Prometheus's password
+                # and the stack's Prometheus's password and CA
+                "FLEET_PROMETHEUS_PASSWORD_FILE": str(PROMETHEUS_PASSWORD), "FLEET_PROMETHEUS_CACERT": str(PROMETHEUS_CA),
                 # Swarm's rolling update for `fleet deploy` (the tests of fleet's canary through `fleet deploy`
                 # set canary): these stacks change their stable's image by deploying, to start from a known one
                 "FLEET_ROLLOUT_STRATEGY": "rolling",

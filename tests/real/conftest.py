@@ -17,11 +17,13 @@ import pytest
 from fleet.adapters.swarm import Swarm
 from tests.kit import diagnose, groups
 from tests.kit.helpers import HTTP, SAMPLE, wait_until
-from tests.kit.stacks import (CONSUL_PORT, GATEWAY_PORT, PROMETHEUS_PASSWORD, STACK, StackUnderTest, converged, deploy,
+from tests.kit.stacks import (CONSUL_PORT, GATEWAY_PORT, PROMETHEUS_CA, PROMETHEUS_PASSWORD, STACK, StackUnderTest, converged, deploy,
                               remove_stack, remove_test_containers)
 
 # fleet's adapters made in this process (tests that read Prometheus as fleet does) use the stacks' password
+# and trust the stacks' Prometheus's CA
 os.environ.setdefault("FLEET_PROMETHEUS_PASSWORD_FILE", str(PROMETHEUS_PASSWORD))
+os.environ.setdefault("FLEET_PROMETHEUS_CACERT", str(PROMETHEUS_CA))
 
 
 @pytest.fixture(scope="session")

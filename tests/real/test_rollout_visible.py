@@ -13,6 +13,7 @@ import time
 import zlib
 from contextlib import contextmanager
 
+import httpx
 import pytest
 
 from fleet import report
@@ -20,8 +21,8 @@ from fleet.adapters import browser
 from fleet.adapters.prometheus import credentials
 from fleet.core.records import Revision
 from tests.kit.cli import fleet
-from tests.kit.helpers import HTTP, REPORT_DATA, REPORT_RECORD, LoadLoop, Receiver, serving, trickle, wait_until
-from tests.kit.stacks import ROOT, StackUnderTest, own_stack
+from tests.kit.helpers import REPORT_DATA, REPORT_RECORD, LoadLoop, Receiver, serving, trickle, wait_until
+from tests.kit.stacks import PROMETHEUS_CA, ROOT, StackUnderTest, own_stack
 
 NAME = "fleettest-visible"
 STABLE, GOOD = "fleet/inference:1", "fleet/inference:2"
@@ -76,8 +77,8 @@ def posted(receiver: Receiver) -> list[tuple]:
 
 def prom(s: StackUnderTest, promql: str, **range_args) -> list:
     path = "query_range" if range_args else "query"
-    r = HTTP.get(f"{s.prometheus}/api/v1/{path}", params={"query": promql, **range_args}, timeout=10,
-                  auth=credentials()).json()
+    r = httpx.get(f"{s.prometheus}/api/v1/{path}", params={"query": promql, **range_args}, timeout=10,
+                  auth=credentials(), verify=str(PROMETHEUS_CA)).json()
     assert r["status"] == "success", r
     return r["data"]["result"]
 

@@ -64,6 +64,9 @@ def test_consuls_own_variables_reach_the_stacks_consul_as_its_cli_would_and_bad_
     as the consul CLI takes them; a flag that is no boolean, or a folder with no certificate, is exit 2."""
     s = stack
     capath = tmp_path / "cas"
+    no_pem = tmp_path / "no-pem"  # a folder with files, none of them a certificate
+    no_pem.mkdir()
+    (no_pem / "password").write_text("not a certificate\n")
     capath.mkdir()
     (capath / "ca.pem").write_text((SECRETS / "ca.pem").read_text())
     (capath / "README").write_text("not a certificate")
@@ -75,7 +78,7 @@ def test_consuls_own_variables_reach_the_stacks_consul_as_its_cli_would_and_bad_
         assert p.returncode == 0 and json.loads(p.stdout)["consul_error"] is None, (env, p.stdout[-500:], p.stderr)
     bad = [({"CONSUL_HTTP_SSL": "yes please"}, "CONSUL_HTTP_SSL='yes please' is not a boolean"),
            ({"CONSUL_CACERT": "", "CONSUL_CAPATH": str(tmp_path / "none")}, "No such file or directory"),
-           ({"CONSUL_CACERT": "", "CONSUL_CAPATH": str(SECRETS.parent.parent / "prometheus-auth")}, "holds no PEM certificate")]
+           ({"CONSUL_CACERT": "", "CONSUL_CAPATH": str(no_pem)}, "holds no PEM certificate")]
     for env, says in bad:
         p = fleet(s, "status", "--stack", s.name, "--json", env=env)
         assert p.returncode == 2 and says in json.loads(p.stdout)["error"], (env, p.stdout, p.stderr)
@@ -125,12 +128,24 @@ def test_consul_tls_server_name_is_the_name_the_certificate_is_checked_against(s
 # the evidence: the stack's Prometheus (issue 39) ---------------------------------------------------------
 def test_prometheus_answers_nobody_without_fleets_password_and_takes_no_forged_evidence(stack):
     """Prometheus was published with its remote-write receiver on and no login: anyone who reached the
-    port could read the canary's evidence and write series that the judgement (`service=` only) counted."""
+    port could read the canary's evidence and write series that the judgement (`service=` only) counted.
+    And it serves HTTPS only, with a certificate of the stack's own CA: the password never crosses in clear."""
     import time
 
     from fleet.adapters import remote_write
-    from fleet.adapters.prometheus import Prometheus, credentials, role_window
+    from fleet.adapters.prometheus import Prometheus, ProviderError, credentials, role_window
+    from tests.kit.stacks import PROMETHEUS_CA
     s = stack
+    ca = str(PROMETHEUS_CA)
+    plain = httpx.get(f"http://127.0.0.1:{s.prometheus_port}/-/ready", timeout=10)  # no password: plain HTTP
+    assert plain.status_code == 400 and "HTTPS" in plain.text, (plain.status_code, plain.text[:200])
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):  # not a certificate others vouch for
+        httpx.get(f"{s.prometheus}/-/ready", timeout=10)
+    assert httpx.get(f"{s.prometheus}/-/ready", auth=credentials(), verify=ca, timeout=10).status_code == 200
+    with pytest.MonkeyPatch.context() as env:  # fleet without the CA says what to set
+        env.delenv("FLEET_PROMETHEUS_CACERT")
+        with pytest.raises(ProviderError, match="FLEET_PROMETHEUS_CACERT"):
+            Prometheus(s.prometheus).scalar("up")
     stable = s.service("inference")
     def forge(value: float, at: float) -> bytes:  # the stable's errors and requests, as a counter would say
         return remote_write.encode([("fleet_requests_total", {"service": stable, "route": "/predict",
@@ -144,7 +159,7 @@ def test_prometheus_answers_nobody_without_fleets_password_and_takes_no_forged_e
                                  ("GET", "/api/v1/series", {"params": {"match[]": "up"}}),
                                  ("GET", "/-/ready", {}), ("GET", "/graph", {}),
                                  ("POST", "/api/v1/write", {"content": forged, "headers": remote_write.HEADERS})):
-            r = httpx.request(method, f"{s.prometheus}{path}", auth=auth, timeout=10, **kw)
+            r = httpx.request(method, f"{s.prometheus}{path}", auth=auth, timeout=10, verify=ca, **kw)
             assert r.status_code == 401, (auth, method, path, r.status_code, r.text[:200])
     assert credentials() is not None
     p = Prometheus(s.prometheus)
@@ -152,8 +167,8 @@ def test_prometheus_answers_nobody_without_fleets_password_and_takes_no_forged_e
         assert role_window(p, stable, "stable", 30, 1, 5.0) is not None, "fleet reads the evidence with its password"
         # series written with the password, as fleet writes its own: a counter that jumps by a million
         for body in (forge(0.0, now - 2), forged):
-            r = HTTP.post(f"{s.prometheus}/api/v1/write", content=body, headers=remote_write.HEADERS,
-                           auth=credentials(), timeout=10)
+            r = httpx.post(f"{s.prometheus}/api/v1/write", content=body, headers=remote_write.HEADERS,
+                           auth=credentials(), timeout=10, verify=ca)
             assert r.status_code == 204, r.text
         jumped = p.scalar(f'sum(increase(fleet_requests_total{{service="{stable}",status="500"}}[30s]))')
         assert jumped and jumped >= 1e5, f"the forged counter is in Prometheus ({jumped}) but must not be evidence"

@@ -13,18 +13,21 @@ def a_build(root: Path, consul: bool = True, prometheus: bool = True) -> Path:
     if prometheus:
         (root / "build/prometheus-auth").mkdir(parents=True)
         (root / "build/prometheus-auth/password").write_text("pw")
+        (root / "build/prometheus-auth/ca.pem").write_text("Prometheus CA")
     return root / "build"
 
 
-def test_nothing_set_takes_all_three_from_the_working_directorys_build_and_says_where(tmp_path, monkeypatch):
+def test_nothing_set_takes_all_four_from_the_working_directorys_build_and_says_where(tmp_path, monkeypatch):
     monkeypatch.setattr(checkout, "CHECKOUT", tmp_path / "elsewhere")
     build = a_build(tmp_path)
     add, said = checkout.defaults({"PATH": "/bin"}, cwd=tmp_path)
     assert add == {"CONSUL_CACERT": str(build / "consul/secrets/ca.pem"),
                    "CONSUL_HTTP_TOKEN_FILE": str(build / "consul/secrets/fleet.token"),
-                   "FLEET_PROMETHEUS_PASSWORD_FILE": str(build / "prometheus-auth/password")}
+                   "FLEET_PROMETHEUS_PASSWORD_FILE": str(build / "prometheus-auth/password"),
+                   "FLEET_PROMETHEUS_CACERT": str(build / "prometheus-auth/ca.pem")}
     assert said.startswith("fleet: using the stack's Consul CA and fleet's token and the stack's Prometheus "
-                           f"password from {build.resolve()}") and "build/consul/fleet.env" in said
+                           f"password and the stack's Prometheus CA from {build.resolve()}") \
+        and "build/consul/fleet.env" in said
     assert "token\n" not in said and "pw" not in said.split("password")[0]  # paths, never the secrets
 
 
@@ -33,8 +36,9 @@ def test_any_consul_variable_set_even_empty_leaves_consul_alone(tmp_path, monkey
     a_build(tmp_path)
     for env in ({"CONSUL_HTTP_ADDR": "http://10.0.0.1:8500"}, {"CONSUL_HTTP_TOKEN_FILE": ""}, {"CONSUL_CACERT": "x"}):
         add, said = checkout.defaults(env, cwd=tmp_path)
-        assert set(add) == {"FLEET_PROMETHEUS_PASSWORD_FILE"} and "Consul" not in said, env
-    add, said = checkout.defaults({"CONSUL_HTTP_ADDR": "x", "FLEET_PROMETHEUS_PASSWORD": ""}, cwd=tmp_path)
+        assert set(add) == {"FLEET_PROMETHEUS_PASSWORD_FILE", "FLEET_PROMETHEUS_CACERT"} and "Consul" not in said, env
+    add, said = checkout.defaults({"CONSUL_HTTP_ADDR": "x", "FLEET_PROMETHEUS_PASSWORD": "",
+                                   "FLEET_PROMETHEUS_CACERT": ""}, cwd=tmp_path)
     assert (add, said) == ({}, "")
 
 

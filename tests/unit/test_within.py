@@ -55,3 +55,21 @@ def test_a_remote_write_receiver_that_trickles_is_a_reported_failure_within_its_
         pusher.close(wait=5.0)
         assert time.monotonic() - started < 2.5
     assert pusher.pushed == 0 and len(pusher.failures) == 1 and "within 1s" in pusher.failures[0], pusher.failures
+
+
+def test_the_stacks_prometheus_ca_is_its_certificates_pin_and_a_missing_one_is_said(monkeypatch, caplog):
+    """FLEET_PROMETHEUS_CACERT: the chain is checked against that CA alone, not the host name (fleet reaches
+    Prometheus at whichever node's address Swarm gives); unset, the system's CAs; unreadable, said."""
+    import ssl
+
+    import certifi
+
+    from fleet.adapters import prometheus
+    monkeypatch.delenv("FLEET_PROMETHEUS_CACERT", raising=False)
+    assert prometheus.tls() is True
+    monkeypatch.setenv("FLEET_PROMETHEUS_CACERT", certifi.where())
+    context = prometheus.tls()
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode is ssl.CERT_REQUIRED
+    assert not context.check_hostname and prometheus.tls() is context  # made once a process
+    monkeypatch.setenv("FLEET_PROMETHEUS_CACERT", "/nonexistent/ca.pem")
+    assert prometheus.tls() is True and "build/prometheus-auth/ca.pem" in caplog.text
