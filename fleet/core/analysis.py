@@ -110,6 +110,7 @@ class Stats:
 @dataclass(frozen=True)
 class Thresholds:
     max_error_rate: float = 0.01  # the canary's 5xx share beyond what the stable's errors explain (errors_beyond)
+    error_chance: float = 0.01  # errors over that limit fail the canary only when less likely than this by chance
     error_ceiling: float = 0.5  # the canary's 5xx share that fails it whatever the stable's
     max_latency_ratio: float = 1.5
     max_load_allowance: float = 2.0  # the latency limit grows with the canary's extra load per replica, up to this
@@ -213,15 +214,44 @@ def errors_beyond(canary: Stats, stable: Stats | None, t: Thresholds) -> tuple[f
 
 def judge_errors(canary: Stats, stable: Stats | None, t: Thresholds) -> Judgement | None:
     """Pure: FAIL when the canary's 5xx share is over `error_ceiling`, or over the stable's (errors_beyond) by
-    more than `max_error_rate`; None when neither."""
+    more than `max_error_rate` beyond chance; UNKNOWN when over it within chance; None when neither. A share is an estimate: 168 errors of 466
+    requests is 36 % give or take 2, so where traffic that fails on every model makes a third of both roles'
+    requests fail, a good canary measured 1.8 points over the stable's and rolled back (bench/judgement_bench.py).
+    The canary fails only when that many errors would come less often than `error_chance` from a canary
+    whose true share is the stable's plus the limit (binomial); a canary of 3 errors in 20 with none explained
+    still fails at once. Over the limit but within chance is UNKNOWN: no rollback on noise, and no promotion
+    either until more requests tell (or the progress deadline ends it)."""
     figures = f"canary error rate {canary.error_rate:.1%} ({canary.errors}/{canary.requests})"
     if canary.error_rate > t.error_ceiling:
         return Judgement(Outcome.FAIL, f"{figures} over the ceiling of {t.error_ceiling:.0%}")
     beyond, how = errors_beyond(canary, stable, t)
     if beyond > t.max_error_rate:
-        return Judgement(Outcome.FAIL, f"{figures}, {beyond:.1%} beyond the stable's errors ({how}): over the limit "
-                                       f"of {t.max_error_rate:.1%}")
+        limit = canary.error_rate - beyond + t.max_error_rate
+        chance = binomial_tail(round(canary.errors), round(canary.requests), limit)
+        over = f"{figures}, {beyond:.1%} beyond the stable's errors ({how}): over the limit of {t.max_error_rate:.1%}"
+        if chance < t.error_chance:
+            return Judgement(Outcome.FAIL, f"{over} (chance {chance:.2g})")
+        return Judgement(Outcome.UNKNOWN, f"{over}, within chance ({chance:.2g}, limit {t.error_chance:g}): waiting "
+                                          "for more requests")
     return None
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """Pure: the chance of k or more errors in n requests that each fail with chance p."""
+    if k <= 0:
+        return 1.0
+    if p <= 0.0 or k > n:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    log_p, log_q, whole = math.log(p), math.log1p(-p), math.lgamma(n + 1)
+    total = 0.0
+    for x in range(k, n + 1):
+        term = math.exp(whole - math.lgamma(x + 1) - math.lgamma(n - x + 1) + x * log_p + (n - x) * log_q)
+        total += term
+        if x > n * p and term < total * 1e-12:  # past the mode the terms only shrink
+            break
+    return min(1.0, total)
 
 
 def total_variation(a: dict[str, float], b: dict[str, float]) -> float:

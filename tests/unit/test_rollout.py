@@ -217,7 +217,8 @@ def test_weights_give_the_share_within_a_point(share, canaries, stables):
 @pytest.mark.parametrize("canary_stats,stable_stats,outcome", [
     (None, Stats(100, 0, 1), Outcome.UNKNOWN),
     (Stats(10, 0, 0.1), Stats(100, 0, 1), Outcome.UNKNOWN),
-    (Stats(100, 2, 1.0), Stats(100, 0, 1), Outcome.FAIL),
+    (Stats(100, 5, 1.0), Stats(100, 0, 1), Outcome.FAIL),
+    (Stats(100, 2, 1.0), Stats(100, 0, 1), Outcome.UNKNOWN),  # over 1 %, within chance: not yet told
     (Stats(100, 0, 1.0), None, Outcome.UNKNOWN),
     (Stats(100, 0, 1.0), Stats(100, 0, 1.0), Outcome.PASS),
     (Stats(100, 0, 0.2), Stats(100, 0, 0.1), Outcome.PASS),  # 2 ms vs 1 ms: both under the 5 ms floor
