@@ -140,8 +140,9 @@ def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: 
         return Judgement(Outcome.UNKNOWN, "no metrics from the canary")
     if canary.requests < t.min_requests:
         return Judgement(Outcome.UNKNOWN, f"only {canary.requests} canary requests so far (need {t.min_requests})")
-    if (failed := judge_errors(canary, stable, t)) is not None:
-        return failed
+    errors = judge_errors(canary, stable, t)  # an UNKNOWN (within chance) still lets the mix or latency fail it
+    if errors is not None and errors.outcome is Outcome.FAIL:
+        return errors
     if stable is None or stable.requests < t.min_requests:
         return Judgement(Outcome.UNKNOWN, f"no latency baseline: {stable.requests if stable else 0} stable requests "
                                           f"(need {t.min_requests})")
@@ -183,6 +184,8 @@ def judge(canary: Stats | None, stable: Stats | None, t: Thresholds, synthetic: 
             ratios.append(f"{name} {ratio:.2f}x (within chance: {slow[1]})")
             continue
         ratios.append(f"{name} {ratio:.2f}x" + (" (within one histogram bucket)" if ratio > limit else ""))
+    if errors is not None:
+        return errors
     made = f" ({min(synthetic, canary.requests)} synthetic)" if synthetic else ""
     return Judgement(Outcome.PASS, f"error rate {canary.error_rate:.1%} over {canary.requests} requests{made}, "
                                    f"latency {', '.join(ratios)} stable{of}{_load(load)}; {mix.reason}")
@@ -214,9 +217,10 @@ def errors_beyond(canary: Stats, stable: Stats | None, t: Thresholds) -> tuple[f
 
 def judge_errors(canary: Stats, stable: Stats | None, t: Thresholds) -> Judgement | None:
     """Pure: FAIL when the canary's 5xx share is over `error_ceiling`, or over the stable's (errors_beyond) by
-    more than `max_error_rate` beyond chance; UNKNOWN when over it within chance; None when neither. A share is an estimate: 168 errors of 466
-    requests is 36 % give or take 2, so where traffic that fails on every model makes a third of both roles'
-    requests fail, a good canary measured 1.8 points over the stable's and rolled back (bench/judgement_bench.py).
+    more than `max_error_rate` beyond chance; UNKNOWN when over it within chance; None when neither.
+    A share is an estimate: 168 errors of 466 requests is 36 % give or take 2, so where traffic that fails on
+    every model makes a third of both roles' requests fail, a good canary measured 1.8 points over the
+    stable's and rolled back (bench/judgement_bench.py).
     The canary fails only when that many errors would come less often than `error_chance` from a canary
     whose true share is the stable's plus the limit (binomial); a canary of 3 errors in 20 with none explained
     still fails at once. Over the limit but within chance is UNKNOWN: no rollback on noise, and no promotion
@@ -280,7 +284,7 @@ def judge_mix(canary: tuple[tuple[str, float], ...], stable: tuple[tuple[str, fl
 
 
 def _slow_tail(canary: Stats, stable: Stats, seconds: float, origin: str | None,
-               least: float) -> tuple[float, str]:
+               limit: float) -> tuple[float, str]:
     """How likely the canary's share of requests slower than `seconds` is by chance, were a slow request as
     likely on either role (the stable's on the same window), and those figures in words. A p99 rests on its
     few slowest requests: on a busy host a stall of a few hundred ms hits two or three requests of a window,
@@ -289,7 +293,7 @@ def _slow_tail(canary: Stats, stable: Stats, seconds: float, origin: str | None,
     k, m = (min(total, max(0, round(r.slower_than(seconds, origin)))) for r, total in ((canary, n), (stable, ns)))
     chance = excess_chance(k, n, m, ns)
     return chance, (f"{k} of {n} canary requests slower than {seconds * 1000:.0f} ms against {m} of {ns} stable "
-                    f"ones (chance {chance:.2g}, limit {least:g})")
+                    f"ones (chance {chance:.2g}, limit {limit:g})")
 
 
 def excess_chance(k: int, n: int, m: int, ns: int) -> float:

@@ -209,6 +209,10 @@ def test_errors_over_the_limit_within_chance_are_no_verdict_either_way():
     measured 168 errors of 466 (36.1 %), 1.8 points beyond what the stable's explained, and rolled back."""
     noisy = judge(role(466, 168, 1, 122), role(1400, 320, 2, 122), Thresholds())
     assert noisy.outcome is Outcome.UNKNOWN and "within chance" in noisy.reason, noisy.reason
+    # and within chance on errors, the canary is still judged on the rest: a mix that moved fails it
+    moved = replace(role(466, 168, 1, 122), classes=(("0", 150.0), ("1", 150.0)))
+    j = judge(moved, replace(role(1400, 320, 2, 122), classes=(("1", 900.0),)), Thresholds())
+    assert j.outcome is Outcome.FAIL and "prediction mix" in j.reason, j.reason
     # a canary failing 10 % of its own requests more is still told at once, on few requests
     assert judge(role(40, 4, 1), role(300, 0, 2), Thresholds()).outcome is Outcome.FAIL
     assert judge(role(20, 3, 1), None, Thresholds()).outcome is Outcome.FAIL
