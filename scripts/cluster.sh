@@ -108,6 +108,17 @@ up() {
   local started=$SECONDS
   bash "$root/scripts/base-image.sh" "$image" docker.io,iptables,ca-certificates,procps,iproute2,socat,docker-registry,openssl '["dockerd"]'
   certificates
+  # nodes left by a run from another checkout (killed before its teardown) trust another CA: this
+  # checkout's client certificate would be refused by their engines, so they go, and come up again below
+  local node
+  for node in $(docker ps -q --filter "label=$label" --filter "name=fleet-node"); do
+    if ! docker exec "$node" cat /certs/ca.pem 2>/dev/null | cmp -s - "$dir/server/ca.pem"; then
+      log "nodes made by another checkout (their engines trust another CA): removing them"
+      docker rm -f $(docker ps -aq --filter "label=$label" --filter "name=fleet-node") >/dev/null 2>&1 || true
+      docker volume rm $(docker volume ls -q --filter "label=$label" --filter "name=fleet-node") >/dev/null 2>&1 || true
+      break
+    fi
+  done
   docker network inspect "$net" >/dev/null 2>&1 || docker network create --label "$label" "$net" >/dev/null
   if [ "$(docker inspect -f '{{.State.Running}}' fleet-registry 2>/dev/null)" != true ]; then
     docker rm -f fleet-registry >/dev/null 2>&1 || true
