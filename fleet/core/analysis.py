@@ -248,10 +248,10 @@ def binomial_tail(k: int, n: int, p: float) -> float:
         return 0.0
     if p >= 1.0:
         return 1.0
-    log_p, log_q, whole = math.log(p), math.log1p(-p), math.lgamma(n + 1)
+    log_p, log_q = math.log(p), math.log1p(-p)
     total = 0.0
     for x in range(k, n + 1):
-        term = math.exp(whole - math.lgamma(x + 1) - math.lgamma(n - x + 1) + x * log_p + (n - x) * log_q)
+        term = math.exp(_log_comb(n, x) + x * log_p + (n - x) * log_q)
         total += term
         if x > n * p and term < total * 1e-12:  # past the mode the terms only shrink
             break
@@ -302,13 +302,14 @@ def excess_chance(k: int, n: int, m: int, ns: int) -> float:
     total, slow = n + ns, k + m
     if not n or not slow:
         return 1.0
-
-    def log_comb(a: int, b: int) -> float:
-        return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
-
-    whole = log_comb(total, n)
-    return min(1.0, sum(math.exp(log_comb(slow, x) + log_comb(total - slow, n - x) - whole)
+    whole = _log_comb(total, n)
+    return min(1.0, sum(math.exp(_log_comb(slow, x) + _log_comb(total - slow, n - x) - whole)
                         for x in range(max(k, n - (total - slow)), min(slow, n) + 1)))
+
+
+def _log_comb(a: int, b: int) -> float:
+    """The logarithm of a choose b (both tests' terms, in logs: the counts run to thousands)."""
+    return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
 
 
 def _like_for_like(canary: Stats, stable: Stats, least: int) -> str | None:
