@@ -221,7 +221,7 @@ def errors_beyond(canary: Stats, stable: Stats | None, t: Thresholds) -> tuple[f
     how = f"the stable's {own:.1%}" + (f" on the rest; {stable.unserved} requests failed for their clients on every "
                                        f"server tried, {ATTEMPTS} tries each: {on_stable} on stable replicas, so "
                                        f"{on_canary} on the canary's" if tries else "")
-    return max(0.0, canary.error_rate - expected / canary.requests), how
+    return max(0.0, canary.error_rate - (expected / canary.requests if canary.requests else 0.0)), how
 
 
 def judge_errors(canary: Stats, stable: Stats | None, t: Thresholds) -> Judgement | None:
