@@ -98,6 +98,10 @@ class LoadLoop(_OnAThread):
         window = [v for t, status, v in self.served if start <= t <= end and status == 200]
         return 100.0 * sum(v == version for v in window) / len(window) if window else float("nan")
 
+    def count(self, start: float, end: float) -> int:
+        """How many successful responses `share` counts between start and end."""
+        return sum(1 for t, status, _ in self.served if start <= t <= end and status == 200)
+
     @property
     def total(self) -> int:
         return sum(self.statuses.values())

@@ -25,6 +25,26 @@ def rstack(swarm):
         yield s
 
 
+@pytest.fixture(autouse=True)
+def starts_on_stable(request):
+    """Each test that uses the stack starts with STABLE as its stable, whatever an earlier test left: one that
+    failed after its promotion left GOOD, and every later test then found 'nothing to roll out'."""
+    if "rstack" in request.fixturenames:
+        s = request.getfixturevalue("rstack")
+        if stable_spec(s)[0] != STABLE:
+            p = fleet(s, "deploy", "--stack", NAME, "--replace-promoted", env={"FLEET_IMAGE": STABLE}, timeout=400)
+            assert p.returncode == 0, p.stderr
+    yield
+
+
+def split_within(step: float, n: int) -> float:
+    """How far a measured share (percent of n responses) may be from its step: 5 points, or 3.5 standard
+    deviations of n draws at the step's weight where n is too few for 5 (CI's measured 34.3 % at 25 % was 12
+    of 35 responses on a starved host: 1.3 deviations, no fault of the split's)."""
+    p = step / 100
+    return max(5.0, 350 * (p * (1 - p) / n) ** 0.5) if n else 0.0
+
+
 def settled_spec(s: StackUnderTest) -> tuple[str, int]:
     """The stable's spec once no update or rollback of it is in flight (each step of one changes its
     version): what a test compares against after the rollout it runs."""
@@ -163,9 +183,11 @@ def test_good_canary_promoted_with_measured_split_then_rollback_to_any_revision(
     assert first_from_canary >= shares[0]["at"], "no client may reach the canary before its first step"
     ends = [e["at"] for e in shares[1:]] + [next(e["at"] for e in doc["timeline"] if e["event"] == "promote")]
     for step, start, end in zip(steps, [e["at"] for e in shares], ends):
-        measured = load.share("2", start + 2.0, end)  # the gateway resolves within a second
-        print(f"\nstep {step}%: measured {measured:.1f}% of responses from the canary")
-        assert abs(measured - step) <= 5, f"step {step}%: measured {measured:.1f}%"
+        measured, n = load.share("2", start + 2.0, end), load.count(start + 2.0, end)  # resolved within 1 s
+        bound = split_within(step, n)
+        print(f"\nstep {step}%: measured {measured:.1f}% of {n} responses from the canary (bound {bound:.1f})")
+        assert n >= 30, f"step {step}%: only {n} responses measured"
+        assert abs(measured - step) <= bound, f"step {step}%: measured {measured:.1f}% of {n} responses"
 
     history = json.loads(fleet(rstack, "history", "--stack", NAME, "--json").stdout)["revisions"]
     first = history[0]

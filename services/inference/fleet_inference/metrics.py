@@ -3,7 +3,10 @@ from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
 from .phases import Phase
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+# 1-1.5-2-3-5-7 per decade: neighbours at most 1.67x apart, so a quantile a whole bucket above another is at
+# least 1.33x it (fleet judges latency on what the buckets prove, fleet/core/analysis.py)
+LATENCY_BUCKETS = (0.001, 0.0015, 0.002, 0.003, 0.005, 0.007, 0.01, 0.015, 0.02, 0.03, 0.05, 0.07,
+                   0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5)
 
 
 class Metrics:
