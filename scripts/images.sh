@@ -23,13 +23,18 @@ build() { local out; out=$(docker build -q "$@" 2>&1) || { echo "$out" >&2; retu
 pulled() { timeout 120 docker pull -q "$1" >/dev/null 2>&1; }
 
 # An HTTP server on 127.0.0.1 for a wheelhouse (build/wheelhouse), for the build of a service image (on the host's
-# network): pip installs the wheels from it, and they never become a layer of the image.
+# network): pip installs the wheels from it, and they never become a layer of the image. On one port per lock
+# where it is free: the port is in PIP_ARGS, a build argument of the pip layer, so a new port each build made
+# the engine install every wheel again (55 s of every setup with nothing changed); else on any free port.
 serve_wheels() {
-  local dir=$1 port_file=$2
-  python3 - "$root/$dir" "$port_file" <<'PY' >/dev/null 2>&1 &
+  local dir=$1 port_file=$2 lock=$3
+  python3 - "$root/$dir" "$port_file" "$((41000 + 0x$(sha256sum "$lock" | cut -c1-4) % 1000))" <<'PY' >/dev/null 2>&1 &
 import functools, http.server, pathlib, sys
 handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+try:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[3])), handler)
+except OSError:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
 pathlib.Path(sys.argv[2]).write_text(str(server.server_address[1]))
 server.serve_forever()
 PY
@@ -52,7 +57,7 @@ service_image() {
   LOCK=$lock WHEELHOUSE=$wheelhouse bash scripts/wheels.sh
   log "$tag (base $py_base, $lock): the service without a model"
   port_file=$(mktemp)
-  server=$(serve_wheels "$wheelhouse" "$port_file")
+  server=$(serve_wheels "$wheelhouse" "$port_file" "$lock")
   for _ in $(seq 1 100); do [ -s "$port_file" ] && break; sleep 0.1; done
   build -t "$tag" --network host --build-arg "BASE=$py_base" --build-arg "LOCK=$lock" \
     --build-arg "PIP_ARGS=--no-index --find-links http://127.0.0.1:$(cat "$port_file")/" . \

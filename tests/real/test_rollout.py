@@ -118,6 +118,7 @@ def test_bad_canary_rolled_back_with_no_failed_requests(rstack, image, reason):
     before = settled_spec(rstack)
     with LoadLoop(f"{rstack.gateway}/predict", max_requests=20_000, max_seconds=240) as load:
         p, doc = rollout(rstack, image, "--progress-deadline", "90s")
+    import pprint; pprint.pprint(doc.get("timeline"))  # TEMP
     assert p.returncode == 1, p.stderr
     assert doc["outcome"] == "rolled_back" and reason in doc["reason"], doc
     assert stable_spec(rstack) == before, "the stable service must be left exactly as it was"
