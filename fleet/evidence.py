@@ -143,6 +143,8 @@ class Evidence:
                                      + (f"; last log line: {last_log[:200]}" if last_log else ""))
             elif action == "oom":
                 yield ContainerEvent("oom", cid, "out of memory")
+            elif action == "exec_die" and attrs.get("exitCode", "0") != "0":  # a health check, Docker's own exec
+                yield ContainerEvent("check_failed", cid, self.t.swarm.container_health(cid)[1])
             elif action.startswith("health_status"):
                 status = action.partition(":")[2].strip()
                 detail = self.t.swarm.container_health(cid)[1] if status == "unhealthy" else ""

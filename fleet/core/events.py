@@ -13,7 +13,9 @@ class Tick:
 
 @dataclass(frozen=True)
 class ContainerEvent:
-    """A Docker event of one of the canary's containers: die, oom, unhealthy, healthy, start."""
+    """A Docker event of one of the canary's containers: die, oom, unhealthy, healthy, start, or check_failed
+    (one run of its health check failed, `detail` the check's output: while Docker's start period runs, no
+    failure turns it unhealthy)."""
     kind: str
     container: str
     detail: str = ""

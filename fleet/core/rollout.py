@@ -18,6 +18,7 @@ so a failing canary still rolls back) until `fleet resume`, which goes on with t
 controller saves each new state before it carries out the actions, and a rollout found orphaned is resumed
 from what Swarm shows (`resumed`).
 """
+import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 
@@ -184,6 +185,10 @@ def step(r: Rollout, event: Event, now: float, plan: Plan) -> tuple[Rollout, lis
             return fail(r, now, Reason.TASK_FAILED, f"a canary task stopped ({event.kind}{': ' + event.detail if event.detail else ''})")
         if event.kind == "unhealthy":
             return fail(r, now, Reason.UNHEALTHY, f"a canary container is unhealthy: {event.detail}")
+        if event.kind == "check_failed" and reported_phase(event.detail) == "failed":
+            # the replica says its model will never serve (a corrupt artifact): Docker would call it unhealthy
+            # only once the start period (40 s) and three more checks had passed
+            return fail(r, now, Reason.UNHEALTHY, f"a canary replica failed (its health check): {event.detail}")
         return r, []
     if isinstance(event, TaskFailed):
         return fail(r, now, Reason.TASK_FAILED, event.detail)
@@ -212,6 +217,17 @@ def step(r: Rollout, event: Event, now: float, plan: Plan) -> tuple[Rollout, lis
     if isinstance(event, Tick):
         return _tick(r, now, plan)
     return r, []
+
+
+def reported_phase(output: str) -> str | None:
+    """The phase a replica's health check output reports (its /ready answer: {"phase": ..., "reason": ...}),
+    None where the output is no such answer (no answer at all, a timeout). Pure."""
+    start = output.find("{")
+    try:
+        answer = json.loads(output[start:]) if start >= 0 else None
+    except ValueError:
+        return None
+    return answer.get("phase") if isinstance(answer, dict) and isinstance(answer.get("phase"), str) else None
 
 
 def fail(r: Rollout, now: float, reason: Reason, detail: str, phase: Phase = Phase.ROLLED_BACK,

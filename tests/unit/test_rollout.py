@@ -46,6 +46,17 @@ CASES = [
     ("unhealthy-fails", start(T0), ContainerEvent("unhealthy", "abc", '{"phase":"failed"}'), T0 + 1,
      Phase.ROLLED_BACK, [CutCanary, Finish], "phase"),
     ("healthy-event-changes-nothing", start(T0), ContainerEvent("healthy", "abc"), T0 + 1, Phase.STARTING, [], ""),
+    # one failed health check in Docker's start period: a replica whose model failed fails the canary at once
+    ("check-failed-on-a-failed-model-fails-at-once", start(T0),
+     ContainerEvent("check_failed", "abc", '{"phase":"failed","reason":"model file is corrupt","version":null}'),
+     T0 + 1, Phase.ROLLED_BACK, [CutCanary, Finish], "a canary replica failed (its health check)"),
+    ("check-failed-while-loading-waits", start(T0), ContainerEvent("check_failed", "abc", '{"phase":"loading"}'),
+     T0 + 1, Phase.STARTING, [], ""),
+    ("check-failed-with-no-answer-waits", start(T0),
+     ContainerEvent("check_failed", "abc", "no answer from http://127.0.0.1:8001/ready: [Errno 111] Connection refused"),
+     T0 + 1, Phase.STARTING, [], ""),
+    ("check-failed-draining-after-ready-waits", stepping(), ContainerEvent("check_failed", "abc", '{"phase":"draining"}'),
+     T0 + 1, Phase.STEPPING, [], ""),
     ("golden-pass-starts-first-step", replace(start(T0), phase=Phase.VERIFYING, ready=True), GoldenChecked(True, "ok"),
      T0 + 6, Phase.STEPPING, [SetShare], ""),
     ("golden-fail-rolls-back", replace(start(T0), phase=Phase.VERIFYING, ready=True),
@@ -338,3 +349,16 @@ def test_evidence_back_during_a_pause_gives_the_step_a_whole_duration_after_resu
     r, _ = step(r, SourceUp("metrics"), T0 + 40, PLAN)
     r, _ = step(r, ControlRequested("resume"), T0 + 100, PLAN)
     assert r.phase_since == T0 + 100  # the gap's evidence is lost: the step starts anew at resume
+
+
+@pytest.mark.parametrize("output,phase", [
+    ('{"phase":"failed","reason":"model file is corrupt","version":null}\n', "failed"),
+    ('HTTP GET http://10.0.2.17:8001/ready: 503 Service Unavailable Output: {"phase":"loading"}', "loading"),
+    ("no answer from http://127.0.0.1:8001/ready: timed out", None),
+    ('{"phase": 3}', None),
+    ('{"phase":"failed"', None),  # cut short: no answer to read
+    ("", None),
+])
+def test_the_phase_a_health_checks_output_reports(output, phase):
+    from fleet.core.rollout import reported_phase
+    assert reported_phase(output) == phase
