@@ -1,5 +1,8 @@
 """The rollout's `Cluster` (fleet/executor.py) on the real Swarm and Consul: the stack's stable
 service, its canary service, and the traffic weights and maintenance mode that steer the gateway."""
+import hashlib
+import json
+
 import consul
 
 from .core import capacity, changes
@@ -35,6 +38,9 @@ class SwarmCluster:
 
     def stable_replicas(self) -> int:
         return self._stable().replicas
+
+    def stable_spec_key(self) -> str:
+        return hashlib.sha256(json.dumps(self._stable().spec, sort_keys=True).encode()).hexdigest()[:16]
 
     def stable_rolled_back_since(self, since: float) -> bool:
         stable = self._stable()

@@ -31,6 +31,9 @@ class Cluster(Protocol):
 
     def stable_rolled_back_since(self, since: float) -> bool: ...
 
+    def stable_spec_key(self) -> str:
+        """A fingerprint of the stable's spec: another one means someone else changed the service."""
+
     def create_canary(self, image: str, replicas: int, container: dict | None) -> str:
         """The canary service beside the stable (the stable's spec with `image` and `container`); its id."""
 
@@ -114,6 +117,7 @@ class Executor:
         self.cluster.set_weights(None, 0)
         self.ledger.begin(s)
         self.ledger.record(s.started(now))
+        s.stable_spec = self.cluster.stable_spec_key()
         s.canary_id = self.cluster.create_canary(s.image, replicas, s.container)
         s.canary_image = self.cluster.canary_image()
         self.ledger.save(s)
@@ -156,9 +160,16 @@ class Executor:
             if "@" in shipped and "@" in now and now.partition("@")[2] != shipped.partition("@")[2]:
                 self.note("tag", f"tag {self.state.image} now points to {now.partition('@')[2]}; the canary judged "
                                  f"{shipped.partition('@')[2]}; {shipped.partition('@')[2]} shipped")
-            if not c.stable_runs(shipped, self.state.container):
+            if c.stable_runs(shipped, self.state.container):
+                self.note("promote", f"updating the stable service to {shipped}")
+            elif self.state.stable_spec and c.stable_spec_key() != self.state.stable_spec:
+                # a `docker stack deploy` by hand between the promotion's intent and this update: theirs stays
+                # (the promotion's watch reports it superseded), never overwritten by a build of the past
+                self.note("promote", "not updating the stable service: its spec was changed since the canary "
+                                     "started, by someone else")
+            else:
                 c.update_stable(shipped, self.state.container)
-            self.note("promote", f"updating the stable service to {shipped}")
+                self.note("promote", f"updating the stable service to {shipped}")
             self.hooks.promotion(self.state.promotion_started)
         elif isinstance(a, RevertStable):
             if c.stable_runs(self.state.shipped, self.state.container):

@@ -112,6 +112,7 @@ class RolloutState:
     container: dict | None = None  # the stack file's container settings (from `fleet deploy`)
     canary_id: str | None = None  # the canary service, once created
     canary_image: str | None = None  # its image as Swarm pinned it (with the digest)
+    stable_spec: str | None = None  # the stable's spec the canary was made beside (Cluster.stable_spec_key)
     promotion_started: float | None = None  # when the stable's update to the canary's image began
     control_applied: list[str] = field(default_factory=list)  # the control requests already applied
     golden: dict | None = None  # the golden gate's answer: passed, detail

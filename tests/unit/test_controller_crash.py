@@ -43,6 +43,8 @@ class World:
     budget: int | None = None
     swarm_fails_promotion: bool = False
     tags: dict = field(default_factory=dict)  # a tag pushed again: what the registry names by it now
+    hand_deploy_at: Phase | None = None  # someone's `docker stack deploy` once a state of this phase is saved
+    hand_deployed: bool = False
 
     @property
     def stable_name(self) -> str:
@@ -70,6 +72,9 @@ class FakeCluster:
 
     def stable_rolled_back_since(self, since):
         return self.w.rolled_back
+
+    def stable_spec_key(self):
+        return f"{self.w.stable_image} {self.w.stable_updates} {self.w.hand_deployed}"
 
     def create_canary(self, image, replicas, container):
         self.w.act()
@@ -124,6 +129,8 @@ class FakeLedger:
     def save(self, state):  # as Consul keeps it: JSON
         self.w.act()
         self.w.state = RolloutState.from_dict(json.loads(json.dumps(state.to_dict())))
+        if state.phase is self.w.hand_deploy_at and not self.w.hand_deployed:
+            self.w.hand_deployed = True  # the stable's environment changed by hand: not the canary's spec
 
     def record(self, revision):
         self.w.act()
@@ -153,6 +160,8 @@ def evidence(w: World, clock: Clock):
         canary = Instance("inference-c", "inference", "10.0.0.9", 8000, "2", "canary", "c",
                           "critical" if w.maintenance else "passing")
         cycle = int(clock.now) % 4
+        if w.hand_deployed and w.state and w.state.phase is Phase.PROMOTING:
+            return PromotionObserved("superseded", "the stable service's spec was changed during the promotion")
         if w.stable_name == NEW and w.stable_updates:
             return PromotionObserved("converged", "2/2 healthy")
         if w.rolled_back:
@@ -286,3 +295,16 @@ def test_a_tag_pushed_again_during_the_rollout_is_named_and_never_shipped():
     notes = [e["detail"] for e in record.timeline if e["event"] == "tag"]
     assert notes == [f"tag {NEW} now points to sha256:{'b' * 64}; the canary judged sha256:{'0' * 64}; "
                      f"sha256:{'0' * 64} shipped"], record.timeline
+
+
+def test_a_hand_deploy_between_the_promotions_intent_and_its_update_stays_and_is_superseded():
+    """`fleet status` shows `promoting` (the state is saved before the update is issued); a `docker stack deploy`
+    by hand lands in that instant: the promotion must not overwrite it with the canary's spec."""
+    w, clock = World(hand_deploy_at=Phase.PROMOTING), Clock()
+    x, r = begin(w, clock)
+    r = drive(x, r, [], w, clock)
+    assert w.hand_deployed and w.stable_updates == 0 and w.stable_name == OLD, "theirs stays"
+    assert r.phase is Phase.SUPERSEDED and w.history[2].outcome == "superseded", r
+    notes = [e["detail"] for e in w.history[2].timeline if e["event"] == "promote"]
+    assert notes == ["not updating the stable service: its spec was changed since the canary started, by someone "
+                     "else"], notes
