@@ -51,11 +51,22 @@ class MetricsMiddleware:
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["started"] = message["status"], True
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            if status.get("started"):
+                raise
+            # Answered here, not by Starlette's outermost handler: that one raises again after its answer, and
+            # uvicorn then logs the traceback a second time and closes the connection, so the next request on
+            # it was dropped (a replica raising in 3 of 10 predictions: 50 of 300 requests dropped, its other
+            # answers' median 13.4 ms against 8.7 ms, which judged it on latency, not errors).
+            incident = uuid.uuid4().hex[:12]
+            log.error("incident %s on %s %s", incident, scope.get("method"), scope["path"], exc_info=exc)
+            await JSONResponse({"error": f"internal error (incident {incident}; the replica's log has the details)"},
+                               status_code=500)(scope, receive, send_wrapper)
         finally:
             m = self.replica.metrics
             # A client's error (4xx) is timed nowhere: answered in a millisecond, a flood of them from any client
@@ -261,15 +272,6 @@ def create_app(settings: Settings) -> FastAPI:
             return JSONResponse({"error": "no golden set: the model is not loaded or its artifact has none"},
                                 status_code=404)
         return FileResponse(Path(settings.model_path) / m.golden["file"], media_type="application/json")
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        """No Python repr or traceback in an answer: the client gets an incident id, the log the rest."""
-        incident = uuid.uuid4().hex[:12]
-        log.error("incident %s on %s %s", incident, request.method, request.url.path,
-                  exc_info=(type(exc), exc, exc.__traceback__))
-        return JSONResponse({"error": f"internal error (incident {incident}; the replica's log has the details)"},
-                            status_code=500)
 
     return app
 
