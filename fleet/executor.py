@@ -160,15 +160,15 @@ class Executor:
             if "@" in shipped and "@" in now and now.partition("@")[2] != shipped.partition("@")[2]:
                 self.note("tag", f"tag {self.state.image} now points to {now.partition('@')[2]}; the canary judged "
                                  f"{shipped.partition('@')[2]}; {shipped.partition('@')[2]} shipped")
-            if c.stable_runs(shipped, self.state.container):
-                self.note("promote", f"updating the stable service to {shipped}")
-            elif self.state.stable_spec and c.stable_spec_key() != self.state.stable_spec:
+            runs = c.stable_runs(shipped, self.state.container)
+            if not runs and self.state.stable_spec and c.stable_spec_key() != self.state.stable_spec:
                 # a `docker stack deploy` by hand between the promotion's intent and this update: theirs stays
                 # (the promotion's watch reports it superseded), never overwritten by a build of the past
                 self.note("promote", "not updating the stable service: its spec was changed since the canary "
                                      "started, by someone else")
             else:
-                c.update_stable(shipped, self.state.container)
+                if not runs:
+                    c.update_stable(shipped, self.state.container)
                 self.note("promote", f"updating the stable service to {shipped}")
             self.hooks.promotion(self.state.promotion_started)
         elif isinstance(a, RevertStable):

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tests.kit.stacks import ROOT, StackUnderTest
+from tests.kit.stacks import ROOT, StackUnderTest, stable_image
 
 
 def command(*args: str) -> list[str]:
@@ -48,3 +48,10 @@ def running_rollout(stack: StackUnderTest, image: str, *args: str, env: dict | N
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.communicate()
+
+
+def deploy_stable(stack: StackUnderTest, image: str) -> None:
+    """`fleet deploy` of the stack with `image` as its stable (a promoted one replaced): a test's known start."""
+    p = fleet(stack, "deploy", "--stack", stack.name, "--replace-promoted", env={"FLEET_IMAGE": image}, timeout=400)
+    assert p.returncode == 0, p.stderr
+    assert stable_image(stack) == image

@@ -95,12 +95,12 @@ class LoadLoop(_OnAThread):
 
     def share(self, version: str, start: float, end: float) -> float:
         """Percent of the successful responses between start and end that came from `version`."""
-        window = [v for t, status, v in self.served if start <= t <= end and status == 200]
+        window = self.answered(start, end)
         return 100.0 * sum(v == version for v in window) / len(window) if window else float("nan")
 
-    def count(self, start: float, end: float) -> int:
-        """How many successful responses `share` counts between start and end."""
-        return sum(1 for t, status, _ in self.served if start <= t <= end and status == 200)
+    def answered(self, start: float, end: float) -> list:
+        """The model version of each successful response sent between start and end."""
+        return [v for t, status, v in self.served if start <= t <= end and status == 200]
 
     @property
     def total(self) -> int:

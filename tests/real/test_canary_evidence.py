@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.kit.cli import fleet
+from tests.kit.cli import deploy_stable, fleet
 from tests.kit.helpers import HTTP, LoadLoop, wait_until
 from tests.kit.stacks import ROOT, StackUnderTest, canary_gone, own_stack, stable_image
 
@@ -20,13 +20,6 @@ V1, V2 = "fleet/inference:1", "fleet/inference:2"  # golden accuracy 0.79 and 0.
 def ev(swarm):
     with own_stack(swarm, NAME, 19900, 19380) as s:
         yield s
-
-
-def on_stable(s: StackUnderTest, image: str) -> None:
-    """Deploy (or redeploy) the stack with `image` as its stable: each test starts from a known stable."""
-    p = fleet(s, "deploy", "--stack", NAME, "--replace-promoted", env={"FLEET_IMAGE": image}, timeout=400)
-    assert p.returncode == 0, p.stderr
-    assert stable_image(s) == image
 
 
 def rollout(s: StackUnderTest, image: str, *args: str, timeout: float = 400):
@@ -45,7 +38,7 @@ def routed_version(s: StackUnderTest, role: str) -> str | None:
 
 
 def test_good_canary_promoted_on_synthetic_evidence_with_no_organic_traffic(ev):
-    on_stable(ev, V1)
+    deploy_stable(ev, V1)
     env = ev.env()
     running = subprocess.Popen([sys.executable, "-m", "fleet.cli", "rollout", "--canary", "--image", V2, "--stack", NAME,
                                 "--json", "--steps", "20,50", "--step-duration", "10s"],
@@ -70,7 +63,7 @@ def test_good_canary_promoted_on_synthetic_evidence_with_no_organic_traffic(ev):
 
 
 def test_worse_model_rolled_back_on_golden_gate_before_any_share(ev):
-    on_stable(ev, V2)
+    deploy_stable(ev, V2)
     with LoadLoop(f"{ev.gateway}/predict", max_requests=20_000, max_seconds=240) as load:
         p, doc = rollout(ev, V1, "--steps", "20,50", "--step-duration", "10s")
     assert p.returncode == 1, p.stderr
@@ -89,7 +82,7 @@ def test_worse_model_rolled_back_on_golden_gate_before_any_share(ev):
     ("fleet/inference-test:late", "20,50", "error rate"),  # 30 % errors from 25 s after its first request
 ])
 def test_regressing_canary_rolled_back_on_its_window(ev, image, steps, judged):
-    on_stable(ev, V2)
+    deploy_stable(ev, V2)
     with LoadLoop(f"{ev.gateway}/predict", max_requests=30_000, max_seconds=300) as load:
         p, doc = rollout(ev, image, "--steps", steps, "--step-duration", "15s")
     assert p.returncode == 1, p.stderr
