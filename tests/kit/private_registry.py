@@ -31,8 +31,10 @@ class PrivateRegistry:
         self.certs = folder / "certs"
         self.certs_d = Path("/etc/docker/certs.d") / self.host
 
-    def start(self, network: str | None = None) -> "PrivateRegistry":
-        """Up on 127.0.0.1:port here, and (with `network`, the cluster's) as its name:5000 on that network too."""
+    def start(self, network: str | None = None, storage: str | None = None) -> "PrivateRegistry":
+        """Up on 127.0.0.1:port here, and (with `network`, the cluster's) as its name:5000 on that network too.
+        `storage`: a volume of another registry's storage to serve (behind this one's login): what that one holds
+        under a repository is there already, and a push to the same repository sends no layer it has."""
         self.stop()
         c = self.certs
         c.mkdir(parents=True)
@@ -55,6 +57,7 @@ class PrivateRegistry:
         subprocess.run(["docker", "run", "-d", "--name", self.name, "--label", "fleet.test=1",
                         "-p", f"{self.host}:5000",
                         *(["--network", network] if network else []),
+                        *(["-v", f"{storage}:/var/lib/docker-registry"] if storage else []),
                         "-v", f"{c}:/certs:ro", "--entrypoint", "docker-registry", "fleet/node:bookworm", "serve",
                         "/certs/config.yml"], check=True, capture_output=True, env=_local())
         wait_until(lambda: self._answers(), 30, f"the private registry on {self.host}")

@@ -156,10 +156,12 @@ def test_1c_a_private_image_is_rolled_out_on_the_workers_with_the_login_fleet_fo
     back after to the public image the module's other tests start from."""
     wait_until(lambda: workers_whole(rc), 180, "the stable's replicas on the workers")
     public = next(h["revision"] for h in json.loads(rc.fleet("history", "--json").stdout)["revisions"] if h["current"])
-    private = PrivateRegistry(tmp_path, port=31601).start(network="fleet-nodes")
+    # the private registry serves the cluster registry's storage behind its login: a push there of a repository
+    # the cluster's holds sends no layer (a fresh one took 43 s of this test to send the image's 1 GB again)
+    private = PrivateRegistry(tmp_path, port=31601).start(network="fleet-nodes", storage="fleet-registry-data")
     try:
         private.reach_from(NODES)
-        image = private.push("fleet/inference:2", f"team/inference:{uuid.uuid4().hex[:8]}")
+        image = private.push("fleet/inference:2", f"fleet/inference:private-{uuid.uuid4().hex[:8]}")
         before = stable_spec(rc)
         argv = ["rollout", "--canary", "--image", image, "--json", "--steps", "50", "--step-duration", "15s"]
         for env, says in ((private.config(None), "fleet has none"), (private.config("wrong"), "refused the login")):
@@ -179,7 +181,7 @@ def test_1c_a_private_image_is_rolled_out_on_the_workers_with_the_login_fleet_fo
               f"requests, {len(failed(loads))} failed")
         assert total > 100 and failed(loads) == [], failed(loads)[:5]
         wait_until(lambda: workers_whole(rc), 120, "the promoted replicas to be whole")
-        deployed = private.push("fleet/inference:2", f"team/inference:deploy-{uuid.uuid4().hex[:8]}")
+        deployed = private.push("fleet/inference:2", f"fleet/inference:deploy-{uuid.uuid4().hex[:8]}")
         p = rc.fleet("deploy", *rc.stack_files, "--image", f"inference={deployed}", "--replace-promoted", "--json",
                      "--timeout", "5m", timeout=400, FLEET_REPLICAS=REPLICAS, **private.helped())
         assert p.returncode == 0, (p.stdout[-1500:], p.stderr[-2000:])
