@@ -1,12 +1,15 @@
 """What a person needs to diagnose a failed real test, added to its report by tests/real/conftest.py: for each
 stack the test used (found among its fixtures, the 3-node cluster's too), the stack's tasks as `docker stack ps`
-lists them, the replicas in Consul with their checks, the gateway's lines since the test began that say why a client got
-an error, and what each gateway sees now (GATEWAY_PROBE: the Consul agents its dnsmasq forwards to, the replicas each
-of them and dnsmasq answer by DNS, HAProxy's servers that are up). Each part is best effort: a stack that cannot be read says why, and the test's own failure stays
-the report's first word."""
+lists them, the replicas in Consul with their checks, the gateway's lines since the test began that say why a
+client got an error, and what each gateway sees now (GATEWAY_PROBE: the Consul agents its dnsmasq forwards to,
+the replicas each of them and dnsmasq answer by DNS, HAProxy's servers that are up); on the cluster also its
+Consul servers' warnings and errors since the test began and the Raft configuration each node's server sees.
+Each part is best effort: a stack that cannot be read says why, and the test's own failure stays the report's
+first word."""
 import subprocess
 
 from tests.kit.cluster import NAME, NODES, Cluster, local_env
+from tests.kit.consul_ha import api
 from tests.kit.stacks import StackUnderTest, gateway_log, service_errors
 
 # Run in a gateway container (python3 -c; its standard library only): where "No server is available" comes from.
@@ -88,6 +91,19 @@ def describe_cluster(c: Cluster, since: float) -> str:
             f"{NAME}_gateway", since, env=c.fleet_env(DOCKER_HOST=c.env["DOCKER_HOST"]))[-40:]]
     except Exception as e:
         parts.append(f"gateway: log not read ({type(e).__name__}: {e})")
+    try:  # a server that does not rejoin, an election that does not end: Consul's servers say why
+        parts += [f"consul server: {line}" for line in service_errors(
+            f"{NAME}_consul", since, env=c.fleet_env(DOCKER_HOST=c.env["DOCKER_HOST"]),
+            marks=("[WARN]", "[ERROR]"))[-40:]]
+    except Exception as e:
+        parts.append(f"consul server: log not read ({type(e).__name__}: {e})")
+    for node in NODES:
+        try:
+            config = api(node, "/v1/operator/raft/configuration")["Servers"]
+            parts.append(f"{node} raft: " + ", ".join(f"{s['Node']}{' leader' if s['Leader'] else ''}"
+                                                       f"{'' if s['Voter'] else ' non-voter'}" for s in config))
+        except Exception as e:
+            parts.append(f"{node} raft: not read ({type(e).__name__}: {str(e)[:200]})")
     for node in NODES:
         try:
             parts += [f"{node} {line}" for line in probe_gateways(f"{NAME}_gateway", ["docker", "exec", node, "docker"],

@@ -122,12 +122,13 @@ def gateway_log(stack: StackUnderTest, since: float) -> list[str]:
     return service_errors(stack.service("gateway"), since)
 
 
-def service_errors(service: str, since: float, env: dict | None = None) -> list[str]:
-    """gateway_log's lines of any gateway service, through the docker CLI that `env` points at (None: this one)."""
+def service_errors(service: str, since: float, env: dict | None = None,
+                   marks: tuple[str, ...] = ("DOWN", " is UP", "NOSRV", "no server available", " 503 ")) -> list[str]:
+    """A service's log lines since `since` that hold one of `marks` (a gateway's: why a client got an error),
+    through the docker CLI that `env` points at (None: this one)."""
     out = subprocess.run(["docker", "service", "logs", "--raw", "--timestamps", "--since", str(int(since)), service],
                          capture_output=True, text=True, timeout=60, env=env)
-    return [line for line in (out.stdout + out.stderr).splitlines()
-            if any(k in line for k in ("DOWN", " is UP", "NOSRV", "no server available", " 503 "))]
+    return [line for line in (out.stdout + out.stderr).splitlines() if any(k in line for k in marks)]
 
 
 def converged(stack: StackUnderTest, replicas: int = 2, version: str = "2"):
