@@ -108,7 +108,10 @@ def remove_stack(swarm: Swarm, name: str) -> None:
 
 def remove_test_containers(client: docker.DockerClient) -> None:
     for c in client.containers.list(all=True, filters={"label": "fleet.test=1"}):
-        c.remove(force=True)
+        try:
+            c.remove(force=True)
+        except docker.errors.NotFound:  # gone since listed (its own test removed it)
+            pass
 
 
 def deploy(stack: StackUnderTest, env: dict | None = None) -> None:
