@@ -409,10 +409,8 @@ def test_a_tag_rebuilt_on_the_engine_is_a_new_build_for_fleet_deploy(rstack):
     canary = {"FLEET_IMAGE": tag, "FLEET_ROLLOUT_STRATEGY": "canary", "FLEET_ROLLOUT_STEPS": "50",
               "FLEET_ROLLOUT_STEP_DURATION": "10s"}
     try:
-        # the start: the stable on the tag (Swarm's rolling update; a canary of a tag that names its judged build
-        # ships by that name in every good canary test of this module)
-        p = fleet(rstack, "deploy", "--stack", NAME, "--json", env={"FLEET_IMAGE": tag}, timeout=400)
-        assert p.returncode == 0 and stable_spec(rstack)[0] == tag, p.stderr[-2000:]
+        p = fleet(rstack, "deploy", "--stack", NAME, "--json", env=canary, timeout=400)
+        assert p.returncode == 0 and stable_spec(rstack)[0] == tag, p.stderr[-2000:]  # a new name: shipped by it
         wait_until(lambda: running() == {old}, 120, "the stable's replicas on the tag")
         revisions = len(json.loads(fleet(rstack, "history", "--stack", NAME, "--json").stdout)["revisions"])
         for build, env, outcome in ((new, canary, "promoted"), (old, {"FLEET_IMAGE": tag}, "deployed")):
