@@ -24,6 +24,7 @@ from tests.kit.stacks import CA, ROOT, SECRETS
 NAME = "fleetcluster"
 NODES = ("fleet-node1", "fleet-node2", "fleet-node3")
 REGISTRY = "127.0.0.1:31500"
+REGISTRY_VOLUME = "fleet-registry-data"  # its storage (scripts/cluster.sh)
 REPLICAS = 3
 
 

@@ -86,14 +86,14 @@ def describe_cluster(c: Cluster, since: float) -> str:
     except Exception as e:
         parts.append(f"tasks: not read ({type(e).__name__}: {e})")
     parts += consul_lines(c)
+    manager = c.fleet_env(DOCKER_HOST=c.env["DOCKER_HOST"])  # the docker CLI on the cluster's first manager
     try:
-        parts += [f"gateway: {line}" for line in service_errors(
-            f"{NAME}_gateway", since, env=c.fleet_env(DOCKER_HOST=c.env["DOCKER_HOST"]))[-40:]]
+        parts += [f"gateway: {line}" for line in service_errors(f"{NAME}_gateway", since, env=manager)[-40:]]
     except Exception as e:
         parts.append(f"gateway: log not read ({type(e).__name__}: {e})")
     try:  # a server that does not rejoin, an election that does not end: Consul's servers say why
         parts += [f"consul server: {line}" for line in service_errors(
-            f"{NAME}_consul", since, env=c.fleet_env(DOCKER_HOST=c.env["DOCKER_HOST"]),
+            f"{NAME}_consul", since, env=manager,
             marks=("[WARN]", "[ERROR]"))[-40:]]
     except Exception as e:
         parts.append(f"consul server: log not read ({type(e).__name__}: {e})")

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from tests.kit.helpers import wait_until
-from tests.kit.cluster import (NAME, NODES, REGISTRY, Cluster, canary_gone, clients, failed, local_env, push,
-                               remove_stack, rollout, stable_spec)
+from tests.kit.cluster import (NAME, NODES, REGISTRY, REGISTRY_VOLUME, Cluster, canary_gone, clients, failed,
+                               local_env, push, remove_stack, rollout, stable_spec)
 from tests.kit.private_registry import PrivateRegistry
 
 REPLICAS = "2"
@@ -158,7 +158,7 @@ def test_1c_a_private_image_is_rolled_out_on_the_workers_with_the_login_fleet_fo
     public = next(h["revision"] for h in json.loads(rc.fleet("history", "--json").stdout)["revisions"] if h["current"])
     # the private registry serves the cluster registry's storage behind its login: a push there of a repository
     # the cluster's holds sends no layer (a fresh one took 43 s of this test to send the image's 1 GB again)
-    private = PrivateRegistry(tmp_path, port=31601).start(network="fleet-nodes", storage="fleet-registry-data")
+    private = PrivateRegistry(tmp_path, port=31601).start(network="fleet-nodes", storage=REGISTRY_VOLUME)
     try:
         private.reach_from(NODES)
         image = private.push("fleet/inference:2", f"fleet/inference:private-{uuid.uuid4().hex[:8]}")
