@@ -39,7 +39,7 @@ def swarm(request) -> Swarm:
 @contextmanager
 def once_a_run(config):
     """Yields True to the first process of this run that asks, False to the others (pytest-xdist's workers,
-    which share the run's testrun_uid), each after the first's block has ended."""
+    which share the run's id, workerinput['testrunuid']), each after the first's block has ended."""
     uid = getattr(config, "workerinput", {}).get("testrunuid")  # xdist's key (was read as "testrun_uid": None, so
     # every worker swept, and one reaching its first single-node test late removed the other's live containers)
     if uid is None:  # one process runs every test
