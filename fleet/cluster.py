@@ -30,11 +30,25 @@ class SwarmCluster:
         return self._stable().image_name
 
     def stable_runs(self, image: str, container: dict | None) -> bool:
-        return changes.runs(changes.live(self._stable().spec), image, container)
+        live = changes.live(self._stable().spec)
+        return changes.runs(live, self._named(image, live), container)
 
     def stable_differs(self, image: str, container: dict | None) -> str:
         """How the stable's spec differs from `image` with these settings ('' when it does not)."""
-        return "; ".join(map(str, changes.mismatch(changes.live(self._stable().spec), image, container)))
+        live = changes.live(self._stable().spec)
+        return "; ".join(map(str, changes.mismatch(live, self._named(image, live), container)))
+
+    def _named(self, image: str, live: dict) -> str:
+        """`image` as the stable's spec would name it. An image only on this engine is its build (the ID a
+        tag names now), named as the spec names it where that is the same image (its ID, or the same tag) and
+        the spec runs that build (Swarm.running_build: what its containers run, where all were started from
+        it; else what its tag names). So a promotion that ships a judged ID under its tag runs it, and a tag
+        rebuilt under a running stable, whose containers run the earlier build, is a change."""
+        build = self.swarm.engine_image(image)
+        if build is None:
+            return image
+        runs = self.swarm.running_build(self._stable()) or self.swarm.engine_image(live["image"])
+        return live["image"] if (image.startswith("sha256:") or image == live["image"]) and runs == build else build
 
     def stable_replicas(self) -> int:
         return self._stable().replicas
@@ -50,7 +64,8 @@ class SwarmCluster:
         return self.swarm.create_canary(self._stable(), self.canary_name, image, replicas, container)
 
     def resolve(self, image: str) -> str:
-        return self.swarm.pinned(image)
+        pinned = self.swarm.pinned(image)
+        return pinned if "@" in pinned else self.swarm.engine_image(image) or pinned
 
     def canary_image(self) -> str:
         """The canary's image as Swarm pinned it (with its digest)."""

@@ -28,7 +28,7 @@ from .core import gates, policy, view
 from .core.control import ControlRequest
 from .core.convergence import State
 from .core.events import ControlRequested, Event, GoldenChecked, MetricsSample
-from .core.records import IN_PROGRESS, Revision, RolloutState, plan_to_dict, restored
+from .core.records import IN_PROGRESS, Revision, RolloutState, build_of, plan_to_dict, restored
 from .core.rollout import TERMINAL, Action, Phase, Plan, Rollout, resumed, start, step
 from .errors import BadInput, FleetError, OperationFailed, Unreachable
 from .evidence import Evidence, stable_verdicts
@@ -415,10 +415,13 @@ def rollback(t: Target, to: int | None, timeout: float = 600.0) -> Result:
                 raise BadInput(f"revision {to} ({target.image}) was {target.outcome}, never stable: choose a "
                                "deployed or promoted one")
         started = time.time()
-        # the build that revision ran, by its digest where the history has it: its tag may name another now
-        ran = target.pinned if target.pinned and "@" in target.pinned else target.image
+        # the build that revision ran, by its digest (or the engine's image ID) where the history has it: its
+        # tag may name another now; by its tag where that still names it on this engine
+        ran = target.pinned if target.pinned and build_of(target.pinned) else target.image
+        if ran.startswith("sha256:") and t.swarm.engine_image(target.image) == ran:
+            ran = target.image
         stable = t.stable()
-        if stable.image_name == target.image and ("@" not in ran or stable.image == ran):
+        if stable.image_name == target.image and ran == target.image or build_of(ran) and stable.image == ran:
             return Result(target.revision, Phase.PROMOTED, f"already on revision {target.revision} "
                           f"({ran}): nothing to do", target.image, 0.0)
         t.swarm.update_image(t.stable_name, ran)

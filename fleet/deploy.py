@@ -24,7 +24,7 @@ from .core import changes, policy
 from .core.changes import DeployPlan, How
 from .core.convergence import State, Verdict
 from .core.raft import control_plane
-from .core.records import Revision
+from .core.records import Revision, build_of
 from .core.rollout import Phase, Rollout
 from .errors import BadInput, OperationFailed, Unreachable
 from .watch import observe
@@ -111,7 +111,7 @@ def deploy(files: list[Path], stack: str, images: dict[str, str], timeout: float
         # with other changes too gets them, its containers held as they run
         held = {c.service for c in s.plan.canaries if all(k in changes.CONTAINER_KEYS for k in c.top_keys())}
         rendered = {**s.doc, "services": {name: changes.pin_container(svc, s.live[name].spec)
-                                          if s.plan.of(name).how is How.CANARY else svc
+                                          if s.plan.of(name).how is How.CANARY else _rebuilt(s, name, svc)
                                           for name, svc in s.doc["services"].items() if name not in held}}
         if rendered["services"]:
             with tempfile.TemporaryDirectory() as tmp:
@@ -202,9 +202,16 @@ def _read(files: list[Path], stack: str, images: dict[str, str], consul_addr: st
     want, history = {}, {}
     for name, svc in doc["services"].items():
         digest = None
-        running = have.get(name)
-        if running and running["digest"] and running["image"] == str(svc.get("image", "")).split("@")[0]:
-            digest = swarm.pinned(str(svc["image"])).partition("@")[2] or None  # a rebuilt tag is a change
+        running, image = have.get(name), str(svc.get("image", ""))
+        if running and running["digest"] and running["image"] == image.split("@")[0]:
+            digest = swarm.pinned(image).partition("@")[2] or None  # a rebuilt tag is a change
+        elif running and (built := swarm.engine_image(image)):
+            # an image only on this engine, by its ID: a promotion's (its tag had moved, or was rebuilt) is
+            # the file's tag while that names it; a tag rebuilt under the running replicas is a new build
+            if running["image"] == built:
+                have[name] = {**running, "image": image}
+            elif running["image"] == image and (ran := swarm.running_build(live[name])) not in (None, built):
+                have[name], digest = {**running, "digest": ran}, built
         want[name] = changes.desired(svc, digest)
     for name, svc in live.items():
         if c is not None and svc.registers:
@@ -259,6 +266,20 @@ def _prepare_canary(s: _Situation, name: str):
     container = changes.settings(want)
     image = str(s.doc["services"][name]["image"])
     return target, image, controller.prepare(target, image, chosen.plan, container), container
+
+
+def _rebuilt(s: _Situation, name: str, svc: dict) -> dict:
+    """The file's service with its engine tag as its build's ID where Swarm must run that ID: a tag rebuilt
+    under the service (the same tag again changes nothing in its spec, and Swarm would start no task), or a
+    service that runs by the ID its tag still names (the tag again would restart every task for nothing).
+    `docker stack deploy` pins a registry's digest by itself."""
+    image = str(svc.get("image", ""))
+    built = s.swarm.engine_image(image)
+    live = s.live.get(name)
+    if built and ("digest" in s.plan.of(name).keys() and s.want[name]["digest"] == built
+                  or live is not None and live.image == built):
+        return {**svc, "image": built}
+    return svc
 
 
 def _converge(s: _Situation, started: float, timeout: float, poll: float,
@@ -318,9 +339,12 @@ def _record(s: _Situation, stores: dict[str, Store], started: float) -> None:
             history = store.history()
             image = str(s.doc["services"][c.service]["image"])
             running = s.swarm.describe(f"{s.stack}_{c.service}")  # as Swarm pinned it: what rollback --to puts back
+            pinned = running.image if running else None  # by digest, or by the build an engine's tag names
+            if pinned and not build_of(pinned):
+                pinned = s.swarm.running_build(running) or s.swarm.engine_image(pinned) or pinned
             store.record(Revision((history[-1].revision + 1) if history else 1, image, "deployed",
                                   "fleet deploy (Swarm's rolling update)", cause="fleet deploy", started_at=started,
-                                  ended_at=time.time(), pinned=running.image if running else None))
+                                  ended_at=time.time(), pinned=pinned))
 
 
 def diagnosis(swarm: Swarm, failed: dict[str, Verdict]) -> str:

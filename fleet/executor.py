@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .core.events import Event
-from .core.records import Revision, RolloutState
+from .core.records import Revision, RolloutState, build_of
 from .core.rollout import (TERMINAL, Action, AskGate, CheckGolden, CutCanary, Finish, Phase, Plan, PromoteStable,
                       RevertStable, Rollout, SetShare, StableObserved, step)
 from .core.traffic import weights_for
@@ -29,6 +29,9 @@ class Cluster(Protocol):
 
     def stable_replicas(self) -> int: ...
 
+    def stable_image(self) -> str:
+        """The image the stable's spec names, without a digest."""
+
     def stable_rolled_back_since(self, since: float) -> bool: ...
 
     def stable_spec_key(self) -> str:
@@ -38,11 +41,12 @@ class Cluster(Protocol):
         """The canary service beside the stable (the stable's spec with `image` and `container`); its id."""
 
     def resolve(self, image: str) -> str:
-        """What `image` names now: pinned by its registry's digest where it has one, else as given."""
+        """What `image` names now: pinned by its registry's digest where it has one, its image ID
+        (`sha256:…`) where only the engine has it, else as given."""
         ...
 
     def canary_image(self) -> str:
-        """The canary's image as Swarm pinned it (with its digest)."""
+        """The canary's image as Swarm pinned it (with its digest, or the engine's image ID)."""
 
     def set_weights(self, stable: int | None, canary: int | None) -> None: ...
 
@@ -157,9 +161,14 @@ class Executor:
             # build by now, which nobody judged
             shipped = self.state.shipped
             now = c.resolve(self.state.image)
-            if "@" in shipped and "@" in now and now.partition("@")[2] != shipped.partition("@")[2]:
-                self.note("tag", f"tag {self.state.image} now points to {now.partition('@')[2]}; the canary judged "
-                                 f"{shipped.partition('@')[2]}; {shipped.partition('@')[2]} shipped")
+            judged, named = build_of(shipped), build_of(now)
+            if judged and named and named != judged:
+                self.note("tag", f"tag {self.state.image} now points to {named}; the canary judged {judged}; "
+                                 f"{judged} shipped")
+            elif shipped.startswith("sha256:") and now == shipped and c.stable_image() != self.state.image:
+                # the engine's tag names the judged build still: shipped by its name, unless the stable's spec
+                # names that tag already (an earlier build of it, which Swarm would keep running)
+                shipped = self.state.image
             runs = c.stable_runs(shipped, self.state.container)
             if not runs and self.state.stable_spec and c.stable_spec_key() != self.state.stable_spec:
                 # a `docker stack deploy` by hand between the promotion's intent and this update: theirs stays

@@ -241,6 +241,22 @@ class Swarm:
         except (DockerException, OSError):
             return image
 
+    def engine_image(self, image: str) -> str | None:
+        """The image ID (`sha256:…`) that `image` names on this engine when no registry holds it (built
+        here: no registry in its name, and not pulled by it: no repository digest of its repository; one
+        pushed under another name is still this engine's); None otherwise. Swarm runs a bare ID as it is,
+        where a tag is looked up again on every task's start."""
+        if "@" in image or names_registry(image):
+            return None
+        try:
+            found = self.client.images.get(image)
+        except (DockerException, OSError):
+            return None
+        repository = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+        pulled = any(d.partition("@")[0] in (repository, f"docker.io/{repository}", f"docker.io/library/{repository}")
+                     for d in found.attrs.get("RepoDigests") or [])
+        return None if pulled else found.id
+
     def tasks(self, service_name: str, desired_state: str | None = "running") -> list[Task]:
         filters = {"service": service_name}
         if desired_state:
@@ -283,7 +299,7 @@ class Swarm:
             replicas=self.desired_replicas(service.spec),
             has_healthcheck=bool(health.get("Test")) and health["Test"] != ["NONE"],
             consul_name=consul_name(service.name, service.spec) if service.registers else None,
-            version=self.image_label(service.image, "fleet.model-version"),
+            version=self.image_label(self.running_build(service) or service.image, "fleet.model-version"),
             update_state=service.update_state, update_message=service.update_message,
             update_started_at=service.update_started_at)
 
@@ -390,13 +406,14 @@ class Swarm:
     def create_canary(self, stable: Service, name: str, image: str, replicas: int, settings: dict | None = None) -> str:
         """A second service from the stable one's live spec: same stack namespace, networks, health check
         and update policy; the new image (and a deploy's container `settings`: environment, command,
-        entrypoint, resources), `replicas` replicas, role canary (label and FLEET_ROLE), weight 0 (no share)."""
+        entrypoint, resources), `replicas` replicas, role canary (label and FLEET_ROLE), weight 0 (no share).
+        The image pinned: by its registry's digest, or by its ID where only this engine has it."""
         spec = copy.deepcopy(dict(stable.spec))
         template = spec["TaskTemplate"]
         if settings:
             changes.apply_settings(template, settings)
         container = template["ContainerSpec"]
-        container["Image"] = self.pinned(image)
+        container["Image"] = self.engine_image(image) or self.pinned(image)  # what it runs is what is judged
         # weight 0: out of the gateway's weighted pool until fleet gives the canary a share
         container["Env"] = [e for e in container.get("Env", []) if not e.startswith(("FLEET_ROLE=", "FLEET_WEIGHT="))] \
             + ["FLEET_ROLE=canary", "FLEET_WEIGHT=0"]
@@ -425,6 +442,17 @@ class Swarm:
         By service ID: an earlier service of the same name may still be stopping its containers."""
         return self.client.events(decode=True, since=int(since + self.skew()), filters={  # `since` on its clock
             "type": "container", "label": f"com.docker.swarm.service.id={service_id}"})
+
+    def running_build(self, service: Service) -> str | None:
+        """The image ID that every running container of a service on an engine's tag runs, all started from
+        its spec's image: what that spec runs (a tag rebuilt since names another build, which Swarm would
+        start only for a new spec). None for an image pinned or in a registry, or while they differ."""
+        if self.engine_image(service.image) is None:
+            return None
+        running = self.client.containers.list(filters={"label": f"com.docker.swarm.service.name={service.name}"})
+        refs = {c.attrs["Config"]["Image"].split("@")[0] for c in running}
+        builds = {c.attrs["Image"] for c in running}
+        return builds.pop() if running and refs == {service.image_name} and len(builds) == 1 else None
 
     def containers_left(self, service_name: str) -> bool:
         return bool(self.client.containers.list(filters={"label": f"com.docker.swarm.service.name={service_name}"}))

@@ -62,6 +62,13 @@ def unknown(cls, d: dict) -> dict:
     return {k: v for k, v in d.items() if k not in names}
 
 
+def build_of(ref: str) -> str | None:
+    """The immutable part of an image reference: its registry digest, or an engine's image ID; None for a tag."""
+    if "@" in ref:
+        return ref.partition("@")[2] or None
+    return ref if ref.startswith("sha256:") else None
+
+
 @dataclass
 class Revision:
     """One revision of a service's history, as `fleet history` lists it."""

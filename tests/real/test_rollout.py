@@ -5,13 +5,15 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
 from tests.kit.cli import deploy_stable, fleet, fleet_background, running_rollout
 from tests.kit.helpers import BadFlood, LoadLoop, wait_until
 from tests.kit.private_registry import PrivateRegistry
-from tests.kit.stacks import ROOT, StackUnderTest, canary_gone, converged, own_stack, stable_spec
+from tests.kit.stacks import (ROOT, StackUnderTest, canary_gone, converged, own_stack, running_ids,
+                              stable_spec)
 
 NAME = "fleettest-rollout"
 STABLE, GOOD = "fleet/inference:1", "fleet/inference:2"
@@ -348,3 +350,90 @@ def test_a_private_image_is_rolled_out_with_dockers_login_and_refused_without_it
     assert load.failures == [], load.failures[:5]
     assert fleet(rstack, "rollback", "--stack", NAME, "--json", env=private.helped()).returncode == 0
     assert stable_spec(rstack)[0] == STABLE
+
+
+def test_an_engine_only_tag_moved_during_the_canary_ships_the_judged_build_by_its_id(rstack):
+    """An image only on this engine (no registry): its tag is looked up again on every task's start, so the
+    canary runs the tag's image ID, resolved once; the tag moved to another build meanwhile (`docker tag`,
+    as a rebuild does) is named, the judged build ships by its ID, and the other never runs in the stable;
+    `fleet rollback --to` puts the judged build back by its ID too."""
+    client = rstack.swarm.client
+    tag = f"fleet/inference:moved-{uuid.uuid4().hex[:8]}"
+    judged, other = client.images.get(GOOD).id, client.images.get("fleet/inference-test:flaky").id
+    client.images.get(GOOD).tag(tag)
+    try:
+        with LoadLoop(f"{rstack.gateway}/predict", max_requests=30_000, max_seconds=300) as load:
+            proc = fleet_background(rstack, "rollout", "--canary", "--image", tag, "--stack", NAME, "--json",
+                                    "--steps", "50", "--step-duration", "10s")
+            try:
+                canary = wait_until(lambda: rstack.swarm.service(rstack.service("inference-canary")), 120,
+                                    "the canary service")
+                client.images.get("fleet/inference-test:flaky").tag(tag)  # build B under the same tag
+                out, err = proc.communicate(timeout=400)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        assert canary.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == judged
+        doc = json.loads(out) if out.strip() else {}
+        assert proc.returncode == 0 and doc["outcome"] == "promoted", (out, err[-2000:])
+        assert stable_spec(rstack)[0] == judged and canary_gone(rstack)
+        ran = {c.image.id for c in client.containers.list(
+            all=True, filters={"label": f"com.docker.swarm.service.name={rstack.service('inference')}"})}
+        assert judged in ran and other not in ran, "build B never runs in the stable"
+        assert load.failures == [], load.failures[:5]
+        history = json.loads(fleet(rstack, "history", "--stack", NAME, "--json").stdout)["revisions"]
+        record = next(h for h in history if h["revision"] == doc["revision"])
+        assert record["image"] == tag and record["pinned"] == judged, record
+        assert any(e["event"] == "tag" and f"tag {tag} now points to {other}; the canary judged {judged}; {judged} "
+                   "shipped" in e["detail"] for e in record["timeline"]), record["timeline"]
+        assert fleet(rstack, "status", "--stack", NAME, "--json").returncode == 0
+        deploy_stable(rstack, STABLE)  # from a stable on an ID to the file's tag
+        p = fleet(rstack, "rollback", "--to", str(doc["revision"]), "--stack", NAME, "--json")
+        assert p.returncode == 0 and stable_spec(rstack)[0] == judged, p.stderr  # by its ID: the tag names B
+    finally:
+        client.images.remove(tag)  # the next test starts on STABLE again (starts_on_stable)
+
+
+def test_a_tag_rebuilt_on_the_engine_is_a_new_build_for_fleet_deploy(rstack):
+    """`docker build -t T` again under a stable that runs T: the spec still names T, so `docker stack deploy`
+    and Swarm see no change, and the replicas run the earlier build. `fleet deploy` sees the tag name another
+    image than the replicas run: through the canary (the policy's strategy) it judges the new build by its
+    ID and ships it by its ID; with Swarm's rolling update (the test stacks' strategy) it deploys it by its
+    ID; a deploy after either has nothing to do, and the history records the build."""
+    client = rstack.swarm.client
+    tag = f"fleet/inference:rebuilt-{uuid.uuid4().hex[:8]}"
+    old, new = client.images.get(STABLE).id, client.images.get(GOOD).id
+    client.images.get(STABLE).tag(tag)
+    running = lambda: {c.attrs["Image"] for c in client.containers.list(  # noqa: E731
+        filters={"label": f"com.docker.swarm.service.name={rstack.service('inference')}"})}
+    canary = {"FLEET_IMAGE": tag, "FLEET_ROLLOUT_STRATEGY": "canary", "FLEET_ROLLOUT_STEPS": "50",
+              "FLEET_ROLLOUT_STEP_DURATION": "10s"}
+    try:
+        # the start: the stable on the tag (Swarm's rolling update; a canary of a tag that names its judged build
+        # ships by that name in every good canary test of this module)
+        p = fleet(rstack, "deploy", "--stack", NAME, "--json", env={"FLEET_IMAGE": tag}, timeout=400)
+        assert p.returncode == 0 and stable_spec(rstack)[0] == tag, p.stderr[-2000:]
+        wait_until(lambda: running() == {old}, 120, "the stable's replicas on the tag")
+        revisions = len(json.loads(fleet(rstack, "history", "--stack", NAME, "--json").stdout)["revisions"])
+        for build, env, outcome in ((new, canary, "promoted"), (old, {"FLEET_IMAGE": tag}, "deployed")):
+            client.images.get(build).tag(tag)  # rebuilt
+            with LoadLoop(f"{rstack.gateway}/predict", max_requests=30_000, max_seconds=300) as load:
+                p = fleet(rstack, "deploy", "--stack", NAME, "--json", env=env, timeout=400)
+            assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-2000:])
+            # judged: shipped by its ID; Swarm's rolling update: the file's name (a change of name, from the ID)
+            assert stable_spec(rstack)[0] == (build if outcome == "promoted" else tag), stable_spec(rstack)
+            assert canary_gone(rstack)
+            wait_until(lambda: running() == {build}, 120, "the stable's replicas on the rebuilt build")
+            assert load.failures == [], load.failures[:5]
+            history = json.loads(fleet(rstack, "history", "--stack", NAME, "--json").stdout)["revisions"]
+            assert history[-1]["image"] == tag and history[-1]["pinned"] == build, history[-1]
+            assert history[-1]["outcome"] == outcome and len(history) == revisions + 1, history[-1]
+            spec, tasks = stable_spec(rstack)[0], running_ids(rstack)
+            p = fleet(rstack, "deploy", "--stack", NAME, "--json", env=env)
+            assert p.returncode == 0 and stable_spec(rstack)[0] == spec, p.stderr[-2000:]
+            assert running_ids(rstack) == tasks, "nothing to deploy: not a task restarted"
+            again = json.loads(fleet(rstack, "history", "--stack", NAME, "--json").stdout)["revisions"]
+            assert len(again) == len(history), "nothing to deploy: no canary, no revision"
+            revisions = len(history)
+    finally:
+        client.images.remove(tag)  # the next test starts on STABLE again (starts_on_stable)

@@ -45,6 +45,8 @@ class World:
     tags: dict = field(default_factory=dict)  # a tag pushed again: what the registry names by it now
     hand_deploy_at: Phase | None = None  # someone's `docker stack deploy` once a state of this phase is saved
     hand_deployed: bool = False
+    canary_ref: str = f"{NEW}@sha256:{'0' * 64}"  # the canary's image as Swarm pinned it
+    stable_build: str | None = None  # the engine's image ID that the stable's containers run (None: not known)
 
     @property
     def stable_name(self) -> str:
@@ -62,6 +64,9 @@ class FakeCluster:
         self.w = w
 
     def stable_runs(self, image, container):  # as changes.runs: the name, and the digest where `image` has one
+        if (image.startswith("sha256:") and self.resolve(self.w.stable_image) == image  # SwarmCluster._named
+                and self.w.stable_build in (None, image)):
+            image = self.w.stable_image
         return self.w.stable_name == image.split("@")[0] and ("@" not in image or self.w.stable_image == image)
 
     def resolve(self, image):  # a tag, as the registry names it now
@@ -69,6 +74,9 @@ class FakeCluster:
 
     def stable_replicas(self):
         return 2
+
+    def stable_image(self):
+        return self.w.stable_name
 
     def stable_rolled_back_since(self, since):
         return self.w.rolled_back
@@ -82,7 +90,7 @@ class FakeCluster:
         return "canary-id"
 
     def canary_image(self):
-        return f"{NEW}@sha256:{'0' * 64}" if self.w.canary else ""
+        return self.w.canary_ref if self.w.canary else ""
 
     def set_weights(self, stable, canary):
         self.w.act()
@@ -110,6 +118,7 @@ class FakeCluster:
             self.w.rolled_back = True
         else:
             self.w.stable_image = image
+            self.w.stable_build = self.resolve(image) if self.w.stable_build else None
 
     def revert_stable(self):
         self.w.act()
@@ -162,7 +171,7 @@ def evidence(w: World, clock: Clock):
         cycle = int(clock.now) % 4
         if w.hand_deployed and w.state and w.state.phase is Phase.PROMOTING:
             return PromotionObserved("superseded", "the stable service's spec was changed during the promotion")
-        if w.stable_name == NEW and w.stable_updates:
+        if w.stable_updates and (w.stable_name == NEW or w.stable_image == w.canary_ref):  # by tag, or by ID
             return PromotionObserved("converged", "2/2 healthy")
         if w.rolled_back:
             return PromotionObserved("failed", "Swarm rolled the update back")
@@ -308,3 +317,25 @@ def test_a_hand_deploy_between_the_promotions_intent_and_its_update_stays_and_is
     notes = [e["detail"] for e in w.history[2].timeline if e["event"] == "promote"]
     assert notes == ["not updating the stable service: its spec was changed since the canary started, by someone "
                      "else"], notes
+
+
+@pytest.mark.parametrize("case", ["kept", "moved", "rebuilt"])
+def test_an_engine_only_build_ships_under_its_tag_while_the_tag_names_it_and_by_its_id_once_moved(case):
+    """An image only on the engine: the canary runs its image ID, resolved once; the promotion ships the tag
+    while the tag names that build, and the ID (named in the timeline) once the tag names another. A stable
+    whose spec names the tag already (a tag rebuilt under it: its containers run the earlier build) gets
+    the ID: the same tag again would change nothing in its spec, and Swarm would restart nothing."""
+    judged, other = f"sha256:{'0' * 64}", f"sha256:{'b' * 64}"
+    moved = case == "moved"
+    w, clock = World(tags={NEW: other if moved else judged}, canary_ref=judged), Clock()
+    if case == "rebuilt":
+        w.stable_image, w.stable_build = NEW, f"sha256:{'a' * 64}"
+    x, r = begin(w, clock)
+    r = drive(x, r, [], w, clock)
+    assert r.phase is Phase.PROMOTED and w.stable_image == (NEW if case == "kept" else judged), w.stable_image
+    assert w.stable_updates == 1
+    record = w.history[2]
+    assert record.pinned == judged  # what `fleet rollback --to 2` puts back
+    notes = [e["detail"] for e in record.timeline if e["event"] == "tag"]
+    assert notes == ([f"tag {NEW} now points to {other}; the canary judged {judged}; {judged} shipped"] if moved
+                     else []), record.timeline
