@@ -138,7 +138,8 @@ class Evidence:
             if action == "die":
                 health = self.t.swarm.container_health(cid)[1]
                 last_log = (self.t.swarm.logs(cid, lines=1) or "").strip()
-                yield ContainerEvent("die", cid, f"exit code {attrs.get('exitCode')}"
+                why = self.t.swarm.why_stopped(cid)
+                yield ContainerEvent("die", cid, f"exit code {attrs.get('exitCode')}" + (f" ({why})" if why else "")
                                      + (f"; last health check: {health[:200]}" if health else "")
                                      + (f"; last log line: {last_log[:200]}" if last_log else ""))
             elif action == "oom":

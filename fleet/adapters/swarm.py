@@ -291,6 +291,28 @@ class Swarm:
             return None, ""
         return health_of(state)
 
+    def why_stopped(self, container_id: str) -> str:
+        """Who ended a container that died, as far as the engine knows: the kernel for memory, Swarm (its
+        task's desired state no longer running: an update, a scale-down, a removal), or '' (it exited by
+        itself, or it is gone). An exit code 137 alone does not say which."""
+        try:
+            c = self.client.api.inspect_container(container_id)
+        except (NotFound, APIError):
+            return ""
+        if c["State"].get("OOMKilled"):
+            return "killed for memory (OOM)"
+        task_id = (c["Config"].get("Labels") or {}).get("com.docker.swarm.task.id")
+        if not task_id:
+            return ""
+        try:
+            desired = self.client.api.inspect_task(task_id).get("DesiredState", "")
+        except NotFound:  # a scale-down or the service's removal deletes the task itself
+            desired = "removed"
+        except APIError:
+            return ""
+        return f"Swarm stopped it (its task's desired state: {desired})" if desired not in ("", "running", "ready") \
+            else ""
+
     def view(self, service: Service) -> ServiceView:
         """What convergence needs to know of a service's spec and update status."""
         health = service.task_template["ContainerSpec"].get("Healthcheck") or {}

@@ -279,6 +279,32 @@ def test_docker_event_stream_cut_is_restarted_and_replays_the_gap(swarm):
             c.remove(force=True)
 
 
+def test_a_dead_containers_cause_is_told_apart_memory_swarm_or_itself(swarm):
+    """An exit code 137 alone does not say who killed a canary: the die event's detail names the kernel's
+    memory kill and Swarm's stop (its task no longer desired running), and nothing for one that exited."""
+    client, label = swarm.client, {"fleet.test": "1"}
+    oom = client.containers.run(STABLE, ["python3", "-c", "bytearray(300 << 20)"], mem_limit="32m", labels=label,
+                                detach=True)
+    itself = client.containers.run(STABLE, ["python3", "-c", "import sys; sys.exit(3)"], labels=label, detach=True)
+    name = "fleettest-why-stopped"
+    subprocess.run(["docker", "service", "rm", name], capture_output=True)
+    subprocess.run(["docker", "service", "create", "--detach", "--name", name, "--label", "fleet.test=1",
+                    "--stop-grace-period", "1s", STABLE, "sleep", "300"], check=True, capture_output=True)
+    try:
+        filters = {"label": f"com.docker.swarm.service.name={name}"}
+        task = wait_until(lambda: client.containers.list(filters=filters), 60, "the service's container")[0]
+        subprocess.run(["docker", "service", "scale", "--detach", f"{name}=0"], check=True, capture_output=True)
+        for c in (oom, itself, task):
+            wait_until(lambda: c.reload() or c.status == "exited", 60, f"{c.name} to exit")
+        assert swarm.why_stopped(oom.id) == "killed for memory (OOM)"
+        assert swarm.why_stopped(task.id).startswith("Swarm stopped it"), swarm.why_stopped(task.id)
+        assert swarm.why_stopped(itself.id) == ""
+    finally:
+        subprocess.run(["docker", "service", "rm", name], capture_output=True)
+        for c in (oom, itself):
+            c.remove(force=True)
+
+
 @pytest.mark.parametrize("argv", [
     ["rollout", "--canary", "--image", GOOD], ["promote"], ["abort"], ["rollback"], ["history"], ["status"],
     ["deploy"],
